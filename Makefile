@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# pytm-bpf: tracemalloc from outside, through eBPF.
+#   make            build ./pytm-bpf
+#   make deps       install the Debian packages the build and tests need
+#   make test       deps + build + every test (C unit tests, then pytest)
+#   make check      the tests without deps
+#   make bench      side-by-side slowdowns: pytm-bpf against tracemalloc
+#   make demo       deps + build + trace a sample workload + report
+#   make install    PREFIX=/usr/local DESTDIR=
+# V=1 shows the commands.
+
+OUTPUT := .output
+CLANG ?= clang
+LLVM_STRIP ?= llvm-strip
+BPFTOOL ?= bpftool
+CC ?= cc
+PYTHON ?= /usr/bin/python3
+PREFIX ?= /usr/local
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+
+DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
+	pkg-config python3 python3-pytest python3-numpy util-linux procps
+
+LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
+LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
+CFLAGS ?= -g -O2
+CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
+	  -I$(OUTPUT) -Ibpf -Iuser $(LIBBPF_CFLAGS)
+LDLIBS += $(LIBBPF_LIBS) -lelf -lz
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+	      -Wall -Werror -I$(OUTPUT) -Ibpf
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
+SKELS := $(patsubst bpf/%.bpf.c,$(OUTPUT)/%.skel.h,$(BPF_SRCS))
+USER_SRCS := $(wildcard user/*.c)
+USER_OBJS := $(patsubst user/%.c,$(OUTPUT)/%.o,$(USER_SRCS))
+LIB_OBJS := $(filter-out $(OUTPUT)/pytm-bpf.o,$(USER_OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
+
+ifeq ($(V),1)
+	Q =
+	msg =
+else
+	Q = @
+	msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+.DEFAULT_GOAL := all
+.PHONY: all deps test check unit pytest bench demo install clean
+
+all: pytm-bpf
+
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PACKAGES)
+
+$(OUTPUT) $(OUTPUT)/tests:
+	$(Q)mkdir -p $@
+
+# vmlinux.h from the running kernel's BTF; the checked-in copy otherwise.
+$(OUTPUT)/vmlinux.h: | $(OUTPUT)
+	$(call msg,GEN,$@)
+	$(Q)if [ -r /sys/kernel/btf/vmlinux ] && \
+	    $(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp 2>/dev/null; \
+	then mv $@.tmp $@; else rm -f $@.tmp; cp vmlinux/vmlinux.h $@; fi
+
+$(OUTPUT)/%.bpf.o: bpf/%.bpf.c bpf/pytm.h $(OUTPUT)/vmlinux.h | $(OUTPUT)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(Q)$(LLVM_STRIP) -g $@ 2>/dev/null || true
+
+$(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< > $@
+
+$(OUTPUT)/%.o: user/%.c $(wildcard user/*.h) bpf/pytm.h $(SKELS) | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+pytm-bpf: $(USER_OBJS)
+	$(call msg,BINARY,$@)
+	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+$(OUTPUT)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -Itests/unit $< $(LIB_OBJS) $(LDLIBS) -o $@
+
+# C unit tests print "N passed, N failed" each; tests/run_unit.sh sums them.
+unit: $(UNIT_BINS)
+	$(Q)sh tests/run_unit.sh $(UNIT_BINS)
+
+pytest: all
+	$(Q)$(PYTHON) -m pytest -ra tests
+
+check: all unit pytest
+
+test: deps
+	$(MAKE) check
+
+bench: all
+	$(Q)$(PYTHON) tools/bench.py
+
+demo: deps
+	$(MAKE) all
+	$(Q)sh tools/demo.sh
+
+install: all
+	install -D -m 0755 pytm-bpf $(DESTDIR)$(PREFIX)/sbin/pytm-bpf
+	install -D -m 0644 pytm-bpf.8 $(DESTDIR)$(PREFIX)/share/man/man8/pytm-bpf.8
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pytm_bpf
+	install -m 0644 python/pytm_bpf/*.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pytm_bpf/
+
+clean:
+	$(call msg,CLEAN)
+	$(Q)rm -rf $(OUTPUT) pytm-bpf
+
+.DELETE_ON_ERROR:
+.SECONDARY:

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Shared between pytm.bpf.c and user space: plain structs, __u64-style types. */
+#ifndef __PYTM_H
+#define __PYTM_H
+
+#define PYTM_MAX_FRAMES		128	/* --frames upper bound */
+#define PYTM_STASH_DEPTH	4	/* nested allocator calls per thread */
+
+/* How a CPython version chains its frames. */
+enum pytm_frame_layout {
+	PYTM_LAYOUT_FRAMEOBJ = 1,	/* 3.8-3.10: tstate->frame, PyFrameObject */
+	PYTM_LAYOUT_CFRAME = 2,		/* 3.11-3.12: tstate->cframe->current_frame */
+	PYTM_LAYOUT_DIRECT = 3,		/* 3.13+: tstate->current_frame */
+};
+
+/* How the frame's instruction position is stored. */
+enum pytm_lasti_kind {
+	PYTM_LASTI_INT_BYTES = 1,	/* 3.8-3.9: int f_lasti, in bytes */
+	PYTM_LASTI_INT_UNITS = 2,	/* 3.10: int f_lasti, in code units */
+	PYTM_LASTI_PREV_INSTR = 3,	/* 3.11-3.12: _Py_CODEUNIT *prev_instr */
+	PYTM_LASTI_INSTR_PTR = 4,	/* 3.13+: _Py_CODEUNIT *instr_ptr (next to run) */
+};
+
+/*
+ * Struct offsets of one CPython version (bytes; 0xffff = absent). Filled in
+ * user space from the generated table (3.8-3.12) or _Py_DebugOffsets (3.13+).
+ */
+#define PYTM_OFF_NONE 0xffff
+struct pytm_offsets {
+	__u32 hexversion;		/* PY_VERSION_HEX of the headers used */
+	__u16 layout;			/* enum pytm_frame_layout */
+	__u16 lasti_kind;		/* enum pytm_lasti_kind */
+	/* _PyRuntimeState */
+	__u16 runtime_interpreters_head;
+	/* PyInterpreterState */
+	__u16 interp_next;
+	__u16 interp_threads_head;
+	/* PyThreadState */
+	__u16 tstate_next;
+	__u16 tstate_interp;
+	__u16 tstate_thread_id;		/* unsigned long, pthread_self() */
+	__u16 tstate_native_thread_id;	/* 3.11+ */
+	__u16 tstate_frame;		/* frame / cframe / current_frame */
+	/* _PyCFrame (3.11-3.12) */
+	__u16 cframe_current_frame;
+	/* PyFrameObject or _PyInterpreterFrame */
+	__u16 frame_back;		/* f_back / previous */
+	__u16 frame_code;		/* f_code / f_executable */
+	__u16 frame_lasti;		/* f_lasti / prev_instr / instr_ptr */
+	__u16 frame_owner;		/* char owner, 3.11+ */
+	__u8 owner_generator;		/* FRAME_OWNED_BY_GENERATOR */
+	__u8 owner_cstack;		/* FRAME_OWNED_BY_CSTACK (3.12+), else 0xff */
+	__u16 frame_tag_bits;		/* mask of tag bits in f_executable (3.14) */
+	/* PyObject / PyVarObject */
+	__u16 object_type;		/* ob_type */
+	__u16 varobject_size;		/* ob_size */
+	/* PyCodeObject */
+	__u16 code_filename;
+	__u16 code_name;
+	__u16 code_qualname;		/* 3.11+ */
+	__u16 code_firstlineno;
+	__u16 code_linetable;		/* co_lnotab (3.8-3.9) / co_linetable */
+	__u16 code_firsttraceable;	/* _co_firsttraceable, 3.11+ */
+	__u16 code_adaptive;		/* co_code_adaptive, 3.11+ */
+	__u16 code_code;		/* co_code (bytes), 3.8-3.10 */
+	/* PyBytesObject */
+	__u16 bytes_sval;
+	/* PyUnicodeObject */
+	__u16 unicode_length;
+	__u16 unicode_state;
+	__u16 unicode_ascii_size;	/* sizeof(PyASCIIObject) */
+	__u16 unicode_compact_size;	/* sizeof(PyCompactUnicodeObject) */
+	__u16 pad;
+};
+
+/* Allocator entry points, one BPF program each. */
+enum pytm_alloc_kind {
+	PYTM_MALLOC = 0,
+	PYTM_CALLOC = 1,
+	PYTM_REALLOC = 2,
+	PYTM_FREE = 3,
+};
+
+/* Events that could not be recorded; counted per process, never silent. */
+enum pytm_lost {
+	PYTM_LOST_BLOCKS_FULL = 0,	/* live-block map full */
+	PYTM_LOST_STACKS_FULL,		/* stack map full: block kept, frames lost */
+	PYTM_LOST_CODES_FULL,		/* code-object map full: frame unknown */
+	PYTM_LOST_RINGBUF,		/* code announcement dropped */
+	PYTM_LOST_FRAME_READ,		/* unreadable frame: stack truncated */
+	PYTM_LOST_STASH,		/* nested calls deeper than the stash */
+	PYTM_LOST_NO_TSTATE,		/* no thread state found (frames unknown) */
+	PYTM_LOST_MAX,
+};
+
+/* Per traced process: updated with atomics from BPF. */
+struct pytm_proc {
+	__u64 runtime;			/* address of _PyRuntime in the target */
+	__s64 current;			/* traced bytes now */
+	__s64 peak;			/* maximum of current */
+	__u64 nevents;			/* allocator events seen */
+	__u64 lost[PYTM_LOST_MAX];
+	struct pytm_offsets off;
+};
+
+/* Live block key: tracemalloc's (domain, address), per process. */
+struct pytm_block_key {
+	__u32 pid;
+	__u32 domain;
+	__u64 addr;
+};
+
+struct pytm_block {
+	__u64 size;
+	__u64 stack_id;			/* key in the stacks map; 0: no frames */
+};
+
+/*
+ * A frame: code-object id (assigned by BPF, announced on the ring buffer)
+ * in the high 32 bits, instruction offset in code units (signed; -1 before
+ * the first instruction) in the low 32 bits. Id 0 = unknown code object.
+ */
+#define PYTM_FRAME(id, lasti)	(((__u64)(id) << 32) | (__u32)(lasti))
+#define PYTM_FRAME_ID(f)	((__u32)((f) >> 32))
+#define PYTM_FRAME_LASTI(f)	((__s32)(__u32)(f))
+
+struct pytm_stack {
+	__u32 nframe;			/* frames[] used, most recent first */
+	__u32 total_nframe;		/* frames in the thread's stack */
+	__u64 frames[PYTM_MAX_FRAMES];
+};
+
+struct pytm_code_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 addr;
+};
+
+/* Ring buffer records. */
+enum pytm_event_type {
+	PYTM_EV_CODE = 1,		/* new code object: read it now */
+};
+
+struct pytm_event {
+	__u32 type;
+	__u32 pid;
+	__u32 code_id;
+	__u32 pad;
+	__u64 code_addr;
+};
+
+#endif /* __PYTM_H */

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * A snapshot in tracemalloc's model: traces (domain, size, traceback), the
+ * traceback limit, interned filenames and tracebacks. Built from BPF maps,
+ * read from / written to tracemalloc's pickle format (Snapshot.dump/load).
+ */
+#ifndef __PYTM_SNAPSHOT_H
+#define __PYTM_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct pytm_frame_info {
+	const char *filename;		/* interned in the snapshot */
+	unsigned int lineno;
+};
+
+struct pytm_traceback {
+	unsigned int nframe;		/* >= 1: ("<unknown>", 0) stands for none */
+	unsigned int total_nframe;
+	struct pytm_frame_info *frames;	/* most recent call first (as in traces) */
+};
+
+struct pytm_trace {
+	unsigned int domain;
+	uint64_t size;
+	const struct pytm_traceback *tb; /* interned in the snapshot */
+};
+
+/* Pickle layouts: what Snapshot.load() of a Python version accepts. */
+enum pytm_pickle_layout {
+	PYTM_PICKLE_38 = 38,		/* (domain, size, frames) */
+	PYTM_PICKLE_39 = 39,		/* (domain, size, frames, total_nframe), 3.9+ */
+};
+
+struct snapshot;
+
+struct snapshot *snapshot__new(int traceback_limit);
+void snapshot__free(struct snapshot *s);	/* safe on NULL */
+/* Interned copy of a string (NUL-terminated), owned by the snapshot. */
+const char *snapshot__intern(struct snapshot *s, const char *str);
+/* Interned traceback; frames are copied; filenames must come from __intern. */
+const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
+		const struct pytm_frame_info *frames, unsigned int nframe,
+		unsigned int total_nframe);
+int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
+		  const struct pytm_traceback *tb);
+int snapshot__traceback_limit(const struct snapshot *s);
+size_t snapshot__count(const struct snapshot *s);
+const struct pytm_trace *snapshot__traces(const struct snapshot *s);
+/* Write as tracemalloc's pickle to PATH (temporary file + rename). */
+int snapshot__write(const struct snapshot *s, const char *path,
+		    enum pytm_pickle_layout layout);
+/*
+ * Read a pickle written by tracemalloc.Snapshot.dump (3.8-3.13) or by us.
+ * Only the opcode subset they use; anything else is refused with a one-line
+ * reason in err. Never executes anything.
+ */
+int snapshot__load(const char *path, struct snapshot **out,
+		   char *err, size_t errlen);
+
+#endif /* __PYTM_SNAPSHOT_H */
