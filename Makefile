@@ -25,7 +25,7 @@ LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
 CFLAGS ?= -g -O2
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
-	  -I$(OUTPUT) -Ibpf -Iuser $(LIBBPF_CFLAGS)
+	  -I$(OUTPUT) -Ibpf -iquote user $(LIBBPF_CFLAGS)
 LDLIBS += $(LIBBPF_LIBS) -lelf -lz
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	      -Wall -Werror -I$(OUTPUT) -Ibpf

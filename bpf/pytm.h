@@ -3,6 +3,10 @@
 #ifndef __PYTM_H
 #define __PYTM_H
 
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
 #define PYTM_MAX_FRAMES		128	/* --frames upper bound */
 #define PYTM_STASH_DEPTH	4	/* nested allocator calls per thread */
 
@@ -49,7 +53,9 @@ struct pytm_offsets {
 	__u16 frame_lasti;		/* f_lasti / prev_instr / instr_ptr */
 	__u16 frame_owner;		/* char owner, 3.11+ */
 	__u8 owner_generator;		/* FRAME_OWNED_BY_GENERATOR */
-	__u8 owner_cstack;		/* FRAME_OWNED_BY_CSTACK (3.12+), else 0xff */
+	__u8 owner_cstack;		/* owner of the C entry (shim) frame: 3.12-3.13
+					 * FRAME_OWNED_BY_CSTACK, 3.14
+					 * FRAME_OWNED_BY_INTERPRETER; else 0xff */
 	__u16 frame_tag_bits;		/* mask of tag bits in f_executable (3.14) */
 	/* PyObject / PyVarObject */
 	__u16 object_type;		/* ob_type */
@@ -70,6 +76,8 @@ struct pytm_offsets {
 	__u16 unicode_state;
 	__u16 unicode_ascii_size;	/* sizeof(PyASCIIObject) */
 	__u16 unicode_compact_size;	/* sizeof(PyCompactUnicodeObject) */
+	/* _PyRuntimeState: autoTSSkey._key (pthread key of the tstate), <=3.12 */
+	__u16 runtime_tss_key;
 	__u16 pad;
 };
 

@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * pytm-bpf: CPython's allocator events, with the Python stack of the thread
+ * that made them, recorded the way tracemalloc records them.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "pytm.h"
+
+#define EEXIST 17
+
+const volatile __u32 max_frames = 1;		/* --frames */
+const volatile __u32 max_total = 256;		/* frames counted for total_nframe */
+
+/* Traced processes: pid -> configuration and counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct pytm_proc);
+} procs SEC(".maps");
+
+/* Live blocks; size set by --max-blocks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct pytm_block_key);
+	__type(value, struct pytm_block);
+} blocks SEC(".maps");
+
+/* Interned stacks: hash of the frames -> frames. Value size follows --frames. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, struct pytm_stack);
+} stacks SEC(".maps");
+
+/* Code objects seen: (pid, address) -> id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct pytm_code_key);
+	__type(value, __u32);
+} codes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Where a stack is built before it is hashed and interned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pytm_stack);
+} scratch SEC(".maps");
+
+/* One allocator call in progress on a thread, from entry to return. */
+struct call {
+	__u64 ptr;
+	__u64 size;
+};
+
+/* Per thread: the cached thread state and the calls in progress. */
+struct task_ctx {
+	__u64 tstate;
+	__u64 fsbase;
+	__u32 depth;
+	__u32 pad;
+	struct call calls[PYTM_STASH_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} tasks SEC(".maps");
+
+__u32 next_code_id = 0;
+
+static __always_inline __u64 read_ptr(__u64 addr)
+{
+	__u64 v = 0;
+
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		return 0;
+	return v;
+}
+
+static __always_inline void count_lost(struct pytm_proc *p, int what)
+{
+	if (what >= 0 && what < PYTM_LOST_MAX)
+		__sync_fetch_and_add(&p->lost[what], 1);
+}
+
+static __always_inline void account(struct pytm_proc *p, __s64 delta)
+{
+	__s64 cur = __sync_fetch_and_add(&p->current, delta) + delta;
+
+	/* Racy between CPUs, like any peak; off by at most one event. */
+	if (cur > p->peak)
+		p->peak = cur;
+}
+
+/*
+ * The current thread's PyThreadState, as PyGILState_GetThisThreadState()
+ * sees it: the one whose thread_id is this thread's pthread_self(), which
+ * on x86-64 is the fs base. Cached per task and re-validated on use.
+ */
+static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+	__u64 interp, ts, id;
+	int i, j;
+
+	if (t->tstate && t->fsbase == fsbase &&
+	    read_ptr(t->tstate + p->off.tstate_thread_id) == fsbase)
+		return t->tstate;
+
+	t->tstate = 0;
+	t->fsbase = fsbase;
+	interp = read_ptr(p->runtime + p->off.runtime_interpreters_head);
+	for (i = 0; i < 8 && interp; i++) {
+		ts = read_ptr(interp + p->off.interp_threads_head);
+		for (j = 0; j < 256 && ts; j++) {
+			id = read_ptr(ts + p->off.tstate_thread_id);
+			if (id == fsbase) {
+				t->tstate = ts;
+				return ts;
+			}
+			ts = read_ptr(ts + p->off.tstate_next);
+		}
+		interp = read_ptr(interp + p->off.interp_next);
+	}
+	return 0;
+}
+
+/* Id of the code object at ADDR, announcing new ones to user space. */
+static __u32 code_id(struct pytm_proc *p, __u32 pid, __u64 addr)
+{
+	struct pytm_code_key key = { .pid = pid, .addr = addr };
+	struct pytm_event *ev;
+	__u32 *idp, id;
+	long err;
+
+	idp = bpf_map_lookup_elem(&codes, &key);
+	if (idp)
+		return *idp;
+
+	id = __sync_fetch_and_add(&next_code_id, 1) + 1;
+	err = bpf_map_update_elem(&codes, &key, &id, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		idp = bpf_map_lookup_elem(&codes, &key);
+		return idp ? *idp : 0;
+	}
+	if (err) {
+		count_lost(p, PYTM_LOST_CODES_FULL);
+		return 0;
+	}
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		/* Forget it, so that the next sighting announces it again. */
+		bpf_map_delete_elem(&codes, &key);
+		count_lost(p, PYTM_LOST_RINGBUF);
+		return 0;
+	}
+	ev->type = PYTM_EV_CODE;
+	ev->pid = pid;
+	ev->code_id = id;
+	ev->pad = 0;
+	ev->code_addr = addr;
+	bpf_ringbuf_submit(ev, 0);
+	return id;
+}
+
+/* The frame's innermost executing frame, from the thread state. */
+static __always_inline __u64 top_frame(struct pytm_proc *p, __u64 tstate)
+{
+	__u64 f = read_ptr(tstate + p->off.tstate_frame);
+
+	if (p->off.layout == PYTM_LAYOUT_CFRAME && f)
+		f = read_ptr(f + p->off.cframe_current_frame);
+	return f;
+}
+
+/*
+ * Walk the thread's frames into S, most recent first, skipping what
+ * tracemalloc skips (incomplete frames, C-stack shims). Returns the stack
+ * id, 0 for no Python frame.
+ */
+static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
+{
+	__u32 zero = 0, n = 0, total = 0, i;
+	struct pytm_stack *s;
+	__u64 frame, code, start, instr, h;
+	__s32 lasti;
+	__u8 owner;
+	int first;
+	long err;
+
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+
+	frame = tstate ? top_frame(p, tstate) : 0;
+	for (i = 0; i < PYTM_MAX_FRAMES + 256 && frame; i++) {
+		if (total >= max_total)
+			break;
+		if (n >= max_frames) {
+			/* Beyond the limit only the count matters. */
+			total++;
+			frame = read_ptr(frame + p->off.frame_back);
+			continue;
+		}
+		code = read_ptr(frame + p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
+		if (!code) {
+			count_lost(p, PYTM_LOST_FRAME_READ);
+			break;
+		}
+		if (p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
+			if (bpf_probe_read_user(&lasti, sizeof(lasti),
+						(void *)(frame + p->off.frame_lasti)))
+				lasti = -1;
+		} else {
+			owner = 0;
+			bpf_probe_read_user(&owner, 1, (void *)(frame + p->off.frame_owner));
+			if (owner == p->off.owner_cstack) {
+				frame = read_ptr(frame + p->off.frame_back);
+				continue;
+			}
+			instr = read_ptr(frame + p->off.frame_lasti);
+			start = code + p->off.code_adaptive;
+			if (owner != p->off.owner_generator) {
+				first = 0;
+				bpf_probe_read_user(&first, sizeof(first),
+						    (void *)(code + p->off.code_firsttraceable));
+				if ((__s64)instr < (__s64)(start + 2 * (__s64)first)) {
+					/* Incomplete: not yet running its code. */
+					frame = read_ptr(frame + p->off.frame_back);
+					continue;
+				}
+			}
+			/* In code units; arithmetic shift keeps -1 for "before the first". */
+			lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
+		}
+		s->frames[n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(code_id(p, pid, code), lasti);
+		n++;
+		total++;
+		frame = read_ptr(frame + p->off.frame_back);
+	}
+	if (!n)
+		return 0;
+	s->nframe = n;
+	s->total_nframe = total;
+
+	/* FNV-1a over the frames and the count, then a final mix. */
+	h = 0xcbf29ce484222325ULL ^ ((__u64)total << 32 | n);
+	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ s->frames[i]) * 0x100000001b3ULL;
+		h ^= h >> 29;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	if (!h)
+		h = 1;
+	err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
+	if (err && err != -EEXIST) {
+		count_lost(p, PYTM_LOST_STACKS_FULL);
+		return 0;
+	}
+	return h;
+}
+
+static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
+					 __u32 domain, __u64 addr)
+{
+	struct pytm_block_key key = { .pid = pid, .domain = domain, .addr = addr };
+	struct pytm_block *b;
+	__s64 size;
+
+	b = bpf_map_lookup_elem(&blocks, &key);
+	if (!b)
+		return;
+	size = b->size;
+	if (bpf_map_delete_elem(&blocks, &key) == 0)
+		account(p, -size);
+}
+
+static void add_trace(struct pytm_proc *p, struct task_ctx *t,
+		      struct pytm_block_key *key, __u64 size)
+{
+	struct pytm_block nb, *b;
+	__u64 tstate;
+
+	tstate = find_tstate(p, t);
+	if (!tstate)
+		count_lost(p, PYTM_LOST_NO_TSTATE);
+	nb.size = size;
+	nb.stack_id = walk_stack(p, key->pid, tstate);
+
+	b = bpf_map_lookup_elem(&blocks, key);
+	if (b) {
+		/* Already tracked (tracemalloc_add_trace does the same). */
+		__s64 old = b->size;
+
+		b->size = nb.size;
+		b->stack_id = nb.stack_id;
+		account(p, (__s64)size - old);
+		return;
+	}
+	if (bpf_map_update_elem(&blocks, key, &nb, BPF_ANY)) {
+		count_lost(p, PYTM_LOST_BLOCKS_FULL);
+		return;
+	}
+	account(p, size);
+}
+
+static __always_inline struct task_ctx *task_ctx(void)
+{
+	return bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+static __always_inline struct pytm_proc *this_proc(__u32 *pid)
+{
+	*pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&procs, pid);
+}
+
+/* Entry of malloc/calloc/realloc: remember the arguments until return. */
+static __always_inline int call_enter(__u64 ptr, __u64 size)
+{
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid, d;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	t = task_ctx();
+	if (!t)
+		return 0;
+	d = t->depth;
+	if (d < PYTM_STASH_DEPTH) {
+		t->calls[d].ptr = ptr;
+		t->calls[d].size = size;
+	} else {
+		count_lost(p, PYTM_LOST_STASH);
+	}
+	t->depth = d + 1;
+	return 0;
+}
+
+/*
+ * Return of malloc/calloc/realloc. As in tracemalloc, only the outermost
+ * call records: an allocator call made inside another (pymalloc falling
+ * back to the raw allocator, arena bookkeeping) is reentrant.
+ */
+static __always_inline int call_return(int kind, __u64 ret)
+{
+	struct pytm_proc *p;
+	struct pytm_block_key key;
+	struct task_ctx *t;
+	struct call c;
+	__u32 pid, d;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	t = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
+	if (!t || !t->depth)
+		return 0;
+	d = --t->depth;
+	if (d >= PYTM_STASH_DEPTH)
+		return 0;
+	c = t->calls[d];
+	__sync_fetch_and_add(&p->nevents, 1);
+	if (!ret)
+		return 0;
+
+	if (kind == PYTM_REALLOC) {
+		if (d > 0) {
+			if (c.ptr)
+				remove_trace(p, pid, 0, c.ptr);
+			return 0;
+		}
+		if (c.ptr && c.ptr != ret)
+			remove_trace(p, pid, 0, c.ptr);
+	} else if (d > 0) {
+		return 0;
+	}
+	key.pid = pid;
+	key.domain = 0;
+	key.addr = ret;
+	add_trace(p, t, &key, c.size);
+	return 0;
+}
+
+static __always_inline int on_free(__u64 ptr)
+{
+	struct pytm_code_key ck;
+	struct pytm_proc *p;
+	__u32 pid;
+
+	if (!ptr)
+		return 0;
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	__sync_fetch_and_add(&p->nevents, 1);
+	remove_trace(p, pid, 0, ptr);
+	/* A freed code object: its address may come back as another one. */
+	ck.pid = pid;
+	ck.pad = 0;
+	ck.addr = ptr;
+	bpf_map_delete_elem(&codes, &ck);
+	return 0;
+}
+
+/* void *malloc(void *actx, size_t size) */
+SEC("uprobe")
+int BPF_KPROBE(malloc_enter, void *actx, __u64 size)
+{
+	return call_enter(0, size);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(malloc_return, void *ret)
+{
+	return call_return(PYTM_MALLOC, (__u64)ret);
+}
+
+/* void *calloc(void *actx, size_t nelem, size_t elsize) */
+SEC("uprobe")
+int BPF_KPROBE(calloc_enter, void *actx, __u64 nelem, __u64 elsize)
+{
+	return call_enter(0, nelem * elsize);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(calloc_return, void *ret)
+{
+	return call_return(PYTM_CALLOC, (__u64)ret);
+}
+
+/* void *realloc(void *actx, void *ptr, size_t new_size) */
+SEC("uprobe")
+int BPF_KPROBE(realloc_enter, void *actx, void *ptr, __u64 size)
+{
+	return call_enter((__u64)ptr, size);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(realloc_return, void *ret)
+{
+	return call_return(PYTM_REALLOC, (__u64)ret);
+}
+
+/* void free(void *actx, void *ptr) */
+SEC("uprobe")
+int BPF_KPROBE(free_enter, void *actx, void *ptr)
+{
+	return on_free((__u64)ptr);
+}
+
+/* int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size) */
+SEC("uprobe")
+int BPF_KPROBE(track_enter, unsigned int domain, __u64 ptr, __u64 size)
+{
+	struct pytm_block_key key;
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	t = task_ctx();
+	if (!t)
+		return 0;
+	__sync_fetch_and_add(&p->nevents, 1);
+	key.pid = pid;
+	key.domain = domain;
+	key.addr = ptr;
+	add_trace(p, t, &key, size);
+	return 0;
+}
+
+/* int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr) */
+SEC("uprobe")
+int BPF_KPROBE(untrack_enter, unsigned int domain, __u64 ptr)
+{
+	struct pytm_proc *p;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	__sync_fetch_and_add(&p->nevents, 1);
+	remove_trace(p, pid, domain, ptr);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

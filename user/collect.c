@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpf/bpf.h>
+#include "pytm.h"
+#include "collect.h"
+#include "resolve.h"
+
+#define BATCH 4096
+
+/* stack id -> interned traceback, open addressing. */
+struct tb_cache {
+	uint64_t *ids;
+	const struct pytm_traceback **tbs;
+	size_t cap, n;
+};
+
+static int cache_grow(struct tb_cache *c)
+{
+	struct tb_cache nc = { .cap = c->cap ? c->cap * 2 : 1024 };
+	size_t i, j;
+
+	nc.ids = calloc(nc.cap, sizeof(*nc.ids));
+	nc.tbs = calloc(nc.cap, sizeof(*nc.tbs));
+	if (!nc.ids || !nc.tbs) {
+		free(nc.ids);
+		free(nc.tbs);
+		return -ENOMEM;
+	}
+	for (i = 0; i < c->cap; i++) {
+		if (!c->ids[i])
+			continue;
+		for (j = c->ids[i] & (nc.cap - 1); nc.ids[j]; j = (j + 1) & (nc.cap - 1))
+			;
+		nc.ids[j] = c->ids[i];
+		nc.tbs[j] = c->tbs[i];
+	}
+	nc.n = c->n;
+	free(c->ids);
+	free(c->tbs);
+	*c = nc;
+	return 0;
+}
+
+/* Slot of ID (found or free). */
+static size_t cache_slot(const struct tb_cache *c, uint64_t id)
+{
+	size_t j;
+
+	for (j = id & (c->cap - 1); c->ids[j] && c->ids[j] != id; j = (j + 1) & (c->cap - 1))
+		;
+	return j;
+}
+
+static const struct pytm_traceback *traceback_of(struct tb_cache *c, int stacks_fd,
+		uint64_t id, struct snapshot *s, struct resolver *r,
+		struct pytm_stack *st, struct pytm_frame_info *fi, int frames)
+{
+	const struct pytm_traceback *tb;
+	unsigned int i, n;
+	size_t j = 0;
+
+	if (id) {
+		if (c->n * 2 >= c->cap && cache_grow(c))
+			return NULL;
+		j = cache_slot(c, id);
+		if (c->ids[j])
+			return c->tbs[j];
+	}
+	if (!id || bpf_map_lookup_elem(stacks_fd, &id, st)) {
+		/* tracemalloc's empty traceback: one unknown frame. */
+		fi[0].filename = snapshot__intern(s, "<unknown>");
+		fi[0].lineno = 0;
+		return snapshot__traceback(s, fi, 1, 1);
+	}
+	n = st->nframe > (unsigned int)frames ? (unsigned int)frames : st->nframe;
+	for (i = 0; i < n; i++)
+		resolver__frame(r, st->frames[i], s, &fi[i]);
+	tb = snapshot__traceback(s, fi, n, st->total_nframe);
+	if (tb) {
+		c->ids[j] = id;
+		c->tbs[j] = tb;
+		c->n++;
+	}
+	return tb;
+}
+
+struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
+				   int frames, struct resolver *r)
+{
+	struct pytm_block_key *keys = NULL, next, *in = NULL;
+	struct pytm_frame_info *fi = NULL;
+	struct pytm_block *vals = NULL;
+	struct pytm_stack *st = NULL;
+	struct tb_cache cache = {};
+	struct snapshot *s = NULL;
+	const struct pytm_traceback *tb;
+	__u32 count, i;
+	int err = 0;
+
+	s = snapshot__new(frames);
+	keys = calloc(BATCH, sizeof(*keys));
+	vals = calloc(BATCH, sizeof(*vals));
+	st = calloc(1, sizeof(*st));
+	fi = calloc(PYTM_MAX_FRAMES, sizeof(*fi));
+	if (!s || !keys || !vals || !st || !fi || cache_grow(&cache)) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (;;) {
+		count = BATCH;
+		err = bpf_map_lookup_batch(blocks_fd, in, &next, keys, vals, &count, NULL);
+		if (err && errno != ENOENT) {
+			err = -errno;
+			goto cleanup;
+		}
+		for (i = 0; i < count; i++) {
+			if (keys[i].pid != (__u32)pid)
+				continue;
+			tb = traceback_of(&cache, stacks_fd, vals[i].stack_id, s, r, st, fi, frames);
+			if (!tb || snapshot__add(s, keys[i].domain, vals[i].size, tb)) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+		}
+		if (err)	/* ENOENT: that was the last batch */
+			break;
+		in = &next;
+	}
+	err = 0;
+cleanup:
+	free(keys);
+	free(vals);
+	free(st);
+	free(fi);
+	free(cache.ids);
+	free(cache.tbs);
+	if (err) {
+		snapshot__free(s);
+		errno = -err;
+		return NULL;
+	}
+	return s;
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Turn the BPF maps of one process into a tracemalloc snapshot. */
+#ifndef __PYTM_COLLECT_H
+#define __PYTM_COLLECT_H
+
+#include <sys/types.h>
+#include "snapshot.h"
+
+struct resolver;
+
+/*
+ * Snapshot of the live blocks of PID: BLOCKS_FD and STACKS_FD are the maps,
+ * FRAMES the traceback limit. NULL with errno set on failure.
+ */
+struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
+				   int frames, struct resolver *r);
+
+#endif /* __PYTM_COLLECT_H */

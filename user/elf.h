@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Symbols of an ELF file (.symtab when present, else .dynsym). */
+#ifndef __PYTM_ELF_H
+#define __PYTM_ELF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct elf_file;
+
+struct elf_file *elf__open(const char *path);
+void elf__close(struct elf_file *ef);	/* safe on NULL */
+/* Address (st_value) and size of symbol NAME, local or global; -ENOENT. */
+int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
+		uint64_t *size);
+/* Does the file carry a full symbol table (.symtab)? */
+bool elf__has_symtab(const struct elf_file *ef);
+/* Virtual address of the first PT_LOAD segment, page aligned. */
+uint64_t elf__base_vaddr(const struct elf_file *ef);
+
+#endif /* __PYTM_ELF_H */

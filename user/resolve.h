@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Code objects of a target: read when BPF announces them, then (file, line). */
+#ifndef __PYTM_RESOLVE_H
+#define __PYTM_RESOLVE_H
+
+#include <stdint.h>
+#include "pytm.h"
+#include "snapshot.h"
+
+struct target;
+struct resolver;
+
+struct resolver *resolver__new(const struct target *t,
+			       const struct pytm_offsets *off);
+void resolver__free(struct resolver *r);	/* safe on NULL */
+/* Read the code object ADDR now, under id ID. */
+int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr);
+/*
+ * (filename, lineno) of FRAME (PYTM_FRAME(id, lasti)) as tracemalloc would
+ * record it; filename interned in S. Unknown code: ("<unknown>", 0).
+ */
+void resolver__frame(struct resolver *r, uint64_t frame, struct snapshot *s,
+		     struct pytm_frame_info *out);
+/* Code objects read, and those that could not be read. */
+void resolver__stats(const struct resolver *r, uint64_t *nread, uint64_t *nfailed);
+
+#endif /* __PYTM_RESOLVE_H */

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* One error style for the whole tool: warn() always, vlog() under -v. */
+#ifndef __PYTM_UTIL_H
+#define __PYTM_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+extern bool pytm_verbose;
+
+/* "pytm-bpf: MESSAGE\n" on stderr. */
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Same, only with -v. */
+void vlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Copy untrusted text from a target into DST (at most LEN-1 bytes, NUL
+ * terminated), escaping control characters and bytes that are not UTF-8
+ * so that printing it cannot drive a terminal.
+ */
+void str_sanitize(char *dst, size_t len, const char *src, size_t srclen);
+
+#endif /* __PYTM_UTIL_H */
