@@ -11,8 +11,12 @@
 
 #define EEXIST 17
 
-const volatile __u32 max_frames = 1;		/* --frames */
-const volatile __u32 max_total = 256;		/* frames counted for total_nframe */
+/*
+ * The frame limits (--frames, and how deep total_nframe counts) live in
+ * struct pytm_proc, not in rodata: a limit the verifier knows as a constant
+ * makes it track the walk's counters precisely, and then it must explore
+ * every iteration of the bpf_loop() callback apart.
+ */
 
 /* Traced processes: pid -> configuration and counters. */
 struct {
@@ -110,6 +114,36 @@ static __always_inline void account(struct pytm_proc *p, __s64 delta)
 		p->peak = cur;
 }
 
+/* State of the thread-state search, one bpf_loop() step per thread state. */
+struct tstate_walk {
+	struct pytm_proc *p;
+	__u64 fsbase;
+	__u64 interp;
+	__u64 ts;
+	__u64 found;
+};
+
+static long tstate_step(__u32 i, void *data)
+{
+	struct tstate_walk *w = data;
+	struct pytm_proc *p = w->p;
+
+	if (!w->ts) {
+		/* Next interpreter. */
+		if (!w->interp)
+			return 1;
+		w->ts = read_ptr(w->interp + p->off.interp_threads_head);
+		w->interp = read_ptr(w->interp + p->off.interp_next);
+		return 0;
+	}
+	if (read_ptr(w->ts + p->off.tstate_thread_id) == w->fsbase) {
+		w->found = w->ts;
+		return 1;
+	}
+	w->ts = read_ptr(w->ts + p->off.tstate_next);
+	return 0;
+}
+
 /*
  * The current thread's PyThreadState, as PyGILState_GetThisThreadState()
  * sees it: the one whose thread_id is this thread's pthread_self(), which
@@ -118,30 +152,18 @@ static __always_inline void account(struct pytm_proc *p, __s64 delta)
 static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
-	__u64 interp, ts, id;
-	int i, j;
+	struct tstate_walk w = { .p = p };
 
-	if (t->tstate && t->fsbase == fsbase &&
-	    read_ptr(t->tstate + p->off.tstate_thread_id) == fsbase)
+	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
+	if (t->tstate && t->fsbase == w.fsbase &&
+	    read_ptr(t->tstate + p->off.tstate_thread_id) == w.fsbase)
 		return t->tstate;
 
-	t->tstate = 0;
-	t->fsbase = fsbase;
-	interp = read_ptr(p->runtime + p->off.runtime_interpreters_head);
-	for (i = 0; i < 8 && interp; i++) {
-		ts = read_ptr(interp + p->off.interp_threads_head);
-		for (j = 0; j < 256 && ts; j++) {
-			id = read_ptr(ts + p->off.tstate_thread_id);
-			if (id == fsbase) {
-				t->tstate = ts;
-				return ts;
-			}
-			ts = read_ptr(ts + p->off.tstate_next);
-		}
-		interp = read_ptr(interp + p->off.interp_next);
-	}
-	return 0;
+	w.interp = read_ptr(p->runtime + p->off.runtime_interpreters_head);
+	bpf_loop(4096, tstate_step, &w, 0);
+	t->tstate = w.found;
+	t->fsbase = w.fsbase;
+	return w.found;
 }
 
 /* Id of the code object at ADDR, announcing new ones to user space. */
@@ -192,82 +214,91 @@ static __always_inline __u64 top_frame(struct pytm_proc *p, __u64 tstate)
 	return f;
 }
 
+/* State of the frame walk, one bpf_loop() step per frame. */
+struct frame_walk {
+	struct pytm_proc *p;
+	struct pytm_stack *s;
+	__u64 frame;
+	__u32 pid;
+	__u32 n;
+	__u32 total;
+};
+
+static long frame_step(__u32 i, void *data)
+{
+	struct frame_walk *w = data;
+	struct pytm_proc *p = w->p;
+	__u64 frame = w->frame, code, start, instr;
+	__s32 lasti = -1, first;
+	__u8 owner;
+
+	if (!frame || w->total >= p->max_total)
+		return 1;
+	w->frame = read_ptr(frame + p->off.frame_back);
+	if (w->n >= p->max_frames) {
+		/* Beyond the limit only the count matters. */
+		w->total++;
+		return 0;
+	}
+	code = read_ptr(frame + p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
+	if (!code) {
+		count_lost(p, PYTM_LOST_FRAME_READ);
+		return 1;
+	}
+	if (p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
+		bpf_probe_read_user(&lasti, sizeof(lasti), (void *)(frame + p->off.frame_lasti));
+	} else {
+		owner = 0;
+		bpf_probe_read_user(&owner, 1, (void *)(frame + p->off.frame_owner));
+		if (owner == p->off.owner_cstack)
+			return 0;	/* a shim frame of the C stack */
+		instr = read_ptr(frame + p->off.frame_lasti);
+		start = code + p->off.code_adaptive;
+		if (owner != p->off.owner_generator) {
+			first = 0;
+			bpf_probe_read_user(&first, sizeof(first),
+					    (void *)(code + p->off.code_firsttraceable));
+			/* Incomplete: the frame has not started its code yet. */
+			if ((__s64)instr < (__s64)(start + 2 * (__s64)first))
+				return 0;
+		}
+		/* In code units; arithmetic shift keeps -1 for "before the first". */
+		lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
+	}
+	w->s->frames[w->n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(code_id(p, w->pid, code), lasti);
+	w->n++;
+	w->total++;
+	return 0;
+}
+
 /*
- * Walk the thread's frames into S, most recent first, skipping what
- * tracemalloc skips (incomplete frames, C-stack shims). Returns the stack
- * id, 0 for no Python frame.
+ * Walk the thread's frames into the scratch stack, most recent first,
+ * skipping what tracemalloc skips (incomplete frames, C-stack shims), and
+ * intern it. Returns the stack id, 0 for no Python frame.
  */
 static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
 {
-	__u32 zero = 0, n = 0, total = 0, i;
-	struct pytm_stack *s;
-	__u64 frame, code, start, instr, h;
-	__s32 lasti;
-	__u8 owner;
-	int first;
+	struct frame_walk w = { .p = p, .pid = pid };
+	__u32 zero = 0, i;
+	__u64 h;
 	long err;
 
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
+	w.s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!w.s || !tstate)
 		return 0;
-
-	frame = tstate ? top_frame(p, tstate) : 0;
-	for (i = 0; i < PYTM_MAX_FRAMES + 256 && frame; i++) {
-		if (total >= max_total)
-			break;
-		if (n >= max_frames) {
-			/* Beyond the limit only the count matters. */
-			total++;
-			frame = read_ptr(frame + p->off.frame_back);
-			continue;
-		}
-		code = read_ptr(frame + p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
-		if (!code) {
-			count_lost(p, PYTM_LOST_FRAME_READ);
-			break;
-		}
-		if (p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
-			if (bpf_probe_read_user(&lasti, sizeof(lasti),
-						(void *)(frame + p->off.frame_lasti)))
-				lasti = -1;
-		} else {
-			owner = 0;
-			bpf_probe_read_user(&owner, 1, (void *)(frame + p->off.frame_owner));
-			if (owner == p->off.owner_cstack) {
-				frame = read_ptr(frame + p->off.frame_back);
-				continue;
-			}
-			instr = read_ptr(frame + p->off.frame_lasti);
-			start = code + p->off.code_adaptive;
-			if (owner != p->off.owner_generator) {
-				first = 0;
-				bpf_probe_read_user(&first, sizeof(first),
-						    (void *)(code + p->off.code_firsttraceable));
-				if ((__s64)instr < (__s64)(start + 2 * (__s64)first)) {
-					/* Incomplete: not yet running its code. */
-					frame = read_ptr(frame + p->off.frame_back);
-					continue;
-				}
-			}
-			/* In code units; arithmetic shift keeps -1 for "before the first". */
-			lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
-		}
-		s->frames[n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(code_id(p, pid, code), lasti);
-		n++;
-		total++;
-		frame = read_ptr(frame + p->off.frame_back);
-	}
-	if (!n)
+	w.frame = top_frame(p, tstate);
+	bpf_loop(PYTM_MAX_FRAMES + 1024, frame_step, &w, 0);
+	if (!w.n)
 		return 0;
-	s->nframe = n;
-	s->total_nframe = total;
+	w.s->nframe = w.n;
+	w.s->total_nframe = w.total;
 
 	/* FNV-1a over the frames and the count, then a final mix. */
-	h = 0xcbf29ce484222325ULL ^ ((__u64)total << 32 | n);
+	h = 0xcbf29ce484222325ULL ^ ((__u64)w.total << 32 | w.n);
 	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
-		if (i >= n)
+		if (i >= w.n)
 			break;
-		h = (h ^ s->frames[i]) * 0x100000001b3ULL;
+		h = (h ^ w.s->frames[i]) * 0x100000001b3ULL;
 		h ^= h >> 29;
 	}
 	h ^= h >> 33;
@@ -275,7 +306,7 @@ static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
 	h ^= h >> 33;
 	if (!h)
 		h = 1;
-	err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
+	err = bpf_map_update_elem(&stacks, &h, w.s, BPF_NOEXIST);
 	if (err && err != -EEXIST) {
 		count_lost(p, PYTM_LOST_STACKS_FULL);
 		return 0;

@@ -104,6 +104,8 @@ enum pytm_lost {
 /* Per traced process: updated with atomics from BPF. */
 struct pytm_proc {
 	__u64 runtime;			/* address of _PyRuntime in the target */
+	__u32 max_frames;		/* frames recorded per traceback (--frames) */
+	__u32 max_total;		/* frames counted for total_nframe */
 	__s64 current;			/* traced bytes now */
 	__s64 peak;			/* maximum of current */
 	__u64 nevents;			/* allocator events seen */

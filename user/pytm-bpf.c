@@ -230,7 +230,7 @@ struct ctx {
 	pid_t pid;
 };
 
-static int handle_event(void *data, void *arg, size_t size)
+static int handle_event(void *arg, void *data, size_t size)
 {
 	const struct pytm_event *ev = data;
 	struct ctx *c = arg;
@@ -437,7 +437,8 @@ int main(int argc, char **argv)
 		warn("cannot open the BPF object: %s", strerror(-err));
 		goto cleanup;
 	}
-	skel->rodata->max_frames = env.frames;
+	proc.max_frames = env.frames;
+	proc.max_total = 1024;
 	/* Stack values hold only the frames asked for. */
 	err = bpf_map__set_value_size(skel->maps.stacks,
 				      offsetof(struct pytm_stack, frames) +
