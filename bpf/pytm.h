@@ -22,7 +22,7 @@ enum pytm_lasti_kind {
 	PYTM_LASTI_INT_BYTES = 1,	/* 3.8-3.9: int f_lasti, in bytes */
 	PYTM_LASTI_INT_UNITS = 2,	/* 3.10: int f_lasti, in code units */
 	PYTM_LASTI_PREV_INSTR = 3,	/* 3.11-3.12: _Py_CODEUNIT *prev_instr */
-	PYTM_LASTI_INSTR_PTR = 4,	/* 3.13+: _Py_CODEUNIT *instr_ptr (next to run) */
+	PYTM_LASTI_INSTR_PTR = 4,	/* 3.13+: _Py_CODEUNIT *instr_ptr (running now) */
 };
 
 /*
