@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Ends of a trace that are not a polite SIGINT, and what the target sees:
+the target exits mid-trace; pytm-bpf is SIGKILLed (the target must finish
+its work correctly); a second pytm-bpf attaches after the first one ended;
+a target blocked in sleep / lock wait / pipe read while pytm-bpf attaches."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import (T_START, T_STOP, T_WORK, TracedRun, agreement,
+                      check_agreement, check_run, snaptool, snaptool_raw,
+                      top_block)
+
+
+@pytest.mark.parametrize("how", ["return", "_exit", "killed"])
+def test_target_exits_mid_trace(procs, python, tmp_path, how):
+    out = str(tmp_path / "exit.pytm")
+    tgt = procs.target(python, "wl_exit.py",
+                       ["wait" if how == "killed" else how])
+    tgt.expect("ready", timeout=T_START)
+    tr = procs.tracer(["-p", tgt.pid, "--frames", 5, "--top", 10, "-o", out])
+    tr.wait_tracing()
+    tgt.send("go")
+    tgt.expect("working")
+    if how == "killed":
+        time.sleep(1.0)
+        os.kill(tgt.pid, signal.SIGKILL)
+    trc = tgt.wait(timeout=T_WORK)
+    assert trc == (-signal.SIGKILL if how == "killed" else 0), \
+        "target: rc=%s %r" % (trc, tgt.err.text())
+    t0 = time.monotonic()
+    rc, stdout, stderr = tr.finish(timeout=T_STOP)   # no signal from us
+    print("\ntarget %s: pytm-bpf exited %.2fs after the target, rc=%s"
+          % (how, time.monotonic() - t0, rc))
+    shown = "rc=%s\nstderr: %r\nstdout: %r" % (rc, stderr, stdout[:2000])
+    assert rc == 0, shown
+    assert stdout.startswith(b"[ Top "), shown
+    assert os.path.isfile(out), "no snapshot file: " + shown
+    info = snaptool(python, "summary", out)
+    assert info["traceback_limit"] == 5, info
+    expected = snaptool_raw(python, "top", out, "lineno", 0, 10)
+    assert top_block(stdout) == expected, \
+        "report differs from tracemalloc on the written snapshot:\n%s\n%s" % (
+            top_block(stdout).decode(errors="replace"),
+            expected.decode(errors="replace"))
+
+
+def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
+    """wl_checksum.py, untraced (tracer_args None) or traced with pytm-bpf
+    SIGKILLed as soon as the workload prints kill_after."""
+    tgt = procs.target(python, "wl_checksum.py")
+    tgt.expect("ready", timeout=T_START)
+    tr = None
+    if tracer_args is not None:
+        tr = procs.tracer(["-p", tgt.pid] + tracer_args)
+        tr.wait_tracing()
+    tgt.send("go")
+    if tr is not None:
+        tgt.expect(kill_after)
+        tr.send_signal(signal.SIGKILL)
+        rc, _, err = tr.finish()
+        assert rc == -signal.SIGKILL, "pytm-bpf rc=%s %r" % (rc, err)
+    line = tgt.expect("checksum", timeout=T_WORK)
+    rc = tgt.wait(timeout=T_WORK)
+    assert rc == 0, "workload rc=%s: %s" % (rc, tgt.err.text())
+    return line
+
+
+@pytest.mark.parametrize("frames", [1, 25], ids=lambda n: "frames%d" % n)
+def test_tracer_sigkill_target_unharmed(procs, python, tmp_path, frames):
+    reference = checksum_run(procs, python)
+    traced = checksum_run(procs, python,
+                          ["--frames", frames, "-o",
+                           str(tmp_path / "never.pytm")])
+    print("\nuntraced: %s\nkilled tracer: %s" % (reference, traced))
+    assert traced == reference
+
+
+@pytest.mark.parametrize("first_end", ["sigkill", "sigint"])
+def test_reattach(procs, python, tmp_path, first_end):
+    """A second pytm-bpf on the same target after the first one ended
+    (killed, or detached normally) still agrees with tracemalloc."""
+    workload = "gt_single.py"
+    ours = str(tmp_path / "ours.pickle")
+    ref = str(tmp_path / "ref.pickle")
+    tgt = procs.target(python, workload,
+                       ["--tracemalloc", 1, "--dump", ref])
+    tgt.expect("ready", timeout=T_START)
+    first = procs.tracer(["-p", tgt.pid, "--frames", 1])
+    first.wait_tracing()
+    rc, _, err = first.stop(signal.SIGKILL if first_end == "sigkill"
+                            else signal.SIGINT)
+    want = -signal.SIGKILL if first_end == "sigkill" else 0
+    assert rc == want, "first pytm-bpf rc=%s %r" % (rc, err)
+
+    run = TracedRun()
+    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours])
+    second.wait_tracing()
+    run.attach_seconds = second.attach_seconds
+    tgt.send("go")
+    tgt.expect("done", timeout=T_WORK)
+    run.rc, run.stdout, run.stderr = second.stop(signal.SIGINT)
+    tgt.send("exit")
+    run.target_rc = tgt.wait(timeout=T_WORK)
+    run.target_stderr = tgt.err.text()
+    run.snapshot = ours
+    check_run(run)
+    fig, summary = agreement(python, ours, ref, workload)
+    check_agreement("re-attach after %s" % first_end, run, fig, summary)
+
+
+def test_attach_during_sleep_and_lock_wait(procs, python):
+    """Attaching must not shorten or stretch a sleep or a timed lock wait,
+    nor break a pending read on a pipe (the design's syscall-injection
+    cases)."""
+    seconds = 6.0
+    tgt = procs.target(python, "wl_sleep.py", [seconds])
+    tgt.expect("ready", timeout=T_START)
+    tgt.expect("sleeping", timeout=T_START)
+    t0 = time.monotonic()
+    tr = procs.tracer(["-p", tgt.pid, "--frames", 3])
+    tr.wait_tracing()
+    attach = time.monotonic() - t0
+    assert attach < seconds - 1.0, \
+        "attach took %.2fs: the sleep was over before it (inconclusive)" \
+        % attach
+    waited = tgt.expect("waited", timeout=seconds + 30).split()
+    slept = tgt.expect("slept", timeout=seconds + 30).split()
+    tgt.send("ping")
+    pong = tgt.expect("", timeout=30)
+    rc, _, err = tr.stop(signal.SIGINT)
+    trc = tgt.wait(timeout=30)
+    print("\nattach %.2fs; sleep(%.1f) took %ss; lock wait took %ss (%s)"
+          % (attach, seconds, slept[1], waited[1], waited[2]))
+    assert rc == 0, err
+    assert trc == 0, tgt.err.text()
+    assert pong == "pong", pong
+    assert waited[2] == "False", waited
+    assert seconds - 0.01 <= float(slept[1]) <= seconds + 0.5, slept
+    assert seconds - 0.01 <= float(waited[1]) <= seconds + 0.5, waited

@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Side-by-side slowdowns of an allocation-heavy workload: untraced,
+in-process tracemalloc (frames 1 and 25), pytm-bpf from outside (frames 1
+and 25). Median of --runs runs each, all in one invocation. No thresholds.
+
+    /usr/bin/python3 tools/bench.py [--python PATH] [--runs 3]
+                                    [--iterations N] [--pytm ./pytm-bpf]
+
+Every run is a fresh target process that waits for "go" on stdin and times
+only its allocation phase (time.perf_counter), so start-up, attach and
+pytm-bpf's final report are not in the figures. For pytm-bpf the target is
+told "go" only after pytm-bpf's "pytm-bpf: tracing" line.
+
+The same file is the target (run by the chosen interpreter with --child);
+keep it Python 3.6+ compatible.
+"""
+
+import os
+import sys
+
+# --------------------------------------------------------------------------
+# The workload (child side).
+
+
+class Item(object):
+    __slots__ = ("key", "label")
+
+    def __init__(self, key, label):
+        self.key = key
+        self.label = label
+
+
+def leaf(i):
+    return Item(i, str(i))                 # object + str (+ int)
+
+
+def branch(i):
+    return [leaf(i), leaf(i + 1)]          # list items array + 2 leaves
+
+
+def trunk(n):
+    keep = []
+    for i in range(n):
+        pair = branch(i)
+        if i % 16 == 0:
+            keep.append(pair)              # some survive, most are freed
+    return keep
+
+
+def child(mode, frames, iterations):
+    import time
+    if mode == "tracemalloc":
+        import tracemalloc
+        tracemalloc.start(frames)
+    os.write(1, ("ready %d\n" % os.getpid()).encode())
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        sys.exit("bench child: expected go, got %r" % line)
+    t0 = time.perf_counter()
+    kept = trunk(iterations)
+    elapsed = time.perf_counter() - t0
+    os.write(1, ("elapsed %.6f %d\n" % (elapsed, len(kept))).encode())
+    sys.stdin.readline()                   # "exit"
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    sys.exit(0)
+
+# --------------------------------------------------------------------------
+# The driver.
+
+import argparse  # noqa: E402
+import queue  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Allocations per iteration of trunk(): 2 Item objects, 2 str, 2 int
+# (i + 1 and range's next int, beyond the small-int cache), 1 list items
+# array; the list object itself mostly comes from the free list.
+ALLOCS_PER_ITERATION = 7
+
+
+def default_python():
+    root = os.environ.get("PYENV_ROOT")
+    if not root:
+        try:
+            root = subprocess.run(["pyenv", "root"], capture_output=True,
+                                  timeout=20).stdout.decode().strip()
+        except (OSError, subprocess.SubprocessError):
+            root = ""
+    root = root or os.path.expanduser("~/.pyenv")
+    return os.path.join(root, "versions", "3.11.7", "bin", "python3.11")
+
+
+class Lines(threading.Thread):
+    def __init__(self, pipe):
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.q = queue.Queue()
+        self.all = []
+        self.start()
+
+    def run(self):
+        for raw in iter(self.pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.all.append(line)
+            self.q.put(line)
+        self.q.put(None)
+
+    def wait_for(self, prefix, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("timeout waiting for %r" % prefix)
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError("stream ended before %r (got %r)"
+                                   % (prefix, self.all[-5:]))
+            if line.startswith(prefix):
+                return line
+
+
+def end(proc):
+    """End a process we started, by pid."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class Failed(Exception):
+    pass
+
+
+def one_run(args, mode, frames):
+    """Returns (elapsed seconds, extra info dict)."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop("PYTHONTRACEMALLOC", None)
+    cmd = [args.python, os.path.abspath(__file__), "--child",
+           "tracemalloc" if mode == "tracemalloc" else "plain",
+           str(frames), str(args.iterations)]
+    target = tracer = None
+    info = {}
+    try:
+        target = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, env=env)
+        out = Lines(target.stdout)
+        pid = int(out.wait_for("ready", 30).split()[1])
+        if mode == "pytm-bpf":
+            t0 = time.monotonic()
+            tracer = subprocess.Popen(
+                [args.pytm, "-p", str(pid), "--frames", str(frames)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            terr = Lines(tracer.stderr)
+            tout = Lines(tracer.stdout)
+            try:
+                terr.wait_for("pytm-bpf: tracing", 120)
+            except RuntimeError:
+                tracer.wait(timeout=30)
+                raise Failed("pytm-bpf (rc=%s): %s" % (
+                    tracer.returncode, " | ".join(terr.all[-3:])))
+            info["attach"] = time.monotonic() - t0
+        target.stdin.write(b"go\n")
+        target.stdin.flush()
+        elapsed = float(out.wait_for("elapsed", args.timeout).split()[1])
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            rc = tracer.wait(timeout=300)
+            tout.join(timeout=30)
+            terr.join(timeout=30)
+            report = tout.all
+            tail = report[report.index(""):] if "" in report else []
+            info["tail"] = [line for line in tail if line]
+            if rc != 0:
+                raise Failed("pytm-bpf exited %d: %s" % (
+                    rc, " | ".join(terr.all[-3:])))
+        target.stdin.write(b"exit\n")
+        target.stdin.flush()
+        target.wait(timeout=60)
+        return elapsed, info
+    finally:
+        end(tracer)
+        end(target)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--python", default=default_python(),
+                    help="target interpreter (default: pyenv 3.11.7)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=300000)
+    ap.add_argument("--pytm", default=os.path.join(ROOT, "pytm-bpf"))
+    ap.add_argument("--timeout", type=float, default=600,
+                    help="seconds allowed for one timed phase")
+    args = ap.parse_args()
+    if not os.access(args.python, os.X_OK):
+        sys.exit("bench: no interpreter at %s" % args.python)
+    version = subprocess.run(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True, timeout=30).stdout.decode().strip()
+
+    plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
+            ("pytm-bpf", 1), ("pytm-bpf", 25)]
+    print("pytm-bpf benchmark: %s (Python %s)" % (args.python, version))
+    print("workload: %d iterations of nested calls, ~%.1fM allocations; "
+          "median of %d runs each" % (
+              args.iterations,
+              args.iterations * ALLOCS_PER_ITERATION / 1e6, args.runs))
+    print()
+    results = {}
+    failures = {}
+    extra = {}
+    for mode, frames in plan:
+        times = []
+        for _ in range(args.runs):
+            try:
+                elapsed, info = one_run(args, mode, frames)
+            except (Failed, RuntimeError, subprocess.SubprocessError) as e:
+                failures[(mode, frames)] = str(e)
+                break
+            times.append(elapsed)
+            extra.setdefault((mode, frames), []).append(info)
+        if len(times) == args.runs:
+            results[(mode, frames)] = times
+        sys.stdout.write("  %-11s frames %-3s %s\n" % (
+            mode, frames or "-", "done" if (mode, frames) in results
+            else "FAILED"))
+        sys.stdout.flush()
+
+    base = results.get(("untraced", 0))
+    base_med = statistics.median(base) if base else None
+    print()
+    print("%-12s %6s %10s   %-26s %9s" % ("mode", "frames", "median",
+                                         "runs (s)", "slowdown"))
+    print("-" * 70)
+    for mode, frames in plan:
+        key = (mode, frames)
+        if key not in results:
+            print("%-12s %6s %10s   %s" % (mode, frames or "-", "failed",
+                                          failures.get(key, "")[:200]))
+            continue
+        med = statistics.median(results[key])
+        slow = "%8.2fx" % (med / base_med) if base_med else "        ?"
+        print("%-12s %6s %9.3fs   %-26s %9s" % (
+            mode, frames or "-", med,
+            " ".join("%.3f" % t for t in results[key]), slow))
+    print()
+    for frames in (1, 25):
+        p = results.get(("pytm-bpf", frames))
+        t = results.get(("tracemalloc", frames))
+        if p and t and base_med:
+            ps = statistics.median(p) / base_med
+            ts = statistics.median(t) / base_med
+            print("pytm-bpf / tracemalloc slowdown, frames %-2d: %.2f "
+                  "(%.2fx vs %.2fx)" % (frames, ps / ts, ps, ts))
+        else:
+            print("pytm-bpf / tracemalloc slowdown, frames %-2d: n/a"
+                  % frames)
+    for frames in (1, 25):
+        infos = extra.get(("pytm-bpf", frames), [])
+        if infos:
+            attach = statistics.median(i["attach"] for i in infos)
+            tail = infos[-1].get("tail", [])
+            print("pytm-bpf frames %d: attach %.2fs (median); last report: %s"
+                  % (frames, attach, "; ".join(tail) or "(no summary lines)"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
