@@ -31,6 +31,7 @@
 #include "snapshot.h"
 #include "target.h"
 #include "util.h"
+#include "validate.h"
 
 int report__main(int argc, char **argv);
 
@@ -47,6 +48,9 @@ static struct env {
 	long max_blocks;		/* --max-blocks: live-block map entries */
 	long max_stacks;		/* --max-stacks: distinct tracebacks */
 	bool verbose;			/* -v */
+	bool control;			/* --control: commands on stdin */
+	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
+	int noverrides;
 } env = {
 	.frames = 1,
 	.top = 10,
@@ -85,6 +89,8 @@ enum {
 	OPT_PICKLE,
 	OPT_MAX_BLOCKS,
 	OPT_MAX_STACKS,
+	OPT_CONTROL,
+	OPT_DEBUG_OFFSET,
 };
 
 static const struct argp_option opts[] = {
@@ -102,6 +108,11 @@ static const struct argp_option opts[] = {
 	  "Live blocks tracked (default 1048576; about 100 bytes each)", 0 },
 	{ "max-stacks", OPT_MAX_STACKS, "N", 0,
 	  "Distinct tracebacks (default 65536; 16 + 8 x frames bytes each)", 0 },
+	{ "control", OPT_CONTROL, NULL, 0,
+	  "Read commands on stdin (snapshot PATH [X.Y], traced, reset-peak, clear, stop); "
+	  "one reply line each on stdout", 0 },
+	{ "debug-offset", OPT_DEBUG_OFFSET, "FIELD=VALUE", OPTION_HIDDEN,
+	  "Override a struct offset (testing the offset check)", 0 },
 	{ "verbose", 'v', NULL, 0, "Show what is probed, and libbpf's messages", 0 },
 	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show the full help", 0 },
 	{},
@@ -195,6 +206,14 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case OPT_MAX_STACKS:
 		if (parse_long(arg, 256, 1L << 24, &env.max_stacks))
 			argp_error(state, "invalid --max-stacks: %s", arg);
+		break;
+	case OPT_CONTROL:
+		env.control = true;
+		break;
+	case OPT_DEBUG_OFFSET:
+		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
+			argp_error(state, "too many --debug-offset");
+		env.overrides[env.noverrides++] = arg;
 		break;
 	case ARGP_KEY_ARG:
 		argp_error(state, "unexpected argument: %s", arg);
@@ -329,12 +348,15 @@ static int report_now(struct pytm_bpf *skel, struct resolver *r, bool final)
 		strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&t));
 		printf("%s pid %d\n", stamp, env.pid);
 	}
-	report__print_top(stdout, s, &ro);
-	printf("\n");
-	print_footer(stdout, bpf_map__fd(skel->maps.procs), env.pid, r);
-	if (!final)
+	/* Under --control, stdout carries only the replies. */
+	if (!env.control) {
+		report__print_top(stdout, s, &ro);
 		printf("\n");
-	fflush(stdout);
+		print_footer(stdout, bpf_map__fd(skel->maps.procs), env.pid, r);
+		if (!final)
+			printf("\n");
+		fflush(stdout);
+	}
 	if (final && env.output) {
 		err = snapshot__write(s, env.output, env.pickle);
 		if (err)
@@ -344,11 +366,120 @@ static int report_now(struct pytm_bpf *skel, struct resolver *r, bool final)
 	return err;
 }
 
+/* Delete every live block of PID (tracemalloc.clear_traces()). */
+static int clear_traces(struct pytm_bpf *skel, pid_t pid)
+{
+	int fd = bpf_map__fd(skel->maps.blocks), pfd = bpf_map__fd(skel->maps.procs);
+	struct pytm_block_key key, next;
+	struct pytm_proc p;
+	__u32 k = pid;
+	bool first = true;
+
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		first = false;
+		key = next;
+		if (next.pid == (__u32)pid)
+			bpf_map_delete_elem(fd, &next);
+	}
+	if (bpf_map_lookup_elem(pfd, &k, &p))
+		return -errno;
+	/* Racy against events in flight, as any reset from outside. */
+	p.current = 0;
+	p.peak = 0;
+	return bpf_map_update_elem(pfd, &k, &p, BPF_EXIST) ? -errno : 0;
+}
+
+static int reset_peak(struct pytm_bpf *skel, pid_t pid)
+{
+	int pfd = bpf_map__fd(skel->maps.procs);
+	struct pytm_proc p;
+	__u32 k = pid;
+
+	if (bpf_map_lookup_elem(pfd, &k, &p))
+		return -errno;
+	p.peak = p.current;
+	return bpf_map_update_elem(pfd, &k, &p, BPF_EXIST) ? -errno : 0;
+}
+
+/* One --control command; the reply is one line on stdout. */
+static void control_command(struct pytm_bpf *skel, struct resolver *r, char *line,
+			    bool *stop)
+{
+	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
+	struct pytm_proc p;
+	struct snapshot *s;
+	__u32 k = env.pid;
+	int err, layout = env.pickle;
+
+	if (!cmd) {
+		return;
+	} else if (!strcmp(cmd, "snapshot") && arg) {
+		if (arg2)
+			layout = !strcmp(arg2, "3.8") ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
+		s = collect__snapshot(bpf_map__fd(skel->maps.blocks),
+				      bpf_map__fd(skel->maps.stacks), env.pid, env.frames, r);
+		err = s ? snapshot__write(s, arg, layout) : -errno;
+		if (err)
+			printf("error cannot write %s: %s\n", arg, strerror(-err));
+		else
+			printf("ok %zu\n", snapshot__count(s));
+		snapshot__free(s);
+	} else if (!strcmp(cmd, "traced")) {
+		if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &k, &p))
+			printf("error %s\n", strerror(errno));
+		else
+			printf("ok %lld %lld\n", (long long)p.current, (long long)p.peak);
+	} else if (!strcmp(cmd, "reset-peak")) {
+		err = reset_peak(skel, env.pid);
+		printf(err ? "error %s\n" : "ok\n", strerror(-err));
+	} else if (!strcmp(cmd, "clear")) {
+		err = clear_traces(skel, env.pid);
+		printf(err ? "error %s\n" : "ok\n", strerror(-err));
+	} else if (!strcmp(cmd, "limit")) {
+		printf("ok %d\n", env.frames);
+	} else if (!strcmp(cmd, "stop")) {
+		*stop = true;
+		printf("ok\n");
+	} else {
+		printf("error unknown command: %s\n", cmd);
+	}
+	fflush(stdout);
+}
+
+/* Read what stdin has; run each complete line. EOF counts as "stop". */
+static void control_poll(struct pytm_bpf *skel, struct resolver *r, bool *stop)
+{
+	static char buf[8192];
+	static size_t used;
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	char *nl;
+	ssize_t n;
+
+	if (poll(&pfd, 1, 0) <= 0)
+		return;
+	n = read(0, buf + used, sizeof(buf) - 1 - used);
+	if (n <= 0) {
+		*stop = true;
+		return;
+	}
+	used += n;
+	buf[used] = '\0';
+	while ((nl = strchr(buf, '\n'))) {
+		*nl = '\0';
+		control_command(skel, r, buf, stop);
+		used -= nl + 1 - buf;
+		memmove(buf, nl + 1, used + 1);
+	}
+	if (used == sizeof(buf) - 1)
+		used = 0;	/* an overlong line: drop it */
+}
+
 /* Offsets for the target, and a check that they match its memory. */
 static int target_offsets(const struct target *t, struct pytm_offsets *off)
 {
 	const struct pytm_offsets *o;
-	char ver[32], buf[4096];
+	char ver[32], buf[4096], why[256];
+	int i;
 
 	target__version_str(t, ver, sizeof(ver));
 	if (t->hexversion >= 0x030d0000) {
@@ -358,14 +489,26 @@ static int target_offsets(const struct target *t, struct pytm_offsets *off)
 			     t->pid, ver);
 			return -EPROTONOSUPPORT;
 		}
-		return 0;
+	} else {
+		o = pyoffsets__lookup(t->hexversion);
+		if (!o) {
+			warn("process %d: unsupported CPython %s", t->pid, ver);
+			return -EPROTONOSUPPORT;
+		}
+		*off = *o;
 	}
-	o = pyoffsets__lookup(t->hexversion);
-	if (!o) {
-		warn("process %d: unsupported CPython %s", t->pid, ver);
-		return -EPROTONOSUPPORT;
+	for (i = 0; i < env.noverrides; i++) {
+		if (validate__override(off, env.overrides[i])) {
+			warn("invalid --debug-offset: %s", env.overrides[i]);
+			return -EINVAL;
+		}
 	}
-	*off = *o;
+	/* Wrong offsets would give wrong stacks: refuse instead. */
+	if (validate__offsets(t, off, why, sizeof(why))) {
+		warn("process %d: the struct offsets for CPython %s do not match this process (%s); not tracing",
+		     t->pid, ver, why);
+		return -EPROTO;
+	}
 	return 0;
 }
 
@@ -397,7 +540,7 @@ int main(int argc, char **argv)
 	double start, next_report = 0;
 	int pidfd = -1, err;
 	char ver[32];
-	bool gone = false;
+	bool gone = false, stop = false;
 	__u32 key;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
@@ -490,7 +633,7 @@ int main(int argc, char **argv)
 	start = now();
 	if (env.interval)
 		next_report = start + env.interval;
-	while (!exiting) {
+	while (!exiting && !stop) {
 		err = ring_buffer__poll(rb, 100);
 		if (err < 0 && err != -EINTR) {
 			warn("reading events: %s", strerror(-err));
@@ -502,6 +645,8 @@ int main(int argc, char **argv)
 		}
 		if (env.duration && now() - start >= env.duration)
 			break;
+		if (env.control)
+			control_poll(skel, r, &stop);
 		if (env.interval && now() >= next_report) {
 			report_now(skel, r, false);
 			next_report += env.interval;
