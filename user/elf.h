@@ -4,6 +4,7 @@
 #define __PYTM_ELF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct elf_file;
@@ -15,6 +16,9 @@ int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
 		uint64_t *size);
 /* Does the file carry a full symbol table (.symtab)? */
 bool elf__has_symtab(const struct elf_file *ef);
+/* Contents of section NAME (valid until elf__close); -ENOENT. */
+int elf__section(struct elf_file *ef, const char *name, const void **data,
+		 size_t *size);
 /* Virtual address of the first PT_LOAD segment, page aligned. */
 uint64_t elf__base_vaddr(const struct elf_file *ef);
 

@@ -147,6 +147,36 @@ static uint32_t version_from_name(const char *path)
 	return 0;
 }
 
+/*
+ * The micro version of a 3.8-3.10 build: the PY_VERSION literal ("3.9.18")
+ * in .rodata, NUL-terminated, for the minor version already known.
+ */
+static uint32_t micro_from_rodata(const struct target *t, uint32_t hexversion)
+{
+	unsigned int maj = hexversion >> 24, min = (hexversion >> 16) & 0xff, mic;
+	const char *p, *end;
+	const void *data;
+	char prefix[16], *e;
+	size_t size, plen;
+
+	if (elf__section(t->elf, ".rodata", &data, &size))
+		return hexversion;
+	plen = snprintf(prefix, sizeof(prefix), "%u.%u.", maj, min);
+	p = data;
+	end = p + size;
+	for (; p + plen + 2 <= end; p++) {
+		if (memcmp(p, prefix, plen) || (p > (const char *)data && p[-1] && p[-1] != ' '))
+			continue;
+		errno = 0;
+		mic = strtoul(p + plen, &e, 10);
+		if (errno || e == p + plen || e >= end || *e || mic > 255)
+			continue;
+		/* Final release: level 0xf; the literal carries no "a1"/"rc1". */
+		return maj << 24 | min << 16 | mic << 8 | 0xf0;
+	}
+	return hexversion;
+}
+
 static int detect_version(struct target *t)
 {
 	uint64_t v = 0, addr = target__symbol(t, "Py_Version");
@@ -159,7 +189,10 @@ static int detect_version(struct target *t)
 	t->hexversion = version_from_name(t->pymod);
 	if (!t->hexversion)
 		t->hexversion = version_from_name(t->exe);
-	return t->hexversion ? 0 : -ENOENT;
+	if (!t->hexversion)
+		return -ENOENT;
+	t->hexversion = micro_from_rodata(t, t->hexversion);
+	return 0;
 }
 
 void target__version_str(const struct target *t, char *buf, size_t len)
