@@ -118,29 +118,45 @@ uint64_t elf__base_vaddr(const struct elf_file *ef)
 	return ef->base;
 }
 
-int elf__section(struct elf_file *ef, const char *name, const void **data,
-		 size_t *size)
+static Elf_Scn *find_section(struct elf_file *ef, const char *name, GElf_Shdr *sh)
 {
 	Elf_Scn *scn = NULL;
-	Elf_Data *d;
-	GElf_Shdr sh;
 	size_t shstrndx;
 	const char *n;
 
 	if (elf_getshdrstrndx(ef->elf, &shstrndx))
-		return -EINVAL;
+		return NULL;
 	while ((scn = elf_nextscn(ef->elf, scn))) {
-		if (!gelf_getshdr(scn, &sh) || sh.sh_type == SHT_NOBITS)
+		if (!gelf_getshdr(scn, sh))
 			continue;
-		n = elf_strptr(ef->elf, shstrndx, sh.sh_name);
-		if (!n || strcmp(n, name))
-			continue;
-		d = elf_getdata(scn, NULL);
-		if (!d || !d->d_buf)
-			return -EINVAL;
-		*data = d->d_buf;
-		*size = d->d_size;
-		return 0;
+		n = elf_strptr(ef->elf, shstrndx, sh->sh_name);
+		if (n && !strcmp(n, name))
+			return scn;
 	}
-	return -ENOENT;
+	return NULL;
+}
+
+uint64_t elf__section_addr(struct elf_file *ef, const char *name)
+{
+	GElf_Shdr sh;
+
+	return find_section(ef, name, &sh) ? sh.sh_addr : 0;
+}
+
+int elf__section(struct elf_file *ef, const char *name, const void **data,
+		 size_t *size)
+{
+	Elf_Scn *scn;
+	Elf_Data *d;
+	GElf_Shdr sh;
+
+	scn = find_section(ef, name, &sh);
+	if (!scn || sh.sh_type == SHT_NOBITS)
+		return -ENOENT;
+	d = elf_getdata(scn, NULL);
+	if (!d || !d->d_buf)
+		return -EINVAL;
+	*data = d->d_buf;
+	*size = d->d_size;
+	return 0;
 }

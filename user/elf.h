@@ -19,6 +19,8 @@ bool elf__has_symtab(const struct elf_file *ef);
 /* Contents of section NAME (valid until elf__close); -ENOENT. */
 int elf__section(struct elf_file *ef, const char *name, const void **data,
 		 size_t *size);
+/* Virtual address (sh_addr) of section NAME; 0 if absent. */
+uint64_t elf__section_addr(struct elf_file *ef, const char *name);
 /* Virtual address of the first PT_LOAD segment, page aligned. */
 uint64_t elf__base_vaddr(const struct elf_file *ef);
 

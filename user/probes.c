@@ -6,7 +6,9 @@
 #include <bpf/libbpf.h>
 #include "pytm.skel.h"
 #include "probes.h"
+#include "redirect.h"
 #include "target.h"
+#include "elf.h"
 #include "util.h"
 
 /* PyMemAllocatorEx: ctx, malloc, calloc, realloc, free. */
@@ -177,8 +179,72 @@ static int read_tables(const struct target *t, uint64_t funcs[3][ALLOC_SLOTS],
 	return 0;
 }
 
-int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t)
+static const char *const kinds[4] = { "malloc", "calloc", "realloc", "free" };
+
+/*
+ * Does the kernel emulate the instruction at ADDR when a uprobe hits it?
+ * push, nop, jmp and call are emulated (0.4-0.5 us here); anything else is
+ * single-stepped out of line, about 9 us a hit.
+ */
+static bool emulated_insn(const struct target *t, uint64_t addr)
+{
+	uint8_t c[4] = {};
+
+	if (target__read(t, addr, c, sizeof(c)))
+		return true;	/* unknown: say nothing */
+	if ((c[0] >= 0x50 && c[0] <= 0x57) || c[0] == 0x90 || c[0] == 0xe8 ||
+	    c[0] == 0xe9 || c[0] == 0xeb)
+		return true;
+	if (c[0] == 0x41 && c[1] >= 0x50 && c[1] <= 0x57)
+		return true;
+	return c[0] == 0x0f && c[1] == 0x1f;
+}
+
+/*
+ * How many places in the interpreter's .text refer to the allocator
+ * function at ADDR directly (RIP-relative or absolute): LTO builds compare
+ * the table's pointer with it and run an inlined copy when equal, so calls
+ * there never reach a probe on the function.
+ */
+static int direct_refs(const struct target *t, uint64_t addr)
+{
+	uint64_t func = addr - t->bias, text_vaddr;
+	const uint8_t *text;
+	const void *data;
+	size_t size, i;
+	int32_t disp;
+	int n = 0;
+
+	if (elf__section(t->elf, ".text", &data, &size))
+		return 0;
+	text_vaddr = elf__section_addr(t->elf, ".text");
+	text = data;
+	for (i = 0; i + 4 <= size; i++) {
+		memcpy(&disp, text + i, 4);
+		if ((uint64_t)((int64_t)(text_vaddr + i + 4) + disp) == func ||
+		    (uint64_t)(uint32_t)disp == func)
+			n++;
+	}
+	return n;
+}
+
+static void check_plain_coverage(const struct target *t, uint64_t addr, const char *what)
+{
+	int n;
+
+	if (!emulated_insn(t, addr))
+		warn("the probe on the %s function (0x%llx) must be single-stepped by the kernel: about 9 us per call",
+		     what, (unsigned long long)addr);
+	n = direct_refs(t, addr);
+	if (n > 4)
+		warn("%s: %d places in %s use the %s function directly (inlined copies): "
+		     "plain probes miss the allocations made there; drop --no-inject",
+		     t->pymod, n, t->pymod, what);
+}
+
+/* Plain mode: uprobe + uretprobe on each distinct allocator function. */
+static int attach_plain(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
+			uint64_t funcs[3][ALLOC_SLOTS])
 {
 	struct bpf_program *enter[4] = {
 		skel->progs.malloc_enter, skel->progs.calloc_enter,
@@ -188,15 +254,10 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		skel->progs.malloc_return, skel->progs.calloc_return,
 		skel->progs.realloc_return, NULL,
 	};
-	static const char *const kinds[4] = { "malloc", "calloc", "realloc", "free" };
-	uint64_t funcs[3][ALLOC_SLOTS], tables[3], seen[12], addr;
+	uint64_t seen[12], addr;
 	int d, k, i, nseen = 0, err;
 	char what[64];
 
-	memset(pr, 0, sizeof(*pr));
-	err = read_tables(t, funcs, tables);
-	if (err)
-		return err;
 	for (d = 0; d < 3; d++) {
 		for (k = 0; k < 4; k++) {
 			addr = funcs[d][k + 1];
@@ -207,13 +268,90 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 				continue;
 			seen[nseen++] = addr;
 			snprintf(what, sizeof(what), "%s %s", domain_names[d], kinds[k]);
+			if (target__mapping(t, addr) &&
+			    !strcmp(target__mapping(t, addr)->path ?: "", t->pymod))
+				check_plain_coverage(t, addr, what);
 			err = attach_one(pr, enter[k], t, addr, false, what);
 			if (!err && ret[k])
 				err = attach_one(pr, ret[k], t, addr, true, what);
 			if (err)
-				goto fail;
+				return err;
 			pr->nfuncs++;
 		}
+	}
+	return 0;
+}
+
+/* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
+static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
+			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3])
+{
+	struct bpf_program *site[4] = {
+		skel->progs.site_malloc, skel->progs.site_calloc,
+		skel->progs.site_realloc, skel->progs.site_free,
+	};
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
+	struct bpf_link *link;
+	int d, k, err;
+
+	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs);
+	if (err)
+		return err;
+	for (d = 0; d < REDIRECT_DOMAINS; d++) {
+		for (k = 0; k < REDIRECT_KINDS; k++) {
+			if (pr->nlinks >= PROBES_MAX)
+				return -E2BIG;
+			link = bpf_program__attach_uprobe_opts(site[k], t->pid,
+					redirect__path(&pr->rd), redirect__site(&pr->rd, d, k), &opts);
+			if (!link) {
+				err = -errno;
+				warn("cannot attach a uprobe to the %s %s trampoline: %s",
+				     domain_names[d], kinds[k], strerror(-err));
+				return err;
+			}
+			pr->links[pr->nlinks++] = link;
+		}
+	}
+	/* Only now that every site is probed: no event goes unseen. */
+	err = redirect__swap(&pr->rd, t);
+	if (err)
+		return err;
+	pr->injected = true;
+	pr->nfuncs = REDIRECT_DOMAINS * REDIRECT_KINDS;
+	vlog("allocator redirected through the page at 0x%llx (%s)",
+	     (unsigned long long)pr->rd.page.addr, redirect__path(&pr->rd));
+	return 0;
+}
+
+int probes__attach(struct probes *pr, struct pytm_bpf *skel,
+		   const struct target *t, bool inject)
+{
+	uint64_t funcs[3][ALLOC_SLOTS], tables[3], addr;
+	int err;
+
+	memset(pr, 0, sizeof(*pr));
+	pr->target = t;
+	err = read_tables(t, funcs, tables);
+	if (err)
+		return err;
+	if (inject) {
+		err = attach_injected(pr, skel, t, funcs, tables);
+		if (err) {
+			warn("process %d: cannot redirect the allocator (%s); using plain probes, which miss inlined allocations",
+			     t->pid, strerror(-err));
+			probes__detach(pr);
+			memset(pr, 0, sizeof(*pr));
+			pr->target = t;
+			/* A page left by an earlier run may hold the originals. */
+			err = read_tables(t, funcs, tables);
+			if (err)
+				return err;
+		}
+	}
+	if (!pr->injected) {
+		err = attach_plain(pr, skel, t, funcs);
+		if (err)
+			goto fail;
 	}
 	/* C extensions report their own buffers here (numpy: domain 389047). */
 	addr = target__symbol(t, "PyTraceMalloc_Track");
@@ -234,7 +372,13 @@ void probes__detach(struct probes *pr)
 {
 	int i;
 
+	/* Tables first: no call may reach a trampoline whose probe is gone... */
+	if (pr->injected)
+		redirect__restore(&pr->rd, pr->target);
+	/* ...though one that does only runs a NOP. */
 	for (i = 0; i < pr->nlinks; i++)
 		bpf_link__destroy(pr->links[i]);
 	pr->nlinks = 0;
+	pr->injected = false;
+	redirect__close(&pr->rd);
 }

@@ -3,7 +3,9 @@
 #ifndef __PYTM_PROBES_H
 #define __PYTM_PROBES_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include "redirect.h"
 
 struct pytm_bpf;
 struct target;
@@ -15,15 +17,20 @@ struct probes {
 	struct bpf_link *links[PROBES_MAX];
 	int nlinks;
 	int nfuncs;			/* allocator functions probed */
+	bool injected;			/* allocator redirected through our page */
+	struct redirect rd;
+	const struct target *target;
 };
 
 /*
- * Attach uprobes (+ uretprobes) to the functions the target's live
- * allocator tables (raw, mem, obj) point to, and to PyTraceMalloc_Track /
- * Untrack. Negative errno, with a message shown, on failure.
+ * Catch the target's allocations: with INJECT, redirect its allocator
+ * tables (raw, mem, obj) through trampolines with one NOP probe site each,
+ * falling back to plain probes if injection is refused; else uprobes +
+ * uretprobes on the functions the live tables point to. Always probes
+ * PyTraceMalloc_Track / Untrack. Negative errno, with a message shown.
  */
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t);
+		   const struct target *t, bool inject);
 void probes__detach(struct probes *pr);	/* safe when nothing attached */
 
 #endif /* __PYTM_PROBES_H */

@@ -49,6 +49,7 @@ static struct env {
 	long max_stacks;		/* --max-stacks: distinct tracebacks */
 	bool verbose;			/* -v */
 	bool control;			/* --control: commands on stdin */
+	bool no_inject;			/* --no-inject: plain probes only */
 	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 } env = {
@@ -91,6 +92,7 @@ enum {
 	OPT_MAX_STACKS,
 	OPT_CONTROL,
 	OPT_DEBUG_OFFSET,
+	OPT_NO_INJECT,
 };
 
 static const struct argp_option opts[] = {
@@ -111,6 +113,8 @@ static const struct argp_option opts[] = {
 	{ "control", OPT_CONTROL, NULL, 0,
 	  "Read commands on stdin (snapshot PATH [X.Y], traced, reset-peak, clear, stop); "
 	  "one reply line each on stdout", 0 },
+	{ "no-inject", OPT_NO_INJECT, NULL, 0,
+	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
 	{ "debug-offset", OPT_DEBUG_OFFSET, "FIELD=VALUE", OPTION_HIDDEN,
 	  "Override a struct offset (testing the offset check)", 0 },
 	{ "verbose", 'v', NULL, 0, "Show what is probed, and libbpf's messages", 0 },
@@ -209,6 +213,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_CONTROL:
 		env.control = true;
+		break;
+	case OPT_NO_INJECT:
+		env.no_inject = true;
 		break;
 	case OPT_DEBUG_OFFSET:
 		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
@@ -621,14 +628,15 @@ int main(int argc, char **argv)
 	}
 	pidfd = syscall(SYS_pidfd_open, env.pid, 0);
 
-	err = probes__attach(&probes, skel, &t);
+	err = probes__attach(&probes, skel, &t, !env.no_inject);
 	if (err)
 		goto cleanup;
 
 	target__version_str(&t, ver, sizeof(ver));
-	fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %d allocator functions, %d probes, %d frame%s\n",
-		env.pid, ver, t.pymod, probes.nfuncs, probes.nlinks, env.frames,
-		env.frames > 1 ? "s" : "");
+	fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s, %d probes, %d frame%s\n",
+		env.pid, ver, t.pymod,
+		probes.injected ? "allocator redirected" : "plain probes",
+		probes.nlinks, env.frames, env.frames > 1 ? "s" : "");
 
 	start = now();
 	if (env.interval)
