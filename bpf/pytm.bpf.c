@@ -460,6 +460,66 @@ static __always_inline int on_free(__u64 ptr)
 	return 0;
 }
 
+/*
+ * Injected mode: the allocator tables point to trampolines that call the
+ * previous allocator, then pass a 5-byte NOP with the result and the
+ * arguments in registers. One probe hit per event, no uretprobe. Without an
+ * entry hit there is no nesting depth: an inner call records first and the
+ * outer one then rewrites the same block, which ends the same.
+ */
+static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool realloc)
+{
+	struct pytm_block_key key;
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	__sync_fetch_and_add(&p->nevents, 1);
+	if (!ret)
+		return 0;
+	t = task_ctx();
+	if (!t)
+		return 0;
+	if (realloc && old && old != ret)
+		remove_trace(p, pid, 0, old);
+	key.pid = pid;
+	key.domain = 0;
+	key.addr = ret;
+	add_trace(p, t, &key, size);
+	return 0;
+}
+
+/* Site after malloc: rax = block, rsi = size. */
+SEC("uprobe")
+int BPF_KPROBE(site_malloc)
+{
+	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx), false);
+}
+
+/* Site after calloc: rax = block, rsi = nelem, rdx = elsize. */
+SEC("uprobe")
+int BPF_KPROBE(site_calloc)
+{
+	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), false);
+}
+
+/* Site after realloc: rax = new block, rsi = old block, rdx = size. */
+SEC("uprobe")
+int BPF_KPROBE(site_realloc)
+{
+	return injected_alloc(PT_REGS_RC(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), true);
+}
+
+/* Site before free: rsi = block. */
+SEC("uprobe")
+int BPF_KPROBE(site_free)
+{
+	return on_free(PT_REGS_PARM2(ctx));
+}
+
 /* void *malloc(void *actx, size_t size) */
 SEC("uprobe")
 int BPF_KPROBE(malloc_enter, void *actx, __u64 size)

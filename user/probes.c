@@ -336,6 +336,10 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		return err;
 	if (inject) {
 		err = attach_injected(pr, skel, t, funcs, tables);
+		if (err == -EBUSY) {
+			probes__detach(pr);
+			return err;
+		}
 		if (err) {
 			warn("process %d: cannot redirect the allocator (%s); using plain probes, which miss inlined allocations",
 			     t->pid, strerror(-err));

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include "redirect.h"
 #include "target.h"
 #include "util.h"
@@ -116,8 +117,20 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 		err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_SIZE_, &rd->page);
 		fresh = true;
 	}
-	if (err)
+	if (err) {
+		warn("process %d: %s", t->pid, inject__strerror());
 		return err;
+	}
+	/* One tracer at a time: the lock dies with its holder. */
+	if (flock(rd->page.fd, LOCK_EX | LOCK_NB)) {
+		err = -errno;
+		inject__page_close(&rd->page);
+		if (err == -EWOULDBLOCK) {
+			warn("process %d is already traced by another pytm-bpf", t->pid);
+			return -EBUSY;
+		}
+		return err;
+	}
 	rd->have_page = true;
 
 	/* What each slot called before any of us: ours keep their saved original. */
@@ -157,29 +170,39 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 
 int redirect__swap(struct redirect *rd, const struct target *t)
 {
+	struct inject_session *s = NULL;
 	uint64_t tramp;
 	int d, k, err;
 
+	/* One ptrace stop for all twelve stores. */
+	err = inject__attach(t->pid, &s);
+	if (err) {
+		warn("process %d: %s", t->pid, inject__strerror());
+		return err;
+	}
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (rd->swapped[d][k])
 				continue;
 			tramp = rd->page.addr + tramp_off(d, k);
-			err = inject__write_u64(t->pid, rd->tables[d] + 8 * (k + 1), tramp);
+			err = inject__store_u64(s, rd->tables[d] + 8 * (k + 1), tramp);
 			if (err) {
 				warn("process %d: cannot redirect the allocator: %s", t->pid,
-				     strerror(-err));
+				     inject__strerror());
+				inject__detach(s);
 				redirect__restore(rd, t);
 				return err;
 			}
 			rd->swapped[d][k] = true;
 		}
 	}
+	inject__detach(s);
 	return 0;
 }
 
 void redirect__restore(struct redirect *rd, const struct target *t)
 {
+	struct inject_session *s = NULL;
 	uint64_t cur;
 	int d, k;
 
@@ -192,9 +215,18 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 				continue;	/* the target is gone */
 			if (cur != rd->page.addr + tramp_off(d, k))
 				continue;	/* someone hooked on top of us */
-			inject__write_u64(t->pid, rd->tables[d] + 8 * (k + 1), rd->orig[d][k]);
+			if (!s && inject__attach(t->pid, &s)) {
+				warn("process %d: cannot restore the allocator: %s", t->pid,
+				     inject__strerror());
+				return;
+			}
+			/* A thread between load and call still reaches the original. */
+			if (inject__store_u64(s, rd->tables[d] + 8 * (k + 1), rd->orig[d][k]))
+				warn("process %d: cannot restore the allocator: %s", t->pid,
+				     inject__strerror());
 		}
 	}
+	inject__detach(s);
 }
 
 void redirect__close(struct redirect *rd)
