@@ -604,4 +604,41 @@ int BPF_KPROBE(untrack_enter, unsigned int domain, __u64 ptr)
 	return 0;
 }
 
+static __always_inline void announce(__u32 type, __u32 pid)
+{
+	struct pytm_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev)
+		return;
+	ev->type = type;
+	ev->pid = pid;
+	ev->code_id = 0;
+	ev->pad = 0;
+	ev->code_addr = 0;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* --all: every new program might be a Python to trace. Raw tracepoints
+ * attach by name, without tracefs. */
+SEC("raw_tp/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	announce(PYTM_EV_EXEC, bpf_get_current_pid_tgid() >> 32);
+	return 0;
+}
+
+/* A traced process is gone once its last thread exits. */
+SEC("raw_tp/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!bpf_map_lookup_elem(&procs, &pid))
+		return 0;
+	if (BPF_CORE_READ(task, signal, live.counter) == 0)
+		announce(PYTM_EV_EXIT, pid);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

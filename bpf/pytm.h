@@ -149,6 +149,8 @@ struct pytm_code_key {
 /* Ring buffer records. */
 enum pytm_event_type {
 	PYTM_EV_CODE = 1,		/* new code object: read it now */
+	PYTM_EV_EXEC = 2,		/* a process called execve (--all) */
+	PYTM_EV_EXIT = 3,		/* the last thread of a traced process exited */
 };
 
 struct pytm_event {

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <argp.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -23,20 +24,20 @@
 #include <bpf/libbpf.h>
 #include "pytm.h"
 #include "pytm.skel.h"
-#include "collect.h"
-#include "probes.h"
-#include "pyoffsets.h"
 #include "report.h"
-#include "resolve.h"
 #include "snapshot.h"
-#include "target.h"
 #include "util.h"
-#include "validate.h"
+#include "tracee.h"
 
 int report__main(int argc, char **argv);
 
+#define MAX_PIDS 256
+
 static struct env {
-	pid_t pid;			/* -p: the target */
+	pid_t pids[MAX_PIDS];		/* -p, repeatable: the targets */
+	int npids;
+	bool all;			/* --all: every CPython process, new ones too */
+	int max_procs;			/* --max-procs: processes traced at once */
 	int frames;			/* --frames: traceback limit, as tracemalloc.start(N) */
 	double duration;		/* --duration: seconds; 0 = until stopped */
 	double interval;		/* --interval: seconds between reports; 0 = none */
@@ -54,6 +55,7 @@ static struct env {
 	int noverrides;
 } env = {
 	.frames = 1,
+	.max_procs = 64,
 	.top = 10,
 	.key = REPORT_KEY_LINENO,
 	.max_blocks = 1 << 20,
@@ -65,7 +67,8 @@ const char *argp_program_bug_address = "<https://github.com/pytm-bpf/pytm-bpf/is
 static const char doc[] =
 "pytm-bpf: Python's tracemalloc for a running CPython process, through eBPF.\n"
 "\n"
-"USAGE: pytm-bpf -p PID [--frames N] [--duration S] [--interval S] [-o FILE]\n"
+"USAGE: pytm-bpf -p PID [-p PID...] [--frames N] [--duration S] [--interval S] [-o FILE]\n"
+"       pytm-bpf --all [--max-procs N] [--duration S] [--interval S]\n"
 "       pytm-bpf report FILE [--compare OLD] [--key KEY] ...\n"
 "\n"
 "EXAMPLES:\n"
@@ -75,6 +78,7 @@ static const char doc[] =
 "                                     # 30 s, then a tracemalloc snapshot file\n"
 "    pytm-bpf -p 1234 --interval 10 --key filename\n"
 "                                     # a report every 10 s, by file\n"
+"    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
 "    pytm-bpf report heap.pytm --key traceback\n"
 "                                     # report on a saved snapshot\n"
 "\n"
@@ -93,10 +97,15 @@ enum {
 	OPT_CONTROL,
 	OPT_DEBUG_OFFSET,
 	OPT_NO_INJECT,
+	OPT_ALL,
+	OPT_MAX_PROCS,
 };
 
 static const struct argp_option opts[] = {
-	{ "pid", 'p', "PID", 0, "Trace this process", 0 },
+	{ "pid", 'p', "PID", 0, "Trace this process (repeatable)", 0 },
+	{ "all", OPT_ALL, NULL, 0,
+	  "Trace every CPython process on the host, and those that start later", 0 },
+	{ "max-procs", OPT_MAX_PROCS, "N", 0, "Processes traced at once (default 64)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
@@ -162,7 +171,17 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case 'p':
 		if (parse_long(arg, 1, INT_MAX, &v))
 			argp_error(state, "invalid PID: %s", arg);
-		env.pid = v;
+		if (env.npids >= MAX_PIDS)
+			argp_error(state, "too many -p (at most %d)", MAX_PIDS);
+		env.pids[env.npids++] = v;
+		break;
+	case OPT_ALL:
+		env.all = true;
+		break;
+	case OPT_MAX_PROCS:
+		if (parse_long(arg, 1, 1000, &v))
+			argp_error(state, "--max-procs takes a number from 1 to 1000, not %s", arg);
+		env.max_procs = v;
 		break;
 	case OPT_FRAMES:
 		if (parse_long(arg, 1, PYTM_MAX_FRAMES, &v))
@@ -226,8 +245,14 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		argp_error(state, "unexpected argument: %s", arg);
 		break;
 	case ARGP_KEY_END:
-		if (!env.pid)
-			argp_error(state, "no target: give -p PID");
+		if (!env.npids && !env.all)
+			argp_error(state, "no target: give -p PID or --all");
+		if (env.npids && env.all)
+			argp_error(state, "-p and --all exclude each other");
+		if (env.control && (env.all || env.npids > 1))
+			argp_error(state, "--control takes exactly one -p");
+		if (env.output && (env.all || env.npids > 1))
+			argp_error(state, "-o takes exactly one -p");
 		break;
 	default:
 		return ARGP_ERR_UNKNOWN;
@@ -251,21 +276,20 @@ static void sig_handler(int sig)
 	exiting = 1;
 }
 
-struct ctx {
-	struct resolver *resolver;
-	pid_t pid;
-};
-
-static int handle_event(void *arg, void *data, size_t size)
-{
-	const struct pytm_event *ev = data;
-	struct ctx *c = arg;
-
-	if (size < sizeof(*ev) || ev->type != PYTM_EV_CODE || ev->pid != (__u32)c->pid)
-		return 0;
-	resolver__add_code(c->resolver, ev->code_id, ev->code_addr);
-	return 0;
-}
+/* Everything being traced. */
+static struct state {
+	struct pytm_bpf *skel;
+	struct tracee *tracees;		/* env.max_procs slots, fixed in memory */
+	int ntracees;
+	struct tracee_opts topts;
+	/* --all: processes that exec'd, to try once Python is up. */
+	struct pending {
+		pid_t pid;
+		double due;
+		int tries;
+	} pending[256];
+	int npending;
+} st;
 
 static double now(void)
 {
@@ -275,97 +299,83 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Has the target exited? pidfd polls readable once it has. */
-static bool target_gone(int pidfd, pid_t pid)
+static struct tracee *find_tracee(pid_t pid)
 {
-	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-
-	if (pidfd < 0)
-		return kill(pid, 0) && errno == ESRCH;
-	return poll(&pfd, 1, 0) > 0;
-}
-
-static void format_bytes(char *buf, size_t len, __s64 v)
-{
-	report__format_size(buf, len, (double)v, false);
-}
-
-static const char *const lost_names[PYTM_LOST_MAX] = {
-	[PYTM_LOST_BLOCKS_FULL] = "live-block map full",
-	[PYTM_LOST_STACKS_FULL] = "traceback map full",
-	[PYTM_LOST_CODES_FULL] = "code-object map full",
-	[PYTM_LOST_RINGBUF] = "ring buffer full",
-	[PYTM_LOST_FRAME_READ] = "unreadable frame",
-	[PYTM_LOST_STASH] = "allocator calls nested too deep",
-	[PYTM_LOST_NO_TSTATE] = "no Python thread state",
-};
-
-/* Traced memory and lost-event counts: the lines after every report. */
-static void print_footer(FILE *out, int procs_fd, pid_t pid, const struct resolver *r)
-{
-	struct pytm_proc p;
-	char cur[32], peak[32];
-	uint64_t nread, nfailed;
-	bool any = false;
-	__u32 key = pid;
 	int i;
 
-	if (bpf_map_lookup_elem(procs_fd, &key, &p))
-		return;
-	format_bytes(cur, sizeof(cur), p.current);
-	format_bytes(peak, sizeof(peak), p.peak);
-	fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
-		cur, peak, (long long)p.current, (long long)p.peak,
-		(unsigned long long)p.nevents);
-	fprintf(out, "Lost events:");
-	for (i = 0; i < PYTM_LOST_MAX; i++) {
-		/* Allocations from threads with no Python state are not lost. */
-		if (!p.lost[i] || i == PYTM_LOST_NO_TSTATE)
-			continue;
-		fprintf(out, "%s %s=%llu", any ? "," : "", lost_names[i],
-			(unsigned long long)p.lost[i]);
-		any = true;
-	}
-	resolver__stats(r, &nread, &nfailed);
-	if (nfailed) {
-		fprintf(out, "%s unreadable code objects=%llu", any ? "," : "",
-			(unsigned long long)nfailed);
-		any = true;
-	}
-	fprintf(out, "%s\n", any ? "" : " none");
+	for (i = 0; i < st.ntracees; i++)
+		if (st.tracees[i].pid == pid && st.tracees[i].registered)
+			return &st.tracees[i];
+	return NULL;
 }
 
-static int report_now(struct pytm_bpf *skel, struct resolver *r, bool final)
+static void add_pending(pid_t pid, double delay)
+{
+	int i;
+
+	for (i = 0; i < st.npending; i++)
+		if (st.pending[i].pid == pid)
+			return;
+	if (st.npending < (int)(sizeof(st.pending) / sizeof(st.pending[0])))
+		st.pending[st.npending++] = (struct pending){ pid, now() + delay, 0 };
+}
+
+static int handle_event(void *arg, void *data, size_t size)
+{
+	const struct pytm_event *ev = data;
+	struct tracee *tr;
+
+	if (size < sizeof(*ev))
+		return 0;
+	switch (ev->type) {
+	case PYTM_EV_CODE:
+		tr = find_tracee(ev->pid);
+		if (tr)
+			tracee__code(tr, ev->code_id, ev->code_addr);
+		break;
+	case PYTM_EV_EXEC:
+		/* The interpreter needs a moment before it can be read. */
+		if (!find_tracee(ev->pid))
+			add_pending(ev->pid, 0.3);
+		break;
+	}
+	return 0;
+}
+
+static void print_header(const struct tracee *tr, FILE *out)
+{
+	fprintf(out, "== pid %d", tr->pid);
+	if (tr->nspid != tr->pid)
+		fprintf(out, " (pid %d in its namespace)", tr->nspid);
+	if (tr->container[0])
+		fprintf(out, " container %s", tr->container);
+	fprintf(out, ", CPython %s: %s\n", tr->version, tr->cmdline);
+}
+
+/* A report on one tracee; FINAL also writes -o. */
+static int report_tracee(struct tracee *tr, bool final, bool header)
 {
 	struct report_opts ro = { .key = env.key, .cumulative = env.cumulative, .top = env.top };
 	struct snapshot *s;
-	char stamp[32];
-	time_t t;
 	int err = 0;
 
-	s = collect__snapshot(bpf_map__fd(skel->maps.blocks), bpf_map__fd(skel->maps.stacks),
-			      env.pid, env.frames, r);
+	s = tracee__snapshot(tr, st.skel, env.frames);
 	if (!s) {
 		err = -errno;
-		warn("cannot read the traces: %s", strerror(errno));
+		warn("cannot read the traces of process %d: %s", tr->pid, strerror(-err));
 		return err;
-	}
-	if (!final) {
-		t = time(NULL);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&t));
-		printf("%s pid %d\n", stamp, env.pid);
 	}
 	/* Under --control, stdout carries only the replies. */
 	if (!env.control) {
+		if (header)
+			print_header(tr, stdout);
 		report__print_top(stdout, s, &ro);
 		printf("\n");
-		print_footer(stdout, bpf_map__fd(skel->maps.procs), env.pid, r);
-		if (!final)
-			printf("\n");
+		tracee__footer(tr, st.skel, stdout);
 		fflush(stdout);
 	}
 	if (final && env.output) {
-		err = snapshot__write(s, env.output, env.pickle);
+		err = snapshot__write(s, env.output, env.pickle ?: tr->pickle);
 		if (err)
 			warn("cannot write %s: %s", env.output, strerror(-err));
 	}
@@ -373,58 +383,62 @@ static int report_now(struct pytm_bpf *skel, struct resolver *r, bool final)
 	return err;
 }
 
-/* Delete every live block of PID (tracemalloc.clear_traces()). */
-static int clear_traces(struct pytm_bpf *skel, pid_t pid)
+static int cmp_current(const void *a, const void *b)
 {
-	int fd = bpf_map__fd(skel->maps.blocks), pfd = bpf_map__fd(skel->maps.procs);
-	struct pytm_block_key key, next;
-	struct pytm_proc p;
-	__u32 k = pid;
-	bool first = true;
+	const struct { __s64 cur; int i; } *x = a, *y = b;
 
-	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
-		first = false;
-		key = next;
-		if (next.pid == (__u32)pid)
-			bpf_map_delete_elem(fd, &next);
-	}
-	if (bpf_map_lookup_elem(pfd, &k, &p))
-		return -errno;
-	/* Racy against events in flight, as any reset from outside. */
-	p.current = 0;
-	p.peak = 0;
-	return bpf_map_update_elem(pfd, &k, &p, BPF_EXIST) ? -errno : 0;
+	return x->cur < y->cur ? 1 : x->cur > y->cur ? -1 : x->i - y->i;
 }
 
-static int reset_peak(struct pytm_bpf *skel, pid_t pid)
+/* Multi-process runs end with one line per process, by traced size. */
+static void print_host_summary(void)
 {
-	int pfd = bpf_map__fd(skel->maps.procs);
+	struct { __s64 cur; int i; } *order;
 	struct pytm_proc p;
-	__u32 k = pid;
+	char cur[32], peak[32];
+	struct tracee *tr;
+	int i, n = 0;
 
-	if (bpf_map_lookup_elem(pfd, &k, &p))
-		return -errno;
-	p.peak = p.current;
-	return bpf_map_update_elem(pfd, &k, &p, BPF_EXIST) ? -errno : 0;
+	order = calloc(st.ntracees + 1, sizeof(*order));
+	if (!order)
+		return;
+	for (i = 0; i < st.ntracees; i++) {
+		if (!st.tracees[i].registered || tracee__stats(&st.tracees[i], st.skel, &p))
+			continue;
+		order[n].cur = p.current;
+		order[n++].i = i;
+	}
+	qsort(order, n, sizeof(*order), cmp_current);
+	printf("[ Host summary: %d process%s ]\n", n, n == 1 ? "" : "es");
+	printf("%8s %8s %-12s %-8s %10s %10s  %s\n", "PID", "NSPID", "CONTAINER",
+	       "PYTHON", "CURRENT", "PEAK", "COMMAND");
+	for (i = 0; i < n; i++) {
+		tr = &st.tracees[order[i].i];
+		if (tracee__stats(tr, st.skel, &p))
+			continue;
+		report__format_size(cur, sizeof(cur), (double)p.current, false);
+		report__format_size(peak, sizeof(peak), (double)p.peak, false);
+		printf("%8d %8d %-12s %-8s %10s %10s  %s\n", tr->pid, tr->nspid,
+		       tr->container[0] ? tr->container : "-", tr->version, cur, peak,
+		       tr->cmdline);
+	}
+	free(order);
 }
 
 /* One --control command; the reply is one line on stdout. */
-static void control_command(struct pytm_bpf *skel, struct resolver *r, char *line,
-			    bool *stop)
+static void control_command(struct tracee *tr, char *line, bool *stop)
 {
 	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
+	int err, layout = env.pickle ?: tr->pickle;
 	struct pytm_proc p;
 	struct snapshot *s;
-	__u32 k = env.pid;
-	int err, layout = env.pickle;
 
 	if (!cmd) {
 		return;
 	} else if (!strcmp(cmd, "snapshot") && arg) {
 		if (arg2)
 			layout = !strcmp(arg2, "3.8") ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
-		s = collect__snapshot(bpf_map__fd(skel->maps.blocks),
-				      bpf_map__fd(skel->maps.stacks), env.pid, env.frames, r);
+		s = tracee__snapshot(tr, st.skel, env.frames);
 		err = s ? snapshot__write(s, arg, layout) : -errno;
 		if (err)
 			printf("error cannot write %s: %s\n", arg, strerror(-err));
@@ -432,15 +446,16 @@ static void control_command(struct pytm_bpf *skel, struct resolver *r, char *lin
 			printf("ok %zu\n", snapshot__count(s));
 		snapshot__free(s);
 	} else if (!strcmp(cmd, "traced")) {
-		if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &k, &p))
-			printf("error %s\n", strerror(errno));
+		err = tracee__stats(tr, st.skel, &p);
+		if (err)
+			printf("error %s\n", strerror(-err));
 		else
 			printf("ok %lld %lld\n", (long long)p.current, (long long)p.peak);
 	} else if (!strcmp(cmd, "reset-peak")) {
-		err = reset_peak(skel, env.pid);
+		err = tracee__reset_peak(tr, st.skel);
 		printf(err ? "error %s\n" : "ok\n", strerror(-err));
 	} else if (!strcmp(cmd, "clear")) {
-		err = clear_traces(skel, env.pid);
+		err = tracee__clear(tr, st.skel);
 		printf(err ? "error %s\n" : "ok\n", strerror(-err));
 	} else if (!strcmp(cmd, "limit")) {
 		printf("ok %d\n", env.frames);
@@ -454,7 +469,7 @@ static void control_command(struct pytm_bpf *skel, struct resolver *r, char *lin
 }
 
 /* Read what stdin has; run each complete line. EOF counts as "stop". */
-static void control_poll(struct pytm_bpf *skel, struct resolver *r, bool *stop)
+static void control_poll(struct tracee *tr, bool *stop)
 {
 	static char buf[8192];
 	static size_t used;
@@ -473,7 +488,7 @@ static void control_poll(struct pytm_bpf *skel, struct resolver *r, bool *stop)
 	buf[used] = '\0';
 	while ((nl = strchr(buf, '\n'))) {
 		*nl = '\0';
-		control_command(skel, r, buf, stop);
+		control_command(tr, buf, stop);
 		used -= nl + 1 - buf;
 		memmove(buf, nl + 1, used + 1);
 	}
@@ -481,47 +496,9 @@ static void control_poll(struct pytm_bpf *skel, struct resolver *r, bool *stop)
 		used = 0;	/* an overlong line: drop it */
 }
 
-/* Offsets for the target, and a check that they match its memory. */
-static int target_offsets(const struct target *t, struct pytm_offsets *off)
-{
-	const struct pytm_offsets *o;
-	char ver[32], buf[4096], why[256];
-	int i;
-
-	target__version_str(t, ver, sizeof(ver));
-	if (t->hexversion >= 0x030d0000) {
-		if (target__read(t, t->runtime, buf, sizeof(buf)) ||
-		    pyoffsets__from_debug(buf, sizeof(buf), off)) {
-			warn("process %d: unsupported CPython %s (no readable _Py_DebugOffsets)",
-			     t->pid, ver);
-			return -EPROTONOSUPPORT;
-		}
-	} else {
-		o = pyoffsets__lookup(t->hexversion);
-		if (!o) {
-			warn("process %d: unsupported CPython %s", t->pid, ver);
-			return -EPROTONOSUPPORT;
-		}
-		*off = *o;
-	}
-	for (i = 0; i < env.noverrides; i++) {
-		if (validate__override(off, env.overrides[i])) {
-			warn("invalid --debug-offset: %s", env.overrides[i]);
-			return -EINVAL;
-		}
-	}
-	/* Wrong offsets would give wrong stacks: refuse instead. */
-	if (validate__offsets(t, off, why, sizeof(why))) {
-		warn("process %d: the struct offsets for CPython %s do not match this process (%s); not tracing",
-		     t->pid, ver, why);
-		return -EPROTO;
-	}
-	return 0;
-}
-
 static bool kernel_supports(void)
 {
-	/* Needed map types, probed rather than guessed from the version. */
+	/* Needed map types and helpers, probed rather than guessed from the version. */
 	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) != 1) {
 		warn("this kernel has no BPF task storage (Linux 5.11+ is needed)");
 		return false;
@@ -530,25 +507,152 @@ static bool kernel_supports(void)
 		warn("this kernel has no BPF ring buffer (Linux 5.8+ is needed)");
 		return false;
 	}
+	if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop, NULL) != 1) {
+		warn("this kernel has no bpf_loop() helper (Linux 5.17+ is needed)");
+		return false;
+	}
 	return true;
+}
+
+/* Open, check and attach PID; QUIET for --all, where failures are reasons to skip. */
+static int start_tracee(pid_t pid, bool quiet)
+{
+	struct tracee *tr;
+	int err, i;
+
+	if (find_tracee(pid))
+		return 0;
+	/* Reuse the slot of a process that exited. */
+	for (i = 0; i < st.ntracees && st.tracees[i].registered; i++)
+		;
+	if (i == st.ntracees && st.ntracees == env.max_procs) {
+		if (!quiet)
+			warn("too many processes (--max-procs %d)", env.max_procs);
+		else
+			warn("skipping pid %d: --max-procs %d reached", pid, env.max_procs);
+		return -E2BIG;
+	}
+	tr = &st.tracees[i];
+	pytm_quiet = quiet;
+	err = tracee__open(tr, pid, st.skel, &st.topts);
+	err = err ?: tracee__attach(tr, st.skel, &st.topts);
+	pytm_quiet = false;
+	if (err) {
+		/* Not a CPython at all: not worth a line under --all. */
+		if (quiet && err != -ENOEXEC && err != -ESRCH && err != -EACCES)
+			warn("skipping pid %d: %s", pid, pytm_last_warning);
+		tracee__purge(tr, st.skel);
+		tracee__close(tr);
+		memset(tr, 0, sizeof(*tr));
+		return err;
+	}
+	if (i == st.ntracees)
+		st.ntracees++;
+	return 0;
+}
+
+/* A tracee whose process exited: its report, then its map entries go. */
+static void finish_tracee(struct tracee *tr, bool report)
+{
+	if (report) {
+		fprintf(stdout, "Process %d exited.\n", tr->pid);
+		report_tracee(tr, false, true);
+		printf("\n");
+	}
+	tracee__detach(tr);
+	tracee__purge(tr, st.skel);
+	tracee__close(tr);
+}
+
+/* --all: every process that looks like CPython now. */
+static void scan_all(void)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+	long pid;
+	char *end;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == getpid())
+			continue;
+		start_tracee(pid, true);
+	}
+	closedir(d);
+}
+
+/* --all: try the processes that exec'd a while ago. */
+static void poll_pending(void)
+{
+	double t = now();
+	int i = 0, err;
+
+	while (i < st.npending) {
+		struct pending *p = &st.pending[i];
+
+		if (p->due > t) {
+			i++;
+			continue;
+		}
+		err = start_tracee(p->pid, true);
+		if (!err)
+			fprintf(stderr, "pytm-bpf: tracing new process %d\n", p->pid);
+		/* An interpreter still starting has no threads yet: try again. */
+		if (err && err != -ENOEXEC && err != -ESRCH && ++p->tries < 5) {
+			p->due = t + 0.5 * p->tries;
+			i++;
+			continue;
+		}
+		*p = st.pending[--st.npending];
+	}
+}
+
+static int load_bpf(void)
+{
+	int err;
+
+	st.skel = pytm_bpf__open();
+	if (!st.skel) {
+		err = -errno;
+		warn("cannot open the BPF object: %s", strerror(-err));
+		return err;
+	}
+	/* Stack values hold only the frames asked for. */
+	err = bpf_map__set_value_size(st.skel->maps.stacks,
+				      offsetof(struct pytm_stack, frames) +
+				      env.frames * sizeof(__u64));
+	err = err ?: bpf_map__set_max_entries(st.skel->maps.blocks, env.max_blocks);
+	err = err ?: bpf_map__set_max_entries(st.skel->maps.stacks, env.max_stacks);
+	err = err ?: bpf_map__set_max_entries(st.skel->maps.procs, env.max_procs + 16);
+	if (err) {
+		warn("cannot size the BPF maps: %s", strerror(-err));
+		return err;
+	}
+	err = pytm_bpf__load(st.skel);
+	if (err) {
+		if (err == -EPERM || err == -EACCES)
+			warn("cannot load BPF programs: %s (run as root, or with CAP_BPF and CAP_PERFMON)",
+			     strerror(-err));
+		else
+			warn("cannot load BPF programs: %s (-v shows the verifier's log)",
+			     strerror(-err));
+		return err;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct argp argp = { .options = opts, .parser = parse_arg, .doc = doc };
-	struct ring_buffer *rb = NULL;
-	struct resolver *r = NULL;
-	struct pytm_bpf *skel = NULL;
-	struct probes probes = {};
-	struct target t = {};
-	struct pytm_proc proc = {};
-	struct ctx c = {};
+	struct bpf_link *exec_link = NULL, *exit_link = NULL;
 	struct sigaction sa = { .sa_handler = sig_handler };
+	struct ring_buffer *rb = NULL;
 	double start, next_report = 0;
-	int pidfd = -1, err;
-	char ver[32];
-	bool gone = false, stop = false;
-	__u32 key;
+	bool stop = false, single;
+	struct tracee *tr;
+	int i, err;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
 		return report__main(argc - 1, argv + 1);
@@ -559,84 +663,80 @@ int main(int argc, char **argv)
 		return 2;
 	pytm_verbose = env.verbose;
 	libbpf_set_print(libbpf_print_fn);
-
-	if (geteuid() != 0)
-		vlog("not root: BPF and uprobes need CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE");
+	single = !env.all && env.npids == 1;
+	st.topts = (struct tracee_opts){
+		.frames = env.frames,
+		.max_total = 1024,
+		.inject = !env.no_inject,
+		.overrides = env.overrides,
+		.noverrides = env.noverrides,
+	};
+	if (env.npids > env.max_procs)
+		env.max_procs = env.npids;
 
 	/* Stop cleanly on these from the start: the report is the point. */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
-	err = target__open(&t, env.pid);
-	if (err)
+	st.tracees = calloc(env.max_procs, sizeof(*st.tracees));
+	if (!st.tracees) {
+		err = -ENOMEM;
 		goto cleanup;
-	err = target_offsets(&t, &proc.off);
-	if (err)
-		goto cleanup;
-	proc.runtime = t.runtime;
-	if (!env.pickle)
-		env.pickle = t.hexversion < 0x03090000 ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
+	}
+	/* Say what is wrong with the target before anything about BPF. */
+	for (i = 0; i < env.npids; i++) {
+		struct target t;
+
+		err = target__open(&t, env.pids[i]);
+		target__close(&t);
+		if (err)
+			goto cleanup;
+	}
 	if (!kernel_supports()) {
 		err = -EOPNOTSUPP;
 		goto cleanup;
 	}
-
-	skel = pytm_bpf__open();
-	if (!skel) {
-		err = -errno;
-		warn("cannot open the BPF object: %s", strerror(-err));
-		goto cleanup;
-	}
-	proc.max_frames = env.frames;
-	proc.max_total = 1024;
-	/* Stack values hold only the frames asked for. */
-	err = bpf_map__set_value_size(skel->maps.stacks,
-				      offsetof(struct pytm_stack, frames) +
-				      env.frames * sizeof(__u64));
-	err = err ?: bpf_map__set_max_entries(skel->maps.blocks, env.max_blocks);
-	err = err ?: bpf_map__set_max_entries(skel->maps.stacks, env.max_stacks);
-	if (err) {
-		warn("cannot size the BPF maps: %s", strerror(-err));
-		goto cleanup;
-	}
-	err = pytm_bpf__load(skel);
-	if (err) {
-		if (err == -EPERM || err == -EACCES)
-			warn("cannot load BPF programs: %s (run as root, or with CAP_BPF and CAP_PERFMON)",
-			     strerror(-err));
-		else
-			warn("cannot load BPF programs: %s (-v shows the verifier's log)",
-			     strerror(-err));
-		goto cleanup;
-	}
-
-	r = resolver__new(&t, &proc.off);
-	c.resolver = r;
-	c.pid = env.pid;
-	rb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, &c, NULL);
-	if (!r || !rb) {
-		err = -ENOMEM;
-		warn("cannot set up the event buffer");
-		goto cleanup;
-	}
-	key = env.pid;
-	err = bpf_map_update_elem(bpf_map__fd(skel->maps.procs), &key, &proc, BPF_ANY);
-	if (err) {
-		err = -errno;
-		warn("cannot register process %d: %s", env.pid, strerror(-err));
-		goto cleanup;
-	}
-	pidfd = syscall(SYS_pidfd_open, env.pid, 0);
-
-	err = probes__attach(&probes, skel, &t, !env.no_inject);
+	err = load_bpf();
 	if (err)
 		goto cleanup;
+	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.events), handle_event, NULL, NULL);
+	if (!rb) {
+		err = -errno;
+		warn("cannot set up the event buffer: %s", strerror(-err));
+		goto cleanup;
+	}
+	exit_link = bpf_program__attach(st.skel->progs.handle_exit);
+	if (env.all) {
+		/* Before the scan, so that nothing starts unseen in between. */
+		exec_link = bpf_program__attach(st.skel->progs.handle_exec);
+		if (!exec_link) {
+			err = -errno;
+			warn("cannot follow new processes: %s", strerror(-err));
+			goto cleanup;
+		}
+		scan_all();
+	}
+	for (i = 0; i < env.npids; i++) {
+		err = start_tracee(env.pids[i], false);
+		if (err)
+			goto cleanup;
+	}
 
-	target__version_str(&t, ver, sizeof(ver));
-	fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s, %d probes, %d frame%s\n",
-		env.pid, ver, t.pymod,
-		probes.injected ? "allocator redirected" : "plain probes",
-		probes.nlinks, env.frames, env.frames > 1 ? "s" : "");
+	if (single) {
+		tr = &st.tracees[0];
+		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s, %d probes, %d frame%s\n",
+			tr->pid, tr->version, tr->t.pymod,
+			tr->pr.injected ? "allocator redirected" : "plain probes",
+			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
+	} else {
+		fprintf(stderr, "pytm-bpf: tracing %d process%s", st.ntracees,
+			st.ntracees == 1 ? "" : "es");
+		for (i = 0; i < st.ntracees; i++)
+			fprintf(stderr, "%s%d", i ? ", " : " (pids ", st.tracees[i].pid);
+		fprintf(stderr, "%s%s, %d frame%s\n", st.ntracees ? ")" : "",
+			env.all ? ", following new ones" : "", env.frames,
+			env.frames > 1 ? "s" : "");
+	}
 
 	start = now();
 	if (env.interval)
@@ -647,33 +747,71 @@ int main(int argc, char **argv)
 			warn("reading events: %s", strerror(-err));
 			break;
 		}
-		if (target_gone(pidfd, env.pid)) {
-			gone = true;
-			break;
+		err = 0;
+		for (i = 0; i < st.ntracees; i++) {
+			tr = &st.tracees[i];
+			if (!tr->registered || !tracee__gone(tr))
+				continue;
+			if (single) {
+				stop = true;
+				warn("process %d exited; reporting what it had allocated", tr->pid);
+				break;
+			}
+			ring_buffer__consume(rb);
+			finish_tracee(tr, true);
+		}
+		if (env.all)
+			poll_pending();
+		if (!single && !env.all && env.npids) {
+			/* -p several times: done when all are gone. */
+			for (i = 0; i < st.ntracees && !st.tracees[i].registered; i++)
+				;
+			if (i == st.ntracees)
+				break;
 		}
 		if (env.duration && now() - start >= env.duration)
 			break;
 		if (env.control)
-			control_poll(skel, r, &stop);
+			control_poll(&st.tracees[0], &stop);
 		if (env.interval && now() >= next_report) {
-			report_now(skel, r, false);
+			char stamp[32];
+			time_t t = time(NULL);
+
+			strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&t));
+			if (!env.control)
+				printf("%s\n", stamp);
+			for (i = 0; i < st.ntracees; i++) {
+				if (st.tracees[i].registered)
+					report_tracee(&st.tracees[i], false, !single);
+				if (!env.control)
+					printf("\n");
+			}
 			next_report += env.interval;
 		}
 	}
 	/* No new events from here; read what is queued, then report. */
-	probes__detach(&probes);
+	for (i = 0; i < st.ntracees; i++)
+		tracee__detach(&st.tracees[i]);
 	ring_buffer__consume(rb);
-	if (gone)
-		warn("process %d exited; reporting what it had allocated", env.pid);
-	err = report_now(skel, r, true);
+	err = 0;
+	for (i = 0; i < st.ntracees; i++) {
+		if (!st.tracees[i].registered)
+			continue;
+		if (report_tracee(&st.tracees[i], true, !single))
+			err = -EIO;
+		if (!single)
+			printf("\n");
+	}
+	if (!single && !env.control)
+		print_host_summary();
 
 cleanup:
-	probes__detach(&probes);
+	bpf_link__destroy(exec_link);
+	bpf_link__destroy(exit_link);
+	for (i = 0; st.tracees && i < st.ntracees; i++)
+		tracee__close(&st.tracees[i]);
+	free(st.tracees);
 	ring_buffer__free(rb);
-	resolver__free(r);
-	pytm_bpf__destroy(skel);
-	target__close(&t);
-	if (pidfd >= 0)
-		close(pidfd);
+	pytm_bpf__destroy(st.skel);
 	return err ? 1 : 0;
 }

@@ -5,6 +5,8 @@
 #include "util.h"
 
 bool pytm_verbose;
+bool pytm_quiet;
+char pytm_last_warning[512];
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -19,7 +21,10 @@ void warn(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vmsg(fmt, ap);
+	if (pytm_quiet)
+		vsnprintf(pytm_last_warning, sizeof(pytm_last_warning), fmt, ap);
+	else
+		vmsg(fmt, ap);
 	va_end(ap);
 }
 

@@ -7,6 +7,13 @@
 #include <stddef.h>
 
 extern bool pytm_verbose;
+/*
+ * While set, warn() keeps its message in pytm_last_warning instead of
+ * printing it: a caller that tries many processes (--all) reports the
+ * reason in its own words.
+ */
+extern bool pytm_quiet;
+extern char pytm_last_warning[512];
 
 /* "pytm-bpf: MESSAGE\n" on stderr. */
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "pytm.skel.h"
+#include "collect.h"
+#include "pyoffsets.h"
+#include "report.h"
+#include "resolve.h"
+#include "tracee.h"
+#include "util.h"
+#include "validate.h"
+
+/* Offsets for the target, and a check that they match its memory. */
+static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
+{
+	const struct pytm_offsets *off;
+	char buf[4096], why[256];
+	int i;
+
+	if (tr->t.hexversion >= 0x030d0000) {
+		if (target__read(&tr->t, tr->t.runtime, buf, sizeof(buf)) ||
+		    pyoffsets__from_debug(buf, sizeof(buf), &tr->off)) {
+			warn("process %d: unsupported CPython %s (no readable _Py_DebugOffsets)",
+			     tr->pid, tr->version);
+			return -EPROTONOSUPPORT;
+		}
+	} else {
+		off = pyoffsets__lookup(tr->t.hexversion);
+		if (!off) {
+			warn("process %d: unsupported CPython %s", tr->pid, tr->version);
+			return -EPROTONOSUPPORT;
+		}
+		tr->off = *off;
+	}
+	for (i = 0; i < o->noverrides; i++) {
+		if (validate__override(&tr->off, o->overrides[i])) {
+			warn("invalid --debug-offset: %s", o->overrides[i]);
+			return -EINVAL;
+		}
+	}
+	/* Wrong offsets would give wrong stacks: refuse instead. */
+	if (validate__offsets(&tr->t, &tr->off, why, sizeof(why))) {
+		warn("process %d: the struct offsets for CPython %s do not match this process (%s); not tracing",
+		     tr->pid, tr->version, why);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Command line, pid in its own namespace, container id. */
+static void read_identity(struct tracee *tr)
+{
+	char path[64], buf[4096], *p, *id;
+	size_t n, i;
+	FILE *f;
+
+	tr->nspid = tr->pid;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", tr->pid);
+	f = fopen(path, "re");
+	if (f) {
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		for (i = 0; i + 1 < n; i++)
+			if (!buf[i])
+				buf[i] = ' ';
+		str_sanitize(tr->cmdline, sizeof(tr->cmdline), buf, n);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", tr->pid);
+	f = fopen(path, "re");
+	if (f) {
+		while (fgets(buf, sizeof(buf), f)) {
+			if (strncmp(buf, "NSpid:", 6))
+				continue;
+			/* The last field is the pid in the innermost namespace. */
+			p = strrchr(buf, '\t');
+			if (!p)
+				p = strrchr(buf, ' ');
+			if (p)
+				tr->nspid = atoi(p + 1);
+		}
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", tr->pid);
+	f = fopen(path, "re");
+	if (f) {
+		while (fgets(buf, sizeof(buf), f)) {
+			/* docker-<64 hex>.scope, /docker/<id>, libpod-<id>, cri-containerd-<id> */
+			for (p = buf; *p; p++) {
+				for (id = p, n = 0; (id[n] >= '0' && id[n] <= '9') ||
+						    (id[n] >= 'a' && id[n] <= 'f'); n++)
+					;
+				if (n == 64) {
+					snprintf(tr->container, sizeof(tr->container), "%.12s", id);
+					break;
+				}
+				p += n ? n - 1 : 0;
+			}
+			if (tr->container[0])
+				break;
+		}
+		fclose(f);
+	}
+}
+
+int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
+		 const struct tracee_opts *o)
+{
+	struct pytm_proc proc = {};
+	__u32 key = pid;
+	int err;
+
+	memset(tr, 0, sizeof(*tr));
+	tr->pid = pid;
+	tr->pidfd = -1;
+	err = target__open(&tr->t, pid);
+	if (err)
+		return err;
+	target__version_str(&tr->t, tr->version, sizeof(tr->version));
+	err = target_offsets(tr, o);
+	if (err)
+		return err;
+	tr->pickle = tr->t.hexversion < 0x03090000 ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
+	read_identity(tr);
+	tr->r = resolver__new(&tr->t, &tr->off);
+	if (!tr->r)
+		return -ENOMEM;
+	proc.runtime = tr->t.runtime;
+	proc.max_frames = o->frames;
+	proc.max_total = o->max_total;
+	proc.off = tr->off;
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.procs), &key, &proc, BPF_ANY)) {
+		err = -errno;
+		warn("cannot register process %d: %s", pid, strerror(-err));
+		return err;
+	}
+	tr->registered = true;
+	/* Becomes readable when the process exits. */
+	tr->pidfd = syscall(SYS_pidfd_open, pid, 0);
+	return 0;
+}
+
+int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
+{
+	int err = probes__attach(&tr->pr, skel, &tr->t, o->inject);
+
+	tr->attached = !err;
+	return err;
+}
+
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr)
+{
+	resolver__add_code(tr->r, id, addr);
+}
+
+bool tracee__gone(struct tracee *tr)
+{
+	struct pollfd pfd = { .fd = tr->pidfd, .events = POLLIN };
+
+	if (tr->pidfd < 0)
+		return kill(tr->pid, 0) && errno == ESRCH;
+	return poll(&pfd, 1, 0) > 0;
+}
+
+struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
+{
+	return collect__snapshot(bpf_map__fd(skel->maps.blocks),
+				 bpf_map__fd(skel->maps.stacks), tr->pid, frames, tr->r);
+}
+
+int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out)
+{
+	__u32 key = tr->pid;
+
+	return bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &key, out) ? -errno : 0;
+}
+
+/* Delete every entry of TR's process from the map FD, keys of size KSZ. */
+static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
+{
+	char key[32], next[32];
+	bool first = true;
+
+	/*
+	 * Both key layouts start with the pid. KEY stays on the last entry
+	 * kept, so that the walk goes on after a deletion.
+	 */
+	while (!bpf_map_get_next_key(fd, first ? NULL : key, next)) {
+		if (*(__u32 *)next == (__u32)pid && !bpf_map_delete_elem(fd, next))
+			continue;
+		first = false;
+		memcpy(key, next, ksz);
+	}
+}
+
+int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
+{
+	struct pytm_proc p;
+	__u32 key = tr->pid;
+	int pfd = bpf_map__fd(skel->maps.procs);
+
+	delete_pid_keys(bpf_map__fd(skel->maps.blocks), sizeof(struct pytm_block_key), tr->pid);
+	if (bpf_map_lookup_elem(pfd, &key, &p))
+		return -errno;
+	/* Racy against events in flight, as any reset from outside. */
+	p.current = 0;
+	p.peak = 0;
+	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+}
+
+int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
+{
+	struct pytm_proc p;
+	__u32 key = tr->pid;
+	int pfd = bpf_map__fd(skel->maps.procs);
+
+	if (bpf_map_lookup_elem(pfd, &key, &p))
+		return -errno;
+	p.peak = p.current;
+	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+}
+
+static const char *const lost_names[PYTM_LOST_MAX] = {
+	[PYTM_LOST_BLOCKS_FULL] = "live-block map full",
+	[PYTM_LOST_STACKS_FULL] = "traceback map full",
+	[PYTM_LOST_CODES_FULL] = "code-object map full",
+	[PYTM_LOST_RINGBUF] = "ring buffer full",
+	[PYTM_LOST_FRAME_READ] = "unreadable frame",
+	[PYTM_LOST_STASH] = "allocator calls nested too deep",
+	[PYTM_LOST_NO_TSTATE] = "no Python thread state",
+};
+
+void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
+{
+	uint64_t nread, nfailed;
+	char cur[32], peak[32];
+	struct pytm_proc p;
+	bool any = false;
+	int i;
+
+	if (tracee__stats(tr, skel, &p))
+		return;
+	report__format_size(cur, sizeof(cur), (double)p.current, false);
+	report__format_size(peak, sizeof(peak), (double)p.peak, false);
+	fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
+		cur, peak, (long long)p.current, (long long)p.peak,
+		(unsigned long long)p.nevents);
+	fprintf(out, "Lost events:");
+	for (i = 0; i < PYTM_LOST_MAX; i++) {
+		/* Allocations from threads with no Python state are not lost. */
+		if (!p.lost[i] || i == PYTM_LOST_NO_TSTATE)
+			continue;
+		fprintf(out, "%s %s=%llu", any ? "," : "", lost_names[i],
+			(unsigned long long)p.lost[i]);
+		any = true;
+	}
+	resolver__stats(tr->r, &nread, &nfailed);
+	if (nfailed) {
+		fprintf(out, "%s unreadable code objects=%llu", any ? "," : "",
+			(unsigned long long)nfailed);
+		any = true;
+	}
+	fprintf(out, "%s\n", any ? "" : " none");
+}
+
+void tracee__detach(struct tracee *tr)
+{
+	if (tr->attached)
+		probes__detach(&tr->pr);
+	tr->attached = false;
+}
+
+void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
+{
+	__u32 key = tr->pid;
+
+	if (!tr->registered)
+		return;
+	delete_pid_keys(bpf_map__fd(skel->maps.blocks), sizeof(struct pytm_block_key), tr->pid);
+	delete_pid_keys(bpf_map__fd(skel->maps.codes), sizeof(struct pytm_code_key), tr->pid);
+	bpf_map_delete_elem(bpf_map__fd(skel->maps.procs), &key);
+	tr->registered = false;
+}
+
+void tracee__close(struct tracee *tr)
+{
+	tracee__detach(tr);
+	resolver__free(tr->r);
+	tr->r = NULL;
+	target__close(&tr->t);
+	if (tr->pidfd > 0)
+		close(tr->pidfd);
+	tr->pidfd = -1;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* One traced process: its target, offsets, probes, code objects and maps. */
+#ifndef __PYTM_TRACEE_H
+#define __PYTM_TRACEE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include "probes.h"
+#include "pytm.h"
+#include "snapshot.h"
+#include "target.h"
+
+struct pytm_bpf;
+struct resolver;
+
+struct tracee_opts {
+	int frames;			/* traceback limit */
+	int max_total;			/* frames counted for total_nframe */
+	bool inject;			/* redirect the allocator */
+	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
+	int noverrides;
+};
+
+struct tracee {
+	pid_t pid;
+	struct target t;
+	struct pytm_offsets off;
+	struct resolver *r;
+	struct probes pr;
+	int pidfd;
+	int pickle;			/* the target's own snapshot layout */
+	bool registered;		/* in the procs map */
+	bool attached;
+	char version[32];		/* "3.11.7" */
+	char cmdline[256];		/* sanitized */
+	pid_t nspid;			/* pid in its innermost pid namespace */
+	char container[80];		/* container id from the cgroup path, or "" */
+};
+
+/*
+ * Open PID, read and check its offsets, register it in SKEL's maps. No
+ * probe yet. Negative errno with a message shown (see target__open).
+ */
+int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
+		 const struct tracee_opts *o);
+int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o);
+/* Read code objects announced for this process. */
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr);
+bool tracee__gone(struct tracee *tr);
+struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
+int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out);
+int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);
+int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
+/* "Traced memory: ..." and "Lost events: ..." lines. */
+void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out);
+/* Remove the probes (and restore a redirected allocator). */
+void tracee__detach(struct tracee *tr);
+/* Drop every map entry of the process: blocks, code ids, its procs entry. */
+void tracee__purge(struct tracee *tr, struct pytm_bpf *skel);
+void tracee__close(struct tracee *tr);	/* safe on a zeroed tracee */
+
+#endif /* __PYTM_TRACEE_H */
