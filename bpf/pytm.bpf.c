@@ -293,17 +293,24 @@ static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
 	w.s->nframe = w.n;
 	w.s->total_nframe = w.total;
 
-	/* FNV-1a over the frames and the count, then a final mix. */
-	h = 0xcbf29ce484222325ULL ^ ((__u64)w.total << 32 | w.n);
+	/*
+	 * A multiply-xorshift mix per frame (every input bit reaches every
+	 * output bit), the counts folded in last: 64 bits, so that distinct
+	 * stacks of one run collide with negligible probability.
+	 */
+	h = 0x9e3779b97f4a7c15ULL;
 	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
 		if (i >= w.n)
 			break;
-		h = (h ^ w.s->frames[i]) * 0x100000001b3ULL;
-		h ^= h >> 29;
+		h ^= w.s->frames[i];
+		h *= 0xbf58476d1ce4e5b9ULL;
+		h ^= h >> 31;
 	}
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
+	h ^= (__u64)w.total << 32 | w.n;
+	h *= 0x94d049bb133111ebULL;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
 	if (!h)
 		h = 1;
 	err = bpf_map_update_elem(&stacks, &h, w.s, BPF_NOEXIST);
