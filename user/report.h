@@ -13,24 +13,84 @@ enum report_key {
 	REPORT_KEY_TRACEBACK,
 };
 
+/* Longest filename pattern a filter takes (bytes, with the NUL). */
+#define REPORT_PATTERN_MAX	4096
+
+/*
+ * tracemalloc.Filter(inclusive, filename_pattern, lineno, all_frames,
+ * domain) or, with domain_only, tracemalloc.DomainFilter(inclusive, domain).
+ * A list of them is applied as Snapshot.filter_traces() does: a trace is
+ * kept if any inclusive filter matches it (or there is none) and no
+ * exclusive filter rejects it.
+ */
+struct report_filter {
+	bool inclusive;
+	bool domain_only;		/* DomainFilter: only domain counts */
+	bool all_frames;		/* match any frame, not the most recent */
+	bool has_lineno;		/* lineno=None when false */
+	bool has_domain;		/* Filter(domain=None) when false */
+	unsigned int lineno;
+	unsigned int domain;
+	/* fnmatch pattern, normalised like tracemalloc (".pyc" -> ".py") */
+	char pattern[REPORT_PATTERN_MAX];
+};
+
 struct report_opts {
 	enum report_key key;
 	bool cumulative;
 	int top;			/* lines per block; <= 0: all */
+	const struct report_filter *filters;	/* NULL when nfilters is 0 */
+	size_t nfilters;
+	/*
+	 * Escape control characters and bytes that are not UTF-8 in
+	 * filenames (for a terminal); off, output is byte for byte Python's.
+	 */
+	bool escape;
 };
 
 /* Parse "lineno" / "filename" / "traceback"; -1 if unknown. */
 int report__parse_key(const char *s);
 /*
  * "[ Top N ]" followed by str(Statistic) for the first N of
- * snapshot.statistics(key, cumulative), as print() shows them.
+ * snapshot.statistics(key, cumulative), as print() shows them; with filters,
+ * of snapshot.filter_traces(filters). top <= 0 prints every statistic (and
+ * their number as N). -EINVAL for cumulative with the traceback key (Python
+ * raises ValueError) or a bad filter pattern.
  */
 int report__print_top(FILE *out, const struct snapshot *s,
 		      const struct report_opts *o);
-/* "[ Top N differences ]" with str(StatisticDiff) of snap.compare_to(old). */
+/*
+ * "[ Top N differences ]" with str(StatisticDiff) of snap.compare_to(old),
+ * the filters applied to both snapshots first.
+ */
 int report__print_diff(FILE *out, const struct snapshot *snap,
 		       const struct snapshot *old, const struct report_opts *o);
 /* tracemalloc._format_size(size, sign) */
 void report__format_size(char *buf, size_t len, double size, bool sign);
+
+/*
+ * Fill F from "PATTERN[:LINENO]" (the part after the last ':' is a line
+ * number when it is all digits), as tracemalloc.Filter(inclusive, PATTERN,
+ * LINENO, all_frames). 0, or -EINVAL with a one-line reason in err.
+ */
+int report__parse_filter(struct report_filter *f, const char *spec,
+			 bool inclusive, bool all_frames,
+			 char *err, size_t errlen);
+/* tracemalloc.DomainFilter(inclusive, domain) */
+void report__domain_filter(struct report_filter *f, bool inclusive,
+			   unsigned int domain);
+/*
+ * fnmatch.fnmatch(name, pattern) of Python 3.11+ on POSIX: 1 match, 0 no
+ * match, -EINVAL for a pattern Python cannot compile either.
+ */
+int report__fnmatch(const char *pattern, const char *name);
+
+/*
+ * The offline subcommand, argv[0] being "report": pytm-bpf report FILE
+ * [--compare OLD] [--key K] [--cumulative] [--top N] [--include P[:L]]...
+ * [--exclude P[:L]]... [--all-frames] [--domain N]... [--exclude-domain N]...
+ * Prints on stdout; returns the exit status (0, 1 runtime error, 2 usage).
+ */
+int report__main(int argc, char **argv);
 
 #endif /* __PYTM_REPORT_H */
