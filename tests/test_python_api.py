@@ -144,8 +144,8 @@ def test_inprocess_caller(procs, target):
     tgt = start_target(procs, TARGETS[target])
     result = api_caller.scenario(tgt.pid, 25, tgt.script, driver(tgt),
                                  executable=PYTM)
-    report("caller %d.%d x target %s" % (sys.version_info[:2] + (target,)),
-           result)
+    report("in-process caller %d.%d.%d (%s) x target %s"
+           % (sys.version_info[:3] + (sys.executable, target)), result)
     tgt.send("exit")
     assert tgt.wait(timeout=T_WORK) == 0
 
@@ -218,6 +218,25 @@ def test_context_manager_stops_on_exception(procs):
             assert t.is_tracing()
             raise KeyError("boom")
     assert not t.is_tracing() and t.returncode == 0
+    tgt.send("exit")
+    assert tgt.wait(timeout=T_WORK) == 0
+
+
+def test_second_tracer_refused(procs):
+    """One tracer per process: a second attach fails cleanly, the first
+    one keeps working."""
+    tgt = start_target(procs, TARGETS["3.12"])
+    line = api_caller.marker_line(tgt.script, "API-ALLOC")
+    with pytm_bpf.attach(tgt.pid, frames=2, executable=PYTM) as t:
+        with pytest.raises(pytm_bpf.PytmError) as e:
+            pytm_bpf.attach(tgt.pid, executable=PYTM)
+        print("\nsecond tracer: %s" % e.value)
+        assert e.value.returncode == 1 and "already traced" in str(e.value)
+        driver(tgt)("alloc")
+        count, size = api_caller.line_stat(t.take_snapshot(), tgt.script,
+                                           line)
+        assert count >= 1000 and size >= 1000 * 1000, (count, size)
+    assert t.returncode == 0
     tgt.send("exit")
     assert tgt.wait(timeout=T_WORK) == 0
 
@@ -431,3 +450,81 @@ def test_find_executable_installed_layout(tmp_path):
                              "print(pytm_bpf.find_executable())"], env=env)
         assert out.decode().strip() == str(prefix / "sbin" / "pytm-bpf"), \
             (v, out)
+
+
+# --------------------------------------------------------------------------
+# The driving logic against stand-ins for the executable (no BPF): a child
+# that never starts tracing, one that floods stderr, one that fails.
+
+FAKE_TOOL = r"""#!/bin/sh
+# argv: -p PID --frames N --control [MODE]
+echo $$ > "$(dirname "$0")/pid"
+mode=$6
+if [ "$mode" = hang ]; then exec sleep 30; fi
+echo "pytm-bpf: tracing pid $2 (fake), $4 frames" >&2
+while read cmd rest; do
+    case "$cmd" in
+    traced)
+        # far more than a pipe holds, before the reply
+        head -c 2000000 /dev/zero | tr '\0' x | fold -w 100 >&2
+        echo >&2
+        echo "ok 5 7";;
+    limit)
+        echo "pytm-bpf: something broke" >&2
+        exit 1;;
+    stop)
+        echo ok
+        exit 0;;
+    *)
+        echo "error unknown command: $cmd";;
+    esac
+done
+exit 0
+"""
+
+
+def _fake_tool(tmp_path):
+    path = tmp_path / "fake-pytm-bpf"
+    path.write_text(FAKE_TOOL)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _fake_pid(tmp_path):
+    with open(str(tmp_path / "pid")) as fh:
+        return int(fh.read())
+
+
+def test_fake_tool_attach_timeout(tmp_path):
+    fake = _fake_tool(tmp_path)
+    with pytest.raises(pytm_bpf.AttachTimeout) as e:
+        pytm_bpf.attach(os.getpid(), executable=fake, timeout=2,
+                        extra_args=["hang"])
+    assert isinstance(e.value, pytm_bpf.PytmError)
+    assert isinstance(e.value, TimeoutError)
+    pid = _fake_pid(tmp_path)
+    # killed and reaped, not left behind
+    assert not os.path.exists("/proc/%d" % pid), "child %d left" % pid
+
+
+def test_fake_tool_stderr_flood_and_errors(tmp_path):
+    fake = _fake_tool(tmp_path)
+    t = pytm_bpf.attach(os.getpid(), frames=7, executable=fake, timeout=20)
+    try:
+        assert t.tracing_line.endswith("(fake), 7 frames")
+        assert t.get_traced_memory() == (5, 7)      # after 2 MB of stderr
+        assert t.get_traced_memory() == (5, 7)
+        with pytest.raises(pytm_bpf.PytmError) as e:
+            t.reset_peak()                          # "error ..." reply
+        assert str(e.value) == "unknown command: reset-peak"
+        assert t.is_tracing()                       # still usable
+        with pytest.raises(pytm_bpf.PytmError) as e:
+            t.get_traceback_limit()                 # the child dies
+        assert str(e.value) == "pytm-bpf: something broke"
+        assert e.value.returncode == 1
+        assert not t.is_tracing()
+        with pytest.raises(pytm_bpf.NotTracing):
+            t.get_traced_memory()
+    finally:
+        t.stop()
+    assert not os.path.exists("/proc/%d" % _fake_pid(tmp_path))
