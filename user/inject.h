@@ -9,8 +9,9 @@
  *
  * How a session works, and what the target sees:
  * - One thread is stopped (PTRACE_SEIZE + PTRACE_INTERRUPT), its registers
- *   saved; each injected call runs with rip on a `syscall` instruction of
- *   the target's own text and orig_rax = -1, between PTRACE_SYSCALL stops;
+ *   saved; each injected call runs with rip on a `syscall` instruction in
+ *   the target (see inject__site) and orig_rax = -1, between PTRACE_SYSCALL
+ *   stops;
  *   the saved registers are put back after every call, so an interrupted
  *   blocking call (read, sleep, lock wait) restarts as if nothing happened.
  * - A signal that arrives while the thread is stopped is delivered at once,
@@ -46,8 +47,8 @@ struct inject_page {
 				   mapping has one more page, inject's own) */
 	uint64_t dev, ino;	/* the memfd's inode, as fstat() gives it */
 	/*
-	 * Paths that reach the same inode from any process of ours' mount
-	 * namespace as root, e.g. for uprobe attachment (perf_event_open
+	 * Paths that reach the same inode from any process in our mount
+	 * namespace, as root, e.g. for uprobe attachment (perf_event_open
 	 * resolves the path when the probe is created): `path` lives as long
 	 * as our fd, `map_path` as long as the target's mapping. Probe
 	 * offsets are offsets in the page (the file is mapped at offset 0).
@@ -62,11 +63,16 @@ struct inject_session;
 const char *inject__strerror(void);
 
 /*
- * Stop one thread of process PID (the thread-group leader unless it is a
- * zombie or in uninterruptible sleep) and prepare to inject calls into it.
- * Errors: -ESRCH no such process or it exited, -EBUSY already traced,
- * -EPERM ptrace refused (Yama, capabilities, LSM), -EINVAL not a 64-bit
- * x86 process, -ENOEXEC no `syscall` instruction found.
+ * Stop one thread of process PID (the thread-group leader, unless it is a
+ * zombie, in uninterruptible sleep or in epoll_wait and another thread is
+ * better placed) and prepare to inject calls into it. One session per
+ * process at a time.
+ * Errors: -ESRCH no such process or it exited, -EBUSY already traced (or
+ * another process's session holds our page in it), -EPERM ptrace refused
+ * (Yama, capabilities, LSM) or seccomp strict mode or unreadable seccomp
+ * filters, -EINVAL not a 64-bit x86 process, -ENOEXEC no `syscall`
+ * instruction found. The thread stays stopped until inject__detach; a
+ * page-making session holds it about 0.3-1 ms.
  */
 int inject__attach(pid_t pid, struct inject_session **out);
 /*
@@ -146,7 +152,9 @@ void inject__page_close(struct inject_page *pg);
 /*
  * Store VAL at ADDR (8-byte aligned, else -EINVAL) in the target's writable
  * memory as one 8-byte store that no thread of the target can see torn,
- * and read it back. -EFAULT if ADDR is not writable by the target.
+ * and read it back. -EFAULT if ADDR is not writable by the target. Made by
+ * the stopped thread itself, in the kernel's put_user() (three injected
+ * calls: see inject.c for why not /proc/PID/mem or PTRACE_POKEDATA).
  */
 int inject__store_u64(struct inject_session *s, uint64_t addr, uint64_t val);
 /* The same in a session of its own. */

@@ -26,6 +26,7 @@
 #include <grp.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -733,6 +734,22 @@ static void test_cycles(void)
 	      count_fds(getpid()), ours);
 	CHECK(count_memfd_maps(p.pid, "pytm-t4", perms) == 1 && !strcmp(perms, "r-xp"),
 	      "%d mappings of pytm-t4", count_memfd_maps(p.pid, "pytm-t4", NULL));
+	/* A session holds the page's lock: a second one is turned away. */
+	if (inject__find_page(p.pid, "pytm-t4", &pg) == 0) {
+		struct inject_session *s;
+		int fd = open(pg.map_path, O_RDONLY);
+
+		CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0, "flock: %s", strerror(errno));
+		err = inject__attach(p.pid, &s);
+		CHECK(err == -EBUSY && strstr(inject__strerror(), "another tracer"),
+		      "attach with the page locked: %d %s", err, inject__strerror());
+		printf("cycles: page locked elsewhere: %s\n", inject__strerror());
+		close(fd);
+		err = inject__attach(p.pid, &s);
+		CHECK(!err, "attach: %s", inject__strerror());
+		inject__detach(s);
+		inject__page_close(&pg);
+	}
 	send_str(&p, "x");
 	CHECK(read_line(&p, line, sizeof(line), 5) == 0 && !strcmp(line, "got x"),
 	      "target said '%s'", line);
