@@ -120,7 +120,7 @@ static const struct argp_option opts[] = {
 	{ "max-stacks", OPT_MAX_STACKS, "N", 0,
 	  "Distinct tracebacks (default 65536; 16 + 8 x frames bytes each)", 0 },
 	{ "control", OPT_CONTROL, NULL, 0,
-	  "Read commands on stdin (snapshot PATH [X.Y], traced, reset-peak, clear, stop); "
+	  "Read commands on stdin (snapshot PATH [X.Y], traced, reset-peak, clear, limit, stop); "
 	  "one reply line each on stdout", 0 },
 	{ "no-inject", OPT_NO_INJECT, NULL, 0,
 	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
@@ -157,11 +157,38 @@ static int parse_seconds(const char *arg, double *out)
 	return 0;
 }
 
+/*
+ * Usage errors are one line: argp's (or getopt's) message passes, argp's
+ * "Try `pytm-bpf --help'" line does not.
+ */
+static ssize_t usage_write(void *cookie, const char *buf, size_t size)
+{
+	if (strncmp(buf, "Try `", 5) && strncmp(buf, "Try '", 5))
+		fwrite(buf, 1, size, stderr);
+	return size;
+}
+
+static FILE *usage_stream(void)
+{
+	static cookie_io_functions_t io = { .write = usage_write };
+
+	return fopencookie(NULL, "w", io);
+}
+
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
+	FILE *f;
 	long v;
 
 	switch (key) {
+	case ARGP_KEY_INIT:
+		/* Line buffered: each write is one whole line. */
+		f = usage_stream();
+		if (f) {
+			setvbuf(f, NULL, _IOLBF, 0);
+			state->err_stream = f;
+		}
+		break;
 	case 'h':
 		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
 		break;
@@ -498,8 +525,16 @@ static void control_poll(struct tracee *tr, bool *stop)
 
 static bool kernel_supports(void)
 {
+	int err;
+
 	/* Needed map types and helpers, probed rather than guessed from the version. */
-	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) != 1) {
+	err = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL);
+	if (err < 0) {
+		warn("cannot use BPF: %s (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)",
+		     strerror(-err));
+		return false;
+	}
+	if (err != 1) {
 		warn("this kernel has no BPF task storage (Linux 5.11+ is needed)");
 		return false;
 	}
