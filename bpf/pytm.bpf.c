@@ -26,10 +26,12 @@ struct {
 	__type(value, struct pytm_proc);
 } procs SEC(".maps");
 
-/* Live blocks; size set by --max-blocks. */
+/*
+ * Live blocks; size set by --max-blocks. Preallocated: an insert on every
+ * allocation takes a free element from a per-CPU list instead of kmalloc.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 20);
 	__type(key, struct pytm_block_key);
 	__type(value, struct pytm_block);
@@ -44,13 +46,19 @@ struct {
 	__type(value, struct pytm_stack);
 } stacks SEC(".maps");
 
+/* What the walk needs of a code object, read once when first seen. */
+struct code_info {
+	__u32 id;
+	__s32 firsttraceable;		/* _co_firsttraceable, 3.11+ */
+};
+
 /* Code objects seen: (pid, address) -> id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 18);
 	__type(key, struct pytm_code_key);
-	__type(value, __u32);
+	__type(value, struct code_info);
 } codes SEC(".maps");
 
 struct {
@@ -58,12 +66,23 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* Where a stack is built before it is hashed and interned. */
+#define CHUNK 256	/* bytes of a struct read at once (power of two) */
+
+/*
+ * Per CPU: where a stack is built before it is hashed and interned, and
+ * where the head of a thread state or frame is read in one go, so that
+ * one bpf_probe_read_user() serves all the fields the walk needs.
+ */
+struct scratch {
+	struct pytm_stack s;
+	__u8 buf[CHUNK + 8];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct pytm_stack);
+	__type(value, struct scratch);
 } scratch SEC(".maps");
 
 /* One allocator call in progress on a thread, from entry to return. */
@@ -97,6 +116,30 @@ static __always_inline __u64 read_ptr(__u64 addr)
 	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
 		return 0;
 	return v;
+}
+
+/* Fields of a struct head read into BUF: offsets are bounded for the verifier. */
+static __always_inline __u64 buf_u64(const __u8 *buf, __u32 off)
+{
+	return *(const __u64 *)(buf + (off & (CHUNK - 8)));
+}
+
+static __always_inline __s32 buf_s32(const __u8 *buf, __u32 off)
+{
+	return *(const __s32 *)(buf + (off & (CHUNK - 4)));
+}
+
+static __always_inline __u8 buf_u8(const __u8 *buf, __u32 off)
+{
+	return buf[off & (CHUNK - 1)];
+}
+
+/* Read the first LEN (<= CHUNK) bytes of the struct at ADDR into BUF. */
+static __always_inline long read_head(__u8 *buf, __u32 len, __u64 addr)
+{
+	if (len > CHUNK)
+		len = CHUNK;
+	return bpf_probe_read_user(buf, len, (void *)addr);
 }
 
 static __always_inline void count_lost(struct pytm_proc *p, int what)
@@ -147,81 +190,84 @@ static long tstate_step(__u32 i, void *data)
 /*
  * The current thread's PyThreadState, as PyGILState_GetThisThreadState()
  * sees it: the one whose thread_id is this thread's pthread_self(), which
- * on x86-64 is the fs base. Cached per task and re-validated on use.
+ * on x86-64 is the fs base. Cached per task, re-validated on use from the
+ * same read that yields the frame pointer (*FRAMEP).
  */
-static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t)
+static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t, __u8 *buf, __u64 *framep)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct tstate_walk w = { .p = p };
 
 	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
 	if (t->tstate && t->fsbase == w.fsbase &&
-	    read_ptr(t->tstate + p->off.tstate_thread_id) == w.fsbase)
+	    !read_head(buf, p->tstate_read, t->tstate) &&
+	    buf_u64(buf, p->off.tstate_thread_id) == w.fsbase) {
+		*framep = buf_u64(buf, p->off.tstate_frame);
 		return t->tstate;
+	}
 
 	w.interp = read_ptr(p->runtime + p->off.runtime_interpreters_head);
 	bpf_loop(4096, tstate_step, &w, 0);
 	t->tstate = w.found;
 	t->fsbase = w.fsbase;
+	*framep = w.found ? read_ptr(w.found + p->off.tstate_frame) : 0;
 	return w.found;
 }
 
-/* Id of the code object at ADDR, announcing new ones to user space. */
-static __u32 code_id(struct pytm_proc *p, __u32 pid, __u64 addr)
+/* Id (and cached fields) of the code object at ADDR; new ones are announced. */
+static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pid, __u64 addr,
+						   struct code_info *tmp)
 {
 	struct pytm_code_key key = { .pid = pid, .addr = addr };
 	struct pytm_event *ev;
-	__u32 *idp, id;
+	struct code_info *ci;
 	long err;
 
-	idp = bpf_map_lookup_elem(&codes, &key);
-	if (idp)
-		return *idp;
+	ci = bpf_map_lookup_elem(&codes, &key);
+	if (ci)
+		return ci;
 
-	id = __sync_fetch_and_add(&next_code_id, 1) + 1;
-	err = bpf_map_update_elem(&codes, &key, &id, BPF_NOEXIST);
+	tmp->id = __sync_fetch_and_add(&next_code_id, 1) + 1;
+	tmp->firsttraceable = 0;
+	if (p->off.code_firsttraceable != PYTM_OFF_NONE)
+		bpf_probe_read_user(&tmp->firsttraceable, sizeof(tmp->firsttraceable),
+				    (void *)(addr + p->off.code_firsttraceable));
+	err = bpf_map_update_elem(&codes, &key, tmp, BPF_NOEXIST);
 	if (err == -EEXIST) {
-		idp = bpf_map_lookup_elem(&codes, &key);
-		return idp ? *idp : 0;
+		ci = bpf_map_lookup_elem(&codes, &key);
+		return ci ?: tmp;
 	}
 	if (err) {
 		count_lost(p, PYTM_LOST_CODES_FULL);
-		return 0;
+		tmp->id = 0;
+		return tmp;
 	}
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		/* Forget it, so that the next sighting announces it again. */
 		bpf_map_delete_elem(&codes, &key);
 		count_lost(p, PYTM_LOST_RINGBUF);
-		return 0;
+		tmp->id = 0;
+		return tmp;
 	}
 	ev->type = PYTM_EV_CODE;
 	ev->pid = pid;
-	ev->code_id = id;
+	ev->code_id = tmp->id;
 	ev->pad = 0;
 	ev->code_addr = addr;
 	bpf_ringbuf_submit(ev, 0);
-	return id;
-}
-
-/* The frame's innermost executing frame, from the thread state. */
-static __always_inline __u64 top_frame(struct pytm_proc *p, __u64 tstate)
-{
-	__u64 f = read_ptr(tstate + p->off.tstate_frame);
-
-	if (p->off.layout == PYTM_LAYOUT_CFRAME && f)
-		f = read_ptr(f + p->off.cframe_current_frame);
-	return f;
+	return tmp;
 }
 
 /* State of the frame walk, one bpf_loop() step per frame. */
 struct frame_walk {
 	struct pytm_proc *p;
-	struct pytm_stack *s;
+	struct scratch *sc;
 	__u64 frame;
 	__u32 pid;
 	__u32 n;
 	__u32 total;
+	__u32 limit;			/* frames to walk: total_nframe counts those */
 };
 
 static long frame_step(__u32 i, void *data)
@@ -229,43 +275,52 @@ static long frame_step(__u32 i, void *data)
 	struct frame_walk *w = data;
 	struct pytm_proc *p = w->p;
 	__u64 frame = w->frame, code, start, instr;
-	__s32 lasti = -1, first;
+	struct code_info *ci, tmp;
+	__u8 *buf = w->sc->buf;
+	__s32 lasti = -1;
 	__u8 owner;
 
-	if (!frame || w->total >= p->max_total)
+	if (!frame || w->total >= w->limit)
 		return 1;
-	w->frame = read_ptr(frame + p->off.frame_back);
 	if (w->n >= p->max_frames) {
 		/* Beyond the limit only the count matters. */
+		w->frame = read_ptr(frame + p->off.frame_back);
 		w->total++;
 		return 0;
 	}
-	code = read_ptr(frame + p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
-	if (!code) {
+	/* One read for back, code, position and owner. */
+	if (read_head(buf, p->frame_read, frame)) {
 		count_lost(p, PYTM_LOST_FRAME_READ);
 		return 1;
 	}
+	w->frame = buf_u64(buf, p->off.frame_back);
+	code = buf_u64(buf, p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
 	if (p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
-		bpf_probe_read_user(&lasti, sizeof(lasti), (void *)(frame + p->off.frame_lasti));
+		if (!code) {
+			count_lost(p, PYTM_LOST_FRAME_READ);
+			return 1;
+		}
+		lasti = buf_s32(buf, p->off.frame_lasti);
+		ci = code_info(p, w->pid, code, &tmp);
 	} else {
-		owner = 0;
-		bpf_probe_read_user(&owner, 1, (void *)(frame + p->off.frame_owner));
+		owner = buf_u8(buf, p->off.frame_owner);
 		if (owner == p->off.owner_cstack)
 			return 0;	/* a shim frame of the C stack */
-		instr = read_ptr(frame + p->off.frame_lasti);
-		start = code + p->off.code_adaptive;
-		if (owner != p->off.owner_generator) {
-			first = 0;
-			bpf_probe_read_user(&first, sizeof(first),
-					    (void *)(code + p->off.code_firsttraceable));
-			/* Incomplete: the frame has not started its code yet. */
-			if ((__s64)instr < (__s64)(start + 2 * (__s64)first))
-				return 0;
+		if (!code) {
+			count_lost(p, PYTM_LOST_FRAME_READ);
+			return 1;
 		}
+		instr = buf_u64(buf, p->off.frame_lasti);
+		start = code + p->off.code_adaptive;
+		ci = code_info(p, w->pid, code, &tmp);
+		/* Incomplete: the frame has not started its code yet. */
+		if (owner != p->off.owner_generator &&
+		    (__s64)instr < (__s64)(start + 2 * (__s64)ci->firsttraceable))
+			return 0;
 		/* In code units; arithmetic shift keeps -1 for "before the first". */
 		lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
 	}
-	w->s->frames[w->n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(code_id(p, w->pid, code), lasti);
+	w->sc->s.frames[w->n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(ci->id, lasti);
 	w->n++;
 	w->total++;
 	return 0;
@@ -276,22 +331,30 @@ static long frame_step(__u32 i, void *data)
  * skipping what tracemalloc skips (incomplete frames, C-stack shims), and
  * intern it. Returns the stack id, 0 for no Python frame.
  */
-static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
+static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
 {
 	struct frame_walk w = { .p = p, .pid = pid };
 	__u32 zero = 0, i;
-	__u64 h;
+	__u64 h, frame = 0;
 	long err;
 
-	w.s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!w.s || !tstate)
+	w.sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!w.sc)
 		return 0;
-	w.frame = top_frame(p, tstate);
+	if (!find_tstate(p, t, w.sc->buf, &frame)) {
+		count_lost(p, PYTM_LOST_NO_TSTATE);
+		return 0;
+	}
+	if (p->off.layout == PYTM_LAYOUT_CFRAME && frame)
+		frame = read_ptr(frame + p->off.cframe_current_frame);
+	w.frame = frame;
+	w.limit = p->max_total;
 	bpf_loop(PYTM_MAX_FRAMES + 1024, frame_step, &w, 0);
 	if (!w.n)
 		return 0;
-	w.s->nframe = w.n;
-	w.s->total_nframe = w.total;
+	w.sc->s.nframe = w.n;
+	/* The walk stopped at its limit with frames left: count them or not. */
+	w.sc->s.total_nframe = w.total;
 
 	/*
 	 * A multiply-xorshift mix per frame (every input bit reaches every
@@ -302,7 +365,7 @@ static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
 	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
 		if (i >= w.n)
 			break;
-		h ^= w.s->frames[i];
+		h ^= w.sc->s.frames[i];
 		h *= 0xbf58476d1ce4e5b9ULL;
 		h ^= h >> 31;
 	}
@@ -313,7 +376,10 @@ static __u64 walk_stack(struct pytm_proc *p, __u32 pid, __u64 tstate)
 	h ^= h >> 32;
 	if (!h)
 		h = 1;
-	err = bpf_map_update_elem(&stacks, &h, w.s, BPF_NOEXIST);
+	/* Most stacks are known: a lockless lookup first. */
+	if (bpf_map_lookup_elem(&stacks, &h))
+		return h;
+	err = bpf_map_update_elem(&stacks, &h, &w.sc->s, BPF_NOEXIST);
 	if (err && err != -EEXIST) {
 		count_lost(p, PYTM_LOST_STACKS_FULL);
 		return 0;
@@ -340,13 +406,9 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		      struct pytm_block_key *key, __u64 size)
 {
 	struct pytm_block nb, *b;
-	__u64 tstate;
 
-	tstate = find_tstate(p, t);
-	if (!tstate)
-		count_lost(p, PYTM_LOST_NO_TSTATE);
 	nb.size = size;
-	nb.stack_id = walk_stack(p, key->pid, tstate);
+	nb.stack_id = walk_stack(p, t, key->pid);
 
 	b = bpf_map_lookup_elem(&blocks, key);
 	if (b) {
@@ -463,7 +525,8 @@ static __always_inline int on_free(__u64 ptr)
 	ck.pid = pid;
 	ck.pad = 0;
 	ck.addr = ptr;
-	bpf_map_delete_elem(&codes, &ck);
+	if (bpf_map_lookup_elem(&codes, &ck))
+		bpf_map_delete_elem(&codes, &ck);
 	return 0;
 }
 

@@ -105,7 +105,9 @@ enum pytm_lost {
 struct pytm_proc {
 	__u64 runtime;			/* address of _PyRuntime in the target */
 	__u32 max_frames;		/* frames recorded per traceback (--frames) */
-	__u32 max_total;		/* frames counted for total_nframe */
+	__u32 max_total;		/* frames walked, counted in total_nframe */
+	__u32 tstate_read;		/* bytes of a PyThreadState head read at once */
+	__u32 frame_read;		/* bytes of a frame head read at once */
 	__s64 current;			/* traced bytes now */
 	__s64 peak;			/* maximum of current */
 	__u64 nevents;			/* allocator events seen */

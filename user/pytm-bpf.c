@@ -51,6 +51,7 @@ static struct env {
 	bool verbose;			/* -v */
 	bool control;			/* --control: commands on stdin */
 	bool no_inject;			/* --no-inject: plain probes only */
+	bool total_frames;		/* --total-frames: count every frame */
 	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 } env = {
@@ -99,6 +100,7 @@ enum {
 	OPT_NO_INJECT,
 	OPT_ALL,
 	OPT_MAX_PROCS,
+	OPT_TOTAL_FRAMES,
 };
 
 static const struct argp_option opts[] = {
@@ -122,6 +124,9 @@ static const struct argp_option opts[] = {
 	{ "control", OPT_CONTROL, NULL, 0,
 	  "Read commands on stdin (snapshot PATH [X.Y], traced, reset-peak, clear, limit, stop); "
 	  "one reply line each on stdout", 0 },
+	{ "total-frames", OPT_TOTAL_FRAMES, NULL, 0,
+	  "Count every frame of each stack for total_nframe, as tracemalloc does "
+	  "(one more read per frame beyond --frames; default: stop at --frames)", 0 },
 	{ "no-inject", OPT_NO_INJECT, NULL, 0,
 	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
 	{ "debug-offset", OPT_DEBUG_OFFSET, "FIELD=VALUE", OPTION_HIDDEN,
@@ -262,6 +267,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_NO_INJECT:
 		env.no_inject = true;
+		break;
+	case OPT_TOTAL_FRAMES:
+		env.total_frames = true;
 		break;
 	case OPT_DEBUG_OFFSET:
 		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
@@ -701,7 +709,7 @@ int main(int argc, char **argv)
 	single = !env.all && env.npids == 1;
 	st.topts = (struct tracee_opts){
 		.frames = env.frames,
-		.max_total = 1024,
+		.max_total = env.total_frames ? 1024 : env.frames,
 		.inject = !env.no_inject,
 		.overrides = env.overrides,
 		.noverrides = env.noverrides,

@@ -111,6 +111,30 @@ static void read_identity(struct tracee *tr)
 	}
 }
 
+/* Bytes that cover the given fields (0xffff: absent), for a one-read head. */
+static __u32 span(const __u16 *offs, int n, __u32 width)
+{
+	__u32 end = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (offs[i] != PYTM_OFF_NONE && offs[i] + width > end)
+			end = offs[i] + width;
+	return (end + 7) & ~7u;
+}
+
+/* How much of a thread state and of a frame BPF reads at once (<= 256). */
+static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
+{
+	__u16 ts[] = { o->tstate_thread_id, o->tstate_frame };
+	__u16 fr[] = { o->frame_back, o->frame_code, o->frame_lasti, o->frame_owner };
+
+	*tstate = span(ts, 2, 8);
+	*frame = span(fr, 4, 8);
+	/* The BPF side masks offsets to 8-byte fields below 256 bytes. */
+	return *tstate > 256 || *frame > 256 ? -EPROTONOSUPPORT : 0;
+}
+
 int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 		 const struct tracee_opts *o)
 {
@@ -135,8 +159,14 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 		return -ENOMEM;
 	proc.runtime = tr->t.runtime;
 	proc.max_frames = o->frames;
-	proc.max_total = o->max_total;
+	proc.max_total = o->max_total > o->frames ? o->max_total : o->frames;
 	proc.off = tr->off;
+	err = head_sizes(&tr->off, &proc.tstate_read, &proc.frame_read);
+	if (err) {
+		warn("process %d: CPython %s keeps its thread states or frames in a layout we cannot read",
+		     pid, tr->version);
+		return err;
+	}
 	if (bpf_map_update_elem(bpf_map__fd(skel->maps.procs), &key, &proc, BPF_ANY)) {
 		err = -errno;
 		warn("cannot register process %d: %s", pid, strerror(-err));
