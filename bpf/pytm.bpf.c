@@ -66,6 +66,9 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* --bench-empty: the probe sites do nothing (measures the bare probe cost). */
+const volatile bool empty_probe = false;
+
 #define CHUNK 256	/* bytes of a struct read at once (power of two) */
 
 /*
@@ -566,6 +569,8 @@ static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool
 SEC("uprobe")
 int BPF_KPROBE(site_malloc)
 {
+	if (empty_probe)
+		return 0;
 	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx), false);
 }
 
@@ -573,6 +578,8 @@ int BPF_KPROBE(site_malloc)
 SEC("uprobe")
 int BPF_KPROBE(site_calloc)
 {
+	if (empty_probe)
+		return 0;
 	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), false);
 }
 
@@ -580,6 +587,8 @@ int BPF_KPROBE(site_calloc)
 SEC("uprobe")
 int BPF_KPROBE(site_realloc)
 {
+	if (empty_probe)
+		return 0;
 	return injected_alloc(PT_REGS_RC(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), true);
 }
 
@@ -587,6 +596,8 @@ int BPF_KPROBE(site_realloc)
 SEC("uprobe")
 int BPF_KPROBE(site_free)
 {
+	if (empty_probe)
+		return 0;
 	return on_free(PT_REGS_PARM2(ctx));
 }
 

@@ -52,6 +52,7 @@ static struct env {
 	bool control;			/* --control: commands on stdin */
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool total_frames;		/* --total-frames: count every frame */
+	bool bench_empty;		/* --bench-empty: probes that do nothing */
 	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 } env = {
@@ -101,6 +102,7 @@ enum {
 	OPT_ALL,
 	OPT_MAX_PROCS,
 	OPT_TOTAL_FRAMES,
+	OPT_BENCH_EMPTY,
 };
 
 static const struct argp_option opts[] = {
@@ -129,6 +131,8 @@ static const struct argp_option opts[] = {
 	  "(one more read per frame beyond --frames; default: stop at --frames)", 0 },
 	{ "no-inject", OPT_NO_INJECT, NULL, 0,
 	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
+	{ "bench-empty", OPT_BENCH_EMPTY, NULL, OPTION_HIDDEN,
+	  "Injected mode with probe programs that return at once (benchmarks)", 0 },
 	{ "debug-offset", OPT_DEBUG_OFFSET, "FIELD=VALUE", OPTION_HIDDEN,
 	  "Override a struct offset (testing the offset check)", 0 },
 	{ "verbose", 'v', NULL, 0, "Show what is probed, and libbpf's messages", 0 },
@@ -270,6 +274,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_TOTAL_FRAMES:
 		env.total_frames = true;
+		break;
+	case OPT_BENCH_EMPTY:
+		env.bench_empty = true;
 		break;
 	case OPT_DEBUG_OFFSET:
 		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
@@ -662,6 +669,7 @@ static int load_bpf(void)
 		warn("cannot open the BPF object: %s", strerror(-err));
 		return err;
 	}
+	st.skel->rodata->empty_probe = env.bench_empty;
 	/* Stack values hold only the frames asked for. */
 	err = bpf_map__set_value_size(st.skel->maps.stacks,
 				      offsetof(struct pytm_stack, frames) +
