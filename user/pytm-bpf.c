@@ -41,9 +41,10 @@ static struct env {
 	int frames;			/* --frames: traceback limit, as tracemalloc.start(N) */
 	double duration;		/* --duration: seconds; 0 = until stopped */
 	double interval;		/* --interval: seconds between reports; 0 = none */
-	int top;			/* --top: lines per report */
-	enum report_key key;		/* --key */
-	bool cumulative;		/* --cumulative */
+	struct report_cli cli;		/* --key, --cumulative, --top, filters */
+	bool compare;			/* --compare: reports as differences */
+	const char *compare_file;	/* --compare=FILE: from this snapshot */
+	bool reset_peak;		/* --reset-peak after each interval */
 	const char *output;		/* -o: snapshot file */
 	int pickle;			/* --pickle-version: 38 or 39; 0 = the target's */
 	long max_blocks;		/* --max-blocks: live-block map entries */
@@ -58,8 +59,6 @@ static struct env {
 } env = {
 	.frames = 1,
 	.max_procs = 64,
-	.top = 10,
-	.key = REPORT_KEY_LINENO,
 	.max_blocks = 1 << 20,
 	.max_stacks = 1 << 16,
 };
@@ -90,9 +89,8 @@ enum {
 	OPT_FRAMES = 0x100,
 	OPT_DURATION,
 	OPT_INTERVAL,
-	OPT_TOP,
-	OPT_KEY,
-	OPT_CUMULATIVE,
+	OPT_COMPARE,
+	OPT_RESET_PEAK,
 	OPT_PICKLE,
 	OPT_MAX_BLOCKS,
 	OPT_MAX_STACKS,
@@ -113,9 +111,11 @@ static const struct argp_option opts[] = {
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
-	{ "top", OPT_TOP, "N", 0, "Lines per report (default 10)", 0 },
-	{ "key", OPT_KEY, "KEY", 0, "Group by lineno (default), filename or traceback", 0 },
-	{ "cumulative", OPT_CUMULATIVE, NULL, 0, "Count every frame of a traceback, not only the most recent", 0 },
+	{ "compare", OPT_COMPARE, "FILE", OPTION_ARG_OPTIONAL,
+	  "Print differences: from the first report, or from the snapshot FILE "
+	  "(--compare=FILE)", 0 },
+	{ "reset-peak", OPT_RESET_PEAK, NULL, 0,
+	  "Reset the peak after each --interval report (tracemalloc.reset_peak())", 0 },
 	{ "output", 'o', "FILE", 0, "Write a tracemalloc snapshot (pickle) at the end", 0 },
 	{ "pickle-version", OPT_PICKLE, "X.Y", 0,
 	  "Snapshot layout for this Python's tracemalloc (default: the target's)", 0 },
@@ -191,6 +191,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 
 	switch (key) {
 	case ARGP_KEY_INIT:
+		state->child_inputs[0] = &env.cli;
 		/* Line buffered: each write is one whole line. */
 		f = usage_stream();
 		if (f) {
@@ -233,19 +234,12 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		if (parse_seconds(arg, &env.interval))
 			argp_error(state, "invalid --interval: %s", arg);
 		break;
-	case OPT_TOP:
-		if (parse_long(arg, 1, INT_MAX, &v))
-			argp_error(state, "invalid --top: %s", arg);
-		env.top = v;
+	case OPT_COMPARE:
+		env.compare = true;
+		env.compare_file = arg;
 		break;
-	case OPT_KEY:
-		v = report__parse_key(arg);
-		if (v < 0)
-			argp_error(state, "--key is lineno, filename or traceback, not %s", arg);
-		env.key = v;
-		break;
-	case OPT_CUMULATIVE:
-		env.cumulative = true;
+	case OPT_RESET_PEAK:
+		env.reset_peak = true;
 		break;
 	case 'o':
 		env.output = arg;
@@ -324,6 +318,7 @@ static struct state {
 	struct tracee *tracees;		/* env.max_procs slots, fixed in memory */
 	int ntracees;
 	struct tracee_opts topts;
+	struct snapshot *compare_base;	/* --compare=FILE */
 	/* --all: processes that exec'd, to try once Python is up. */
 	struct pending {
 		pid_t pid;
@@ -397,7 +392,8 @@ static void print_header(const struct tracee *tr, FILE *out)
 /* A report on one tracee; FINAL also writes -o. */
 static int report_tracee(struct tracee *tr, bool final, bool header)
 {
-	struct report_opts ro = { .key = env.key, .cumulative = env.cumulative, .top = env.top };
+	const struct report_opts *ro = &env.cli.opts;
+	const struct snapshot *base;
 	struct snapshot *s;
 	int err = 0;
 
@@ -407,11 +403,15 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 		warn("cannot read the traces of process %d: %s", tr->pid, strerror(-err));
 		return err;
 	}
+	base = env.compare_file ? st.compare_base : tr->baseline;
 	/* Under --control, stdout carries only the replies. */
 	if (!env.control) {
 		if (header)
 			print_header(tr, stdout);
-		report__print_top(stdout, s, &ro);
+		if (env.compare && base)
+			report__print_diff(stdout, s, base, ro);
+		else
+			report__print_top(stdout, s, ro);
 		printf("\n");
 		tracee__footer(tr, st.skel, stdout);
 		fflush(stdout);
@@ -421,7 +421,14 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 		if (err)
 			warn("cannot write %s: %s", env.output, strerror(-err));
 	}
+	/* --compare alone: the first report is what later ones compare to. */
+	if (env.compare && !env.compare_file && !tr->baseline) {
+		tr->baseline = s;
+		s = NULL;
+	}
 	snapshot__free(s);
+	if (!final && env.reset_peak)
+		tracee__reset_peak(tr, st.skel);
 	return err;
 }
 
@@ -696,7 +703,13 @@ static int load_bpf(void)
 
 int main(int argc, char **argv)
 {
-	static const struct argp argp = { .options = opts, .parser = parse_arg, .doc = doc };
+	static const struct argp_child children[] = {
+		{ &report__cli_argp, 0, "Report options:", 0 },
+		{},
+	};
+	static const struct argp argp = {
+		.options = opts, .parser = parse_arg, .doc = doc, .children = children,
+	};
 	struct bpf_link *exec_link = NULL, *exit_link = NULL;
 	struct sigaction sa = { .sa_handler = sig_handler };
 	struct ring_buffer *rb = NULL;
@@ -733,6 +746,15 @@ int main(int argc, char **argv)
 	if (!st.tracees) {
 		err = -ENOMEM;
 		goto cleanup;
+	}
+	if (env.compare_file) {
+		char why[256];
+
+		if (snapshot__load(env.compare_file, &st.compare_base, why, sizeof(why))) {
+			warn("%s: %s", env.compare_file, why);
+			err = -EINVAL;
+			goto cleanup;
+		}
 	}
 	/* Say what is wrong with the target before anything about BPF. */
 	for (i = 0; i < env.npids; i++) {
@@ -862,6 +884,8 @@ cleanup:
 	for (i = 0; st.tracees && i < st.ntracees; i++)
 		tracee__close(&st.tracees[i]);
 	free(st.tracees);
+	snapshot__free(st.compare_base);
+	report__cli_free(&env.cli);
 	ring_buffer__free(rb);
 	pytm_bpf__destroy(st.skel);
 	return err ? 1 : 0;

@@ -91,6 +91,27 @@ int report__fnmatch(const char *pattern, const char *name);
  * [--exclude P[:L]]... [--all-frames] [--domain N]... [--exclude-domain N]...
  * Prints on stdout; returns the exit status (0, 1 runtime error, 2 usage).
  */
+/* A filter as given on the command line, parsed once all options are in. */
+struct report_spec {
+	const char *pattern;		/* NULL: a DomainFilter */
+	bool inclusive;
+	unsigned int domain;
+};
+
+/* What the shared report options (report__cli_argp) fill in. */
+struct report_cli {
+	struct report_opts opts;	/* key, cumulative, top; filters at the end */
+	bool all_frames;
+	struct report_spec *specs;
+	size_t nspecs;
+	struct report_filter *filters;
+};
+
+struct argp;
+/* argp child parser for --key, --cumulative, --top and the filters. */
+extern const struct argp report__cli_argp;
+void report__cli_free(struct report_cli *c);
+
 int report__main(int argc, char **argv);
 
 #endif /* __PYTM_REPORT_H */

@@ -323,6 +323,8 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 void tracee__close(struct tracee *tr)
 {
 	tracee__detach(tr);
+	snapshot__free(tr->baseline);
+	tr->baseline = NULL;
 	resolver__free(tr->r);
 	tr->r = NULL;
 	target__close(&tr->t);

@@ -36,6 +36,7 @@ struct tracee {
 	char cmdline[256];		/* sanitized */
 	pid_t nspid;			/* pid in its innermost pid namespace */
 	char container[80];		/* container id from the cgroup path, or "" */
+	struct snapshot *baseline;	/* --compare: the first report's snapshot */
 };
 
 /*
