@@ -148,31 +148,29 @@ static uint32_t version_from_name(const char *path)
 }
 
 /*
- * The micro version of a 3.8-3.10 build: the PY_VERSION literal ("3.9.18")
- * in .rodata, NUL-terminated, for the minor version already known.
+ * The full PY_VERSION_HEX of a build without Py_Version (before 3.11): the
+ * sys module is made with PyLong_FromLong(PY_VERSION_HEX), which compiles
+ * to "mov $PY_VERSION_HEX, %edi" (bf + 4 bytes) with the major and minor
+ * version we already know in the top bytes.
  */
-static uint32_t micro_from_rodata(const struct target *t, uint32_t hexversion)
+static uint32_t hexversion_from_text(const struct target *t, uint32_t hexversion)
 {
-	unsigned int maj = hexversion >> 24, min = (hexversion >> 16) & 0xff, mic;
-	const char *p, *end;
+	const uint8_t *p;
 	const void *data;
-	char prefix[16], *e;
-	size_t size, plen;
+	uint8_t level;
+	size_t size, i;
 
-	if (elf__section(t->elf, ".rodata", &data, &size))
+	if (elf__section(t->elf, ".text", &data, &size))
 		return hexversion;
-	plen = snprintf(prefix, sizeof(prefix), "%u.%u.", maj, min);
 	p = data;
-	end = p + size;
-	for (; p + plen + 2 <= end; p++) {
-		if (memcmp(p, prefix, plen) || (p > (const char *)data && p[-1] && p[-1] != ' '))
+	for (i = 0; i + 5 <= size; i++) {
+		if (p[i] != 0xbf || p[i + 4] != hexversion >> 24 ||
+		    p[i + 3] != ((hexversion >> 16) & 0xff))
 			continue;
-		errno = 0;
-		mic = strtoul(p + plen, &e, 10);
-		if (errno || e == p + plen || e >= end || *e || mic > 255)
+		level = p[i + 1] & 0xf0;	/* alpha, beta, candidate, final */
+		if (level != 0xa0 && level != 0xb0 && level != 0xc0 && level != 0xf0)
 			continue;
-		/* Final release: level 0xf; the literal carries no "a1"/"rc1". */
-		return maj << 24 | min << 16 | mic << 8 | 0xf0;
+		return hexversion | (uint32_t)p[i + 2] << 8 | p[i + 1];
 	}
 	return hexversion;
 }
@@ -191,7 +189,7 @@ static int detect_version(struct target *t)
 		t->hexversion = version_from_name(t->exe);
 	if (!t->hexversion)
 		return -ENOENT;
-	t->hexversion = micro_from_rodata(t, t->hexversion);
+	t->hexversion = hexversion_from_text(t, t->hexversion);
 	return 0;
 }
 
