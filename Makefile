@@ -16,6 +16,8 @@ BPFTOOL ?= bpftool
 CC ?= cc
 PYTHON ?= /usr/bin/python3
 PREFIX ?= /usr/local
+# Where Debian's python3 looks for packages under PREFIX.
+PYTHON_SITE ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/$(shell $(PYTHON) -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null || echo python3)/dist-packages)
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
@@ -99,8 +101,11 @@ check: all unit pytest
 test: deps
 	$(MAKE) check
 
+# Each driver prints its ratios measured side by side in one run.
 bench: all
 	$(Q)$(PYTHON) tools/bench.py
+	$(Q)if [ -f tools/bench_events.py ]; then $(PYTHON) tools/bench_events.py; fi
+	$(Q)if [ -f tools/bench_procs.py ]; then $(PYTHON) tools/bench_procs.py; fi
 
 demo: deps
 	$(MAKE) all
@@ -109,8 +114,8 @@ demo: deps
 install: all
 	install -D -m 0755 pytm-bpf $(DESTDIR)$(PREFIX)/sbin/pytm-bpf
 	install -D -m 0644 pytm-bpf.8 $(DESTDIR)$(PREFIX)/share/man/man8/pytm-bpf.8
-	mkdir -p $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pytm_bpf
-	install -m 0644 python/pytm_bpf/*.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/pytm_bpf/
+	mkdir -p $(DESTDIR)$(PYTHON_SITE)/pytm_bpf
+	install -m 0644 python/pytm_bpf/*.py $(DESTDIR)$(PYTHON_SITE)/pytm_bpf/
 
 clean:
 	$(call msg,CLEAN)

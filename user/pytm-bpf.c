@@ -477,11 +477,17 @@ static void print_host_summary(void)
 /* One --control command; the reply is one line on stdout. */
 static void control_command(struct tracee *tr, char *line, bool *stop)
 {
-	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
+	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, ""), *arg2 = NULL, *sp;
 	int err, layout = env.pickle ?: tr->pickle;
 	struct pytm_proc p;
 	struct snapshot *s;
 
+	/* "snapshot PATH [X.Y]": PATH may hold spaces; a trailing version is not part of it. */
+	sp = arg ? strrchr(arg, ' ') : NULL;
+	if (sp && !strncmp(sp + 1, "3.", 2)) {
+		*sp = '\0';
+		arg2 = sp + 1;
+	}
 	if (!cmd) {
 		return;
 	} else if (!strcmp(cmd, "snapshot") && arg) {
