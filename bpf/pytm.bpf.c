@@ -217,6 +217,36 @@ static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t, __u8 *buf, __u
 	return w.found;
 }
 
+/*
+ * Per CPU, direct-mapped: recently used code objects and stack ids, so that
+ * the common case costs an array access instead of a hash lookup. A code
+ * object's entry is valid only for the code epoch it was filled in: every
+ * free of a known code object starts a new epoch.
+ */
+#define CODE_CACHE	1024
+#define STACK_CACHE	1024
+
+struct code_slot {
+	__u64 addr;
+	__u32 pid;
+	__u32 epoch;
+	struct code_info ci;
+};
+
+struct caches {
+	struct code_slot code[CODE_CACHE];
+	__u64 stack[STACK_CACHE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct caches);
+} cache SEC(".maps");
+
+__u32 code_epoch = 0;
+
 /* Id (and cached fields) of the code object at ADDR; new ones are announced. */
 static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pid, __u64 addr,
 						   struct code_info *tmp)
@@ -266,12 +296,34 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 struct frame_walk {
 	struct pytm_proc *p;
 	struct scratch *sc;
+	struct caches *caches;
 	__u64 frame;
 	__u32 pid;
 	__u32 n;
 	__u32 total;
 	__u32 limit;			/* frames to walk: total_nframe counts those */
 };
+
+/* code_info() through this CPU's cache. */
+static __always_inline struct code_info *cached_code_info(struct frame_walk *w, __u64 code,
+							  struct code_info *tmp)
+{
+	__u32 epoch = code_epoch, pid = w->pid;
+	struct code_slot *slot;
+	struct code_info *ci;
+
+	slot = &w->caches->code[(code >> 4) & (CODE_CACHE - 1)];
+	if (slot->addr == code && slot->pid == pid && slot->epoch == epoch)
+		return &slot->ci;
+	ci = code_info(w->p, pid, code, tmp);
+	if (ci->id) {
+		slot->addr = code;
+		slot->pid = pid;
+		slot->epoch = epoch;
+		slot->ci = *ci;
+	}
+	return ci;
+}
 
 static long frame_step(__u32 i, void *data)
 {
@@ -304,7 +356,7 @@ static long frame_step(__u32 i, void *data)
 			return 1;
 		}
 		lasti = buf_s32(buf, p->off.frame_lasti);
-		ci = code_info(p, w->pid, code, &tmp);
+		ci = cached_code_info(w, code, &tmp);
 	} else {
 		owner = buf_u8(buf, p->off.frame_owner);
 		if (owner == p->off.owner_cstack)
@@ -315,7 +367,7 @@ static long frame_step(__u32 i, void *data)
 		}
 		instr = buf_u64(buf, p->off.frame_lasti);
 		start = code + p->off.code_adaptive;
-		ci = code_info(p, w->pid, code, &tmp);
+		ci = cached_code_info(w, code, &tmp);
 		/* Incomplete: the frame has not started its code yet. */
 		if (owner != p->off.owner_generator &&
 		    (__s64)instr < (__s64)(start + 2 * (__s64)ci->firsttraceable))
@@ -338,11 +390,12 @@ static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
 {
 	struct frame_walk w = { .p = p, .pid = pid };
 	__u32 zero = 0, i;
-	__u64 h, frame = 0;
+	__u64 h, frame = 0, *slot;
 	long err;
 
 	w.sc = bpf_map_lookup_elem(&scratch, &zero);
-	if (!w.sc)
+	w.caches = bpf_map_lookup_elem(&cache, &zero);
+	if (!w.sc || !w.caches)
 		return 0;
 	if (!find_tstate(p, t, w.sc->buf, &frame)) {
 		count_lost(p, PYTM_LOST_NO_TSTATE);
@@ -379,14 +432,18 @@ static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
 	h ^= h >> 32;
 	if (!h)
 		h = 1;
-	/* Most stacks are known: a lockless lookup first. */
-	if (bpf_map_lookup_elem(&stacks, &h))
+	/* Most stacks are known: this CPU's cache, then a lockless lookup. */
+	slot = &w.caches->stack[h & (STACK_CACHE - 1)];
+	if (*slot == h)
 		return h;
-	err = bpf_map_update_elem(&stacks, &h, &w.sc->s, BPF_NOEXIST);
-	if (err && err != -EEXIST) {
-		count_lost(p, PYTM_LOST_STACKS_FULL);
-		return 0;
+	if (!bpf_map_lookup_elem(&stacks, &h)) {
+		err = bpf_map_update_elem(&stacks, &h, &w.sc->s, BPF_NOEXIST);
+		if (err && err != -EEXIST) {
+			count_lost(p, PYTM_LOST_STACKS_FULL);
+			return 0;
+		}
 	}
+	*slot = h;
 	return h;
 }
 
@@ -409,25 +466,28 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		      struct pytm_block_key *key, __u64 size)
 {
 	struct pytm_block nb, *b;
+	__s64 old;
+	long err;
 
 	nb.size = size;
 	nb.stack_id = walk_stack(p, t, key->pid);
 
-	b = bpf_map_lookup_elem(&blocks, key);
-	if (b) {
-		/* Already tracked (tracemalloc_add_trace does the same). */
-		__s64 old = b->size;
-
-		b->size = nb.size;
-		b->stack_id = nb.stack_id;
-		account(p, (__s64)size - old);
+	/* Usually a new address: one insert, no lookup before it. */
+	err = bpf_map_update_elem(&blocks, key, &nb, BPF_NOEXIST);
+	if (!err) {
+		account(p, size);
 		return;
 	}
-	if (bpf_map_update_elem(&blocks, key, &nb, BPF_ANY)) {
+	b = err == -EEXIST ? bpf_map_lookup_elem(&blocks, key) : NULL;
+	if (!b) {
 		count_lost(p, PYTM_LOST_BLOCKS_FULL);
 		return;
 	}
-	account(p, size);
+	/* Already tracked (tracemalloc_add_trace does the same). */
+	old = b->size;
+	b->size = nb.size;
+	b->stack_id = nb.stack_id;
+	account(p, (__s64)size - old);
 }
 
 static __always_inline struct task_ctx *task_ctx(void)
@@ -489,7 +549,7 @@ static __always_inline int call_return(int kind, __u64 ret)
 	if (d >= PYTM_STASH_DEPTH)
 		return 0;
 	c = t->calls[d];
-	__sync_fetch_and_add(&p->nevents, 1);
+	p->nevents++;	/* a statistic: a rare lost increment is fine */
 	if (!ret)
 		return 0;
 
@@ -522,14 +582,16 @@ static __always_inline int on_free(__u64 ptr)
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
-	__sync_fetch_and_add(&p->nevents, 1);
+	p->nevents++;
 	remove_trace(p, pid, 0, ptr);
 	/* A freed code object: its address may come back as another one. */
 	ck.pid = pid;
 	ck.pad = 0;
 	ck.addr = ptr;
-	if (bpf_map_lookup_elem(&codes, &ck))
+	if (bpf_map_lookup_elem(&codes, &ck)) {
 		bpf_map_delete_elem(&codes, &ck);
+		__sync_fetch_and_add(&code_epoch, 1);
+	}
 	return 0;
 }
 
@@ -550,7 +612,7 @@ static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
-	__sync_fetch_and_add(&p->nevents, 1);
+	p->nevents++;
 	if (!ret)
 		return 0;
 	t = task_ctx();
@@ -662,7 +724,7 @@ int BPF_KPROBE(track_enter, unsigned int domain, __u64 ptr, __u64 size)
 	t = task_ctx();
 	if (!t)
 		return 0;
-	__sync_fetch_and_add(&p->nevents, 1);
+	p->nevents++;
 	key.pid = pid;
 	key.domain = domain;
 	key.addr = ptr;
@@ -680,7 +742,7 @@ int BPF_KPROBE(untrack_enter, unsigned int domain, __u64 ptr)
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
-	__sync_fetch_and_add(&p->nevents, 1);
+	p->nevents++;
 	remove_trace(p, pid, domain, ptr);
 	return 0;
 }
