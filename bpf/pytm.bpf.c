@@ -27,14 +27,23 @@ struct {
 } procs SEC(".maps");
 
 /*
- * Live blocks; size set by --max-blocks. Preallocated: an insert on every
- * allocation takes a free element from a per-CPU list instead of kmalloc.
+ * Live blocks, one map per process (pid -> its own hash map, made by user
+ * space with --max-blocks entries): a process that fills its map loses only
+ * its own events, and an exit frees its map at once.
  */
-struct {
+struct blocks_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
 	__type(key, struct pytm_block_key);
 	__type(value, struct pytm_block);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__array(values, struct blocks_map);
 } blocks SEC(".maps");
 
 /* Interned stacks: hash of the frames -> frames. Value size follows --frames. */
@@ -452,13 +461,17 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 {
 	struct pytm_block_key key = { .pid = pid, .domain = domain, .addr = addr };
 	struct pytm_block *b;
+	void *map;
 	__s64 size;
 
-	b = bpf_map_lookup_elem(&blocks, &key);
+	map = bpf_map_lookup_elem(&blocks, &pid);
+	if (!map)
+		return;
+	b = bpf_map_lookup_elem(map, &key);
 	if (!b)
 		return;
 	size = b->size;
-	if (bpf_map_delete_elem(&blocks, &key) == 0)
+	if (bpf_map_delete_elem(map, &key) == 0)
 		account(p, -size);
 }
 
@@ -466,19 +479,23 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		      struct pytm_block_key *key, __u64 size)
 {
 	struct pytm_block nb, *b;
+	void *map;
 	__s64 old;
 	long err;
 
 	nb.size = size;
 	nb.stack_id = walk_stack(p, t, key->pid);
 
+	map = bpf_map_lookup_elem(&blocks, &key->pid);
+	if (!map)
+		return;
 	/* Usually a new address: one insert, no lookup before it. */
-	err = bpf_map_update_elem(&blocks, key, &nb, BPF_NOEXIST);
+	err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);
 	if (!err) {
 		account(p, size);
 		return;
 	}
-	b = err == -EEXIST ? bpf_map_lookup_elem(&blocks, key) : NULL;
+	b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
 	if (!b) {
 		count_lost(p, PYTM_LOST_BLOCKS_FULL);
 		return;

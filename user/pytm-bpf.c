@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,7 +121,8 @@ static const struct argp_option opts[] = {
 	{ "pickle-version", OPT_PICKLE, "X.Y", 0,
 	  "Snapshot layout for this Python's tracemalloc (default: the target's)", 0 },
 	{ "max-blocks", OPT_MAX_BLOCKS, "N", 0,
-	  "Live blocks tracked (default 1048576; about 100 bytes each)", 0 },
+	  "Live blocks tracked per process (default 1048576; about 100 bytes each, "
+	  "allocated as needed)", 0 },
 	{ "max-stacks", OPT_MAX_STACKS, "N", 0,
 	  "Distinct tracebacks (default 65536; 16 + 8 x frames bytes each)", 0 },
 	{ "control", OPT_CONTROL, NULL, 0,
@@ -319,6 +321,13 @@ static struct state {
 	int ntracees;
 	struct tracee_opts topts;
 	struct snapshot *compare_base;	/* --compare=FILE */
+	/*
+	 * The event thread reads code objects the moment BPF announces them
+	 * (a process that exits takes its memory along); the main thread
+	 * reports. The lock covers the tracees and their code objects.
+	 */
+	pthread_mutex_t lock;
+	volatile bool quit;
 	/* --all: processes that exec'd, to try once Python is up. */
 	struct pending {
 		pid_t pid;
@@ -364,6 +373,7 @@ static int handle_event(void *arg, void *data, size_t size)
 
 	if (size < sizeof(*ev))
 		return 0;
+	pthread_mutex_lock(&st.lock);
 	switch (ev->type) {
 	case PYTM_EV_CODE:
 		tr = find_tracee(ev->pid);
@@ -376,7 +386,61 @@ static int handle_event(void *arg, void *data, size_t size)
 			add_pending(ev->pid, 0.3);
 		break;
 	}
+	pthread_mutex_unlock(&st.lock);
 	return 0;
+}
+
+static void *event_thread(void *rb)
+{
+	int err;
+
+	while (!st.quit) {
+		err = ring_buffer__poll(rb, 100);
+		if (err < 0 && err != -EINTR) {
+			warn("reading events: %s", strerror(-err));
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void *detach_thread(void *tr)
+{
+	tracee__detach(tr);
+	return NULL;
+}
+
+/*
+ * Remove every probe, in parallel: each uprobe takes the kernel a tenth of
+ * a second or so to unregister, and a process has fourteen.
+ */
+static void detach_all(void)
+{
+	pthread_t *th = calloc(st.ntracees, sizeof(*th));
+	bool *started = calloc(st.ntracees, sizeof(*started));
+	int i;
+
+	for (i = 0; i < st.ntracees; i++) {
+		if (!st.tracees[i].attached)
+			continue;
+		if (th && started && !pthread_create(&th[i], NULL, detach_thread, &st.tracees[i]))
+			started[i] = true;
+		else
+			tracee__detach(&st.tracees[i]);
+	}
+	for (i = 0; th && started && i < st.ntracees; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+	free(th);
+	free(started);
+}
+
+/* Sleep until the next round, or until a --control command arrives. */
+static void wait_a_moment(void)
+{
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+
+	poll(&pfd, env.control ? 1 : 0, 100);
 }
 
 static void print_header(const struct tracee *tr, FILE *out)
@@ -614,7 +678,11 @@ static int start_tracee(pid_t pid, bool quiet)
 	return 0;
 }
 
-/* A tracee whose process exited: its report, then its map entries go. */
+/*
+ * A tracee whose process exited: its report, then its probes and map
+ * entries go. Called with the lock held; drops it while the probes are
+ * removed (slow), once the event thread can no longer find the tracee.
+ */
 static void finish_tracee(struct tracee *tr, bool report)
 {
 	if (report) {
@@ -622,8 +690,10 @@ static void finish_tracee(struct tracee *tr, bool report)
 		report_tracee(tr, false, true);
 		printf("\n");
 	}
-	tracee__detach(tr);
 	tracee__purge(tr, st.skel);
+	pthread_mutex_unlock(&st.lock);
+	tracee__detach(tr);
+	pthread_mutex_lock(&st.lock);
 	tracee__close(tr);
 }
 
@@ -687,7 +757,7 @@ static int load_bpf(void)
 	err = bpf_map__set_value_size(st.skel->maps.stacks,
 				      offsetof(struct pytm_stack, frames) +
 				      env.frames * sizeof(__u64));
-	err = err ?: bpf_map__set_max_entries(st.skel->maps.blocks, env.max_blocks);
+	err = err ?: bpf_map__set_max_entries(st.skel->maps.blocks, env.max_procs + 16);
 	err = err ?: bpf_map__set_max_entries(st.skel->maps.stacks, env.max_stacks);
 	err = err ?: bpf_map__set_max_entries(st.skel->maps.procs, env.max_procs + 16);
 	if (err) {
@@ -720,12 +790,14 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = sig_handler };
 	struct ring_buffer *rb = NULL;
 	double start, next_report = 0;
-	bool stop = false, single;
+	bool stop = false, single, have_events_th = false;
+	pthread_t events_th;
 	struct tracee *tr;
 	int i, err;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
 		return report__main(argc - 1, argv + 1);
+	pthread_mutex_init(&st.lock, NULL);
 
 	argp_err_exit_status = 2;
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
@@ -737,6 +809,7 @@ int main(int argc, char **argv)
 	st.topts = (struct tracee_opts){
 		.frames = env.frames,
 		.max_total = env.total_frames ? 1024 : env.frames,
+		.max_blocks = env.max_blocks,
 		.inject = !env.no_inject,
 		.overrides = env.overrides,
 		.noverrides = env.noverrides,
@@ -817,15 +890,21 @@ int main(int argc, char **argv)
 			env.frames > 1 ? "s" : "");
 	}
 
+	err = pthread_create(&events_th, NULL, event_thread, rb);
+	if (err) {
+		err = -err;
+		warn("cannot start the event thread: %s", strerror(-err));
+		goto cleanup;
+	}
+	have_events_th = true;
 	start = now();
 	if (env.interval)
 		next_report = start + env.interval;
+	pthread_mutex_lock(&st.lock);
 	while (!exiting && !stop) {
-		err = ring_buffer__poll(rb, 100);
-		if (err < 0 && err != -EINTR) {
-			warn("reading events: %s", strerror(-err));
-			break;
-		}
+		pthread_mutex_unlock(&st.lock);
+		wait_a_moment();
+		pthread_mutex_lock(&st.lock);
 		err = 0;
 		for (i = 0; i < st.ntracees; i++) {
 			tr = &st.tracees[i];
@@ -836,7 +915,6 @@ int main(int argc, char **argv)
 				warn("process %d exited; reporting what it had allocated", tr->pid);
 				break;
 			}
-			ring_buffer__consume(rb);
 			finish_tracee(tr, true);
 		}
 		if (env.all)
@@ -868,10 +946,7 @@ int main(int argc, char **argv)
 			next_report += env.interval;
 		}
 	}
-	/* No new events from here; read what is queued, then report. */
-	for (i = 0; i < st.ntracees; i++)
-		tracee__detach(&st.tracees[i]);
-	ring_buffer__consume(rb);
+	/* Report first (events still flow, code objects are still read)... */
 	err = 0;
 	for (i = 0; i < st.ntracees; i++) {
 		if (!st.tracees[i].registered)
@@ -883,8 +958,16 @@ int main(int argc, char **argv)
 	}
 	if (!single && !env.control)
 		print_host_summary();
+	fflush(stdout);
+	pthread_mutex_unlock(&st.lock);
 
 cleanup:
+	/* ...then stop reading events, and take the probes out. */
+	st.quit = true;
+	if (have_events_th)
+		pthread_join(events_th, NULL);
+	if (st.tracees)
+		detach_all();
 	bpf_link__destroy(exec_link);
 	bpf_link__destroy(exit_link);
 	for (i = 0; st.tracees && i < st.ntracees; i++)

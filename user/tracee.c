@@ -135,6 +135,28 @@ static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
 	return *tstate > 256 || *frame > 256 ? -EPROTONOSUPPORT : 0;
 }
 
+/* A live-block map of MAX entries for process PID, in the outer map. */
+static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, opts,
+		    .map_flags = BPF_F_NO_PREALLOC | BPF_F_INNER_MAP);
+	__u32 key = pid;
+	char name[16];
+	int fd, err;
+
+	snprintf(name, sizeof(name), "blocks_%d", pid);
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, name, sizeof(struct pytm_block_key),
+			    sizeof(struct pytm_block), max, &opts);
+	if (fd < 0)
+		return -errno;
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.blocks), &key, &fd, BPF_ANY)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 		 const struct tracee_opts *o)
 {
@@ -145,6 +167,7 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 	memset(tr, 0, sizeof(*tr));
 	tr->pid = pid;
 	tr->pidfd = -1;
+	tr->blocks_fd = -1;
 	err = target__open(&tr->t, pid);
 	if (err)
 		return err;
@@ -165,6 +188,13 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 	if (err) {
 		warn("process %d: CPython %s keeps its thread states or frames in a layout we cannot read",
 		     pid, tr->version);
+		return err;
+	}
+	tr->max_blocks = o->max_blocks;
+	tr->blocks_fd = new_blocks_map(skel, pid, o->max_blocks);
+	if (tr->blocks_fd < 0) {
+		err = tr->blocks_fd;
+		warn("cannot make the live-block map of process %d: %s", pid, strerror(-err));
 		return err;
 	}
 	if (bpf_map_update_elem(bpf_map__fd(skel->maps.procs), &key, &proc, BPF_ANY)) {
@@ -202,8 +232,8 @@ bool tracee__gone(struct tracee *tr)
 
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
 {
-	return collect__snapshot(bpf_map__fd(skel->maps.blocks),
-				 bpf_map__fd(skel->maps.stacks), tr->pid, frames, tr->r);
+	return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
+				 tr->pid, frames, tr->r);
 }
 
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out)
@@ -213,7 +243,7 @@ int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_pr
 	return bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &key, out) ? -errno : 0;
 }
 
-/* Delete every entry of TR's process from the map FD, keys of size KSZ. */
+/* Delete every entry of a process from the map FD, keys of size KSZ. */
 static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
 {
 	char key[32], next[32];
@@ -235,9 +265,14 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 {
 	struct pytm_proc p;
 	__u32 key = tr->pid;
-	int pfd = bpf_map__fd(skel->maps.procs);
+	int pfd = bpf_map__fd(skel->maps.procs), fd;
 
-	delete_pid_keys(bpf_map__fd(skel->maps.blocks), sizeof(struct pytm_block_key), tr->pid);
+	/* A fresh map is quicker than deleting every entry of the old one. */
+	fd = new_blocks_map(skel, tr->pid, tr->max_blocks);
+	if (fd < 0)
+		return fd;
+	close(tr->blocks_fd);
+	tr->blocks_fd = fd;
 	if (bpf_map_lookup_elem(pfd, &key, &p))
 		return -errno;
 	/* Racy against events in flight, as any reset from outside. */
@@ -312,11 +347,17 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 {
 	__u32 key = tr->pid;
 
-	if (!tr->registered)
+	if (!tr->registered && tr->blocks_fd < 0)
 		return;
-	delete_pid_keys(bpf_map__fd(skel->maps.blocks), sizeof(struct pytm_block_key), tr->pid);
+	/* Its live-block map goes with the last reference to it. */
+	bpf_map_delete_elem(bpf_map__fd(skel->maps.blocks), &key);
+	if (tr->blocks_fd >= 0)
+		close(tr->blocks_fd);
+	tr->blocks_fd = -1;
 	delete_pid_keys(bpf_map__fd(skel->maps.codes), sizeof(struct pytm_code_key), tr->pid);
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.procs), &key);
+	/* Per-CPU code caches hold (pid, address): a reused pid must miss. */
+	__sync_fetch_and_add(&skel->bss->code_epoch, 1);
 	tr->registered = false;
 }
 

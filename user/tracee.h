@@ -17,6 +17,7 @@ struct resolver;
 struct tracee_opts {
 	int frames;			/* traceback limit */
 	int max_total;			/* frames counted for total_nframe */
+	long max_blocks;		/* live blocks of one process */
 	bool inject;			/* redirect the allocator */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
@@ -29,6 +30,7 @@ struct tracee {
 	struct resolver *r;
 	struct probes pr;
 	int pidfd;
+	int blocks_fd;			/* this process's live-block map */
 	int pickle;			/* the target's own snapshot layout */
 	bool registered;		/* in the procs map */
 	bool attached;
