@@ -33,10 +33,11 @@ struct {
  */
 struct blocks_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* hash inner maps may differ in size */
 	__uint(max_entries, 1);
-	__type(key, struct pytm_block_key);
-	__type(value, struct pytm_block);
+	/* Sizes, not types: libbpf 1.1 cannot size an inner map's BTF key. */
+	__uint(key_size, sizeof(struct pytm_block_key));
+	__uint(value_size, sizeof(struct pytm_block));
 };
 
 struct {

@@ -369,15 +369,25 @@ def tracer_map_ids(tracer_pid):
     return ids
 
 
-def entries_by_pid(map_id):
-    """{pid: entries} of a map whose keys start with a u32 pid."""
+def dump_map(map_id):
     _, out, _ = run_cmd(["bpftool", "-j", "map", "dump", "id", str(map_id)],
                         timeout=T_CMD * 3)
+    return json.loads(out.decode() or "[]")
+
+
+def entries_by_pid(map_id, name=None):
+    """{pid: entries} of a map whose keys start with a u32 pid. The blocks
+    map holds one inner map per process (pid -> map id): count those."""
     counts = {}
-    for e in json.loads(out.decode() or "[]"):
+    for e in dump_map(map_id):
         key = bytes(int(b, 16) for b in e["key"][:4])
         pid = int.from_bytes(key, "little")
-        counts[pid] = counts.get(pid, 0) + 1
+        if name == "blocks":
+            inner = int.from_bytes(bytes(int(b, 16) for b in e["value"][:4]),
+                                   "little")
+            counts[pid] = counts.get(pid, 0) + len(dump_map(inner))
+        else:
+            counts[pid] = counts.get(pid, 0) + 1
     return counts
 
 
@@ -640,7 +650,7 @@ def test_exit_releases_map_entries(procs):
         t.send("go")
         t.expect("done", timeout=T_WORK)
 
-    before = {name: entries_by_pid(ids[name])
+    before = {name: entries_by_pid(ids[name], name)
               for name in ("blocks", "codes", "procs")}
     print("before A exits: blocks A=%d B=%d, codes A=%d B=%d, procs A=%d "
           "B=%d" % tuple(before[n].get(p, 0) for n in
@@ -654,7 +664,7 @@ def test_exit_releases_map_entries(procs):
     wait_exit_report(tracer, a.pid)
     deadline = time.monotonic() + 30
     while True:
-        after = {name: entries_by_pid(ids[name])
+        after = {name: entries_by_pid(ids[name], name)
                  for name in ("blocks", "codes", "procs")}
         left = sum(after[n].get(a.pid, 0) for n in after)
         if not left or time.monotonic() > deadline:

@@ -139,7 +139,7 @@ static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
 static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, opts,
-		    .map_flags = BPF_F_NO_PREALLOC | BPF_F_INNER_MAP);
+		    .map_flags = BPF_F_NO_PREALLOC);
 	__u32 key = pid;
 	char name[16];
 	int fd, err;

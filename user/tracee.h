@@ -31,6 +31,7 @@ struct tracee {
 	struct probes pr;
 	int pidfd;
 	int blocks_fd;			/* this process's live-block map */
+	long max_blocks;		/* its size */
 	int pickle;			/* the target's own snapshot layout */
 	bool registered;		/* in the procs map */
 	bool attached;
