@@ -52,7 +52,13 @@ def pyenv(version):
 
 
 INTERPRETERS = {
+    "3.8": pyenv("3.8.18"),
+    "3.9": pyenv("3.9.18"),
+    "3.10": pyenv("3.10.13"),
     "3.11": pyenv("3.11.7"),
+    "3.12": pyenv("3.12.1"),
+    "3.13": pyenv("3.13.0"),
+    "debian-3.11": "/usr/bin/python3.11",
 }
 
 # The interpreter the benchmark and single-interpreter tests use.

@@ -642,6 +642,13 @@ static bool kernel_supports(void)
 }
 
 /* Open, check and attach PID; QUIET for --all, where failures are reasons to skip. */
+/* Under --all: a CPython we do not trace is worth a line; anything else is not. */
+static void say_skipped(pid_t pid, int err)
+{
+	if (err != -ENOEXEC && err != -ESRCH && err != -EACCES)
+		warn("skipping pid %d: %s", pid, pytm_last_warning);
+}
+
 static int start_tracee(pid_t pid, bool quiet)
 {
 	struct tracee *tr;
@@ -656,7 +663,8 @@ static int start_tracee(pid_t pid, bool quiet)
 		if (!quiet)
 			warn("too many processes (--max-procs %d)", env.max_procs);
 		else
-			warn("skipping pid %d: --max-procs %d reached", pid, env.max_procs);
+			snprintf(pytm_last_warning, sizeof(pytm_last_warning),
+			 "--max-procs %d reached", env.max_procs);
 		return -E2BIG;
 	}
 	tr = &st.tracees[i];
@@ -665,12 +673,10 @@ static int start_tracee(pid_t pid, bool quiet)
 	err = err ?: tracee__attach(tr, st.skel, &st.topts);
 	pytm_quiet = false;
 	if (err) {
-		/* Not a CPython at all: not worth a line under --all. */
-		if (quiet && err != -ENOEXEC && err != -ESRCH && err != -EACCES)
-			warn("skipping pid %d: %s", pid, pytm_last_warning);
 		tracee__purge(tr, st.skel);
 		tracee__close(tr);
 		memset(tr, 0, sizeof(*tr));
+		tr->pidfd = tr->blocks_fd = -1;
 		return err;
 	}
 	if (i == st.ntracees)
@@ -704,6 +710,7 @@ static void scan_all(void)
 	DIR *d = opendir("/proc");
 	long pid;
 	char *end;
+	int err;
 
 	if (!d)
 		return;
@@ -711,7 +718,9 @@ static void scan_all(void)
 		pid = strtol(de->d_name, &end, 10);
 		if (*end || pid <= 0 || pid == getpid())
 			continue;
-		start_tracee(pid, true);
+		err = start_tracee(pid, true);
+		if (err)
+			say_skipped(pid, err);
 	}
 	closedir(d);
 }
@@ -738,6 +747,8 @@ static void poll_pending(void)
 			i++;
 			continue;
 		}
+		if (err)
+			say_skipped(p->pid, err);
 		*p = st.pending[--st.npending];
 	}
 }
