@@ -1,0 +1,452 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Cost per allocator event of pytm-bpf's probe modes, and the workload
+slowdown of each against in-process tracemalloc's, in one run, on Debian's
+/usr/bin/python3.11 and on pyenv 3.11.7 (`make bench`).
+
+    /usr/bin/python3 tools/bench_events.py [--runs 3] [--iterations N]
+        [--python PATH ...] [--pytm ./pytm-bpf] [--timeout S]
+
+Modes, per interpreter (median of --runs runs each; the runs of all modes
+are interleaved, so that a drift of the machine hits every mode alike):
+
+    untraced           the workload alone
+    tracemalloc 1/25   tracemalloc.start(N) in the target
+    injected 1/25      pytm-bpf -p PID --frames N (allocator redirected)
+    plain 1            pytm-bpf -p PID --no-inject (uprobes + uretprobes)
+    empty NOP          pytm-bpf -p PID --bench-empty: the injected page's
+                       trampolines and NOP probe sites, BPF programs that
+                       return at once (the bare cost of one probe hit)
+
+Every run is a fresh target that waits for "go" on stdin and times only
+its allocation phase (time.perf_counter); for pytm-bpf, "go" is sent after
+its "pytm-bpf: tracing" line, so attach, detach and the final report are
+not in the figures.
+
+Per-event cost = (median traced time - median untraced time) / allocator
+events, where the events are the "N allocator events" of pytm-bpf's report
+(median over the runs). The empty-probe runs count nothing (their programs
+return at once), so they are divided by the injected frames-1 runs' count:
+the same trampolines are hit as often. Plain mode is divided by the events
+it saw (on Debian's python3.11 it misses the inlined allocator copies, so
+it also sees far fewer events; its coverage is printed).
+
+The issue's targets are printed next to the results; nothing is asserted.
+The exit status is 1 only when a run failed.
+
+The same file is the target (run by each interpreter with --child); keep it
+Python 3.6+ compatible.
+"""
+
+import os
+import sys
+
+# --------------------------------------------------------------------------
+# The workload (child side).
+
+
+class Cell(object):
+    __slots__ = ("key", "text")
+
+    def __init__(self, key, text):
+        self.key = key
+        self.text = text
+
+
+def make_cell(i):
+    return Cell(i, "c%d" % i)              # object + str (+ int)
+
+
+def make_row(i):
+    return [make_cell(i), make_cell(i + 3)]    # list + 2 cells
+
+
+def allocate(n):
+    kept = []
+    for i in range(n):
+        row = make_row(i)
+        if i % 32 == 0:
+            kept.append(row)               # a few survive; most are freed
+    return kept
+
+
+def child(mode, frames, iterations):
+    import time
+    if mode == "tracemalloc":
+        import tracemalloc
+        tracemalloc.start(frames)
+    os.write(1, ("ready %d\n" % os.getpid()).encode())
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        sys.exit("bench child: expected go, got %r" % line)
+    t0 = time.perf_counter()
+    kept = allocate(iterations)
+    elapsed = time.perf_counter() - t0
+    os.write(1, ("elapsed %.6f %d\n" % (elapsed, len(kept))).encode())
+    sys.stdin.readline()                   # "exit"
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    sys.exit(0)
+
+# --------------------------------------------------------------------------
+# The driver.
+
+import argparse  # noqa: E402
+import queue  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBIAN = "/usr/bin/python3.11"
+
+# (label, kind, frames, extra pytm-bpf options)
+PLAN = [
+    ("untraced", "untraced", 0, []),
+    ("tracemalloc", "tracemalloc", 1, []),
+    ("tracemalloc", "tracemalloc", 25, []),
+    ("injected", "pytm", 1, []),
+    ("injected", "pytm", 25, []),
+    ("plain", "pytm", 1, ["--no-inject"]),
+    ("empty NOP", "pytm", 1, ["--bench-empty"]),
+]
+
+# Issue targets (printed, not asserted).
+TARGET_EVENT_VS_EMPTY = 1.5
+TARGET_SLOWDOWN_VS_TM = {1: 0.8, 25: 1.0}
+
+
+def pyenv_python(version):
+    root = os.environ.get("PYENV_ROOT")
+    if not root:
+        try:
+            root = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL,
+                                  timeout=20).stdout.decode().strip()
+        except (OSError, subprocess.SubprocessError):
+            root = ""
+    root = root or os.path.expanduser("~/.pyenv")
+    return os.path.join(root, "versions", version, "bin",
+                        "python" + ".".join(version.split(".")[:2]))
+
+
+class Lines(threading.Thread):
+    """Reads one pipe to its end; hands out lines, keeps them all."""
+
+    def __init__(self, pipe):
+        threading.Thread.__init__(self)
+        self.daemon = True
+        self.pipe = pipe
+        self.q = queue.Queue()
+        self.all = []
+        self.start()
+
+    def run(self):
+        for raw in iter(self.pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.all.append(line)
+            self.q.put(line)
+        self.q.put(None)
+
+    def wait_for(self, prefix, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failed("timeout (%ss) waiting for %r" % (timeout,
+                                                              prefix))
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.q.put(None)
+                raise Failed("stream ended before %r (last lines %r)"
+                             % (prefix, self.all[-3:]))
+            if line.startswith(prefix):
+                return line
+
+
+class Failed(Exception):
+    pass
+
+
+def end(proc):
+    """End one process we started, by pid; reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def one_run(args, python, kind, frames, extra):
+    """Returns a dict: elapsed, and for pytm-bpf runs events, lost, line."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    for k in ("PYTHONTRACEMALLOC", "PYTHONMALLOC", "PYTHONSTARTUP",
+              "PYTHONPATH"):
+        env.pop(k, None)
+    cmd = [python, os.path.abspath(__file__), "--child",
+           "tracemalloc" if kind == "tracemalloc" else "none",
+           str(frames or 1), str(args.iterations)]
+    target = tracer = None
+    res = {}
+    try:
+        target = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, env=env)
+        out = Lines(target.stdout)
+        pid = int(out.wait_for("ready", 60).split()[1])
+        if kind == "pytm":
+            tracer = subprocess.Popen(
+                [args.pytm, "-p", str(pid), "--frames", str(frames)] + extra,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            terr = Lines(tracer.stderr)
+            tout = Lines(tracer.stdout)
+            try:
+                res["line"] = terr.wait_for("pytm-bpf: tracing", 120)
+            except Failed:
+                try:
+                    tracer.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise Failed("pytm-bpf (rc=%s): %s" % (
+                    tracer.returncode, " | ".join(terr.all[-3:])))
+        target.stdin.write(b"go\n")
+        target.stdin.flush()
+        res["elapsed"] = float(out.wait_for("elapsed",
+                                            args.timeout).split()[1])
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            try:
+                rc = tracer.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                raise Failed("pytm-bpf did not stop within 300s")
+            tout.join(timeout=30)
+            terr.join(timeout=30)
+            if rc != 0:
+                raise Failed("pytm-bpf exited %d: %s" % (
+                    rc, " | ".join(terr.all[-3:])))
+            report = "\n".join(tout.all)
+            m = re.search(r"; (\d+) allocator events", report)
+            if not m:
+                raise Failed("no event count in pytm-bpf's report: %r"
+                             % report[-300:])
+            res["events"] = int(m.group(1))
+            m = re.search(r"^Lost events: (.*)$", report, re.M)
+            res["lost"] = m.group(1) if m else "?"
+        target.stdin.write(b"exit\n")
+        target.stdin.flush()
+        target.wait(timeout=60)
+        return res
+    finally:
+        end(tracer)
+        end(target)
+
+
+def has_bench_empty(pytm):
+    """True when pytm-bpf accepts --bench-empty (a hidden option)."""
+    try:
+        p = subprocess.run([pytm, "--bench-empty", "--version"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return p.returncode == 0
+
+
+def version_of(python):
+    try:
+        return subprocess.run(
+            [python, "-c", "import sys; print(sys.version.split()[0])"],
+            stdout=subprocess.PIPE, timeout=30).stdout.decode().strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec, na="n/a"):
+    return na if x is None else spec % x
+
+
+def bench_one(args, python, plan):
+    """All runs on one interpreter, interleaved; returns {key: [res...]}."""
+    results = dict(((label, frames), []) for label, _, frames, _ in plan)
+    failures = {}
+    for r in range(args.runs):
+        for label, kind, frames, extra in plan:
+            key = (label, frames)
+            if key in failures:
+                continue
+            try:
+                res = one_run(args, python, kind, frames, extra)
+            except (Failed, OSError, subprocess.SubprocessError) as e:
+                failures[key] = str(e)
+                continue
+            results[key].append(res)
+            sys.stdout.write("  run %d/%d  %-12s frames %-3s %8.3fs%s\n" % (
+                r + 1, args.runs, label, frames or "-", res["elapsed"],
+                "  (%d events)" % res["events"] if "events" in res else ""))
+            sys.stdout.flush()
+    return results, failures
+
+
+def table(python, version, plan, results, failures):
+    """Prints the table for one interpreter; returns the figures."""
+    med = {}
+    for key, runs in results.items():
+        if runs and key not in failures:
+            med[key] = {
+                "t": median([x["elapsed"] for x in runs]),
+                "runs": [x["elapsed"] for x in runs],
+                "events": median([x["events"] for x in runs])
+                if "events" in runs[0] else None,
+                "lost": sorted(set(x.get("lost", "") for x in runs)),
+                "line": runs[-1].get("line", ""),
+            }
+    base = med.get(("untraced", 0), {}).get("t")
+    inj_events = med.get(("injected", 1), {}).get("events")
+
+    print()
+    print("== %s (Python %s) ==" % (python, version))
+    head = "%-12s %6s %9s  %-23s %9s %10s %9s %8s" % (
+        "mode", "frames", "median", "runs (s)", "slowdown", "events",
+        "ns/event", "vs tm")
+    print(head)
+    print("-" * len(head))
+    fig = {}
+    for label, kind, frames, _ in plan:
+        key = (label, frames)
+        if key not in med:
+            print("%-12s %6s %9s  %s" % (label, frames or "-", "FAILED",
+                                         failures.get(key, "no runs")[:120]))
+            continue
+        m = med[key]
+        slow = m["t"] / base if base else None
+        events = m["events"]
+        denom = events
+        note = ""
+        if label == "empty NOP" or kind == "tracemalloc":
+            denom = inj_events       # same number of allocator calls
+            note = "*"
+        per = ((m["t"] - base) / denom * 1e9) if (base and denom) else None
+        tm = med.get(("tracemalloc", frames), {}).get("t")
+        vs_tm = None
+        if kind == "pytm" and tm and base and label != "empty NOP":
+            vs_tm = slow / (tm / base)
+        fig[key] = {"slowdown": slow, "per_event_ns": per, "vs_tm": vs_tm,
+                    "events": events}
+        print("%-12s %6s %8.3fs  %-23s %9s %10s %9s %8s" % (
+            label, frames or "-", m["t"],
+            " ".join("%.3f" % t for t in m["runs"]),
+            fmt(slow, "%.2fx"),
+            fmt(events, "%d") if kind == "pytm" and label != "empty NOP"
+            else "-",
+            fmt(per, "%.0f") + note if kind != "untraced" else "-",
+            fmt(vs_tm, "%.2fx")))
+    print("(* divided by the injected frames-1 event count%s; \"vs tm\" = "
+          "slowdown / tracemalloc's slowdown at the same frames)"
+          % (" (%d)" % inj_events if inj_events else ""))
+    plain = med.get(("plain", 1))
+    if plain and inj_events and plain["events"] is not None:
+        share = 100.0 * plain["events"] / inj_events
+        why = ("the allocator copies inlined in the binary are not probed"
+               if share < 95 else
+               "plain probes also count the allocator calls nested in "
+               "another one")
+        print("plain mode saw %d events, %.1f%% of the injected mode's %d "
+              "(%s)" % (plain["events"], share, inj_events, why))
+    for key in (("injected", 1), ("injected", 25), ("plain", 1),
+                ("empty NOP", 1)):
+        if key in med:
+            lost = ", ".join(x for x in med[key]["lost"] if x)
+            what = med[key]["line"].rsplit("): ", 1)[-1]
+            print("%s frames %d: %s; lost events: %s" % (
+                key[0], key[1], what, lost or "?"))
+    return fig
+
+
+def targets(fig):
+    print("Issue targets (not asserted):")
+    inj = fig.get(("injected", 1), {}).get("per_event_ns")
+    empty = fig.get(("empty NOP", 1), {}).get("per_event_ns")
+    if inj is not None and empty:
+        ratio = inj / empty
+        print("  injected frames 1 per event <= %.1fx the empty NOP probe: "
+              "%.0f ns vs %.0f ns = %.2fx  [%s]" % (
+                  TARGET_EVENT_VS_EMPTY, inj, empty, ratio,
+                  "met" if ratio <= TARGET_EVENT_VS_EMPTY else "NOT met"))
+    else:
+        print("  injected frames 1 per event <= %.1fx the empty NOP probe: "
+              "n/a (%s)" % (TARGET_EVENT_VS_EMPTY,
+                            "no empty-probe figure" if inj is not None
+                            else "no injected figure"))
+    for frames, goal in sorted(TARGET_SLOWDOWN_VS_TM.items()):
+        v = fig.get(("injected", frames), {}).get("vs_tm")
+        if v is None:
+            print("  injected slowdown <= %.1fx tracemalloc's at frames %d: "
+                  "n/a" % (goal, frames))
+        else:
+            print("  injected slowdown <= %.1fx tracemalloc's at frames %d: "
+                  "%.2fx  [%s]" % (goal, frames, v,
+                                   "met" if v <= goal else "NOT met"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--python", action="append",
+                    help="target interpreter (repeatable; default: %s and "
+                    "pyenv 3.11.7)" % DEBIAN)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=100000,
+                    help="iterations of the workload (about 20 allocator "
+                    "events each)")
+    ap.add_argument("--pytm", default=os.path.join(ROOT, "pytm-bpf"))
+    ap.add_argument("--timeout", type=float, default=900,
+                    help="seconds allowed for one timed phase")
+    args = ap.parse_args()
+    pythons = args.python or [DEBIAN, pyenv_python("3.11.7")]
+    if not os.access(args.pytm, os.X_OK):
+        sys.exit("bench: %s is not built (run make)" % args.pytm)
+    missing = [p for p in pythons if not os.access(p, os.X_OK)]
+    if missing:
+        sys.exit("bench: no interpreter at %s" % ", ".join(missing))
+    plan = list(PLAN)
+    empty_ok = has_bench_empty(args.pytm)
+    if not empty_ok:
+        plan = [p for p in plan if p[0] != "empty NOP"]
+
+    print("pytm-bpf cost per allocator event (%s)" % args.pytm)
+    print("workload: %d iterations of nested calls; median of %d runs per "
+          "mode, runs interleaved" % (args.iterations, args.runs))
+    if not empty_ok:
+        print("empty NOP probe: n/a (this pytm-bpf has no --bench-empty)")
+    status = 0
+    figs = []
+    for python in pythons:
+        version = version_of(python)
+        print()
+        print("-- running on %s (Python %s)" % (python, version))
+        results, failures = bench_one(args, python, plan)
+        if failures:
+            status = 1
+        figs.append((python, version, results, failures))
+    for python, version, results, failures in figs:
+        fig = table(python, version, plan, results, failures)
+        targets(fig)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
