@@ -616,32 +616,62 @@ static __always_inline int on_free(__u64 ptr)
 /*
  * Injected mode: the allocator tables point to trampolines that call the
  * previous allocator, then pass a 5-byte NOP with the result and the
- * arguments in registers. One probe hit per event, no uretprobe. Without an
- * entry hit there is no nesting depth: an inner call records first and the
- * outer one then rewrites the same block, which ends the same.
+ * arguments in registers. One probe hit per event, no uretprobe. Over the
+ * default allocators an inner call returns the outer call's block, so the
+ * outer one just rewrites it; over other hooks, entry sites count nesting.
  */
 static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool realloc)
 {
 	struct pytm_block_key key;
 	struct pytm_proc *p;
 	struct task_ctx *t;
+	bool nested = false;
 	__u32 pid;
 
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
 	p->nevents++;
-	if (!ret)
-		return 0;
 	t = task_ctx();
 	if (!t)
 		return 0;
-	if (realloc && old && old != ret)
+	/*
+	 * With a hook layer below us (debug hooks, tracemalloc), an inner call
+	 * (pymalloc's large blocks going to the raw allocator) can return
+	 * another address than the outer one: as in tracemalloc, only the
+	 * outermost call records; an inner realloc only drops the old block.
+	 */
+	if (p->track_depth && t->depth) {
+		t->depth--;
+		nested = t->depth > 0;
+	}
+	if (!ret)
+		return 0;
+	if (realloc && old && (old != ret || nested))
 		remove_trace(p, pid, 0, old);
+	if (nested)
+		return 0;
 	key.pid = pid;
 	key.domain = 0;
 	key.addr = ret;
 	add_trace(p, t, &key, size);
+	return 0;
+}
+
+/* Entry of malloc/calloc/realloc trampolines (probed with track_depth). */
+SEC("uprobe")
+int BPF_KPROBE(site_enter)
+{
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p || !p->track_depth)
+		return 0;
+	t = task_ctx();
+	if (t && t->depth < 64)
+		t->depth++;
 	return 0;
 }
 

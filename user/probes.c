@@ -297,6 +297,29 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs);
 	if (err)
 		return err;
+	/*
+	 * A table with a context is a hook layer (debug hooks, tracemalloc,
+	 * a custom allocator) whose inner calls may return other addresses
+	 * than the outer one: count nesting there, at one more probe hit.
+	 */
+	for (d = 0; d < 3; d++)
+		if (funcs[d][0])
+			pr->track_depth = true;
+	for (d = 0; pr->track_depth && d < REDIRECT_DOMAINS; d++) {
+		for (k = 0; k < REDIRECT_KINDS - 1; k++) {
+			if (pr->nlinks >= PROBES_MAX)
+				return -E2BIG;
+			link = bpf_program__attach_uprobe_opts(skel->progs.site_enter, t->pid,
+					redirect__path(&pr->rd), redirect__entry_site(&pr->rd, d, k), &opts);
+			if (!link) {
+				err = -errno;
+				warn("cannot attach a uprobe to the %s %s trampoline entry: %s",
+				     domain_names[d], kinds[k], strerror(-err));
+				return err;
+			}
+			pr->links[pr->nlinks++] = link;
+		}
+	}
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (pr->nlinks >= PROBES_MAX)

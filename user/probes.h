@@ -18,6 +18,7 @@ struct probes {
 	int nlinks;
 	int nfuncs;			/* allocator functions probed */
 	bool injected;			/* allocator redirected through our page */
+	bool track_depth;		/* entry sites probed: nesting counted */
 	struct redirect rd;
 	const struct target *target;
 };

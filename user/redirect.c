@@ -16,7 +16,7 @@
  * of a layout, so a page left by an earlier run is reused as it is.
  */
 #define PAGE_SIZE_	4096
-#define MAGIC		"pytm-bpf tramp1"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf tramp2"	/* 16 bytes with the NUL */
 #define ORIG_OFF	16
 #define CODE_OFF	256
 #define TRAMP_SIZE	64
@@ -31,11 +31,16 @@ static size_t orig_off(int d, int k)
 	return ORIG_OFF + (d * REDIRECT_KINDS + k) * 8;
 }
 
-/* Offset of the probe site inside each kind's trampoline. */
+/*
+ * Offsets of the probe sites inside each kind's trampoline: the exit site
+ * (after the call: result and arguments in registers) and, for calls that
+ * return a block, an entry site (before it), probed only when a hook layer
+ * below us may make nested allocator calls at other addresses.
+ */
 static const size_t site_in_tramp[REDIRECT_KINDS] = {
-	[0] = 8,	/* malloc: push; call; pop | nop5 */
-	[1] = 18,	/* calloc: push x2; sub; call; add; pop x2 | nop5 */
-	[2] = 18,	/* realloc: same frame as calloc */
+	[0] = 13,	/* malloc: nop5; push; call; pop | nop5 */
+	[1] = 23,	/* calloc: nop5; push x2; sub; call; add; pop x2 | nop5 */
+	[2] = 23,	/* realloc: same frame as calloc */
 	[3] = 0,	/* free: nop5 first, then the tail jump */
 };
 
@@ -56,6 +61,10 @@ static void emit(uint8_t *page, int d, int k)
 	size_t off = tramp_off(d, k), o = orig_off(d, k), i = off;
 	uint8_t *c = page;
 
+	if (k != 3) {
+		memcpy(c + i, nop5, sizeof(nop5));	/* the entry site */
+		i += sizeof(nop5);
+	}
 	switch (k) {
 	case 0: /* malloc(ctx, size): rsi = size at the site, rax = block */
 		c[i++] = 0x56;				/* push %rsi */
@@ -92,6 +101,11 @@ static void emit(uint8_t *page, int d, int k)
 uint64_t redirect__site(const struct redirect *rd, int d, int k)
 {
 	return tramp_off(d, k) + site_in_tramp[k];
+}
+
+uint64_t redirect__entry_site(const struct redirect *rd, int d, int k)
+{
+	return tramp_off(d, k);
 }
 
 const char *redirect__path(const struct redirect *rd)

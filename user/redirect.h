@@ -38,6 +38,8 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t funcs[REDIRECT_DOMAINS][5]);
 /* File offset of the probe site of trampoline (D, K) in the page's file. */
 uint64_t redirect__site(const struct redirect *rd, int d, int k);
+/* File offset of the entry site of trampoline (D, K), K != free. */
+uint64_t redirect__entry_site(const struct redirect *rd, int d, int k);
 /* Path that reaches the page's file, for uprobe attachment. */
 const char *redirect__path(const struct redirect *rd);
 /* Point the tables at the trampolines (aligned 8-byte stores). */
