@@ -566,3 +566,115 @@ def check_run(run):
     assert run.stdout.startswith(b"[ Top "), run.describe()
     assert run.target_rc == 0, "target failed: %r" % run.target_stderr
     assert os.path.isfile(run.snapshot), "no -o file: " + run.describe()
+
+
+# --------------------------------------------------------------------------
+# Several independent traced runs at once. pytm-bpf spends ~3 s detaching
+# (one uprobe after the other), idle time that overlaps well: the variants
+# of one test function for one interpreter run together, the first time one
+# of them is asked for, and each test item then checks its own result.
+
+_BATCHES = {}
+_batches_lock = threading.Lock()
+
+
+def run_parallel(jobs):
+    """jobs: {key: callable()}. Runs them in threads; returns {key: result
+    or the exception it raised}."""
+    results = {}
+
+    def work(key, fn):
+        try:
+            results[key] = fn()
+        except BaseException as e:       # re-raised by the test that asks
+            results[key] = e
+
+    threads = [threading.Thread(target=work, args=(k, fn), daemon=True)
+               for k, fn in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=T_START + T_ATTACH + 2 * T_WORK + T_STOP + 3 * T_CMD)
+    for k in jobs:
+        results.setdefault(k, AssertionError("job %r did not finish" % (k,)))
+    return results
+
+
+def batch_result(batch_key, item_key, make_jobs):
+    """The result of item_key in the batch batch_key, running the whole batch
+    (make_jobs() -> {item_key: callable}) on first use. Exceptions of the
+    item are raised here, in the test that owns it."""
+    with _batches_lock:
+        if batch_key not in _BATCHES:
+            _BATCHES[batch_key] = run_parallel(make_jobs())
+        res = _BATCHES[batch_key][item_key]
+    if isinstance(res, BaseException):
+        raise res
+    return res
+
+
+def isolated(fn, *args, **kw):
+    """fn(procs, *args, **kw) with its own Procs, ended afterwards."""
+    def job():
+        procs = Procs()
+        try:
+            return fn(procs, *args, **kw)
+        finally:
+            procs.end_all()
+    return job
+
+
+# --------------------------------------------------------------------------
+# The ground-truth runs (tests/test_groundtruth.py), shared with
+# tests/test_snapshot.py: every run also prints its report with --top 15 and
+# one of the report keys, so that the report and snapshot checks need no
+# pytm-bpf runs of their own (each run costs ~3 s of uprobe detaching).
+
+GT_WORKLOADS = ["gt_single.py", "gt_threads.py"]
+GT_FRAMES = [1, 25]
+GT_TOP = 15
+# (mode, workload, frames) -> (--key, --cumulative)
+GT_REPORT = {
+    ("without", "gt_single.py", 1): ("lineno", False),
+    ("without", "gt_threads.py", 25): ("filename", False),
+    ("with", "gt_single.py", 25): ("traceback", False),
+    ("with", "gt_threads.py", 25): ("lineno", True),
+    ("without", "gt_single.py", 25): ("filename", True),
+}
+
+
+def gt_run(procs, python, outdir, mode, workload, frames):
+    """One ground-truth run; returns (TracedRun, figures, summary)."""
+    ours = os.path.join(outdir, "ours.pickle")
+    ref = os.path.join(outdir, "ref.pickle")
+    key, cumulative = GT_REPORT.get((mode, workload, frames),
+                                    ("lineno", False))
+    args = ["--frames", frames, "--top", GT_TOP, "--key", key]
+    if cumulative:
+        args.append("--cumulative")
+    if mode == "with":
+        run = run_traced(procs, python, workload, args, out=ours,
+                         wl_args=["--tracemalloc", frames, "--dump", ref])
+    else:
+        run_reference(procs, python, workload, frames, ref)
+        run = run_traced(procs, python, workload, args, out=ours)
+    run.ref = ref
+    run.key, run.cumulative = key, cumulative
+    check_run(run)
+    assert os.path.isfile(ref), "no reference snapshot"
+    fig, summary = agreement(python, ours, ref, workload)
+    return run, fig, summary
+
+
+def gt_result(python, tmp_path_factory, mode, workload, frames):
+    """Every (workload, frames) of one interpreter and mode runs at once;
+    returns (TracedRun, figures, summary) of the one asked for."""
+    def make_jobs():
+        jobs = {}
+        for wl in GT_WORKLOADS:
+            for n in GT_FRAMES:
+                outdir = str(tmp_path_factory.mktemp(
+                    "gt-%s-%s-%d" % (mode, wl.split(".")[0], n)))
+                jobs[(wl, n)] = isolated(gt_run, python, outdir, mode, wl, n)
+        return jobs
+    return batch_result(("gt", python, mode), (workload, frames), make_jobs)

@@ -2,7 +2,9 @@
 """Ends of a trace that are not a polite SIGINT, and what the target sees:
 the target exits mid-trace; pytm-bpf is SIGKILLed (the target must finish
 its work correctly); a second pytm-bpf attaches after the first one ended;
-a target blocked in sleep / lock wait / pipe read while pytm-bpf attaches."""
+a target blocked in sleep / lock wait / pipe read while pytm-bpf attaches.
+The variants of a test for one interpreter run at the same time
+(conftest.batch_result)."""
 
 import os
 import signal
@@ -11,13 +13,15 @@ import time
 import pytest
 
 from conftest import (T_START, T_STOP, T_WORK, TracedRun, agreement,
-                      check_agreement, check_run, snaptool, snaptool_raw,
-                      top_block)
+                      batch_result, check_agreement, check_run, isolated,
+                      snaptool, snaptool_raw, top_block)
 
 
-@pytest.mark.parametrize("how", ["return", "_exit", "killed"])
-def test_target_exits_mid_trace(procs, python, tmp_path, how):
-    out = str(tmp_path / "exit.pytm")
+EXIT_WAYS = ["return", "_exit", "killed"]
+
+
+def exit_run(procs, python, outdir, how):
+    out = os.path.join(outdir, "exit.pytm")
     tgt = procs.target(python, "wl_exit.py",
                        ["wait" if how == "killed" else how])
     tgt.expect("ready", timeout=T_START)
@@ -33,8 +37,8 @@ def test_target_exits_mid_trace(procs, python, tmp_path, how):
         "target: rc=%s %r" % (trc, tgt.err.text())
     t0 = time.monotonic()
     rc, stdout, stderr = tr.finish(timeout=T_STOP)   # no signal from us
-    print("\ntarget %s: pytm-bpf exited %.2fs after the target, rc=%s"
-          % (how, time.monotonic() - t0, rc))
+    note = ("target %s: pytm-bpf exited %.2fs after the target, rc=%s"
+            % (how, time.monotonic() - t0, rc))
     shown = "rc=%s\nstderr: %r\nstdout: %r" % (rc, stderr, stdout[:2000])
     assert rc == 0, shown
     assert stdout.startswith(b"[ Top "), shown
@@ -46,6 +50,16 @@ def test_target_exits_mid_trace(procs, python, tmp_path, how):
         "report differs from tracemalloc on the written snapshot:\n%s\n%s" % (
             top_block(stdout).decode(errors="replace"),
             expected.decode(errors="replace"))
+    return note
+
+
+@pytest.mark.parametrize("how", EXIT_WAYS)
+def test_target_exits_mid_trace(python, tmp_path_factory, how):
+    def make_jobs():        # the three ways of one interpreter at once
+        return dict((h, isolated(exit_run, python,
+                                 str(tmp_path_factory.mktemp("exit")), h))
+                    for h in EXIT_WAYS)
+    print("\n" + batch_result(("exit", python), how, make_jobs))
 
 
 def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
@@ -69,23 +83,29 @@ def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
     return line
 
 
-@pytest.mark.parametrize("frames", [1, 25], ids=lambda n: "frames%d" % n)
-def test_tracer_sigkill_target_unharmed(procs, python, tmp_path, frames):
+def sigkill_run(procs, python, outdir, frames):
     reference = checksum_run(procs, python)
     traced = checksum_run(procs, python,
                           ["--frames", frames, "-o",
-                           str(tmp_path / "never.pytm")])
+                           os.path.join(outdir, "never.pytm")])
+    return reference, traced
+
+
+@pytest.mark.parametrize("frames", [1, 25], ids=lambda n: "frames%d" % n)
+def test_tracer_sigkill_target_unharmed(python, tmp_path_factory, frames):
+    def make_jobs():
+        return dict((n, isolated(sigkill_run, python,
+                                 str(tmp_path_factory.mktemp("kill")), n))
+                    for n in (1, 25))
+    reference, traced = batch_result(("sigkill", python), frames, make_jobs)
     print("\nuntraced: %s\nkilled tracer: %s" % (reference, traced))
     assert traced == reference
 
 
-@pytest.mark.parametrize("first_end", ["sigkill", "sigint"])
-def test_reattach(procs, python, tmp_path, first_end):
-    """A second pytm-bpf on the same target after the first one ended
-    (killed, or detached normally) still agrees with tracemalloc."""
+def reattach_run(procs, python, outdir, first_end):
     workload = "gt_single.py"
-    ours = str(tmp_path / "ours.pickle")
-    ref = str(tmp_path / "ref.pickle")
+    ours = os.path.join(outdir, "ours.pickle")
+    ref = os.path.join(outdir, "ref.pickle")
     tgt = procs.target(python, workload,
                        ["--tracemalloc", 1, "--dump", ref])
     tgt.expect("ready", timeout=T_START)
@@ -109,6 +129,19 @@ def test_reattach(procs, python, tmp_path, first_end):
     run.snapshot = ours
     check_run(run)
     fig, summary = agreement(python, ours, ref, workload)
+    return run, fig, summary
+
+
+@pytest.mark.parametrize("first_end", ["sigkill", "sigint"])
+def test_reattach(python, tmp_path_factory, first_end):
+    """A second pytm-bpf on the same target after the first one ended
+    (killed, or detached normally) still agrees with tracemalloc."""
+    def make_jobs():
+        return dict((e, isolated(reattach_run, python,
+                                 str(tmp_path_factory.mktemp("reattach")), e))
+                    for e in ("sigkill", "sigint"))
+    run, fig, summary = batch_result(("reattach", python), first_end,
+                                     make_jobs)
     check_agreement("re-attach after %s" % first_end, run, fig, summary)
 
 
@@ -116,7 +149,7 @@ def test_attach_during_sleep_and_lock_wait(procs, python):
     """Attaching must not shorten or stretch a sleep or a timed lock wait,
     nor break a pending read on a pipe (the design's syscall-injection
     cases)."""
-    seconds = 6.0
+    seconds = 4.0
     tgt = procs.target(python, "wl_sleep.py", [seconds])
     tgt.expect("ready", timeout=T_START)
     tgt.expect("sleeping", timeout=T_START)

@@ -1,28 +1,26 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """The -o file is a tracemalloc snapshot for the target's own Python, and
-the printed [ Top N ] block is what tracemalloc prints for that file."""
+the printed [ Top N ] block is what tracemalloc prints for that file.
+
+These checks use the ground-truth runs (conftest.gt_result), each of which
+ran with --top 15 and one of the report keys (conftest.GT_REPORT)."""
 
 import os
 import re
 
 import pytest
 
-from conftest import (WORKLOADS, run_traced, snaptool, snaptool_raw,
-                      top_block)
+from conftest import (GT_REPORT, GT_TOP, WORKLOADS, gt_result, snaptool,
+                      snaptool_raw, top_block)
 
-WORKLOAD = "gt_single.py"
-FRAMES = 10
+USABLE_RUN = ("with", "gt_single.py", 25)
 
 
-def test_snapshot_usable(procs, python, tmp_path):
-    ours = str(tmp_path / "ours.pytm")
-    ref = str(tmp_path / "ref.pickle")
-    run = run_traced(procs, python, WORKLOAD, ["--frames", FRAMES], out=ours,
-                     wl_args=["--tracemalloc", FRAMES, "--dump", ref])
-    assert run.rc == 0, run.describe()
-    assert os.path.isfile(ours), "no snapshot written: " + run.describe()
-    path = os.path.join(WORKLOADS, WORKLOAD)
-    res = snaptool(python, "check", ours, FRAMES, path, ref)
+def test_snapshot_usable(python, tmp_path_factory):
+    mode, workload, frames = USABLE_RUN
+    run, _, _ = gt_result(python, tmp_path_factory, mode, workload, frames)
+    path = os.path.join(WORKLOADS, workload)
+    res = snaptool(python, "check", run.snapshot, frames, path, run.ref)
     print("\nsnapshot: %d traces, %d lineno stats, %d traceback stats, "
           "%d files (cumulative); workload: %d lines, %d B; compare_to(ref): "
           "%d diffs, sum |size_diff| %d B" % (
@@ -42,30 +40,22 @@ def test_snapshot_usable(procs, python, tmp_path):
     assert res["compare_to_ref"] > 0, res
 
 
-REPORT_CASES = [
-    ("lineno", False),
-    ("filename", False),
-    ("traceback", False),
-    ("lineno", True),
-    ("filename", True),
-]
+REPORT_CASES = sorted(GT_REPORT.items(), key=lambda kv: (kv[1], kv[0]))
 
 
 @pytest.mark.parametrize(
-    "key,cumulative", REPORT_CASES,
-    ids=["%s%s" % (k, "-cumulative" if c else "") for k, c in REPORT_CASES])
-def test_report_matches_tracemalloc(procs, python, tmp_path, key,
+    "run_id,key,cumulative", [(r, k, c) for r, (k, c) in REPORT_CASES],
+    ids=["%s%s" % (k, "-cumulative" if c else "")
+         for _, (k, c) in REPORT_CASES])
+def test_report_matches_tracemalloc(python, tmp_path_factory, run_id, key,
                                     cumulative):
-    ours = str(tmp_path / "ours.pytm")
-    args = ["--frames", FRAMES, "--top", 15, "--key", key]
-    if cumulative:
-        args.append("--cumulative")
-    run = run_traced(procs, python, WORKLOAD, args, out=ours)
-    assert run.rc == 0, run.describe()
-    assert os.path.isfile(ours), "no snapshot written: " + run.describe()
-    expected = snaptool_raw(python, "top", ours, key, int(cumulative), 15)
+    mode, workload, frames = run_id
+    run, _, _ = gt_result(python, tmp_path_factory, mode, workload, frames)
+    assert (run.key, run.cumulative) == (key, cumulative)
+    expected = snaptool_raw(python, "top", run.snapshot, key,
+                            int(cumulative), GT_TOP)
     got = top_block(run.stdout)
-    assert expected.startswith(b"[ Top 15 ]\n"), expected
+    assert expected.startswith(b"[ Top %d ]\n" % GT_TOP), expected
     if got != expected:
         g = got.decode("utf-8", "replace").splitlines()
         e = expected.decode("utf-8", "replace").splitlines()
@@ -75,8 +65,9 @@ def test_report_matches_tracemalloc(procs, python, tmp_path, key,
                 for i in range(max(len(g), len(e)))
                 if (g[i] if i < len(g) else None) !=
                 (e[i] if i < len(e) else None)]
-        pytest.fail("[ Top 15 ] block differs (%s, cumulative=%s):\n%s"
-                    % (key, cumulative, "\n".join(diff[:10])))
+        pytest.fail("[ Top %d ] block differs (%s, cumulative=%s, %s):\n%s"
+                    % (GT_TOP, key, cumulative, " ".join(map(str, run_id)),
+                       "\n".join(diff[:10])))
     tail = run.report_tail()
     assert re.search(r"traced", tail, re.I), \
         "no traced-memory line after the block: %r" % tail

@@ -128,7 +128,7 @@ def phase_nested(n):
 def phase_growth():
     BUFFERS.append(grow_bytearray(300, 37))
     BUFFERS.append(grow_bytearray(50, 4096))
-    BUFFERS.append(grow_list(20000))
+    BUFFERS.append(grow_list(8000))
     BUFFERS.append(bytearray(1 << 20))          # large: malloc/mmap
     for i in range(300):
         TABLE["key-%d" % i] = make_string(i)    # dict grows (realloc path)
@@ -151,7 +151,7 @@ def phase_misc():
 
 def phase_churn():
     temp = []
-    for i in range(3000):
+    for i in range(1500):
         temp.append(make_string(i * 5))
         temp.append(Node(i, None))
     del temp[::2]                               # frees half; list shrinks
@@ -163,7 +163,7 @@ def phase_churn():
 
 
 def work():
-    phase_nested(3000)
+    phase_nested(1200)
     phase_growth()
     phase_deep()
     phase_misc()

@@ -103,8 +103,8 @@ def main():
     expect("go")
     results = phase(1, 3000, 3)
     emit("phase1")
-    for k in range(4):
-        results += phase(100 + k, 6000, 3)
+    for k in range(3):
+        results += phase(100 + k, 5000, 3)
     h = hashlib.sha256()
     for digest_hex, raw_err in results:
         if raw_err != 0:
