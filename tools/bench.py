@@ -80,10 +80,12 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Allocations per iteration of trunk(): 2 Item objects, 2 str, 2 int
-# (i + 1 and range's next int, beyond the small-int cache), 1 list items
-# array; the list object itself mostly comes from the free list.
-ALLOCS_PER_ITERATION = 7
+# Allocations per iteration of trunk(): 2 Item objects, 2 str, 2 temporary
+# ints of str()'s decimal conversion, 2 ints (range's next and i + 1, beyond
+# the small-int cache), 1 list items array; the list object itself comes
+# from the free list. pytm-bpf counts ~5.3M allocator events (allocations and
+# frees) for 300000 iterations on 3.11, which matches.
+ALLOCS_PER_ITERATION = 9
 
 
 def default_python():
