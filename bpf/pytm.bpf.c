@@ -633,8 +633,10 @@ static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool
 		return 0;
 	p->nevents++;
 	t = task_ctx();
-	if (!t)
+	if (!t) {
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
 		return 0;
+	}
 	/*
 	 * With a hook layer below us (debug hooks, tracemalloc), an inner call
 	 * (pymalloc's large blocks going to the raw allocator) can return

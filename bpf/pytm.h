@@ -98,6 +98,7 @@ enum pytm_lost {
 	PYTM_LOST_FRAME_READ,		/* unreadable frame: stack truncated */
 	PYTM_LOST_STASH,		/* nested calls deeper than the stash */
 	PYTM_LOST_NO_TSTATE,		/* no thread state found (frames unknown) */
+	PYTM_LOST_TASK_STORAGE,		/* no per-thread storage: event dropped */
 	PYTM_LOST_MAX,
 };
 

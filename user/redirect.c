@@ -281,3 +281,29 @@ void redirect__close(struct redirect *rd)
 		close(rd->lock_fd);
 	rd->lock_fd = -1;
 }
+
+int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS][5])
+{
+	const struct mapping *m;
+	uint64_t orig, idx;
+	int d, k;
+
+	for (d = 0; d < REDIRECT_DOMAINS; d++) {
+		for (k = 0; k < REDIRECT_KINDS; k++) {
+			m = target__mapping(t, funcs[d][k + 1]);
+			if (!m || !m->path || m->offset ||
+			    strncmp(m->path, "/memfd:" REDIRECT_PAGE_NAME " ",
+				    strlen("/memfd:" REDIRECT_PAGE_NAME " ")))
+				continue;	/* not our page */
+			idx = funcs[d][k + 1] - m->start;
+			if (idx < CODE_OFF || (idx - CODE_OFF) % TRAMP_SIZE)
+				return -EPROTO;
+			idx = (idx - CODE_OFF) / TRAMP_SIZE;
+			if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
+			    target__read(t, m->start + ORIG_OFF + idx * 8, &orig, sizeof(orig)) || !orig)
+				return -EPROTO;
+			funcs[d][k + 1] = orig;
+		}
+	}
+	return 0;
+}

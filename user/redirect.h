@@ -51,5 +51,12 @@ int redirect__swap(struct redirect *rd, const struct target *t);
  */
 void redirect__restore(struct redirect *rd, const struct target *t);
 void redirect__close(struct redirect *rd);	/* safe on a zeroed struct */
+/*
+ * Plain mode over a redirected allocator (another tracer, or one that died):
+ * replace table slots that point into our page with the functions the
+ * trampolines call. -EPROTO if a slot points into the page but not at a
+ * trampoline.
+ */
+int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS][5]);
 
 #endif /* __PYTM_REDIRECT_H */

@@ -313,6 +313,7 @@ static const char *const lost_names[PYTM_LOST_MAX] = {
 	[PYTM_LOST_FRAME_READ] = "unreadable frame",
 	[PYTM_LOST_STASH] = "allocator calls nested too deep",
 	[PYTM_LOST_NO_TSTATE] = "no Python thread state",
+	[PYTM_LOST_TASK_STORAGE] = "no per-thread storage",
 };
 
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
