@@ -669,6 +669,11 @@ def gt_run(procs, python, outdir, mode, workload, frames):
 def gt_result(python, tmp_path_factory, mode, workload, frames):
     """Every (workload, frames) of one interpreter and mode runs at once;
     returns (TracedRun, figures, summary) of the one asked for."""
+    if workload not in GT_WORKLOADS:             # a run of its own
+        outdir = str(tmp_path_factory.mktemp("gt-%s-%s-%d" % (
+            mode, workload.split(".")[0], frames)))
+        return isolated(gt_run, python, outdir, mode, workload, frames)()
+
     def make_jobs():
         jobs = {}
         for wl in GT_WORKLOADS:

@@ -37,3 +37,24 @@ def test_groundtruth_without_tracemalloc(python, tmp_path_factory, workload,
                                   workload, frames)
     check_agreement("without tracemalloc, %s, --frames %d"
                     % (workload, frames), run, fig, summary)
+
+
+def test_groundtruth_realloc(python, tmp_path_factory):
+    """Blocks resized at another line than the one that created them, in
+    place and moving (tests/workloads/gt_realloc.py): tracemalloc moves the
+    trace to the resizing line either way, and so must pytm-bpf."""
+    run, fig, summary = gt_result(python, tmp_path_factory, "with",
+                                  "gt_realloc.py", 1)
+    check_agreement("realloc, with tracemalloc, --frames 1", run, fig,
+                    summary)
+
+
+def test_groundtruth_freelist_reuse(python, tmp_path_factory):
+    """Objects that reuse a free list's memory (tests/workloads/
+    gt_freelist.py): tracemalloc moves the block's trace to the line that
+    created the new object; a tracer that only sees allocator calls leaves
+    it at the line that first allocated the memory."""
+    run, fig, summary = gt_result(python, tmp_path_factory, "with",
+                                  "gt_freelist.py", 1)
+    check_agreement("free-list reuse, with tracemalloc, --frames 1", run, fig,
+                    summary)
