@@ -49,6 +49,11 @@ def test_groundtruth_realloc(python, tmp_path_factory):
                     summary)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: tracemalloc re-attributes a block reused from a free list "
+    "(_PyTraceMalloc_NewReference, called from _Py_NewReference only while "
+    "tracemalloc traces); pytm-bpf sees allocator calls only. Strict: a "
+    "pass means the gap is closed and this marker must go."))
 def test_groundtruth_freelist_reuse(python, tmp_path_factory):
     """Objects that reuse a free list's memory (tests/workloads/
     gt_freelist.py): tracemalloc moves the block's trace to the line that
