@@ -355,6 +355,17 @@ static struct tracee *find_tracee(pid_t pid)
 	return NULL;
 }
 
+/* The event thread's view: tracees whose code objects can be read now. */
+static struct tracee *find_ready(pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < st.ntracees; i++)
+		if (st.tracees[i].pid == pid && st.tracees[i].ready)
+			return &st.tracees[i];
+	return NULL;
+}
+
 static void add_pending(pid_t pid, double delay)
 {
 	int i;
@@ -376,13 +387,13 @@ static int handle_event(void *arg, void *data, size_t size)
 	pthread_mutex_lock(&st.lock);
 	switch (ev->type) {
 	case PYTM_EV_CODE:
-		tr = find_tracee(ev->pid);
+		tr = find_ready(ev->pid);
 		if (tr)
 			tracee__code(tr, ev->code_id, ev->code_addr);
 		break;
 	case PYTM_EV_EXEC:
 		/* The interpreter needs a moment before it can be read. */
-		if (!find_tracee(ev->pid))
+		if (!find_ready(ev->pid))
 			add_pending(ev->pid, 0.3);
 		break;
 	}
@@ -461,7 +472,10 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 	struct snapshot *s;
 	int err = 0;
 
+	/* The event thread adds code objects to the resolver this reads. */
+	pthread_mutex_lock(&st.lock);
 	s = tracee__snapshot(tr, st.skel, env.frames);
+	pthread_mutex_unlock(&st.lock);
 	if (!s) {
 		err = -errno;
 		warn("cannot read the traces of process %d: %s", tr->pid, strerror(-err));
@@ -557,7 +571,9 @@ static void control_command(struct tracee *tr, char *line, bool *stop)
 	} else if (!strcmp(cmd, "snapshot") && arg) {
 		if (arg2)
 			layout = !strcmp(arg2, "3.8") ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
+		pthread_mutex_lock(&st.lock);
 		s = tracee__snapshot(tr, st.skel, env.frames);
+		pthread_mutex_unlock(&st.lock);
 		err = s ? snapshot__write(s, arg, layout) : -errno;
 		if (err)
 			printf("error cannot write %s: %s\n", arg, strerror(-err));
@@ -670,36 +686,46 @@ static int start_tracee(pid_t pid, bool quiet)
 	tr = &st.tracees[i];
 	pytm_quiet = quiet;
 	err = tracee__open(tr, pid, st.skel, &st.topts);
-	err = err ?: tracee__attach(tr, st.skel, &st.topts);
+	if (!err) {
+		/* Code objects are read from the first event on, during attach too. */
+		pthread_mutex_lock(&st.lock);
+		tr->ready = true;
+		if (i == st.ntracees)
+			st.ntracees++;
+		pthread_mutex_unlock(&st.lock);
+		err = tracee__attach(tr, st.skel, &st.topts);
+	}
 	pytm_quiet = false;
 	if (err) {
+		pthread_mutex_lock(&st.lock);
+		tr->ready = false;
+		pthread_mutex_unlock(&st.lock);
 		tracee__purge(tr, st.skel);
 		tracee__close(tr);
 		memset(tr, 0, sizeof(*tr));
 		tr->pidfd = tr->blocks_fd = -1;
 		return err;
 	}
-	if (i == st.ntracees)
-		st.ntracees++;
 	return 0;
 }
 
 /*
  * A tracee whose process exited: its report, then its probes and map
- * entries go. Called with the lock held; drops it while the probes are
- * removed (slow), once the event thread can no longer find the tracee.
+ * entries go. Its memory is gone, so the event thread stops reading it
+ * first.
  */
 static void finish_tracee(struct tracee *tr, bool report)
 {
+	pthread_mutex_lock(&st.lock);
+	tr->ready = false;
+	pthread_mutex_unlock(&st.lock);
 	if (report) {
 		fprintf(stdout, "Process %d exited.\n", tr->pid);
 		report_tracee(tr, false, true);
 		printf("\n");
 	}
 	tracee__purge(tr, st.skel);
-	pthread_mutex_unlock(&st.lock);
 	tracee__detach(tr);
-	pthread_mutex_lock(&st.lock);
 	tracee__close(tr);
 }
 
@@ -728,28 +754,36 @@ static void scan_all(void)
 /* --all: try the processes that exec'd a while ago. */
 static void poll_pending(void)
 {
+	struct pending p;
 	double t = now();
-	int i = 0, err;
+	int i, err;
 
-	while (i < st.npending) {
-		struct pending *p = &st.pending[i];
-
-		if (p->due > t) {
-			i++;
-			continue;
+	for (;;) {
+		/* Take one due entry out, under the lock the event thread shares. */
+		pthread_mutex_lock(&st.lock);
+		for (i = 0; i < st.npending && st.pending[i].due > t; i++)
+			;
+		if (i == st.npending) {
+			pthread_mutex_unlock(&st.lock);
+			return;
 		}
-		err = start_tracee(p->pid, true);
+		p = st.pending[i];
+		st.pending[i] = st.pending[--st.npending];
+		pthread_mutex_unlock(&st.lock);
+
+		err = start_tracee(p.pid, true);
 		if (!err)
-			fprintf(stderr, "pytm-bpf: tracing new process %d\n", p->pid);
+			fprintf(stderr, "pytm-bpf: tracing new process %d\n", p.pid);
 		/* An interpreter still starting has no threads yet: try again. */
-		if (err && err != -ENOEXEC && err != -ESRCH && ++p->tries < 5) {
-			p->due = t + 0.5 * p->tries;
-			i++;
-			continue;
+		if (err && err != -ENOEXEC && err != -ESRCH && ++p.tries < 5) {
+			p.due = t + 0.5 * p.tries;
+			pthread_mutex_lock(&st.lock);
+			if (st.npending < (int)(sizeof(st.pending) / sizeof(st.pending[0])))
+				st.pending[st.npending++] = p;
+			pthread_mutex_unlock(&st.lock);
+		} else if (err) {
+			say_skipped(p.pid, err);
 		}
-		if (err)
-			say_skipped(p->pid, err);
-		*p = st.pending[--st.npending];
 	}
 }
 
@@ -911,11 +945,8 @@ int main(int argc, char **argv)
 	start = now();
 	if (env.interval)
 		next_report = start + env.interval;
-	pthread_mutex_lock(&st.lock);
 	while (!exiting && !stop) {
-		pthread_mutex_unlock(&st.lock);
 		wait_a_moment();
-		pthread_mutex_lock(&st.lock);
 		err = 0;
 		for (i = 0; i < st.ntracees; i++) {
 			tr = &st.tracees[i];
@@ -970,7 +1001,6 @@ int main(int argc, char **argv)
 	if (!single && !env.control)
 		print_host_summary();
 	fflush(stdout);
-	pthread_mutex_unlock(&st.lock);
 
 cleanup:
 	/* ...then stop reading events, and take the probes out. */

@@ -34,6 +34,7 @@ struct tracee {
 	long max_blocks;		/* its size */
 	int pickle;			/* the target's own snapshot layout */
 	bool registered;		/* in the procs map */
+	bool ready;			/* the event thread may read its code objects */
 	bool attached;
 	char version[32];		/* "3.11.7" */
 	char cmdline[256];		/* sanitized */
