@@ -391,7 +391,10 @@ def test_unprivileged_own_target(procs):
                     stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
                     cwd="/")
     try:
-        ready, _, _ = select.select([p.stdout], [], [], T_START)
+        # poll, not select: a long session can hold descriptors above 1024.
+        poller = select.poll()
+        poller.register(p.stdout, select.POLLIN)
+        ready = poller.poll(T_START * 1000)
         first = p.stdout.readline().decode() if ready else ""
         assert first.startswith("ready"), "target as nobody: %r" % first
         got = _nobody_error(p.pid)
