@@ -845,6 +845,8 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&st.lock, NULL);
 
 	argp_err_exit_status = 2;
+	/* Messages say "pytm-bpf:", however the tool was started. */
+	argv[0] = "pytm-bpf";
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return 2;
