@@ -108,11 +108,6 @@ int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
 	return find_in(ef, ef->dynsym, name, addr, size);
 }
 
-bool elf__has_symtab(const struct elf_file *ef)
-{
-	return ef->symtab != NULL;
-}
-
 uint64_t elf__base_vaddr(const struct elf_file *ef)
 {
 	return ef->base;

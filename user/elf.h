@@ -14,8 +14,6 @@ void elf__close(struct elf_file *ef);	/* safe on NULL */
 /* Address (st_value) and size of symbol NAME, local or global; -ENOENT. */
 int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
 		uint64_t *size);
-/* Does the file carry a full symbol table (.symtab)? */
-bool elf__has_symtab(const struct elf_file *ef);
 /* Contents of section NAME (valid until elf__close); -ENOENT. */
 int elf__section(struct elf_file *ef, const char *name, const void **data,
 		 size_t *size);
