@@ -475,13 +475,18 @@ def test_sigkill_then_reattach(procs, tmp_path, key, frames):
 # --------------------------------------------------------------------------
 # 5. Two tracers on one target.
 
-@pytest.mark.parametrize("second_mode", ["injected", "no-inject"])
+@pytest.mark.parametrize("first_mode,second_mode", [
+    ("injected", "injected"), ("injected", "no-inject"),
+    ("no-inject", "injected")])
 @pytest.mark.parametrize("key", ["debian", "3.11.7"])
-def test_second_tracer_refused(procs, key, second_mode):
+def test_second_tracer_refused(procs, key, first_mode, second_mode):
     python = interpreter(key)
     tgt = procs.target(python, "inj_churn.py")
     tgt.expect("ready", timeout=T_START)
-    first = procs.tracer(["-p", tgt.pid] + SMALL_MAPS)
+    first_args = ["-p", tgt.pid] + SMALL_MAPS
+    if first_mode == "no-inject":
+        first_args.append("--no-inject")
+    first = procs.tracer(first_args)
     first.wait_tracing()
     args = ["-p", tgt.pid, "--duration", 5] + SMALL_MAPS
     if second_mode == "no-inject":
@@ -494,8 +499,7 @@ def test_second_tracer_refused(procs, key, second_mode):
     assert rc == 1, (rc, stderr, stdout)
     assert len(lines) == 1, lines
     assert lines[0].startswith("pytm-bpf: "), lines
-    if second_mode == "injected":
-        assert "already traced by another pytm-bpf" in lines[0], lines
+    assert "already traced by another pytm-bpf" in lines[0], lines
     assert stdout == b"", stdout
     # The first one is undisturbed.
     tgt.send("go")

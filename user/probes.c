@@ -2,8 +2,12 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <bpf/libbpf.h>
 #include "pytm.skel.h"
 #include "probes.h"
@@ -283,6 +287,26 @@ static int attach_plain(struct probes *pr, struct pytm_bpf *skel, const struct t
 	return 0;
 }
 
+/* Bind "\0pytm-bpf/PID": the fd holds the claim; -EADDRINUSE if taken. */
+static int claim_target(pid_t pid)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t len;
+	int fd, n;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "pytm-bpf/%d", pid);
+	len = offsetof(struct sockaddr_un, sun_path) + 1 + n;
+	if (bind(fd, (struct sockaddr *)&sa, len)) {
+		n = -errno;
+		close(fd);
+		return n;
+	}
+	return fd;
+}
+
 /* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
 static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
 			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3])
@@ -355,25 +379,43 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 
 	memset(pr, 0, sizeof(*pr));
 	pr->target = t;
+	/*
+	 * One tracer at a time, whatever its mode: a name in the abstract
+	 * socket namespace, released by the kernel when its holder dies.
+	 * (Not a lock on the page's file: the target's mapping keeps it open.)
+	 */
+	pr->claim_fd = claim_target(t->pid);
+	if (pr->claim_fd < 0) {
+		err = pr->claim_fd;
+		pr->claim_fd = 0;
+		if (err == -EADDRINUSE) {
+			warn("process %d is already traced by another pytm-bpf", t->pid);
+			return -EBUSY;
+		}
+		warn("process %d: cannot claim it: %s", t->pid, strerror(-err));
+		return err;
+	}
 	err = read_tables(t, funcs, tables);
 	if (err)
-		return err;
+		goto fail;
 	if (inject) {
 		err = attach_injected(pr, skel, t, funcs, tables);
-		if (err == -EBUSY) {
-			probes__detach(pr);
-			return err;
-		}
+		if (err == -EBUSY)
+			goto fail;
 		if (err) {
+			int claim_fd = pr->claim_fd;
+
 			warn("process %d: cannot redirect the allocator (%s); using plain probes, which miss inlined allocations",
 			     t->pid, strerror(-err));
+			pr->claim_fd = 0;	/* kept across the fallback */
 			probes__detach(pr);
 			memset(pr, 0, sizeof(*pr));
 			pr->target = t;
+			pr->claim_fd = claim_fd;
 			/* A page left by an earlier run may hold the originals. */
 			err = read_tables(t, funcs, tables);
 			if (err)
-				return err;
+				goto fail;
 		}
 	}
 	if (!pr->injected) {
@@ -428,4 +470,7 @@ void probes__detach(struct probes *pr)
 	pr->nlinks = 0;
 	pr->injected = false;
 	redirect__close(&pr->rd);
+	if (pr->claim_fd > 0)
+		close(pr->claim_fd);
+	pr->claim_fd = 0;
 }

@@ -20,6 +20,7 @@ struct probes {
 	bool injected;			/* allocator redirected through our page */
 	bool track_depth;		/* entry sites probed: nesting counted */
 	struct redirect rd;
+	int claim_fd;			/* our claim on the target (0: none) */
 	const struct target *target;
 };
 

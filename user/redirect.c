@@ -2,9 +2,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <stddef.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include "redirect.h"
 #include "target.h"
@@ -113,26 +110,6 @@ const char *redirect__path(const struct redirect *rd)
 	return rd->page.path;
 }
 
-/* Bind "\0pytm-bpf/PID": the fd holds the claim; -EADDRINUSE if taken. */
-static int claim_target(pid_t pid)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	socklen_t len;
-	int fd, n;
-
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "pytm-bpf/%d", pid);
-	len = offsetof(struct sockaddr_un, sun_path) + 1 + n;
-	if (bind(fd, (struct sockaddr *)&sa, len)) {
-		n = -errno;
-		close(fd);
-		return n;
-	}
-	return fd;
-}
-
 static bool in_page(const struct redirect *rd, uint64_t addr)
 {
 	return rd->have_page && addr >= rd->page.addr && addr < rd->page.addr + rd->page.len;
@@ -156,22 +133,6 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 	}
 	if (err) {
 		warn("process %d: %s", t->pid, inject__strerror());
-		return err;
-	}
-	/*
-	 * One tracer at a time: a name in the abstract socket namespace,
-	 * released by the kernel when its holder dies. (Not a lock on the
-	 * page's file: the target's own mapping keeps that file open.)
-	 */
-	rd->lock_fd = claim_target(t->pid);
-	if (rd->lock_fd < 0) {
-		err = rd->lock_fd;
-		inject__page_close(&rd->page);
-		if (err == -EADDRINUSE) {
-			warn("process %d is already traced by another pytm-bpf", t->pid);
-			return -EBUSY;
-		}
-		warn("process %d: cannot claim it: %s", t->pid, strerror(-err));
 		return err;
 	}
 	rd->have_page = true;
@@ -277,9 +238,6 @@ void redirect__close(struct redirect *rd)
 	if (rd->have_page)
 		inject__page_close(&rd->page);
 	rd->have_page = false;
-	if (rd->lock_fd > 0)
-		close(rd->lock_fd);
-	rd->lock_fd = -1;
 }
 
 int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS][5])

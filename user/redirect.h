@@ -20,7 +20,6 @@ struct target;
 struct redirect {
 	struct inject_page page;
 	bool have_page;
-	int lock_fd;			/* our claim on the target (0: none) */
 	uint64_t tables[REDIRECT_DOMAINS];	/* PyMemAllocatorEx addresses */
 	/* The functions the trampolines call: what the tables held before us. */
 	uint64_t orig[REDIRECT_DOMAINS][REDIRECT_KINDS];
