@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "report.h"
+#include "util.h"
 
 typedef unsigned __int128 u128;
 typedef __int128 s128;
@@ -137,47 +138,16 @@ static double true_divide(u128 a, uint64_t b)
 static size_t decode(const char *str, size_t len, uint32_t *out)
 {
 	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0, n = 0, k, need;
-	uint32_t cp;
+	size_t i = 0, n = 0, k;
 
 	while (i < len) {
-		unsigned char c = s[i];
-
-		if (c < 0x80) {
-			out[n++] = c;
-			i++;
-			continue;
+		k = utf8_seq(s + i, len - i, &out[n]);
+		if (!k) {
+			out[n] = 0xdc00 | s[i];
+			k = 1;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 2;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 3;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 4;
-			cp = c & 0x07;
-		} else {
-			need = 0;
-			cp = 0;
-		}
-		for (k = 1; need && k < need; k++) {
-			if (i + k >= len || (s[i + k] & 0xc0) != 0x80) {
-				need = 0;
-				break;
-			}
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (need && ((need == 3 && cp < 0x800) ||
-			     (need == 4 && (cp < 0x10000 || cp > 0x10ffff))))
-			need = 0;
-		if (!need) {
-			out[n++] = 0xdc00 | c;
-			i++;
-			continue;
-		}
-		out[n++] = cp;
-		i += need;
+		n++;
+		i += k;
 	}
 	return n;
 }

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "snapshot.h"
+#include "util.h"
 
 #define container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
@@ -593,42 +594,6 @@ static void w_uint(struct writer *w, uint64_t v)
 	}
 }
 
-/*
- * Length of the UTF-8 sequence at S (LEN bytes left), 0 if invalid.
- * Surrogates are accepted: pickle encodes str with "surrogatepass".
- */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-	unsigned char c = s[0];
-	size_t n, i;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return n;
-}
-
 static void w_unicode(struct writer *w, const char *s, size_t len)
 {
 	if (len < 256) {
@@ -654,7 +619,7 @@ static void w_str(struct writer *w, const char *str)
 	bool valid = true;
 
 	for (i = 0; i < len; i += n) {
-		n = utf8_seq(s + i, len - i);
+		n = utf8_seq(s + i, len - i, NULL);
 		if (!n) {
 			valid = false;
 			break;
@@ -681,7 +646,7 @@ static void w_str(struct writer *w, const char *str)
 		return;
 	}
 	for (i = 0; i < len; i += n) {
-		n = utf8_seq(s + i, len - i);
+		n = utf8_seq(s + i, len - i, NULL);
 		if (n) {
 			memcpy(buf + out, s + i, n);
 			out += n;
@@ -1163,7 +1128,7 @@ static int op_string(struct reader *r, size_t len)
 	for (i = 0; i < len; i += n) {
 		if (!s[i])
 			return fail(r, "string contains NUL");
-		n = utf8_seq(s + i, len - i);
+		n = utf8_seq(s + i, len - i, NULL);
 		if (!n)
 			return fail(r, "string is not UTF-8");
 	}

@@ -39,27 +39,43 @@ void vlog(const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at S (N bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cpp)
 {
-	size_t need, i;
+	unsigned char c = s[0];
+	size_t n, i;
+	uint32_t cp;
 
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0 && s[0] >= 0xc2)
-		need = 2;
-	else if ((s[0] & 0xf0) == 0xe0)
-		need = 3;
-	else if ((s[0] & 0xf8) == 0xf0 && s[0] <= 0xf4)
-		need = 4;
-	else
+	if (c < 0x80) {
+		n = 1;
+		cp = c;
+		goto out;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
 		return 0;
-	if (need > n)
+	}
+	if (len < n)
 		return 0;
-	for (i = 1; i < need; i++)
+	for (i = 1; i < n; i++) {
 		if ((s[i] & 0xc0) != 0x80)
 			return 0;
-	return need;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* Overlong forms and code points past U+10FFFF. */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+out:
+	if (cpp)
+		*cpp = cp;
+	return n;
 }
 
 void str_sanitize(char *dst, size_t len, const char *src, size_t srclen)
@@ -70,7 +86,7 @@ void str_sanitize(char *dst, size_t len, const char *src, size_t srclen)
 	if (!len)
 		return;
 	while (i < srclen && s[i]) {
-		n = utf8_len(s + i, srclen - i);
+		n = utf8_seq(s + i, srclen - i, NULL);
 		if (n == 1 && (s[i] < 0x20 || s[i] == 0x7f))
 			n = 0;
 		if (n) {

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 extern bool pytm_verbose;
 /*
@@ -25,5 +26,11 @@ void vlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * so that printing it cannot drive a terminal.
  */
 void str_sanitize(char *dst, size_t len, const char *src, size_t srclen);
+/*
+ * Length of the UTF-8 sequence at S (LEN bytes left), 0 if invalid, with
+ * its code point in *CP when CP is not NULL. Encoded surrogates are
+ * accepted, as Python's "surrogatepass" (how pickle writes a str) does.
+ */
+size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
 
 #endif /* __PYTM_UTIL_H */
