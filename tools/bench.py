@@ -72,14 +72,19 @@ if len(sys.argv) > 1 and sys.argv[1] == "--child":
 # The driver.
 
 import argparse  # noqa: E402
-import queue  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The drivers' shared helpers; the child part above must not need them
+# (it runs on other interpreters, before this point).
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from benchlib import (Failed, Lines, end, pyenv_python,  # noqa: E402
+                      python_version, start_tracer, stop_tracer, target_env)
+
+ROOT = os.path.dirname(HERE)
 # Allocations per iteration of trunk(): 2 Item objects, 2 str, 2 temporary
 # ints of str()'s decimal conversion, 2 ints (range's next and i + 1, beyond
 # the small-int cache), 1 list items array; the list object itself comes
@@ -88,70 +93,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOCS_PER_ITERATION = 9
 
 
-def default_python():
-    root = os.environ.get("PYENV_ROOT")
-    if not root:
-        try:
-            root = subprocess.run(["pyenv", "root"], capture_output=True,
-                                  timeout=20).stdout.decode().strip()
-        except (OSError, subprocess.SubprocessError):
-            root = ""
-    root = root or os.path.expanduser("~/.pyenv")
-    return os.path.join(root, "versions", "3.11.7", "bin", "python3.11")
-
-
-class Lines(threading.Thread):
-    def __init__(self, pipe):
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.q = queue.Queue()
-        self.all = []
-        self.start()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.all.append(line)
-            self.q.put(line)
-        self.q.put(None)
-
-    def wait_for(self, prefix, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("timeout waiting for %r" % prefix)
-            try:
-                line = self.q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError("stream ended before %r (got %r)"
-                                   % (prefix, self.all[-5:]))
-            if line.startswith(prefix):
-                return line
-
-
-def end(proc):
-    """End a process we started, by pid."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class Failed(Exception):
-    pass
-
-
 def one_run(args, mode, frames):
     """Returns (elapsed seconds, extra info dict)."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    env.pop("PYTHONTRACEMALLOC", None)
     cmd = [args.python, os.path.abspath(__file__), "--child",
            "tracemalloc" if mode == "tracemalloc" else "plain",
            str(frames), str(args.iterations)]
@@ -159,38 +102,22 @@ def one_run(args, mode, frames):
     info = {}
     try:
         target = subprocess.Popen(cmd, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, env=env)
+                                  stdout=subprocess.PIPE, env=target_env())
         out = Lines(target.stdout)
         pid = int(out.wait_for("ready", 30).split()[1])
         if mode == "pytm-bpf":
             t0 = time.monotonic()
-            tracer = subprocess.Popen(
-                [args.pytm, "-p", str(pid), "--frames", str(frames)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE)
-            terr = Lines(tracer.stderr)
-            tout = Lines(tracer.stdout)
-            try:
-                terr.wait_for("pytm-bpf: tracing", 120)
-            except RuntimeError:
-                tracer.wait(timeout=30)
-                raise Failed("pytm-bpf (rc=%s): %s" % (
-                    tracer.returncode, " | ".join(terr.all[-3:])))
+            tracer, tout, terr, _ = start_tracer(
+                [args.pytm, "-p", str(pid), "--frames", str(frames)], 120)
             info["attach"] = time.monotonic() - t0
         target.stdin.write(b"go\n")
         target.stdin.flush()
         elapsed = float(out.wait_for("elapsed", args.timeout).split()[1])
         if tracer is not None:
-            tracer.send_signal(signal.SIGINT)
-            rc = tracer.wait(timeout=300)
-            tout.join(timeout=30)
-            terr.join(timeout=30)
+            stop_tracer(tracer, tout, terr)
             report = tout.all
             tail = report[report.index(""):] if "" in report else []
             info["tail"] = [line for line in tail if line]
-            if rc != 0:
-                raise Failed("pytm-bpf exited %d: %s" % (
-                    rc, " | ".join(terr.all[-3:])))
         target.stdin.write(b"exit\n")
         target.stdin.flush()
         target.wait(timeout=60)
@@ -202,7 +129,7 @@ def one_run(args, mode, frames):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--python", default=default_python(),
+    ap.add_argument("--python", default=pyenv_python("3.11.7"),
                     help="target interpreter (default: pyenv 3.11.7)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=300000)
@@ -212,9 +139,7 @@ def main():
     args = ap.parse_args()
     if not os.access(args.python, os.X_OK):
         sys.exit("bench: no interpreter at %s" % args.python)
-    version = subprocess.run(
-        [args.python, "-c", "import sys; print(sys.version.split()[0])"],
-        capture_output=True, timeout=30).stdout.decode().strip()
+    version = python_version(args.python)
 
     plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
             ("pytm-bpf", 1), ("pytm-bpf", 25)]

@@ -94,15 +94,19 @@ if len(sys.argv) > 1 and sys.argv[1] == "--child":
 # The driver.
 
 import argparse  # noqa: E402
-import queue  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The drivers' shared helpers; the child part above must not need them
+# (it runs on other interpreters, before this point).
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from benchlib import (Failed, Lines, end, pyenv_python,  # noqa: E402
+                      python_version, start_tracer, stop_tracer, target_env)
+
+ROOT = os.path.dirname(HERE)
 DEBIAN = "/usr/bin/python3.11"
 
 # (label, kind, frames, extra pytm-bpf options)
@@ -121,79 +125,8 @@ TARGET_EVENT_VS_EMPTY = 1.5
 TARGET_SLOWDOWN_VS_TM = {1: 0.8, 25: 1.0}
 
 
-def pyenv_python(version):
-    root = os.environ.get("PYENV_ROOT")
-    if not root:
-        try:
-            root = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL,
-                                  timeout=20).stdout.decode().strip()
-        except (OSError, subprocess.SubprocessError):
-            root = ""
-    root = root or os.path.expanduser("~/.pyenv")
-    return os.path.join(root, "versions", version, "bin",
-                        "python" + ".".join(version.split(".")[:2]))
-
-
-class Lines(threading.Thread):
-    """Reads one pipe to its end; hands out lines, keeps them all."""
-
-    def __init__(self, pipe):
-        threading.Thread.__init__(self)
-        self.daemon = True
-        self.pipe = pipe
-        self.q = queue.Queue()
-        self.all = []
-        self.start()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.all.append(line)
-            self.q.put(line)
-        self.q.put(None)
-
-    def wait_for(self, prefix, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Failed("timeout (%ss) waiting for %r" % (timeout,
-                                                              prefix))
-            try:
-                line = self.q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.q.put(None)
-                raise Failed("stream ended before %r (last lines %r)"
-                             % (prefix, self.all[-3:]))
-            if line.startswith(prefix):
-                return line
-
-
-class Failed(Exception):
-    pass
-
-
-def end(proc):
-    """End one process we started, by pid; reap it."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 def one_run(args, python, kind, frames, extra):
     """Returns a dict: elapsed, and for pytm-bpf runs events, lost, line."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    for k in ("PYTHONTRACEMALLOC", "PYTHONMALLOC", "PYTHONSTARTUP",
-              "PYTHONPATH"):
-        env.pop(k, None)
     cmd = [python, os.path.abspath(__file__), "--child",
            "tracemalloc" if kind == "tracemalloc" else "none",
            str(frames or 1), str(args.iterations)]
@@ -201,40 +134,19 @@ def one_run(args, python, kind, frames, extra):
     res = {}
     try:
         target = subprocess.Popen(cmd, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, env=env)
+                                  stdout=subprocess.PIPE, env=target_env())
         out = Lines(target.stdout)
         pid = int(out.wait_for("ready", 60).split()[1])
         if kind == "pytm":
-            tracer = subprocess.Popen(
+            tracer, tout, terr, res["line"] = start_tracer(
                 [args.pytm, "-p", str(pid), "--frames", str(frames)] + extra,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE)
-            terr = Lines(tracer.stderr)
-            tout = Lines(tracer.stdout)
-            try:
-                res["line"] = terr.wait_for("pytm-bpf: tracing", 120)
-            except Failed:
-                try:
-                    tracer.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-                raise Failed("pytm-bpf (rc=%s): %s" % (
-                    tracer.returncode, " | ".join(terr.all[-3:])))
+                120)
         target.stdin.write(b"go\n")
         target.stdin.flush()
         res["elapsed"] = float(out.wait_for("elapsed",
                                             args.timeout).split()[1])
         if tracer is not None:
-            tracer.send_signal(signal.SIGINT)
-            try:
-                rc = tracer.wait(timeout=300)
-            except subprocess.TimeoutExpired:
-                raise Failed("pytm-bpf did not stop within 300s")
-            tout.join(timeout=30)
-            terr.join(timeout=30)
-            if rc != 0:
-                raise Failed("pytm-bpf exited %d: %s" % (
-                    rc, " | ".join(terr.all[-3:])))
+            stop_tracer(tracer, tout, terr)
             report = "\n".join(tout.all)
             m = re.search(r"; (\d+) allocator events", report)
             if not m:
@@ -261,15 +173,6 @@ def has_bench_empty(pytm):
     except (OSError, subprocess.SubprocessError):
         return False
     return p.returncode == 0
-
-
-def version_of(python):
-    try:
-        return subprocess.run(
-            [python, "-c", "import sys; print(sys.version.split()[0])"],
-            stdout=subprocess.PIPE, timeout=30).stdout.decode().strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def median(xs):
@@ -435,7 +338,7 @@ def main():
     status = 0
     figs = []
     for python in pythons:
-        version = version_of(python)
+        version = python_version(python)
         print()
         print("-- running on %s (Python %s)" % (python, version))
         results, failures = bench_one(args, python, plan)

@@ -27,7 +27,6 @@ Exit status 1 if pytm-bpf fails or a target misbehaves.
 import argparse
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -35,7 +34,13 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from benchlib import (Failed, Lines, end, pyenv_python,  # noqa: E402
+                      start_tracer, target_env)
+
+ROOT = os.path.dirname(HERE)
 WORKLOAD = os.path.join(ROOT, "tests", "workloads", "all_steady.py")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -118,62 +123,9 @@ def fmt_bytes(n):
 # --------------------------------------------------------------------------
 # Processes.
 
-class Lines(threading.Thread):
-    """Reads a pipe; keeps every line, hands them out in order."""
-
-    def __init__(self, pipe):
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.q = queue.Queue()
-        self.all = []
-        self.start()
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.all.append(line)
-            self.q.put(line)
-        self.q.put(None)
-
-    def wait_for(self, prefix, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("timeout (%ss) waiting for %r; last lines "
-                                   "%r" % (timeout, prefix, self.all[-5:]))
-            try:
-                line = self.q.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            if line is None:
-                self.q.put(None)
-                raise RuntimeError("stream ended before %r (last lines %r)"
-                                   % (prefix, self.all[-5:]))
-            if line.startswith(prefix):
-                return line
-
-
-def end(proc):
-    """End one process we started, by pid."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.terminate()
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
-
-
 class Target(object):
     def __init__(self, python, args):
-        env = dict(os.environ, PYTHONHASHSEED="0", PYTHONUNBUFFERED="1",
-                   PYTHONDONTWRITEBYTECODE="1")
-        for k in ("PYTHONTRACEMALLOC", "PYTHONSTARTUP", "PYTHONPATH"):
-            env.pop(k, None)
+        env = target_env(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         self.proc = subprocess.Popen(
             [python, WORKLOAD] + [str(a) for a in args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -274,15 +226,7 @@ def traced_phase(args):
         for p in pids:
             cmd += ["-p", str(p)]
         t_start = time.monotonic()
-        tracer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        tout, terr = Lines(tracer.stdout), Lines(tracer.stderr)
-        try:
-            terr.wait_for("pytm-bpf: tracing", 300)
-        except RuntimeError as e:
-            raise RuntimeError("pytm-bpf did not start: %s; stderr %r"
-                               % (e, terr.all[-5:]))
+        tracer, tout, terr, _ = start_tracer(cmd, 300)
         res["attach"] = time.monotonic() - t_start
         res["cpu_attach"] = proc_cpu_seconds(tracer.pid)
         res["maps"] = tracer_maps(tracer.pid)
@@ -352,7 +296,7 @@ def main():
                     os.path.join(ROOT, "pytm-bpf"))
     args = ap.parse_args()
     if args.python is None:
-        args.python = default_python()
+        args.python = pyenv_python("3.11.7")
     for path, what in ((args.python, "interpreter"), (args.pytm, "pytm-bpf")):
         if not os.access(path, os.X_OK):
             sys.exit("bench_procs: %s not found: %s" % (what, path))
@@ -370,7 +314,7 @@ def main():
     try:
         u_iter, u_sec, u_cpu = untraced_phase(args)
         r = traced_phase(args)
-    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+    except (Failed, RuntimeError, subprocess.SubprocessError, OSError) as e:
         print("bench_procs: FAILED: %s" % e)
         return 1
 
@@ -422,19 +366,6 @@ def main():
         print("pytm-bpf exited %d; stderr: %s" % (r["rc"],
                                                   " | ".join(r["stderr"])))
     return 0 if r["rc"] == 0 and not missing else 1
-
-
-def default_python():
-    root = os.environ.get("PYENV_ROOT")
-    if not root:
-        try:
-            root = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL,
-                                  timeout=20).stdout.decode().strip()
-        except (OSError, subprocess.SubprocessError):
-            root = ""
-    root = root or os.path.expanduser("~/.pyenv")
-    return os.path.join(root, "versions", "3.11.7", "bin", "python3.11")
 
 
 if __name__ == "__main__":
