@@ -98,10 +98,17 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-/* One allocator call in progress on a thread, from entry to return. */
+/*
+ * One allocator call in progress on a thread, from entry to return, with
+ * the stack pointer at its entry (pointing at its return address): a
+ * return matches its own entry, and an entry whose return went unseen (a
+ * call that began while the probes were being attached) is recognized as
+ * ended as soon as the thread runs at or above its stack level again.
+ */
 struct call {
 	__u64 ptr;
 	__u64 size;
+	__u64 sp;
 };
 
 /* Per thread: the cached thread state and the calls in progress. */
@@ -520,27 +527,94 @@ static __always_inline struct pytm_proc *this_proc(__u32 *pid)
 	return bpf_map_lookup_elem(&procs, pid);
 }
 
+/*
+ * The stash is indexed with constants only (unrolled loops): the verifier
+ * cannot bound an index read back from map memory.
+ */
+
+/* Drop calls at stack level SP or below: they have returned unseen. */
+static __always_inline __u32 stash_heal(struct task_ctx *t, __u64 sp)
+{
+	__u32 d = t->depth;
+	int i;
+
+	if (d > PYTM_STASH_DEPTH)
+		d = PYTM_STASH_DEPTH;
+#pragma unroll
+	for (i = PYTM_STASH_DEPTH - 1; i >= 0; i--) {
+		if ((__u32)i >= d)
+			continue;
+		if (t->calls[i].sp > sp)
+			break;
+		d = i;
+	}
+	t->depth = d;
+	return d;
+}
+
+/* A call begins with its return address at SP. */
+static __always_inline void stash_push(struct pytm_proc *p, struct task_ctx *t,
+				       __u64 sp, __u64 ptr, __u64 size)
+{
+	__u32 d = stash_heal(t, sp);
+	int i;
+
+	if (d >= PYTM_STASH_DEPTH) {
+		count_lost(p, PYTM_LOST_STASH);
+		return;
+	}
+#pragma unroll
+	for (i = 0; i < PYTM_STASH_DEPTH; i++) {
+		if ((__u32)i != d)
+			continue;
+		t->calls[i].ptr = ptr;
+		t->calls[i].size = size;
+		t->calls[i].sp = sp;
+	}
+	t->depth = d + 1;
+}
+
+/*
+ * The call whose entry had SP returns: pop it into *C (false if its entry
+ * went unseen). *OUTER tells whether a call of ours is still in progress
+ * above it, i.e. whether this one is nested.
+ */
+static __always_inline bool stash_pop(struct task_ctx *t, __u64 sp, struct call *c,
+				      bool *outer)
+{
+	__u32 d = stash_heal(t, sp - 1);
+	bool found = false;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < PYTM_STASH_DEPTH; i++) {
+		if ((__u32)i + 1 != d || t->calls[i].sp != sp)
+			continue;
+		*c = t->calls[i];
+		d = i;
+		t->depth = d;
+		found = true;
+	}
+	*outer = d > 0;
+	return found;
+}
+
 /* Entry of malloc/calloc/realloc: remember the arguments until return. */
-static __always_inline int call_enter(__u64 ptr, __u64 size)
+static __always_inline int call_enter(struct pt_regs *ctx, __u64 ptr, __u64 size)
 {
 	struct pytm_proc *p;
 	struct task_ctx *t;
-	__u32 pid, d;
+	__u32 pid;
 
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
 	t = task_ctx();
-	if (!t)
+	if (!t) {
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
 		return 0;
-	d = t->depth;
-	if (d < PYTM_STASH_DEPTH) {
-		t->calls[d].ptr = ptr;
-		t->calls[d].size = size;
-	} else {
-		count_lost(p, PYTM_LOST_STASH);
 	}
-	t->depth = d + 1;
+	stash_push(p, t, PT_REGS_SP(ctx), ptr, size);
 	return 0;
 }
 
@@ -549,37 +623,37 @@ static __always_inline int call_enter(__u64 ptr, __u64 size)
  * call records: an allocator call made inside another (pymalloc falling
  * back to the raw allocator, arena bookkeeping) is reentrant.
  */
-static __always_inline int call_return(int kind, __u64 ret)
+static __always_inline int call_return(struct pt_regs *ctx, int kind, __u64 ret)
 {
 	struct pytm_proc *p;
 	struct pytm_block_key key;
 	struct task_ctx *t;
 	struct call c;
-	__u32 pid, d;
+	bool outer;
+	__u32 pid;
 
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
 	t = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
-	if (!t || !t->depth)
+	if (!t)
 		return 0;
-	d = --t->depth;
-	if (d >= PYTM_STASH_DEPTH)
+	/* The return address is popped: the entry saw the stack 8 bytes lower. */
+	if (!stash_pop(t, PT_REGS_SP(ctx) - 8, &c, &outer))
 		return 0;
-	c = t->calls[d];
 	p->nevents++;	/* a statistic: a rare lost increment is fine */
 	if (!ret)
 		return 0;
 
 	if (kind == PYTM_REALLOC) {
-		if (d > 0) {
+		if (outer) {
 			if (c.ptr)
 				remove_trace(p, pid, 0, c.ptr);
 			return 0;
 		}
 		if (c.ptr && c.ptr != ret)
 			remove_trace(p, pid, 0, c.ptr);
-	} else if (d > 0) {
+	} else if (outer) {
 		return 0;
 	}
 	key.pid = pid;
@@ -620,8 +694,10 @@ static __always_inline int on_free(__u64 ptr)
  * default allocators an inner call returns the outer call's block, so the
  * outer one just rewrites it; over other hooks, entry sites count nesting.
  */
-static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool realloc)
+static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 old,
+					  __u64 size, bool realloc)
 {
+	struct call c;
 	struct pytm_block_key key;
 	struct pytm_proc *p;
 	struct task_ctx *t;
@@ -643,10 +719,8 @@ static __always_inline int injected_alloc(__u64 ret, __u64 old, __u64 size, bool
 	 * another address than the outer one: as in tracemalloc, only the
 	 * outermost call records; an inner realloc only drops the old block.
 	 */
-	if (p->track_depth && t->depth) {
-		t->depth--;
-		nested = t->depth > 0;
-	}
+	if (p->track_depth)	/* the site sees the stack as its entry site did */
+		stash_pop(t, PT_REGS_SP(ctx), &c, &nested);
 	if (!ret)
 		return 0;
 	if (realloc && old && (old != ret || nested))
@@ -672,8 +746,11 @@ int BPF_KPROBE(site_enter)
 	if (!p || !p->track_depth)
 		return 0;
 	t = task_ctx();
-	if (t && t->depth < 64)
-		t->depth++;
+	if (!t) {
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
+		return 0;
+	}
+	stash_push(p, t, PT_REGS_SP(ctx), 0, 0);
 	return 0;
 }
 
@@ -683,7 +760,7 @@ int BPF_KPROBE(site_malloc)
 {
 	if (empty_probe)
 		return 0;
-	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx), false);
+	return injected_alloc(ctx, PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx), false);
 }
 
 /* Site after calloc: rax = block, rsi = nelem, rdx = elsize. */
@@ -692,7 +769,7 @@ int BPF_KPROBE(site_calloc)
 {
 	if (empty_probe)
 		return 0;
-	return injected_alloc(PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), false);
+	return injected_alloc(ctx, PT_REGS_RC(ctx), 0, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), false);
 }
 
 /* Site after realloc: rax = new block, rsi = old block, rdx = size. */
@@ -701,7 +778,7 @@ int BPF_KPROBE(site_realloc)
 {
 	if (empty_probe)
 		return 0;
-	return injected_alloc(PT_REGS_RC(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), true);
+	return injected_alloc(ctx, PT_REGS_RC(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), true);
 }
 
 /* Site before free: rsi = block. */
@@ -717,39 +794,39 @@ int BPF_KPROBE(site_free)
 SEC("uprobe")
 int BPF_KPROBE(malloc_enter, void *actx, __u64 size)
 {
-	return call_enter(0, size);
+	return call_enter(ctx, 0, size);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(malloc_return, void *ret)
 {
-	return call_return(PYTM_MALLOC, (__u64)ret);
+	return call_return(ctx, PYTM_MALLOC, (__u64)ret);
 }
 
 /* void *calloc(void *actx, size_t nelem, size_t elsize) */
 SEC("uprobe")
 int BPF_KPROBE(calloc_enter, void *actx, __u64 nelem, __u64 elsize)
 {
-	return call_enter(0, nelem * elsize);
+	return call_enter(ctx, 0, nelem * elsize);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(calloc_return, void *ret)
 {
-	return call_return(PYTM_CALLOC, (__u64)ret);
+	return call_return(ctx, PYTM_CALLOC, (__u64)ret);
 }
 
 /* void *realloc(void *actx, void *ptr, size_t new_size) */
 SEC("uprobe")
 int BPF_KPROBE(realloc_enter, void *actx, void *ptr, __u64 size)
 {
-	return call_enter((__u64)ptr, size);
+	return call_enter(ctx, (__u64)ptr, size);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(realloc_return, void *ret)
 {
-	return call_return(PYTM_REALLOC, (__u64)ret);
+	return call_return(ctx, PYTM_REALLOC, (__u64)ret);
 }
 
 /* void free(void *actx, void *ptr) */

@@ -498,11 +498,12 @@ class TracedRun(object):
 
 
 def run_traced(procs, python, workload, tool_args, wl_args=(), out=None,
-               sig=signal.SIGINT):
-    """Start the workload, attach pytm-bpf, send "go", wait for "done",
-    stop pytm-bpf with sig, tell the workload to exit. Returns a TracedRun."""
+               sig=signal.SIGINT, env=None):
+    """Start the workload (with env added to its environment), attach
+    pytm-bpf, send "go", wait for "done", stop pytm-bpf with sig, tell the
+    workload to exit. Returns a TracedRun."""
     run = TracedRun()
-    tgt = procs.target(python, workload, wl_args)
+    tgt = procs.target(python, workload, wl_args, env=env)
     tgt.expect("ready", timeout=T_START)
     args = ["-p", tgt.pid] + list(tool_args)
     if out:
@@ -520,11 +521,12 @@ def run_traced(procs, python, workload, tool_args, wl_args=(), out=None,
     return run
 
 
-def run_reference(procs, python, workload, frames, dump, wl_args=()):
+def run_reference(procs, python, workload, frames, dump, wl_args=(),
+                  env=None):
     """The same workload with in-process tracemalloc only (no pytm-bpf)."""
     tgt = procs.target(python, workload,
                        list(wl_args) + ["--tracemalloc", frames,
-                                        "--dump", dump])
+                                        "--dump", dump], env=env)
     tgt.expect("ready", timeout=T_START)
     tgt.send("go")
     tgt.expect("done", timeout=T_WORK)

@@ -57,45 +57,6 @@ def interpreter(key):
 # --------------------------------------------------------------------------
 # Helpers (conftest's run_traced / run_reference take no environment).
 
-def run_traced_env(procs, python, workload, tool_args, wl_args=(), out=None,
-                   env=None):
-    """conftest.run_traced with an environment for the workload."""
-    if env is None:
-        return run_traced(procs, python, workload, tool_args, wl_args, out)
-    run = TracedRun()
-    tgt = procs.target(python, workload, wl_args, env=env)
-    tgt.expect("ready", timeout=T_START)
-    args = ["-p", tgt.pid] + list(tool_args)
-    if out:
-        args += ["-o", out]
-        run.snapshot = out
-    tr = procs.tracer(args)
-    tr.wait_tracing()
-    run.attach_seconds = tr.attach_seconds
-    tgt.send("go")
-    tgt.expect("done", timeout=T_WORK)
-    run.rc, run.stdout, run.stderr = tr.stop(signal.SIGINT)
-    tgt.send("exit")
-    run.target_rc = tgt.wait(timeout=T_WORK)
-    run.target_stderr = tgt.err.text()
-    return run
-
-
-def run_reference_env(procs, python, workload, frames, dump, env=None):
-    """conftest.run_reference with an environment for the workload."""
-    if env is None:
-        return run_reference(procs, python, workload, frames, dump)
-    tgt = procs.target(python, workload,
-                       ["--tracemalloc", frames, "--dump", dump], env=env)
-    tgt.expect("ready", timeout=T_START)
-    tgt.send("go")
-    tgt.expect("done", timeout=T_WORK)
-    tgt.send("exit")
-    rc = tgt.wait(timeout=T_WORK)
-    assert rc == 0, "reference run failed: %r" % tgt.err.text()
-    return dump
-
-
 def tracing_line(stderr):
     for line in stderr.splitlines():
         if line.startswith(b"pytm-bpf: tracing"):
@@ -125,13 +86,13 @@ def ground_truth(procs, tmp_path, python, workload, frames, form,
     ref = str(tmp_path / "ref.pickle")
     tool_args = ["--frames", frames] + list(tool_extra)
     if form == "with_tracemalloc":
-        run = run_traced_env(procs, python, workload, tool_args, out=ours,
-                             wl_args=["--tracemalloc", frames, "--dump", ref],
-                             env=env)
+        run = run_traced(procs, python, workload, tool_args, out=ours,
+                         wl_args=["--tracemalloc", frames, "--dump", ref],
+                         env=env)
     else:
-        run_reference_env(procs, python, workload, frames, ref, env=env)
-        run = run_traced_env(procs, python, workload, tool_args, out=ours,
-                             env=env)
+        run_reference(procs, python, workload, frames, ref, env=env)
+        run = run_traced(procs, python, workload, tool_args, out=ours,
+                         env=env)
     check_run(run)
     assert os.path.isfile(ref), "no reference snapshot"
     fig, summary = agreement(python, ours, ref, workload)
@@ -470,6 +431,66 @@ def test_sigkill_then_reattach(procs, tmp_path, key, frames):
     fig, summary = agreement(python, ours, ref, workload)
     check_agreement("%s, re-attach after SIGKILL, page reused, --frames %d"
                     % (key, frames), run, fig, summary)
+
+
+# --------------------------------------------------------------------------
+# 4b. Attached while threads allocate: a call entered while the probes went
+# in and whose return went unseen must not make that thread's later calls
+# look nested. Plain probes (entry + return probe per function) under
+# PYTHONMALLOC=malloc, where they see every call, and injected mode over a
+# hook layer (pymalloc_debug: entry sites count nesting).
+
+BUSY_MODES = {
+    "plain-malloc": (["--no-inject"], {"PYTHONMALLOC": "malloc"}),
+    "injected-debug": ([], {"PYTHONMALLOC": "pymalloc_debug"}),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(BUSY_MODES))
+@pytest.mark.parametrize("key", ["3.11.7", "debian"])
+def test_attach_while_allocating(procs, tmp_path, key, mode):
+    python = interpreter(key)
+    extra, env = BUSY_MODES[mode]
+    if key == "debian" and "--no-inject" in extra:
+        pytest.skip("plain probes miss Debian's inlined allocator (shown by "
+                    "test_plain_mode_misses_inlined_debian)")
+    workload = "gt_single.py"           # what gt_busy.py's thread runs
+    ours = str(tmp_path / "ours.pickle")
+    ref = str(tmp_path / "ref.pickle")
+    frames = 25
+
+    rtgt = procs.target(python, "gt_busy.py",
+                        ["--tracemalloc", frames, "--dump", ref], env=env)
+    rtgt.expect("ready", timeout=T_START)
+    rtgt.send("go")
+    rtgt.expect("busy", timeout=T_WORK)
+    rtgt.send("go2")
+    rtgt.expect("done", timeout=T_WORK)
+    rtgt.send("exit")
+    assert rtgt.wait(timeout=T_WORK) == 0, rtgt.err.text()
+
+    run = TracedRun()
+    tgt = procs.target(python, "gt_busy.py", env=env)
+    tgt.expect("ready", timeout=T_START)
+    tgt.send("go")
+    tgt.expect("busy", timeout=T_WORK)
+    tracer = procs.tracer(["-p", tgt.pid, "--frames", frames, "-o", ours]
+                          + extra)
+    tracer.wait_tracing()
+    run.attach_seconds = tracer.attach_seconds
+    time.sleep(0.3)                     # churn on under the probes
+    tgt.send("go2")
+    tgt.expect("done", timeout=T_WORK)
+    run.rc, run.stdout, run.stderr = tracer.stop(signal.SIGINT)
+    tgt.send("exit")
+    run.target_rc = tgt.wait(timeout=T_WORK)
+    run.target_stderr = tgt.err.text()
+    run.snapshot = ours
+    check_run(run)
+    assert "Lost events: none" in run.report_tail(), run.describe()
+    fig, summary = agreement(python, ours, ref, workload)
+    check_agreement("%s, %s (%s), attached while two threads allocate"
+                    % (key, mode, env["PYTHONMALLOC"]), run, fig, summary)
 
 
 # --------------------------------------------------------------------------

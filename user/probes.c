@@ -276,9 +276,13 @@ static int attach_plain(struct probes *pr, struct pytm_bpf *skel, const struct t
 			if (target__mapping(t, addr) &&
 			    !strcmp(target__mapping(t, addr)->path ?: "", t->pymod))
 				check_plain_coverage(t, addr, what);
-			err = attach_one(pr, enter[k], t, addr, false, what);
-			if (!err && ret[k])
-				err = attach_one(pr, ret[k], t, addr, true, what);
+			/*
+			 * Return probe first: a call entered while only the
+			 * entry probe was live would never be seen returning.
+			 */
+			err = ret[k] ? attach_one(pr, ret[k], t, addr, true, what) : 0;
+			if (!err)
+				err = attach_one(pr, enter[k], t, addr, false, what);
 			if (err)
 				return err;
 			pr->nfuncs++;
@@ -307,6 +311,28 @@ static int claim_target(pid_t pid)
 	return fd;
 }
 
+/* A uprobe on the trampoline page at file offset OFF. */
+static int attach_site(struct probes *pr, struct bpf_program *prog, uint64_t off,
+		       int d, int k, const char *which)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
+	const struct target *t = pr->target;
+	struct bpf_link *link;
+	int err;
+
+	if (pr->nlinks >= PROBES_MAX)
+		return -E2BIG;
+	link = bpf_program__attach_uprobe_opts(prog, t->pid, redirect__path(&pr->rd), off, &opts);
+	if (!link) {
+		err = -errno;
+		warn("cannot attach a uprobe to the %s %s trampoline%s: %s",
+		     domain_names[d], kinds[k], which, strerror(-err));
+		return err;
+	}
+	pr->links[pr->nlinks++] = link;
+	return 0;
+}
+
 /* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
 static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
 			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3])
@@ -315,8 +341,6 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		skel->progs.site_malloc, skel->progs.site_calloc,
 		skel->progs.site_realloc, skel->progs.site_free,
 	};
-	LIBBPF_OPTS(bpf_uprobe_opts, opts);
-	struct bpf_link *link;
 	int d, k, err;
 
 	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs);
@@ -330,36 +354,20 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	for (d = 0; d < 3; d++)
 		if (funcs[d][0])
 			pr->track_depth = true;
-	for (d = 0; pr->track_depth && d < REDIRECT_DOMAINS; d++) {
-		for (k = 0; k < REDIRECT_KINDS - 1; k++) {
-			if (pr->nlinks >= PROBES_MAX)
-				return -E2BIG;
-			link = bpf_program__attach_uprobe_opts(skel->progs.site_enter, t->pid,
-					redirect__path(&pr->rd), redirect__entry_site(&pr->rd, d, k), &opts);
-			if (!link) {
-				err = -errno;
-				warn("cannot attach a uprobe to the %s %s trampoline entry: %s",
-				     domain_names[d], kinds[k], strerror(-err));
+	for (d = 0; d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			if ((err = attach_site(pr, site[k], redirect__site(&pr->rd, d, k), d, k, "")))
 				return err;
-			}
-			pr->links[pr->nlinks++] = link;
-		}
-	}
-	for (d = 0; d < REDIRECT_DOMAINS; d++) {
-		for (k = 0; k < REDIRECT_KINDS; k++) {
-			if (pr->nlinks >= PROBES_MAX)
-				return -E2BIG;
-			link = bpf_program__attach_uprobe_opts(site[k], t->pid,
-					redirect__path(&pr->rd), redirect__site(&pr->rd, d, k), &opts);
-			if (!link) {
-				err = -errno;
-				warn("cannot attach a uprobe to the %s %s trampoline: %s",
-				     domain_names[d], kinds[k], strerror(-err));
+	/*
+	 * Entry sites after the exit sites: tables left redirected by a tracer
+	 * that died send calls through the page already, and an entry counted
+	 * without its exit would make later calls look nested.
+	 */
+	for (d = 0; pr->track_depth && d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS - 1; k++)
+			if ((err = attach_site(pr, skel->progs.site_enter,
+					       redirect__entry_site(&pr->rd, d, k), d, k, " entry")))
 				return err;
-			}
-			pr->links[pr->nlinks++] = link;
-		}
-	}
 	/* Only now that every site is probed: no event goes unseen. */
 	err = redirect__swap(&pr->rd, t);
 	if (err)
