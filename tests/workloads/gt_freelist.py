@@ -7,7 +7,6 @@ a block to the line that creates the new object (_Py_NewReference calls
 _PyTraceMalloc_NewReference while tracing), so the kept tuples belong to
 the second line. Protocol: see wlproto.py."""
 
-import sys
 
 import wlproto
 
@@ -29,12 +28,5 @@ def work():
     KEEP.append(reuse_tuples(N))
 
 
-def main():
-    opts = wlproto.Options(sys.argv[1:])
-    wlproto.begin(opts)
-    work()
-    wlproto.finish(opts)
-
-
 if __name__ == "__main__":
-    main()
+    wlproto.main(work)

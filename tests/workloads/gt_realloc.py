@@ -6,7 +6,6 @@ pymalloc's size classes. tracemalloc moves the trace of a resized block to
 the line of the resize, whether the block moved or not. Protocol: see
 wlproto.py."""
 
-import sys
 
 import wlproto
 
@@ -53,12 +52,5 @@ def work():
     KEEP.extend([a, b, c, d])
 
 
-def main():
-    opts = wlproto.Options(sys.argv[1:])
-    wlproto.begin(opts)
-    work()
-    wlproto.finish(opts)
-
-
 if __name__ == "__main__":
-    main()
+    wlproto.main(work)

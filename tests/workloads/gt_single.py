@@ -6,7 +6,6 @@ in globals, frees some, grows lists/bytearrays/dicts (realloc), recurses
 deeper than 25 frames, allocates from a generator, a closure, a comprehension
 and an exception handler. Protocol: see wlproto.py."""
 
-import sys
 
 import wlproto
 
@@ -170,12 +169,5 @@ def work():
     phase_churn()
 
 
-def main():
-    opts = wlproto.Options(sys.argv[1:])
-    wlproto.begin(opts)
-    work()
-    wlproto.finish(opts)
-
-
 if __name__ == "__main__":
-    main()
+    wlproto.main(work)

@@ -14,7 +14,6 @@ reuses whose freed memory cannot move bytes between tracebacks from one run
 to the next. Protocol: see wlproto.py."""
 
 import ctypes
-import sys
 import threading
 
 import wlproto
@@ -186,12 +185,5 @@ def work():
         t.join()
 
 
-def main():
-    opts = wlproto.Options(sys.argv[1:])
-    wlproto.begin(opts)
-    work()
-    wlproto.finish(opts)
-
-
 if __name__ == "__main__":
-    main()
+    wlproto.main(work)

@@ -70,3 +70,11 @@ def finish(opts):
         del snap
     emit("done")
     expect("exit")
+
+
+def main(work):
+    """A workload's whole run: options, "go", work(), snapshot, "exit"."""
+    opts = Options(sys.argv[1:])
+    begin(opts)
+    work()
+    finish(opts)
