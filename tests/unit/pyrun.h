@@ -188,4 +188,23 @@ static inline void py_env(void)
 	unsetenv("PYTHONSTARTUP");
 }
 
+/* A fresh directory for one test program's files, and paths inside it. */
+static char tmpdir[64];
+
+static inline bool make_tmpdir(const char *name)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/pytm-test-%s-XXXXXX", name);
+	return mkdtemp(tmpdir) != NULL;
+}
+
+static inline char *tpath(const char *name)
+{
+	static char buf[8][512];
+	static int i;
+
+	i = (i + 1) % 8;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", tmpdir, name);
+	return buf[i];
+}
+
 #endif /* __PYTM_PYRUN_H */

@@ -21,18 +21,6 @@
 #include "report.h"
 #include "snapshot.h"
 
-static char tmpdir[] = "/tmp/pytm-test-report-XXXXXX";
-
-static char *tpath(const char *name)
-{
-	static char buf[8][512];
-	static int i;
-
-	i = (i + 1) % 8;
-	snprintf(buf[i], sizeof(buf[i]), "%s/%s", tmpdir, name);
-	return buf[i];
-}
-
 /* ---------------- the Python side ---------------- */
 
 static const char report_py[] =
@@ -1076,7 +1064,7 @@ int main(void)
 	char py[512];
 
 	py_env();
-	if (!mkdtemp(tmpdir)) {
+	if (!make_tmpdir("report")) {
 		CHECK(0, "mkdtemp");
 		return unit_done("report");
 	}

@@ -20,18 +20,6 @@
 #include "pyrun.h"
 #include "snapshot.h"
 
-static char tmpdir[] = "/tmp/pytm-test-snapshot-XXXXXX";
-
-static char *tpath(const char *name)
-{
-	static char buf[8][512];
-	static int i;
-
-	i = (i + 1) % 8;
-	snprintf(buf[i], sizeof(buf[i]), "%s/%s", tmpdir, name);
-	return buf[i];
-}
-
 /* ---- what Python sees: the canonical text both sides print ---- */
 
 static const char canon_py[] =
@@ -735,7 +723,7 @@ int main(void)
 	char py[512];
 
 	py_env();
-	if (!mkdtemp(tmpdir)) {
+	if (!make_tmpdir("snapshot")) {
 		CHECK(0, "mkdtemp");
 		return unit_done("snapshot");
 	}
