@@ -180,9 +180,11 @@ REPORT_LOST = re.compile(r"^Lost events:(.*)$")
 REPORT_HEADER = re.compile(r"^== pid (\d+)")
 
 
-def report_figures(stdout_lines):
-    """{pid: (events, lost text)} from the per-process reports."""
-    figs, pid, events = {}, None, None
+def report_figures(stdout_lines, pids):
+    """{pid: (events, lost text)} from the per-process reports. A lone
+    target's report has no "== pid" header (it reads as tracemalloc's)."""
+    figs, events = {}, None
+    pid = pids[0] if len(pids) == 1 else None
     for line in stdout_lines:
         m = REPORT_HEADER.match(line)
         if m:
@@ -273,7 +275,7 @@ def traced_phase(args):
         terr.join(timeout=30)
         res["rc"] = tracer.returncode
         res["stderr"] = terr.all
-        res["figures"] = report_figures(tout.all)
+        res["figures"] = report_figures(tout.all, pids)
         res["pids"] = pids
         finish_targets(targets)
         return res
