@@ -502,19 +502,25 @@ def run_traced(procs, python, workload, tool_args, wl_args=(), out=None,
     """Start the workload (with env added to its environment), attach
     pytm-bpf, send "go", wait for "done", stop pytm-bpf with sig, tell the
     workload to exit. Returns a TracedRun."""
-    run = TracedRun()
     tgt = procs.target(python, workload, wl_args, env=env)
     tgt.expect("ready", timeout=T_START)
     args = ["-p", tgt.pid] + list(tool_args)
     if out:
         args += ["-o", out]
-        run.snapshot = out
     tr = procs.tracer(args)
     tr.wait_tracing()
-    run.attach_seconds = tr.attach_seconds
-    tgt.send("go")
+    return finish_traced(tr, tgt, out, sig=sig)
+
+
+def finish_traced(tracer, tgt, out, go="go", sig=signal.SIGINT):
+    """With tracer attached to tgt: send go, wait for "done", stop the
+    tracer with sig, tell the workload to exit. Returns a TracedRun."""
+    run = TracedRun()
+    run.attach_seconds = tracer.attach_seconds
+    run.snapshot = out
+    tgt.send(go)
     tgt.expect("done", timeout=T_WORK)
-    run.rc, run.stdout, run.stderr = tr.stop(sig)
+    run.rc, run.stdout, run.stderr = tracer.stop(sig)
     tgt.send("exit")
     run.target_rc = tgt.wait(timeout=T_WORK)
     run.target_stderr = tgt.err.text()

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (T_START, T_STOP, T_WORK, TracedRun, agreement,
-                      batch_result, check_agreement, check_run, isolated,
+from conftest import (T_START, T_STOP, T_WORK, agreement, batch_result,
+                      check_agreement, check_run, finish_traced, isolated,
                       snaptool, snaptool_raw, top_block)
 
 
@@ -116,17 +116,9 @@ def reattach_run(procs, python, outdir, first_end):
     want = -signal.SIGKILL if first_end == "sigkill" else 0
     assert rc == want, "first pytm-bpf rc=%s %r" % (rc, err)
 
-    run = TracedRun()
     second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours])
     second.wait_tracing()
-    run.attach_seconds = second.attach_seconds
-    tgt.send("go")
-    tgt.expect("done", timeout=T_WORK)
-    run.rc, run.stdout, run.stderr = second.stop(signal.SIGINT)
-    tgt.send("exit")
-    run.target_rc = tgt.wait(timeout=T_WORK)
-    run.target_stderr = tgt.err.text()
-    run.snapshot = ours
+    run = finish_traced(second, tgt, ours)
     check_run(run)
     fig, summary = agreement(python, ours, ref, workload)
     return run, fig, summary

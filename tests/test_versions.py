@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTM, T_CMD, WORKLOADS, pyenv, run_traced
+from conftest import PYTM, T_CMD, pyenv, run_traced
 
 # Runs on 2.7 too: says ready, then blocks until stdin closes.
 IDLE = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"

@@ -13,7 +13,6 @@ objects from STR_LINE (when at least R iterations ran).
     <- "exit"
 """
 
-import os
 import sys
 import time
 
