@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -401,18 +402,99 @@ static int handle_event(void *arg, void *data, size_t size)
 	return 0;
 }
 
+/*
+ * A report must see every code object announced before it was asked for:
+ * the main thread bumps sync.req and kicks the event thread, which drains
+ * the ring buffer and answers with sync.done.
+ */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int kick;			/* eventfd; -1 while no event thread runs */
+	unsigned long req, done;
+	bool over;			/* the event thread has stopped */
+} sync_ev = {
+	.mu = PTHREAD_MUTEX_INITIALIZER,
+	.cv = PTHREAD_COND_INITIALIZER,
+	.kick = -1,
+};
+
+static void sync_answer(unsigned long seq, bool over)
+{
+	pthread_mutex_lock(&sync_ev.mu);
+	if (seq > sync_ev.done)
+		sync_ev.done = seq;
+	sync_ev.over |= over;
+	pthread_cond_broadcast(&sync_ev.cv);
+	pthread_mutex_unlock(&sync_ev.mu);
+}
+
+/* Wait until the events produced so far are handled (at most 2 s). */
+static void events_sync(void)
+{
+	struct timespec until;
+	unsigned long seq;
+	uint64_t one = 1;
+
+	if (sync_ev.kick < 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	pthread_mutex_lock(&sync_ev.mu);
+	seq = ++sync_ev.req;
+	pthread_mutex_unlock(&sync_ev.mu);
+	if (write(sync_ev.kick, &one, sizeof(one)) != sizeof(one))
+		return;
+	pthread_mutex_lock(&sync_ev.mu);
+	while (sync_ev.done < seq && !sync_ev.over)
+		if (pthread_cond_timedwait(&sync_ev.cv, &sync_ev.mu, &until))
+			break;
+	pthread_mutex_unlock(&sync_ev.mu);
+}
+
 static void *event_thread(void *rb)
 {
+	struct pollfd pfd[2] = {
+		{ .fd = ring_buffer__epoll_fd(rb), .events = POLLIN },
+		{ .fd = sync_ev.kick, .events = POLLIN },
+	};
+	unsigned long seq;
+	uint64_t n;
 	int err;
 
 	while (!st.quit) {
-		err = ring_buffer__poll(rb, 100);
+		if (poll(pfd, 2, 100) < 0 && errno != EINTR) {
+			warn("reading events: %s", strerror(errno));
+			break;
+		}
+		if ((pfd[1].revents & POLLIN) && read(sync_ev.kick, &n, sizeof(n)) < 0)
+			n = 0;
+		/* What was asked before this drain is answered by it. */
+		pthread_mutex_lock(&sync_ev.mu);
+		seq = sync_ev.req;
+		pthread_mutex_unlock(&sync_ev.mu);
+		err = ring_buffer__consume(rb);
 		if (err < 0 && err != -EINTR) {
 			warn("reading events: %s", strerror(-err));
 			break;
 		}
+		sync_answer(seq, false);
 	}
+	sync_answer(0, true);
 	return NULL;
+}
+
+/* A snapshot of TR's traces, with every code object announced so far. */
+static struct snapshot *take_snapshot(struct tracee *tr)
+{
+	struct snapshot *s;
+
+	events_sync();
+	/* The event thread adds code objects to the resolver this reads. */
+	pthread_mutex_lock(&st.lock);
+	s = tracee__snapshot(tr, st.skel, env.frames);
+	pthread_mutex_unlock(&st.lock);
+	return s;
 }
 
 static void *detach_thread(void *tr)
@@ -472,10 +554,7 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 	struct snapshot *s;
 	int err = 0;
 
-	/* The event thread adds code objects to the resolver this reads. */
-	pthread_mutex_lock(&st.lock);
-	s = tracee__snapshot(tr, st.skel, env.frames);
-	pthread_mutex_unlock(&st.lock);
+	s = take_snapshot(tr);
 	if (!s) {
 		err = -errno;
 		warn("cannot read the traces of process %d: %s", tr->pid, strerror(-err));
@@ -571,9 +650,7 @@ static void control_command(struct tracee *tr, char *line, bool *stop)
 	} else if (!strcmp(cmd, "snapshot") && arg) {
 		if (arg2)
 			layout = !strcmp(arg2, "3.8") ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
-		pthread_mutex_lock(&st.lock);
-		s = tracee__snapshot(tr, st.skel, env.frames);
-		pthread_mutex_unlock(&st.lock);
+		s = take_snapshot(tr);
 		err = s ? snapshot__write(s, arg, layout) : -errno;
 		if (err)
 			printf("error cannot write %s: %s\n", arg, strerror(-err));
@@ -937,6 +1014,12 @@ int main(int argc, char **argv)
 			env.frames > 1 ? "s" : "");
 	}
 
+	sync_ev.kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sync_ev.kick < 0) {
+		err = -errno;
+		warn("cannot start the event thread: %s", strerror(-err));
+		goto cleanup;
+	}
 	err = pthread_create(&events_th, NULL, event_thread, rb);
 	if (err) {
 		err = -err;
@@ -1009,6 +1092,9 @@ cleanup:
 	st.quit = true;
 	if (have_events_th)
 		pthread_join(events_th, NULL);
+	if (sync_ev.kick >= 0)
+		close(sync_ev.kick);
+	sync_ev.kick = -1;
 	if (st.tracees)
 		detach_all();
 	bpf_link__destroy(exec_link);
