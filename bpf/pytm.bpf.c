@@ -719,7 +719,7 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	 * another address than the outer one: as in tracemalloc, only the
 	 * outermost call records; an inner realloc only drops the old block.
 	 */
-	if (p->track_depth)	/* the site sees the stack as its entry site did */
+	if (t->depth)	/* entry sites probed: the exit site sees their stack */
 		stash_pop(t, PT_REGS_SP(ctx), &c, &nested);
 	if (!ret)
 		return 0;
@@ -734,7 +734,7 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	return 0;
 }
 
-/* Entry of malloc/calloc/realloc trampolines (probed with track_depth). */
+/* Entry of malloc/calloc/realloc trampolines (probed over hook layers). */
 SEC("uprobe")
 int BPF_KPROBE(site_enter)
 {
@@ -743,7 +743,7 @@ int BPF_KPROBE(site_enter)
 	__u32 pid;
 
 	p = this_proc(&pid);
-	if (!p || !p->track_depth)
+	if (!p)
 		return 0;
 	t = task_ctx();
 	if (!t) {

@@ -109,8 +109,7 @@ struct pytm_proc {
 	__u32 max_total;		/* frames walked, counted in total_nframe */
 	__u32 tstate_read;		/* bytes of a PyThreadState head read at once */
 	__u32 frame_read;		/* bytes of a frame head read at once */
-	__u32 track_depth;		/* injected mode: entry sites count nesting */
-	__u32 pad2;
+	__u64 pad2;
 	__s64 current;			/* traced bytes now */
 	__s64 peak;			/* maximum of current */
 	__u64 nevents;			/* allocator events seen */

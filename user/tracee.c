@@ -210,21 +210,10 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
 {
-	int pfd = bpf_map__fd(skel->maps.procs), err;
-	struct pytm_proc p;
-	__u32 key = tr->pid;
+	int err;
 
-	/* Set before the tables are swapped: the first events need it. */
-	if (o->inject && !bpf_map_lookup_elem(pfd, &key, &p)) {
-		p.track_depth = 1;
-		bpf_map_update_elem(pfd, &key, &p, BPF_EXIST);
-	}
 	err = probes__attach(&tr->pr, skel, &tr->t, o->inject);
 	tr->attached = !err;
-	if (!err && !tr->pr.track_depth && !bpf_map_lookup_elem(pfd, &key, &p)) {
-		p.track_depth = 0;
-		bpf_map_update_elem(pfd, &key, &p, BPF_EXIST);
-	}
 	return err;
 }
 
