@@ -874,6 +874,27 @@ int BPF_KPROBE(untrack_enter, unsigned int domain, __u64 ptr)
 	return 0;
 }
 
+/* Run by user space (BPF_PROG_RUN): see struct pytm_ctl. */
+SEC("syscall")
+int control(struct pytm_ctl *ctl)
+{
+	__u32 pid = ctl->pid;
+	struct pytm_proc *p;
+
+	p = bpf_map_lookup_elem(&procs, &pid);
+	if (!p)
+		return -2;	/* -ENOENT */
+	if (ctl->op == PYTM_CTL_RESET_PEAK) {
+		p->peak = p->current;
+	} else if (ctl->op == PYTM_CTL_CLEAR) {
+		p->current = 0;
+		p->peak = 0;
+	} else {
+		return -22;	/* -EINVAL */
+	}
+	return 0;
+}
+
 static __always_inline void announce(__u32 type, __u32 pid)
 {
 	struct pytm_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);

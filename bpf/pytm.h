@@ -151,6 +151,21 @@ struct pytm_code_key {
 };
 
 /* Ring buffer records. */
+/*
+ * Changes to a process's counters made from user space, run in the kernel
+ * (BPF_PROG_RUN of a syscall program) so that they touch only the fields
+ * they change, not counters that events update meanwhile.
+ */
+enum pytm_ctl_op {
+	PYTM_CTL_RESET_PEAK = 1,	/* peak = current */
+	PYTM_CTL_CLEAR = 2,		/* current = peak = 0 */
+};
+
+struct pytm_ctl {
+	__u32 pid;
+	__u32 op;
+};
+
 enum pytm_event_type {
 	PYTM_EV_CODE = 1,		/* new code object: read it now */
 	PYTM_EV_EXEC = 2,		/* a process called execve (--all) */

@@ -886,6 +886,9 @@ static int load_bpf(void)
 		warn("cannot size the BPF maps: %s", strerror(-err));
 		return err;
 	}
+	/* Without syscall programs (before 5.14) resets rewrite the entry. */
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SYSCALL, NULL) != 1)
+		bpf_program__set_autoload(st.skel->progs.control, false);
 	err = pytm_bpf__load(st.skel);
 	if (err) {
 		if (err == -EPERM || err == -EACCES)

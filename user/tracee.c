@@ -262,11 +262,33 @@ static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
 	}
 }
 
-int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
+/* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
+static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op)
 {
+	struct pytm_ctl ctl = { .pid = tr->pid, .op = op };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctl, .ctx_size_in = sizeof(ctl));
+	int pfd = bpf_map__fd(skel->maps.procs), fd;
 	struct pytm_proc p;
 	__u32 key = tr->pid;
-	int pfd = bpf_map__fd(skel->maps.procs), fd;
+
+	fd = bpf_program__fd(skel->progs.control);
+	if (fd >= 0) {
+		if (bpf_prog_test_run_opts(fd, &opts))
+			return -errno;
+		return (int)opts.retval;
+	}
+	/* Racy against events in flight: their counts may be overwritten. */
+	if (bpf_map_lookup_elem(pfd, &key, &p))
+		return -errno;
+	if (op == PYTM_CTL_CLEAR)
+		p.current = 0;
+	p.peak = op == PYTM_CTL_CLEAR ? 0 : p.current;
+	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+}
+
+int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
+{
+	int fd;
 
 	/* A fresh map is quicker than deleting every entry of the old one. */
 	fd = new_blocks_map(skel, tr->pid, tr->max_blocks);
@@ -274,24 +296,12 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 		return fd;
 	close(tr->blocks_fd);
 	tr->blocks_fd = fd;
-	if (bpf_map_lookup_elem(pfd, &key, &p))
-		return -errno;
-	/* Racy against events in flight, as any reset from outside. */
-	p.current = 0;
-	p.peak = 0;
-	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+	return proc_control(tr, skel, PYTM_CTL_CLEAR);
 }
 
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 {
-	struct pytm_proc p;
-	__u32 key = tr->pid;
-	int pfd = bpf_map__fd(skel->maps.procs);
-
-	if (bpf_map_lookup_elem(pfd, &key, &p))
-		return -errno;
-	p.peak = p.current;
-	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+	return proc_control(tr, skel, PYTM_CTL_RESET_PEAK);
 }
 
 static const char *const lost_names[PYTM_LOST_MAX] = {
