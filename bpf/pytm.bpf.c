@@ -738,20 +738,7 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 SEC("uprobe")
 int BPF_KPROBE(site_enter)
 {
-	struct pytm_proc *p;
-	struct task_ctx *t;
-	__u32 pid;
-
-	p = this_proc(&pid);
-	if (!p)
-		return 0;
-	t = task_ctx();
-	if (!t) {
-		count_lost(p, PYTM_LOST_TASK_STORAGE);
-		return 0;
-	}
-	stash_push(p, t, PT_REGS_SP(ctx), 0, 0);
-	return 0;
+	return call_enter(ctx, 0, 0);	/* only the nesting matters here */
 }
 
 /* Site after malloc: rax = block, rsi = size. */
