@@ -734,6 +734,13 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	return 0;
 }
 
+/* The kernel self-test's probe (user/sites.c): nothing to record. */
+SEC("uprobe")
+int BPF_KPROBE(site_check)
+{
+	return 0;
+}
+
 /* Entry of malloc/calloc/realloc trampolines (probed over hook layers). */
 SEC("uprobe")
 int BPF_KPROBE(site_enter)

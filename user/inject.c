@@ -65,6 +65,7 @@ static int fail(int err, const char *fmt, ...)
 /* x86-64 system call numbers, for the target (not our headers' arch). */
 #define NR_close		3
 #define NR_mmap			9
+#define NR_madvise		28
 #define NR_munmap		11
 #define NR_prctl		157
 #define NR_set_tid_address	218
@@ -1252,10 +1253,11 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 				size_t len, uint64_t hint,
 				struct inject_page *out)
 {
-	uint64_t buf = 0, addr = 0;
+	uint64_t buf = 0, addr = 0, data = 0;
 	long tfd = -1, ret;
 	int err = 0, fd = -1, pidfd = -1, sfd;
 	size_t nlen = strlen(name);
+	bool wipeonfork = false;
 	uint8_t *stub = NULL;
 	char path[64];
 	struct stat st;
@@ -1325,8 +1327,13 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 			   strerror(errno));
 		goto cleanup;
 	}
-	/* MAP_PRIVATE: the kernel installs no uprobe in a shared mapping. */
-	ret = sys(s, "mmap of the memfd", NR_mmap, hint, len + PAGE_SZ,
+	/*
+	 * MAP_PRIVATE: the kernel installs no uprobe in a shared mapping.
+	 * One page more than the file, to reserve the data page's place next
+	 * to the stub in the same call; it is replaced below (never touched
+	 * before: past the end of the file it would fault).
+	 */
+	ret = sys(s, "mmap of the memfd", NR_mmap, hint, len + 2 * PAGE_SZ,
 		  PROT_READ | PROT_EXEC, MAP_PRIVATE, tfd, 0);
 	if (ret < 0) {
 		err = ret;
@@ -1340,6 +1347,28 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 		use_stub(s, sfd, len, addr + len);
 		close(sfd);
 	}
+	data = addr + len + PAGE_SZ;
+	ret = sys(s, "mmap of the data page", NR_mmap, data, PAGE_SZ,
+		  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		  (uint64_t)-1, 0);
+	if (ret >= 0 && (uint64_t)ret != data)
+		ret = fail(-EFAULT, "pid %d: the data page landed at %#lx, not "
+			   "%#llx", s->pid, ret, (unsigned long long)data);
+	if (ret < 0) {
+		err = ret;
+		goto cleanup;
+	}
+	/*
+	 * A forked child gets the data page zeroed (4.14+): code in the page
+	 * can tell the process it was set up in from a child of it.
+	 */
+	err = sys_raw(s, &ret, NR_madvise, data, PAGE_SZ, MADV_WIPEONFORK, 0, 0, 0);
+	if (err)
+		goto cleanup;
+	wipeonfork = ret == 0;
+	if (ret < 0)
+		vlog("inject: pid %d: madvise(MADV_WIPEONFORK): %s: forked children "
+		     "keep the data page", s->pid, strerror(-ret));
 	ret = sys(s, "close of the memfd", NR_close, tfd, 0, 0, 0, 0, 0);
 	tfd = -1;
 	if (ret < 0) {
@@ -1354,6 +1383,8 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 	out->fd = fd;
 	out->addr = addr;
 	out->len = len;
+	out->data = data;
+	out->wipeonfork = wipeonfork;
 	out->dev = st.st_dev;
 	out->ino = st.st_ino;
 	page_paths(out);
@@ -1364,8 +1395,8 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 
 cleanup:
 	if (err && addr)
-		sys(s, "munmap of the page", NR_munmap, addr, len + PAGE_SZ, 0, 0,
-		    0, 0);
+		sys(s, "munmap of the page", NR_munmap, addr, len + 2 * PAGE_SZ,
+		    0, 0, 0, 0);
 	free(stub);
 	if (tfd >= 0) {
 		char why[sizeof(errbuf)];
@@ -1407,10 +1438,51 @@ int inject__create_page(pid_t pid, const char *name, size_t len,
 	return err;
 }
 
+/* Is FLAG (two letters, as smaps's VmFlags shows them) set on the VMA at START? */
+static bool vma_flag(pid_t pid, uint64_t start, const char *flag)
+{
+	char path[64], line[512];
+	unsigned long long a, b;
+	bool in = false, found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2) {	/* a VMA's first line */
+			in = a == start;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			char *p = line + 8;
+
+			while ((p = strstr(p, flag))) {
+				if (p[-1] == ' ' && (p[2] == ' ' || p[2] == '\n')) {
+					found = true;
+					break;
+				}
+				p += 2;
+			}
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 int inject__find_page(pid_t pid, const char *name, struct inject_page *out)
 {
+	return inject__find_page_after(pid, name, 0, out);
+}
+
+int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
+			    struct inject_page *out)
+{
 	char path[64], line[PATH_MAX + 128], perms[8], want[MEMFD_NAME_MAX + 32];
-	unsigned long long start, end, off, ino;
+	unsigned long long start, end, off, ino, dstart, dend;
+	bool match = false;
 	int n, fd, err = -ENOENT;
 	struct stat st;
 	FILE *f;
@@ -1426,19 +1498,30 @@ int inject__find_page(pid_t pid, const char *name, struct inject_page *out)
 		return fail(-errno, "pid %d: %s: %s", pid, path, strerror(errno));
 	while (fgets(line, sizeof(line), f)) {
 		n = 0;
+		if (match) {
+			/* The data page: the anonymous mapping right after the stub. */
+			match = false;
+			if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %n", &dstart,
+				   &dend, perms, &ino, &n) < 4 || dstart != out->addr +
+				   out->len + PAGE_SZ || strcmp(perms, "rw-p") || ino ||
+				   dend - dstart < PAGE_SZ)
+				continue;
+			out->data = dstart;
+			err = 0;
+			break;
+		}
 		if (sscanf(line, "%llx-%llx %7s %llx %*s %llu %n", &start, &end,
 			   perms, &off, &ino, &n) < 5 || !n)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
-		if (strcmp(line + n, want) || strcmp(perms, "r-xp") || off ||
-		    end - start < 2 * PAGE_SZ || !is_stub(pid, end - PAGE_SZ))
+		if (start <= after || strcmp(line + n, want) || strcmp(perms, "r-xp") ||
+		    off || end - start < 2 * PAGE_SZ || !is_stub(pid, end - PAGE_SZ))
 			continue;
 		out->pid = pid;
 		out->addr = start;
 		out->len = end - start - PAGE_SZ;
 		out->ino = ino;
-		err = 0;
-		break;
+		match = true;	/* if a data page follows */
 	}
 	fclose(f);
 	if (err) {
@@ -1446,6 +1529,7 @@ int inject__find_page(pid_t pid, const char *name, struct inject_page *out)
 		out->fd = -1;
 		return fail(err, "pid %d: no page named %s", pid, name);
 	}
+	out->wipeonfork = vma_flag(pid, out->data, "wf");
 	page_paths(out);
 	/* Works after the target closed its descriptor (needs CAP_SYS_ADMIN). */
 	fd = open(out->map_path, O_RDWR | O_CLOEXEC);
@@ -1468,6 +1552,38 @@ cleanup:
 	memset(out, 0, sizeof(*out));
 	out->fd = -1;
 	return err;
+}
+
+int inject__write_data(const struct inject_page *pg, size_t off,
+		       const void *buf, size_t len)
+{
+	int err;
+
+	if (!pg->pid || !pg->data)
+		return fail(-EBADF, "page has no data page");
+	if (off > PAGE_SZ || len > PAGE_SZ - off)
+		return fail(-EINVAL, "write of %zu bytes at %zu past the data page",
+			    len, off);
+	err = mem_rw(pg->pid, pg->data + off, (void *)buf, len, true);
+	if (err)
+		return fail(err, "pid %d: writing its data page: %s", pg->pid,
+			    strerror(-err));
+	return 0;
+}
+
+int inject__read_page(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len)
+{
+	int err;
+
+	if (!pg->pid)
+		return fail(-EBADF, "page is not open");
+	if (off > pg->len || len > pg->len - off)
+		return fail(-EINVAL, "read of %zu bytes at %zu past the page", len, off);
+	err = mem_rw(pg->pid, pg->addr + off, buf, len, false);
+	if (err)
+		return fail(err, "pid %d: reading its page: %s", pg->pid, strerror(-err));
+	return 0;
 }
 
 int inject__write_page(const struct inject_page *pg, size_t off,
@@ -1661,12 +1777,21 @@ int inject__create_page(pid_t pid, const char *name, size_t len,
 }
 int inject__find_page(pid_t pid, const char *name, struct inject_page *out)
 {
+	return inject__find_page_after(pid, name, 0, out);
+}
+int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
+			    struct inject_page *out)
+{
 	memset(out, 0, sizeof(*out));
 	out->fd = -1;
 	return UNSUPPORTED();
 }
 int inject__write_page(const struct inject_page *pg, size_t off,
 		       const void *buf, size_t len) { return UNSUPPORTED(); }
+int inject__write_data(const struct inject_page *pg, size_t off,
+		       const void *buf, size_t len) { return UNSUPPORTED(); }
+int inject__read_page(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len) { return UNSUPPORTED(); }
 void inject__page_close(struct inject_page *pg)
 {
 	memset(pg, 0, sizeof(*pg));

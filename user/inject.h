@@ -34,6 +34,7 @@
 #ifndef __PYTM_INJECT_H
 #define __PYTM_INJECT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -45,6 +46,13 @@ struct inject_page {
 	uint64_t addr;		/* start of the mapping in the target */
 	size_t len;		/* the caller's part, a page multiple (the
 				   mapping has one more page, inject's own) */
+	/*
+	 * The data page: private, anonymous, read-write, right after inject's
+	 * page (code in the page reaches it RIP-relative), zeroed in a child
+	 * forked from the target when WIPEONFORK (MADV_WIPEONFORK took).
+	 */
+	uint64_t data;
+	bool wipeonfork;
 	uint64_t dev, ino;	/* the memfd's inode, as fstat() gives it */
 	/*
 	 * Paths that reach the same inode from any process in our mount
@@ -121,7 +129,8 @@ void inject__stopped_state(const struct inject_session *s, long *nr, long *rax);
  * MAP_PRIVATE (the kernel installs no uprobe in a shared mapping), near
  * HINT if it is free (0: anywhere). The target keeps no descriptor (the
  * mapping keeps the file alive); OUT gets ours. The page reads as zeros;
- * one more page follows it in the mapping, inject's own (see inject__site).
+ * one more page follows it in the mapping, inject's own (see inject__site),
+ * and then the data page (see struct inject_page).
  * From then on, the session makes its calls there.
  */
 int inject__session_create_page(struct inject_session *s, const char *name,
@@ -132,10 +141,25 @@ int inject__create_page(pid_t pid, const char *name, size_t len,
 			struct inject_page *out);
 /*
  * Find a page made earlier by inject__create_page (a private r-xp mapping
- * at offset 0 of "/memfd:NAME (deleted)") and open its file through
- * /proc/PID/map_files. No ptrace. -ENOENT when there is none.
+ * at offset 0 of "/memfd:NAME (deleted)", its data page after it) and
+ * open its file through /proc/PID/map_files. No ptrace. -ENOENT when
+ * there is none. _after: the first such page above address AFTER.
  */
 int inject__find_page(pid_t pid, const char *name, struct inject_page *out);
+int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
+			    struct inject_page *out);
+/*
+ * Read LEN bytes at offset OFF of the page as the target sees them (a
+ * probed page is the target's own copy: see inject__write_page).
+ */
+int inject__read_page(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len);
+/*
+ * Write LEN bytes at offset OFF of the data page (process_vm_writev: a
+ * store of more than one byte may be seen torn by the target's threads).
+ */
+int inject__write_data(const struct inject_page *pg, size_t off,
+		       const void *buf, size_t len);
 /*
  * Write LEN bytes at offset OFF of the page through our descriptor. The
  * target sees them at once in every 4 KiB page of the mapping that never

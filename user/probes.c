@@ -12,6 +12,7 @@
 #include "pytm.skel.h"
 #include "probes.h"
 #include "redirect.h"
+#include "sites.h"
 #include "target.h"
 #include "elf.h"
 #include "util.h"
@@ -333,9 +334,28 @@ static int attach_site(struct probes *pr, struct bpf_program *prog, uint64_t off
 	return 0;
 }
 
+/* The kernel's NOP-site check: once a run, whichever tracee asks first. */
+static bool nop5_fork_safe(struct pytm_bpf *skel)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static struct sites_check check;
+	static bool done;
+	bool safe;
+
+	pthread_mutex_lock(&lock);
+	if (!done) {
+		sites__check(skel->progs.site_check, &check);
+		done = true;
+	}
+	safe = check.fork_safe;
+	pthread_mutex_unlock(&lock);
+	return safe;
+}
+
 /* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
 static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
-			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3])
+			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3],
+			   enum redirect_site_pref site_pref)
 {
 	struct bpf_program *site[4] = {
 		skel->progs.site_malloc, skel->progs.site_calloc,
@@ -343,7 +363,8 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	};
 	int d, k, err;
 
-	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs);
+	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs, site_pref,
+				site_pref == REDIRECT_PREFER_AUTO && nop5_fork_safe(skel));
 	if (err)
 		return err;
 	/*
@@ -380,7 +401,7 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 }
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t, bool inject)
+		   const struct target *t, bool inject, enum redirect_site_pref site_pref)
 {
 	uint64_t funcs[3][ALLOC_SLOTS], tables[3], addr;
 	int err;
@@ -407,7 +428,7 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 	if (err)
 		goto fail;
 	if (inject) {
-		err = attach_injected(pr, skel, t, funcs, tables);
+		err = attach_injected(pr, skel, t, funcs, tables, site_pref);
 		if (err == -EBUSY)
 			goto fail;
 		if (err) {

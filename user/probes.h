@@ -27,12 +27,13 @@ struct probes {
 /*
  * Catch the target's allocations: with INJECT, redirect its allocator
  * tables (raw, mem, obj) through trampolines with one NOP probe site each,
+ * (SITE_PREF: which NOP the sites are; see redirect__prepare),
  * falling back to plain probes if injection is refused; else uprobes +
  * uretprobes on the functions the live tables point to. Always probes
  * PyTraceMalloc_Track / Untrack. Negative errno, with a message shown.
  */
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t, bool inject);
+		   const struct target *t, bool inject, enum redirect_site_pref site_pref);
 void probes__detach(struct probes *pr);	/* safe when nothing attached */
 
 #endif /* __PYTM_PROBES_H */

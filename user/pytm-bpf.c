@@ -56,6 +56,7 @@ static struct env {
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
+	enum redirect_site_pref site_pref;	/* --probe-site */
 	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 } env = {
@@ -103,6 +104,7 @@ enum {
 	OPT_MAX_PROCS,
 	OPT_TOTAL_FRAMES,
 	OPT_BENCH_EMPTY,
+	OPT_PROBE_SITE,
 };
 
 static const struct argp_option opts[] = {
@@ -134,6 +136,9 @@ static const struct argp_option opts[] = {
 	  "(one more read per frame beyond --frames; default: stop at --frames)", 0 },
 	{ "no-inject", OPT_NO_INJECT, NULL, 0,
 	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
+	{ "probe-site", OPT_PROBE_SITE, "KIND", 0,
+	  "Injected mode's probe sites: auto (default), nop5 (cheapest where the "
+	  "kernel rewrites it) or nop6 (never rewritten, ~4x dearer here)", 0 },
 	{ "bench-empty", OPT_BENCH_EMPTY, NULL, OPTION_HIDDEN,
 	  "Injected mode with probe programs that return at once (benchmarks)", 0 },
 	{ "debug-offset", OPT_DEBUG_OFFSET, "FIELD=VALUE", OPTION_HIDDEN,
@@ -274,6 +279,16 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_BENCH_EMPTY:
 		env.bench_empty = true;
+		break;
+	case OPT_PROBE_SITE:
+		if (!strcmp(arg, "auto"))
+			env.site_pref = REDIRECT_PREFER_AUTO;
+		else if (!strcmp(arg, "nop5"))
+			env.site_pref = REDIRECT_PREFER_NOP5;
+		else if (!strcmp(arg, "nop6"))
+			env.site_pref = REDIRECT_PREFER_NOP6;
+		else
+			argp_error(state, "invalid --probe-site: %s (auto, nop5 or nop6)", arg);
 		break;
 	case OPT_DEBUG_OFFSET:
 		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
@@ -938,6 +953,7 @@ int main(int argc, char **argv)
 		.max_total = env.total_frames ? 1024 : env.frames,
 		.max_blocks = env.max_blocks,
 		.inject = !env.no_inject,
+		.site_pref = env.site_pref,
 		.overrides = env.overrides,
 		.noverrides = env.noverrides,
 	};

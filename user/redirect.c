@@ -3,20 +3,27 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "pytm.h"
 #include "redirect.h"
 #include "target.h"
 #include "util.h"
 
 /*
  * Page layout: a header, the original function pointers, then one 64-byte
- * trampoline per (domain, kind). The code never changes between versions
- * of a layout, so a page left by an earlier run is reused as it is.
+ * trampoline per (domain, kind). The code is the same for every run of one
+ * layout and site kind, so a page left by an earlier run is reused as the
+ * target sees it, after checking that it does (see redirect__prepare).
+ * The data page (inject's, zeroed in forked children) holds ARMED_OFF.
  */
 #define PAGE_SIZE_	4096
-#define MAGIC		"pytm-bpf tramp2"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf tramp3"	/* 16 bytes with the NUL */
 #define ORIG_OFF	16
 #define CODE_OFF	256
 #define TRAMP_SIZE	64
+/* The data page follows inject's stub page, which follows ours. */
+#define DATA_OFF	(2 * PAGE_SIZE_)
+#define ARMED_OFF	0			/* byte: a tracer is attached */
+#define MAX_PAGES	8			/* stale pages passed over, at most */
 
 static size_t tramp_off(int d, int k)
 {
@@ -28,81 +35,116 @@ static size_t orig_off(int d, int k)
 	return ORIG_OFF + (d * REDIRECT_KINDS + k) * 8;
 }
 
-/*
- * Offsets of the probe sites inside each kind's trampoline: the exit site
- * (after the call: result and arguments in registers) and, for calls that
- * return a block, an entry site (before it), probed only when a hook layer
- * below us may make nested allocator calls at other addresses.
- */
-static const size_t site_in_tramp[REDIRECT_KINDS] = {
-	[0] = 13,	/* malloc: nop5; push; call; pop | nop5 */
-	[1] = 23,	/* calloc: nop5; push x2; sub; call; add; pop x2 | nop5 */
-	[2] = 23,	/* realloc: same frame as calloc */
-	[3] = 0,	/* free: nop5 first, then the tail jump */
+const char *redirect__site_name(enum redirect_site kind)
+{
+	return kind == REDIRECT_SITE_NOP6 ? "6-byte NOP" : "5-byte NOP";
+}
+
+/* Emits one trampoline, recording where its probe sites land. */
+struct tramp_emitter {
+	uint8_t *page;
+	size_t at;
+	enum redirect_site kind;
 };
 
-static void put_disp(uint8_t *code, size_t at, size_t next_insn, size_t target)
+static void emit_bytes(struct tramp_emitter *e, const void *bytes, size_t len)
 {
-	int32_t disp = (int32_t)((int64_t)target - (int64_t)next_insn);
+	memcpy(e->page + e->at, bytes, len);
+	e->at += len;
+}
 
-	memcpy(code + at, &disp, 4);
+/* OP disp32 [IMM8]: an instruction that addresses page offset TARGET. */
+static void emit_rip(struct tramp_emitter *e, const uint8_t *op, size_t oplen,
+		     size_t target, const uint8_t *imm8)
+{
+	int32_t disp;
+
+	emit_bytes(e, op, oplen);
+	disp = (int32_t)((int64_t)target - (int64_t)(e->at + 4 + (imm8 ? 1 : 0)));
+	emit_bytes(e, &disp, 4);
+	if (imm8)
+		emit_bytes(e, imm8, 1);
 }
 
 /*
- * Emit trampoline (D, K) at PAGE + off. System V: the caller's call left
- * rsp = 8 mod 16; the pushes below keep the callee's alignment right.
+ * A probe site behind the fork guard: only the process the tracer armed
+ * passes it. A forked child (data page zeroed) skips it, so it never runs
+ * what the kernel made of the site in the parent: on 6.18 a probed 5-byte
+ * NOP becomes a call into a [uprobes-trampoline] mapping that fork does
+ * not copy. Returns the site's offset. Flags are clobbered (free in any
+ * call), registers are not.
  */
-static void emit(uint8_t *page, int d, int k)
+static size_t emit_site(struct tramp_emitter *e)
 {
-	static const uint8_t nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	size_t off = tramp_off(d, k), o = orig_off(d, k), i = off;
-	uint8_t *c = page;
+	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0;
+	static const uint8_t nop5[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	const uint8_t *nop = e->kind == REDIRECT_SITE_NOP6 ? nop6 : nop5;
+	size_t len = e->kind == REDIRECT_SITE_NOP6 ? sizeof(nop6) : sizeof(nop5);
+	uint8_t je[2] = { 0x74, (uint8_t)len };
+	size_t site;
 
-	if (k != 3) {
-		memcpy(c + i, nop5, sizeof(nop5));	/* the entry site */
-		i += sizeof(nop5);
-	}
+	emit_rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
+	emit_bytes(e, je, sizeof(je));				/* je past the site */
+	site = e->at;
+	emit_bytes(e, nop, len);
+	return site;
+}
+
+/*
+ * Emit trampoline (D, K). System V: the caller's call left rsp = 8 mod 16;
+ * the pushes below keep the callee's alignment right. Exit site: after the
+ * call, result and arguments in registers. Entry site (not for free):
+ * before it, probed only when a hook layer below us may make nested
+ * allocator calls at other addresses.
+ */
+static void emit(struct redirect *rd, uint8_t *page, int d, int k)
+{
+	static const uint8_t push_rsi = 0x56, push_rdx = 0x52, pop_rsi = 0x5e,
+			     pop_rdx = 0x5a, ret = 0xc3;
+	static const uint8_t sub8[] = { 0x48, 0x83, 0xec, 0x08 };	/* sub $8,%rsp */
+	static const uint8_t add8[] = { 0x48, 0x83, 0xc4, 0x08 };	/* add $8,%rsp */
+	static const uint8_t call_mem[] = { 0xff, 0x15 }, jmp_mem[] = { 0xff, 0x25 };
+	struct tramp_emitter e = { page, tramp_off(d, k), rd->site_kind };
+	size_t o = orig_off(d, k);
+
+	if (k != PYTM_FREE)
+		rd->entry_site[d][k] = emit_site(&e);
 	switch (k) {
-	case 0: /* malloc(ctx, size): rsi = size at the site, rax = block */
-		c[i++] = 0x56;				/* push %rsi */
-		c[i++] = 0xff; c[i++] = 0x15;		/* call *orig(%rip) */
-		put_disp(c, i, i + 4, o); i += 4;
-		c[i++] = 0x5e;				/* pop %rsi */
+	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
+		emit_bytes(&e, &push_rsi, 1);
+		emit_rip(&e, call_mem, sizeof(call_mem), o, NULL);	/* call *orig(%rip) */
+		emit_bytes(&e, &pop_rsi, 1);
 		break;
-	case 1: /* calloc(ctx, nelem, elsize) */
-	case 2: /* realloc(ctx, ptr, size) */
-		c[i++] = 0x56;				/* push %rsi */
-		c[i++] = 0x52;				/* push %rdx */
-		c[i++] = 0x48; c[i++] = 0x83; c[i++] = 0xec; c[i++] = 0x08; /* sub $8,%rsp */
-		c[i++] = 0xff; c[i++] = 0x15;		/* call *orig(%rip) */
-		put_disp(c, i, i + 4, o); i += 4;
-		c[i++] = 0x48; c[i++] = 0x83; c[i++] = 0xc4; c[i++] = 0x08; /* add $8,%rsp */
-		c[i++] = 0x5a;				/* pop %rdx */
-		c[i++] = 0x5e;				/* pop %rsi */
+	case PYTM_CALLOC:	/* calloc(ctx, nelem, elsize) */
+	case PYTM_REALLOC:	/* realloc(ctx, ptr, size) */
+		emit_bytes(&e, &push_rsi, 1);
+		emit_bytes(&e, &push_rdx, 1);
+		emit_bytes(&e, sub8, sizeof(sub8));
+		emit_rip(&e, call_mem, sizeof(call_mem), o, NULL);
+		emit_bytes(&e, add8, sizeof(add8));
+		emit_bytes(&e, &pop_rdx, 1);
+		emit_bytes(&e, &pop_rsi, 1);
 		break;
-	case 3: /* free(ctx, ptr): the site comes first, rsi = block */
+	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
 	}
-	memcpy(c + i, nop5, sizeof(nop5));		/* the probe site */
-	i += sizeof(nop5);
-	if (k == 3) {
-		c[i++] = 0xff; c[i++] = 0x25;		/* jmp *orig(%rip) */
-		put_disp(c, i, i + 4, o); i += 4;
-	} else {
-		c[i++] = 0xc3;				/* ret */
-	}
-	while (i < off + TRAMP_SIZE)
-		c[i++] = 0xcc;				/* int3 padding */
+	rd->site[d][k] = emit_site(&e);
+	if (k == PYTM_FREE)
+		emit_rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
+	else
+		emit_bytes(&e, &ret, 1);
+	memset(page + e.at, 0xcc, tramp_off(d, k) + TRAMP_SIZE - e.at);	/* int3 */
 }
 
 uint64_t redirect__site(const struct redirect *rd, int d, int k)
 {
-	return tramp_off(d, k) + site_in_tramp[k];
+	return rd->site[d][k];
 }
 
 uint64_t redirect__entry_site(const struct redirect *rd, int d, int k)
 {
-	return tramp_off(d, k);
+	return rd->entry_site[d][k];
 }
 
 const char *redirect__path(const struct redirect *rd)
@@ -110,74 +152,140 @@ const char *redirect__path(const struct redirect *rd)
 	return rd->page.path;
 }
 
-static bool in_page(const struct redirect *rd, uint64_t addr)
+/* Fill PAGE for RD's originals and site kind. */
+static void build_page(struct redirect *rd, uint8_t page[PAGE_SIZE_])
 {
-	return rd->have_page && addr >= rd->page.addr && addr < rd->page.addr + rd->page.len;
-}
+	int d, k;
 
-int redirect__prepare(struct redirect *rd, const struct target *t,
-		      const uint64_t tables[REDIRECT_DOMAINS],
-		      const uint64_t funcs[REDIRECT_DOMAINS][5])
-{
-	uint8_t page[PAGE_SIZE_] = {};
-	uint64_t cur, prev;
-	bool fresh = false;
-	int d, k, err;
-
-	memset(rd, 0, sizeof(*rd));
-	memcpy(rd->tables, tables, sizeof(rd->tables));
-	err = inject__find_page(t->pid, REDIRECT_PAGE_NAME, &rd->page);
-	if (err == -ENOENT) {
-		err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_SIZE_, &rd->page);
-		fresh = true;
-	}
-	if (err) {
-		warn("process %d: %s", t->pid, inject__strerror());
-		return err;
-	}
-	rd->have_page = true;
-
-	/* What each slot called before any of us: ours keep their saved original. */
-	for (d = 0; d < REDIRECT_DOMAINS; d++) {
-		for (k = 0; k < REDIRECT_KINDS; k++) {
-			cur = funcs[d][k + 1];
-			if (!in_page(rd, cur)) {
-				rd->orig[d][k] = cur;
-				continue;
-			}
-			if (fresh || target__read(t, rd->page.addr + orig_off(d, k), &prev,
-						  sizeof(prev)) || !prev || in_page(rd, prev)) {
-				warn("process %d: the allocator table points into a pytm-bpf page that has no usable original",
-				     t->pid);
-				return -EPROTO;
-			}
-			rd->orig[d][k] = prev;
-			rd->swapped[d][k] = true;	/* left redirected by a tracer before us */
-		}
-	}
+	memset(page, 0, PAGE_SIZE_);
 	memcpy(page, MAGIC, sizeof(MAGIC));
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			memcpy(page + orig_off(d, k), &rd->orig[d][k], 8);
-			emit(page, d, k);
+			emit(rd, page, d, k);
 		}
 	}
-	/*
-	 * Rewriting is safe: the code bytes are the same as any earlier run's,
-	 * and an original pointer changes only for a slot not redirected now.
-	 */
-	err = inject__write_page(&rd->page, 0, page, sizeof(page));
+}
+
+/*
+ * Write PAGE into RD's page and check that the target sees it. It may
+ * not: installing a uprobe gives the target a private copy of the code,
+ * which later writes to the file do not reach (on 6.18 not always even
+ * after the probe is removed), and a child forked while its parent was
+ * traced holds its parent's copy, with whatever the kernel had made of
+ * the probe sites (a call into a mapping it does not have).
+ */
+static int fill_page(struct redirect *rd, const uint8_t page[PAGE_SIZE_])
+{
+	uint8_t seen[PAGE_SIZE_];
+	int err;
+
+	err = inject__write_page(&rd->page, 0, page, PAGE_SIZE_);
+	if (!err)
+		err = inject__read_page(&rd->page, 0, seen, PAGE_SIZE_);
 	if (err)
-		warn("process %d: cannot write the trampoline page: %s", t->pid, strerror(-err));
-	return err;
+		return err;
+	return memcmp(page, seen, PAGE_SIZE_) ? -ESTALE : 0;
+}
+
+/* Which site kind for a page: see redirect__prepare. */
+static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
+			bool nop5_fork_safe)
+{
+	if (pref == REDIRECT_PREFER_NOP5 || pref == REDIRECT_PREFER_NOP6) {
+		rd->site_kind = pref == REDIRECT_PREFER_NOP6 ? REDIRECT_SITE_NOP6
+							     : REDIRECT_SITE_NOP5;
+		rd->site_why = "chosen with --probe-site";
+	} else if (rd->page.wipeonfork) {
+		rd->site_kind = REDIRECT_SITE_NOP5;
+		rd->site_why = "the cheapest trap; forked children skip the sites "
+			       "(their data page is wiped: MADV_WIPEONFORK)";
+	} else if (nop5_fork_safe) {
+		rd->site_kind = REDIRECT_SITE_NOP5;
+		rd->site_why = "no fork guard (no MADV_WIPEONFORK), but this "
+			       "kernel's 5-byte NOP probes survive fork";
+	} else {
+		rd->site_kind = REDIRECT_SITE_NOP6;
+		rd->site_why = "no fork guard (no MADV_WIPEONFORK), and this "
+			       "kernel's probed 5-byte NOPs crash forked children";
+	}
+}
+
+int redirect__prepare(struct redirect *rd, const struct target *t,
+		      const uint64_t tables[REDIRECT_DOMAINS],
+		      const uint64_t funcs[REDIRECT_DOMAINS][5],
+		      enum redirect_site_pref pref, bool nop5_fork_safe)
+{
+	uint64_t orig[REDIRECT_DOMAINS][5], after = 0;
+	uint8_t page[PAGE_SIZE_];
+	int d, k, err, tries;
+
+	memset(rd, 0, sizeof(*rd));
+	memcpy(rd->tables, tables, sizeof(rd->tables));
+	/* What each slot called before any of us (through any page of ours). */
+	memcpy(orig, funcs, sizeof(orig));
+	if (redirect__originals(t, orig)) {
+		warn("process %d: the allocator table points into a pytm-bpf page that has no usable original",
+		     t->pid);
+		return -EPROTO;
+	}
+	for (d = 0; d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			rd->orig[d][k] = orig[d][k + 1];
+
+	/* The first page of ours that the target sees as we write it, or a new one. */
+	for (tries = 0;; tries++) {
+		err = tries < MAX_PAGES ?
+		      inject__find_page_after(t->pid, REDIRECT_PAGE_NAME, after, &rd->page) :
+		      -ENOENT;
+		if (err == -ENOENT)
+			err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_SIZE_,
+						  &rd->page);
+		if (err) {
+			warn("process %d: %s", t->pid, inject__strerror());
+			return err;
+		}
+		rd->have_page = true;
+		choose_site(rd, pref, nop5_fork_safe);
+		build_page(rd, page);
+		err = fill_page(rd, page);
+		if (!err)
+			break;
+		after = rd->page.addr;
+		if (err == -ESTALE)
+			vlog("process %d: the page at %#llx is not what we wrote (probed "
+			     "before, or a forked child's copy of its parent's): passed over",
+			     t->pid, (unsigned long long)after);
+		redirect__close(rd);
+		if (err != -ESTALE || tries >= MAX_PAGES) {
+			warn("process %d: cannot write the trampoline page: %s", t->pid,
+			     err == -ESTALE ? "the target does not see what we write"
+					    : strerror(-err));
+			return err == -ESTALE ? -EIO : err;
+		}
+	}
+	/* Slots left redirected to this page by a tracer before us that died. */
+	for (d = 0; d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			rd->swapped[d][k] = funcs[d][k + 1] == rd->page.addr + tramp_off(d, k);
+	vlog("process %d: probe sites: %s: %s", t->pid,
+	     redirect__site_name(rd->site_kind), rd->site_why);
+	return 0;
 }
 
 int redirect__swap(struct redirect *rd, const struct target *t)
 {
 	struct inject_session *s = NULL;
+	const uint8_t armed = 1;
 	uint64_t tramp;
 	int d, k, err;
 
+	/* Arm the sites first: a call redirected below passes them at once. */
+	err = inject__write_data(&rd->page, ARMED_OFF, &armed, 1);
+	if (err) {
+		warn("process %d: cannot arm the probe sites: %s", t->pid, inject__strerror());
+		return err;
+	}
 	/* One ptrace stop for all twelve stores. */
 	err = inject__attach(t->pid, &s);
 	if (err) {
@@ -206,6 +314,7 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 
 void redirect__restore(struct redirect *rd, const struct target *t)
 {
+	const uint8_t disarmed = 0;
 	struct inject_session *s = NULL;
 	uint64_t cur;
 	int d, k;
@@ -231,6 +340,12 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 		}
 	}
 	inject__detach(s);
+	/*
+	 * Disarm: calls still in the page, or through a hook installed on top
+	 * of ours, skip the sites (a NOP either way once the probes are gone).
+	 */
+	if (rd->have_page)
+		inject__write_data(&rd->page, ARMED_OFF, &disarmed, 1);
 }
 
 void redirect__close(struct redirect *rd)
@@ -246,8 +361,12 @@ int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS]
 	uint64_t orig, idx;
 	int d, k;
 
+	int hops;
+
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
-		for (k = 0; k < REDIRECT_KINDS; k++) {
+		/* A page's original may be another page's trampoline: follow. */
+		for (k = 0, hops = 0; k < REDIRECT_KINDS; hops = 0, k++) {
+again:
 			m = target__mapping(t, funcs[d][k + 1]);
 			if (!m || !m->path || m->offset ||
 			    strncmp(m->path, "/memfd:" REDIRECT_PAGE_NAME " ",
@@ -261,6 +380,9 @@ int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS]
 			    target__read(t, m->start + ORIG_OFF + idx * 8, &orig, sizeof(orig)) || !orig)
 				return -EPROTO;
 			funcs[d][k + 1] = orig;
+			if (++hops > MAX_PAGES)
+				return -EPROTO;
+			goto again;
 		}
 	}
 	return 0;

@@ -17,6 +17,23 @@
 
 struct target;
 
+/*
+ * The instruction a probe site is. The kernel traps on both without
+ * single-stepping; 6.18 also rewrites a probed 5-byte NOP into a call to a
+ * per-process trampoline mapping (no trap: ~4x cheaper here), which a
+ * forked child does not get.
+ */
+enum redirect_site {
+	REDIRECT_SITE_NOP5,	/* 0f 1f 44 00 00 */
+	REDIRECT_SITE_NOP6,	/* 66 0f 1f 44 00 00: never rewritten */
+};
+
+enum redirect_site_pref {
+	REDIRECT_PREFER_AUTO,	/* 5-byte unless children are at risk */
+	REDIRECT_PREFER_NOP5,
+	REDIRECT_PREFER_NOP6,
+};
+
 struct redirect {
 	struct inject_page page;
 	bool have_page;
@@ -24,24 +41,35 @@ struct redirect {
 	/* The functions the trampolines call: what the tables held before us. */
 	uint64_t orig[REDIRECT_DOMAINS][REDIRECT_KINDS];
 	bool swapped[REDIRECT_DOMAINS][REDIRECT_KINDS];
+	/* Page offsets of the probe sites, as emitted (no entry site for free). */
+	uint64_t site[REDIRECT_DOMAINS][REDIRECT_KINDS];
+	uint64_t entry_site[REDIRECT_DOMAINS][REDIRECT_KINDS];
+	enum redirect_site site_kind;
+	const char *site_why;		/* why that kind, for -v */
 };
 
 /*
  * Find (or inject) the page in T and fill it for TABLES, whose current
- * function slots are FUNCS[d][1..4]. Slots that already point into our page
- * (a tracer before us died without restoring them) keep their originals.
+ * function slots are FUNCS[d][1..4]. Slots that already point into a page
+ * of ours (a tracer before us died without restoring them) keep their
+ * originals. A page the target does not see as we write it is passed
+ * over for another. Site kind: PREF, or with AUTO the 5-byte NOP where
+ * forked children skip the sites (the page's data page is wiped on fork)
+ * or NOP5_FORK_SAFE (see sites__check), else the 6-byte NOP.
  * Negative errno with a message shown on failure.
  */
 int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t tables[REDIRECT_DOMAINS],
-		      const uint64_t funcs[REDIRECT_DOMAINS][5]);
+		      const uint64_t funcs[REDIRECT_DOMAINS][5],
+		      enum redirect_site_pref pref, bool nop5_fork_safe);
+const char *redirect__site_name(enum redirect_site kind);
 /* File offset of the probe site of trampoline (D, K) in the page's file. */
 uint64_t redirect__site(const struct redirect *rd, int d, int k);
 /* File offset of the entry site of trampoline (D, K), K != free. */
 uint64_t redirect__entry_site(const struct redirect *rd, int d, int k);
 /* Path that reaches the page's file, for uprobe attachment. */
 const char *redirect__path(const struct redirect *rd);
-/* Point the tables at the trampolines (aligned 8-byte stores). */
+/* Arm the sites, then point the tables at the trampolines (aligned 8-byte stores). */
 int redirect__swap(struct redirect *rd, const struct target *t);
 /*
  * Put back the original pointers where the tables still point to our

@@ -212,7 +212,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 {
 	int err;
 
-	err = probes__attach(&tr->pr, skel, &tr->t, o->inject);
+	err = probes__attach(&tr->pr, skel, &tr->t, o->inject, o->site_pref);
 	tr->attached = !err;
 	return err;
 }

@@ -19,6 +19,7 @@ struct tracee_opts {
 	int max_total;			/* frames counted for total_nframe */
 	long max_blocks;		/* live blocks of one process */
 	bool inject;			/* redirect the allocator */
+	enum redirect_site_pref site_pref;	/* --probe-site */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };
