@@ -11,7 +11,8 @@ is traced in turn.
 One traced run per interpreter (Debian's python3.11, pyenv 3.8, 3.11, 3.12,
 3.13; Debian again with --probe-site nop6) of tests/workloads/fork_children.py:
 os.fork() children right after attach, a multiprocessing pool (fork start
-method), subprocess.run, forks while another thread allocates, forks after
+method), subprocess.run and os.posix_spawn (CLONE_VM|CLONE_VFORK), forks
+while another thread allocates, forks after
 detach, and a child forked while traced that is then traced itself (its
 allocations must be reported). Every child's exit status is checked, and
 the kernel log (dmesg) must gain no segfault line for any of their pids.
@@ -37,8 +38,8 @@ INTERP = {
 }
 CASES = [(k, "auto") for k in sorted(INTERP)] + [("debian-3.11", "nop6")]
 ROUNDS = ["fork", "pool", "subprocess", "thread", "after-detach"]
-# fork 3, pool >= 2, thread 8, after-detach 3, held 1 (subprocess: exec'd)
-MIN_CHILDREN = 17
+# fork 3, pool >= 2, spawn 1, thread 8, after-detach 3, held 1
+MIN_CHILDREN = 18
 WORKLOAD = os.path.join(WORKLOADS, "fork_children.py")
 HELD_BLOCKS = 20000
 

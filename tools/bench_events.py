@@ -17,6 +17,15 @@ are interleaved, so that a drift of the machine hits every mode alike):
     empty NOP          pytm-bpf -p PID --bench-empty: the injected page's
                        trampolines and NOP probe sites, BPF programs that
                        return at once (the bare cost of one probe hit)
+    inj nop6 1         injected, frames 1, --probe-site nop6: the site kind
+                       the kernel never rewrites (safe in forked children
+                       on any kernel, without the fork guard)
+    empty NOP6         --bench-empty --probe-site nop6: its bare cost
+
+Sites: the default injected runs use what --probe-site auto picks (their
+tracing line says; on 6.18 the 5-byte NOP, which the kernel rewrites into
+a call after its first hit). The two empty-probe figures are the cost of
+one hit of each site kind, printed side by side at the end.
 
 Every run is a fresh target that waits for "go" on stdin and times only
 its allocation phase (time.perf_counter); for pytm-bpf, "go" is sent after
@@ -118,6 +127,8 @@ PLAN = [
     ("injected", "pytm", 25, []),
     ("plain", "pytm", 1, ["--no-inject"]),
     ("empty NOP", "pytm", 1, ["--bench-empty"]),
+    ("inj nop6", "pytm", 1, ["--probe-site", "nop6"]),
+    ("empty NOP6", "pytm", 1, ["--bench-empty", "--probe-site", "nop6"]),
 ]
 
 # Issue targets (printed, not asserted).
@@ -240,13 +251,13 @@ def table(python, version, plan, results, failures):
         events = m["events"]
         denom = events
         note = ""
-        if label == "empty NOP" or kind == "tracemalloc":
+        if label.startswith("empty") or kind == "tracemalloc":
             denom = inj_events       # same number of allocator calls
             note = "*"
         per = ((m["t"] - base) / denom * 1e9) if (base and denom) else None
         tm = med.get(("tracemalloc", frames), {}).get("t")
         vs_tm = None
-        if kind == "pytm" and tm and base and label != "empty NOP":
+        if kind == "pytm" and tm and base and not label.startswith("empty"):
             vs_tm = slow / (tm / base)
         fig[key] = {"slowdown": slow, "per_event_ns": per, "vs_tm": vs_tm,
                     "events": events}
@@ -254,7 +265,7 @@ def table(python, version, plan, results, failures):
             label, frames or "-", m["t"],
             " ".join("%.3f" % t for t in m["runs"]),
             fmt(slow, "%.2fx"),
-            fmt(events, "%d") if kind == "pytm" and label != "empty NOP"
+            fmt(events, "%d") if kind == "pytm" and not label.startswith("empty")
             else "-",
             fmt(per, "%.0f") + note if kind != "untraced" else "-",
             fmt(vs_tm, "%.2fx")))
@@ -271,7 +282,7 @@ def table(python, version, plan, results, failures):
         print("plain mode saw %d events, %.1f%% of the injected mode's %d "
               "(%s)" % (plain["events"], share, inj_events, why))
     for key in (("injected", 1), ("injected", 25), ("plain", 1),
-                ("empty NOP", 1)):
+                ("empty NOP", 1), ("inj nop6", 1), ("empty NOP6", 1)):
         if key in med:
             lost = ", ".join(x for x in med[key]["lost"] if x)
             what = med[key]["line"].rsplit("): ", 1)[-1]
@@ -280,7 +291,21 @@ def table(python, version, plan, results, failures):
     return fig
 
 
+def site_kinds(fig):
+    """The two probe-site kinds' cost per hit, side by side."""
+    n5 = fig.get(("empty NOP", 1), {}).get("per_event_ns")
+    n6 = fig.get(("empty NOP6", 1), {}).get("per_event_ns")
+    i5 = fig.get(("injected", 1), {}).get("per_event_ns")
+    i6 = fig.get(("inj nop6", 1), {}).get("per_event_ns")
+    print("Probe sites, per event: empty 5-byte NOP %s ns, empty 6-byte NOP "
+          "%s ns (%s); injected frames 1 with each: %s ns, %s ns" % (
+              fmt(n5, "%.0f"), fmt(n6, "%.0f"),
+              fmt(n6 / n5 if n5 and n6 else None, "%.2fx"),
+              fmt(i5, "%.0f"), fmt(i6, "%.0f")))
+
+
 def targets(fig):
+    site_kinds(fig)
     print("Issue targets (not asserted):")
     inj = fig.get(("injected", 1), {}).get("per_event_ns")
     empty = fig.get(("empty NOP", 1), {}).get("per_event_ns")
@@ -328,7 +353,7 @@ def main():
     plan = list(PLAN)
     empty_ok = has_bench_empty(args.pytm)
     if not empty_ok:
-        plan = [p for p in plan if p[0] != "empty NOP"]
+        plan = [p for p in plan if not p[0].startswith("empty")]
 
     print("pytm-bpf cost per allocator event (%s)" % args.pytm)
     print("workload: %d iterations of nested calls; median of %d runs per "

@@ -1019,9 +1019,11 @@ int main(int argc, char **argv)
 
 	if (single) {
 		tr = &st.tracees[0];
-		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s, %d probes, %d frame%s\n",
+		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s, %d probes, %d frame%s\n",
 			tr->pid, tr->version, tr->t.pymod,
-			tr->pr.injected ? "allocator redirected" : "plain probes",
+			tr->pr.injected ? "allocator redirected (" : "plain probes",
+			tr->pr.injected ? redirect__site_name(tr->pr.rd.site_kind) : "",
+			tr->pr.injected ? " sites)" : "",
 			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
 	} else {
 		fprintf(stderr, "pytm-bpf: tracing %d process%s", st.ntracees,

@@ -120,6 +120,14 @@ def subprocess_round():
     if r.returncode or r.stdout.decode().strip() != want:
         emit("round subprocess FAIL rc %d out %r err %r"
              % (r.returncode, r.stdout, r.stderr[-300:]))
+        return
+    # posix_spawn: glibc's clone(CLONE_VM | CLONE_VFORK), the parent's memory
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"],
+                         dict(os.environ))
+    _, status = os.waitpid(pid, 0)
+    emit("child %d %d spawn" % (pid, status))
+    if status:
+        emit("round subprocess FAIL posix_spawn status %d" % status)
     else:
         emit("round subprocess ok")
 
