@@ -27,6 +27,7 @@
 #include "pytm.h"
 #include "pytm.skel.h"
 #include "report.h"
+#include "sink.h"
 #include "snapshot.h"
 #include "util.h"
 #include "tracee.h"
@@ -551,18 +552,8 @@ static void wait_a_moment(void)
 	poll(&pfd, env.control ? 1 : 0, 100);
 }
 
-static void print_header(const struct tracee *tr, FILE *out)
-{
-	fprintf(out, "== pid %d", tr->pid);
-	if (tr->nspid != tr->pid)
-		fprintf(out, " (pid %d in its namespace)", tr->nspid);
-	if (tr->container[0])
-		fprintf(out, " container %s", tr->container);
-	fprintf(out, ", CPython %s: %s\n", tr->version, tr->cmdline);
-}
-
 /* A report on one tracee; FINAL also writes -o. */
-static int report_tracee(struct tracee *tr, bool final, bool header)
+static int report_tracee(struct tracee *tr, bool final, bool header, bool exited)
 {
 	const struct report_opts *ro = &env.cli.opts;
 	const struct snapshot *base;
@@ -578,15 +569,22 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 	base = env.compare_file ? st.compare_base : tr->baseline;
 	/* Under --control, stdout carries only the replies. */
 	if (!env.control) {
-		if (header)
-			print_header(tr, stdout);
-		if (env.compare && base)
-			report__print_diff(stdout, s, base, ro);
-		else
-			report__print_top(stdout, s, ro);
-		printf("\n");
-		tracee__footer(tr, st.skel, stdout);
-		fflush(stdout);
+		struct sink_report r = {
+			.snap = s,
+			.old = env.compare ? base : NULL,
+			.old_name = env.compare_file ?: "first report",
+			.o = ro,
+			.tr = tr,
+			.skel = st.skel,
+			.header = header,
+			.final = final,
+			.exited = exited,
+		};
+
+		err = sink__report(stdout, env.cli.format, &r);
+		if (err)
+			warn("cannot print the report of process %d: %s", tr->pid,
+			     strerror(-err));
 	}
 	if (final && env.output) {
 		err = snapshot__write(s, env.output, env.pickle ?: tr->pickle);
@@ -606,44 +604,32 @@ static int report_tracee(struct tracee *tr, bool final, bool header)
 
 static int cmp_current(const void *a, const void *b)
 {
-	const struct { __s64 cur; int i; } *x = a, *y = b;
+	const struct sink_summary_row *x = a, *y = b;
 
-	return x->cur < y->cur ? 1 : x->cur > y->cur ? -1 : x->i - y->i;
+	return x->current < y->current ? 1 : x->current > y->current ? -1 :
+	       x->tr < y->tr ? -1 : x->tr > y->tr;
 }
 
 /* Multi-process runs end with one line per process, by traced size. */
 static void print_host_summary(void)
 {
-	struct { __s64 cur; int i; } *order;
+	struct sink_summary_row *rows;
 	struct pytm_proc p;
-	char cur[32], peak[32];
-	struct tracee *tr;
 	int i, n = 0;
 
-	order = calloc(st.ntracees + 1, sizeof(*order));
-	if (!order)
+	rows = calloc(st.ntracees + 1, sizeof(*rows));
+	if (!rows)
 		return;
 	for (i = 0; i < st.ntracees; i++) {
 		if (!st.tracees[i].registered || tracee__stats(&st.tracees[i], st.skel, &p))
 			continue;
-		order[n].cur = p.current;
-		order[n++].i = i;
+		rows[n].tr = &st.tracees[i];
+		rows[n].current = p.current;
+		rows[n++].peak = p.peak;
 	}
-	qsort(order, n, sizeof(*order), cmp_current);
-	printf("[ Host summary: %d process%s ]\n", n, n == 1 ? "" : "es");
-	printf("%8s %8s %-12s %-8s %10s %10s  %s\n", "PID", "NSPID", "CONTAINER",
-	       "PYTHON", "CURRENT", "PEAK", "COMMAND");
-	for (i = 0; i < n; i++) {
-		tr = &st.tracees[order[i].i];
-		if (tracee__stats(tr, st.skel, &p))
-			continue;
-		report__format_size(cur, sizeof(cur), (double)p.current, false);
-		report__format_size(peak, sizeof(peak), (double)p.peak, false);
-		printf("%8d %8d %-12s %-8s %10s %10s  %s\n", tr->pid, tr->nspid,
-		       tr->container[0] ? tr->container : "-", tr->version, cur, peak,
-		       tr->cmdline);
-	}
-	free(order);
+	qsort(rows, n, sizeof(*rows), cmp_current);
+	sink__summary(stdout, env.cli.format, rows, n);
+	free(rows);
 }
 
 /* One --control command; the reply is one line on stdout. */
@@ -812,9 +798,8 @@ static void finish_tracee(struct tracee *tr, bool report)
 	tr->ready = false;
 	pthread_mutex_unlock(&st.lock);
 	if (report) {
-		fprintf(stdout, "Process %d exited.\n", tr->pid);
-		report_tracee(tr, false, true);
-		printf("\n");
+		report_tracee(tr, false, true, true);
+		sink__gap(stdout, env.cli.format);
 	}
 	tracee__purge(tr, st.skel);
 	tracee__detach(tr);
@@ -1079,17 +1064,13 @@ int main(int argc, char **argv)
 		if (env.control)
 			control_poll(&st.tracees[0], &stop);
 		if (env.interval && now() >= next_report) {
-			char stamp[32];
-			time_t t = time(NULL);
-
-			strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&t));
 			if (!env.control)
-				printf("%s\n", stamp);
+				sink__round(stdout, env.cli.format);
 			for (i = 0; i < st.ntracees; i++) {
 				if (st.tracees[i].registered)
-					report_tracee(&st.tracees[i], false, !single);
+					report_tracee(&st.tracees[i], false, !single, false);
 				if (!env.control)
-					printf("\n");
+					sink__gap(stdout, env.cli.format);
 			}
 			next_report += env.interval;
 		}
@@ -1099,10 +1080,10 @@ int main(int argc, char **argv)
 	for (i = 0; i < st.ntracees; i++) {
 		if (!st.tracees[i].registered)
 			continue;
-		if (report_tracee(&st.tracees[i], true, !single))
+		if (report_tracee(&st.tracees[i], true, !single, false))
 			err = -EIO;
 		if (!single)
-			printf("\n");
+			sink__gap(stdout, env.cli.format);
 	}
 	if (!single && !env.control)
 		print_host_summary();

@@ -25,6 +25,7 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+#include "json.h"
 #include "report.h"
 #include "util.h"
 
@@ -1289,77 +1290,74 @@ static int check_opts(const struct report_opts *o)
 	return 0;
 }
 
-int report__print_top(FILE *out, const struct snapshot *s,
-		      const struct report_opts *o)
+/* Statistics ready to print: sorted groups, their keys in the snapshots. */
+struct report_stats {
+	struct groups gn, go;		/* new and (for differences) old */
+	struct group *v;		/* sorted; gn.v, or its own for diffs */
+	size_t n;
+	bool diff;
+};
+
+void report__stats_free(struct report_stats *st)
 {
-	struct filters fs = {};
-	struct groups g = {};
-	int err;
-
-	if (!out || !s || !o)
-		return -EINVAL;
-	err = check_opts(o);
-	if (err)
-		return err;
-	err = filters__init(&fs, o);
-	if (err)
-		return err;
-	err = groups__init(&g, random_seed());
-	if (err)
-		goto cleanup;
-	err = group_by(&g, s, o, &fs);
-	if (err)
-		goto cleanup;
-	if (g.n)
-		qsort(g.v, g.n, sizeof(*g.v), stat_cmp);
-	err = print_block(out, g.v, g.n, o->top, false, o->escape);
-
-cleanup:
-	groups__free(&g);
-	filters__free(&fs);
-	return err;
+	if (!st)
+		return;
+	if (st->diff)
+		free(st->v);
+	groups__free(&st->gn);
+	groups__free(&st->go);
+	free(st);
 }
 
-int report__print_diff(FILE *out, const struct snapshot *snap,
-		       const struct snapshot *old, const struct report_opts *o)
+/* snapshot.statistics(key, cumulative) */
+static int stats_top(struct report_stats *st, const struct snapshot *s,
+		     const struct report_opts *o, struct filters *fs)
 {
-	struct filters fs = {};
-	struct groups gn = {}, go = {};
-	struct group *v = NULL, *prev;
-	size_t n = 0, i;
-	uint64_t seed;
 	int err;
 
-	if (!out || !snap || !old || !o)
-		return -EINVAL;
-	err = check_opts(o);
+	err = groups__init(&st->gn, random_seed());
+	if (!err)
+		err = group_by(&st->gn, s, o, fs);
 	if (err)
 		return err;
-	err = filters__init(&fs, o);
-	if (err)
-		return err;
+	st->v = st->gn.v;
+	st->n = st->gn.n;
+	if (st->n)
+		qsort(st->v, st->n, sizeof(*st->v), stat_cmp);
+	return 0;
+}
+
+/* snap.compare_to(old, key, cumulative): _compare_grouped_stats */
+static int stats_diff(struct report_stats *st, const struct snapshot *snap,
+		      const struct snapshot *old, const struct report_opts *o,
+		      struct filters *fs)
+{
+	struct groups *gn = &st->gn, *go = &st->go;
+	struct group *prev;
+	uint64_t seed;
+	size_t i;
+	int err;
+
 	/* one seed: old groups are looked up with new keys' hashes */
 	seed = random_seed();
-	err = groups__init(&gn, seed);
+	err = groups__init(gn, seed);
 	if (!err)
-		err = groups__init(&go, seed);
+		err = groups__init(go, seed);
 	if (!err)
-		err = group_by(&gn, snap, o, &fs);
+		err = group_by(gn, snap, o, fs);
 	if (!err)
-		err = group_by(&go, old, o, &fs);
+		err = group_by(go, old, o, fs);
 	if (err)
-		goto cleanup;
-	v = calloc(gn.n + go.n + 1, sizeof(*v));
-	if (!v) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	/* _compare_grouped_stats */
-	for (i = 0; i < gn.n; i++) {
-		struct group *x = &v[n++];
+		return err;
+	st->diff = true;
+	st->v = calloc(gn->n + go->n + 1, sizeof(*st->v));
+	if (!st->v)
+		return -ENOMEM;
+	for (i = 0; i < gn->n; i++) {
+		struct group *x = &st->v[st->n++];
 
-		*x = gn.v[i];
-		prev = groups__find(&go, &x->key, x->hash);
+		*x = gn->v[i];
+		prev = groups__find(go, &x->key, x->hash);
 		if (prev) {
 			prev->matched = true;
 			x->size_diff = (s128)x->size - (s128)prev->size;
@@ -1369,26 +1367,134 @@ int report__print_diff(FILE *out, const struct snapshot *snap,
 			x->count_diff = (int64_t)x->count;
 		}
 	}
-	for (i = 0; i < go.n; i++) {
+	for (i = 0; i < go->n; i++) {
 		struct group *x;
 
-		if (go.v[i].matched)
+		if (go->v[i].matched)
 			continue;
-		x = &v[n++];
-		*x = go.v[i];
+		x = &st->v[st->n++];
+		*x = go->v[i];
 		x->size = 0;
 		x->count = 0;
-		x->size_diff = -(s128)go.v[i].size;
-		x->count_diff = -(int64_t)go.v[i].count;
+		x->size_diff = -(s128)go->v[i].size;
+		x->count_diff = -(int64_t)go->v[i].count;
 	}
-	if (n)
-		qsort(v, n, sizeof(*v), diff_cmp);
-	err = print_block(out, v, n, o->top, true, o->escape);
+	if (st->n)
+		qsort(st->v, st->n, sizeof(*st->v), diff_cmp);
+	return 0;
+}
 
-cleanup:
-	free(v);
-	groups__free(&gn);
-	groups__free(&go);
+int report__stats(const struct snapshot *snap, const struct snapshot *old,
+		  const struct report_opts *o, struct report_stats **out)
+{
+	struct report_stats *st;
+	struct filters fs = {};
+	int err;
+
+	*out = NULL;
+	if (!snap || !o)
+		return -EINVAL;
+	err = check_opts(o);
+	if (err)
+		return err;
+	err = filters__init(&fs, o);
+	if (err)
+		return err;
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		filters__free(&fs);
+		return -ENOMEM;
+	}
+	err = old ? stats_diff(st, snap, old, o, &fs) : stats_top(st, snap, o, &fs);
 	filters__free(&fs);
+	if (err) {
+		report__stats_free(st);
+		return err;
+	}
+	*out = st;
+	return 0;
+}
+
+int report__print_stats(FILE *out, const struct report_stats *st,
+			const struct report_opts *o)
+{
+	return print_block(out, st->v, st->n, o->top, st->diff, o->escape);
+}
+
+size_t report__stats_count(const struct report_stats *st)
+{
+	return st->n;
+}
+
+void report__json_stats(struct json *j, const struct report_stats *st,
+			const struct report_opts *o)
+{
+	size_t shown = o->top > 0 && (size_t)o->top < st->n ? (size_t)o->top : st->n, i;
+	unsigned int f;
+
+	json__begin_array(j);
+	for (i = 0; i < shown; i++) {
+		const struct group *g = &st->v[i];
+
+		json__begin_object(j);
+		json__name(j, "size");
+		json__u128(j, g->size);
+		json__name(j, "count");
+		json__uint(j, g->count);
+		if (st->diff) {
+			json__name(j, "size_diff");
+			json__s128(j, g->size_diff);
+			json__name(j, "count_diff");
+			json__int(j, g->count_diff);
+		}
+		json__name(j, "average");
+		if (g->count)
+			json__double(j, true_divide(g->size, g->count));
+		else
+			json__null(j);
+		/* Oldest frame first, as a tracemalloc.Traceback iterates. */
+		json__name(j, "traceback");
+		json__begin_array(j);
+		for (f = g->key.n; f-- > 0;) {
+			json__begin_object(j);
+			json__name(j, "filename");
+			json__string(j, g->key.frames[f].filename);
+			json__name(j, "lineno");
+			json__uint(j, key_lineno(&g->key, f));
+			json__end_object(j);
+		}
+		json__end_array(j);
+		json__end_object(j);
+	}
+	json__end_array(j);
+}
+
+static int print_report(FILE *out, const struct snapshot *snap,
+			const struct snapshot *old, const struct report_opts *o)
+{
+	struct report_stats *st;
+	int err;
+
+	if (!out || !snap || !o)
+		return -EINVAL;
+	err = report__stats(snap, old, o, &st);
+	if (err)
+		return err;
+	err = report__print_stats(out, st, o);
+	report__stats_free(st);
 	return err;
+}
+
+int report__print_top(FILE *out, const struct snapshot *s,
+		      const struct report_opts *o)
+{
+	return print_report(out, s, NULL, o);
+}
+
+int report__print_diff(FILE *out, const struct snapshot *snap,
+		       const struct snapshot *old, const struct report_opts *o)
+{
+	if (!old)
+		return -EINVAL;
+	return print_report(out, snap, old, o);
 }

@@ -65,6 +65,26 @@ int report__print_top(FILE *out, const struct snapshot *s,
  */
 int report__print_diff(FILE *out, const struct snapshot *snap,
 		       const struct snapshot *old, const struct report_opts *o);
+/*
+ * The statistics behind those reports, for any sink: snap.statistics(...)
+ * or, with OLD, snap.compare_to(old, ...), filtered and sorted as Python
+ * does. They point into the snapshots: free them first.
+ */
+struct report_stats;
+struct json;
+int report__stats(const struct snapshot *snap, const struct snapshot *old,
+		  const struct report_opts *o, struct report_stats **out);
+void report__stats_free(struct report_stats *st);	/* safe on NULL */
+size_t report__stats_count(const struct report_stats *st);
+/* The text block, as report__print_top / report__print_diff print it. */
+int report__print_stats(FILE *out, const struct report_stats *st,
+			const struct report_opts *o);
+/*
+ * The first o->top statistics as a JSON array of {size, count, [size_diff,
+ * count_diff,] average, traceback: [{filename, lineno}, oldest first]}.
+ */
+void report__json_stats(struct json *j, const struct report_stats *st,
+			const struct report_opts *o);
 /* tracemalloc._format_size(size, sign) */
 void report__format_size(char *buf, size_t len, double size, bool sign);
 
@@ -98,9 +118,15 @@ struct report_spec {
 	unsigned int domain;
 };
 
+enum report_format {
+	REPORT_FORMAT_TEXT = 0,		/* tracemalloc's own output */
+	REPORT_FORMAT_JSON,		/* one JSON document per report */
+};
+
 /* What the shared report options (report__cli_argp) fill in. */
 struct report_cli {
 	struct report_opts opts;	/* key, cumulative, top; filters at the end */
+	enum report_format format;	/* --format */
 	bool all_frames;
 	struct report_spec *specs;
 	size_t nspecs;

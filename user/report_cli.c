@@ -3,7 +3,7 @@
  * The report options shared by the live CLI and `pytm-bpf report`, as an
  * argp child parser: --key, --cumulative, --top and tracemalloc's filters
  * (--include/--exclude PATTERN[:LINENO], --all-frames, --domain,
- * --exclude-domain). The parent sets state->child_inputs[i] to a struct
+ * --exclude-domain) and --format. The parent sets state->child_inputs[i] to a struct
  * report_cli.
  */
 #include <argp.h>
@@ -22,6 +22,7 @@ enum {
 	OPT_ALL_FRAMES,
 	OPT_DOMAIN,
 	OPT_EXCLUDE_DOMAIN,
+	OPT_FORMAT,
 };
 
 static const struct argp_option options[] = {
@@ -38,6 +39,9 @@ static const struct argp_option options[] = {
 	  "Match --include/--exclude against every frame, not the most recent", 0 },
 	{ "domain", OPT_DOMAIN, "N", 0, "Keep traces of this domain (DomainFilter)", 0 },
 	{ "exclude-domain", OPT_EXCLUDE_DOMAIN, "N", 0, "Drop traces of this domain", 0 },
+	{ "format", OPT_FORMAT, "FORMAT", 0,
+	  "text (default: tracemalloc's output) or json (one JSON document per "
+	  "report, per line)", 0 },
 	{},
 };
 
@@ -130,6 +134,14 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_ALL_FRAMES:
 		c->all_frames = true;
+		break;
+	case OPT_FORMAT:
+		if (!strcmp(arg, "text"))
+			c->format = REPORT_FORMAT_TEXT;
+		else if (!strcmp(arg, "json"))
+			c->format = REPORT_FORMAT_JSON;
+		else
+			argp_error(state, "unknown format '%s' (text or json)", arg);
 		break;
 	case OPT_DOMAIN:
 	case OPT_EXCLUDE_DOMAIN:

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "report.h"
+#include "sink.h"
 #include "snapshot.h"
 
 enum {
@@ -124,12 +125,19 @@ int report__main(int argc, char **argv)
 		old = load(c.old);
 		if (!old)
 			goto cleanup;
-		err = report__print_diff(stdout, snap, old, &c.cli.opts);
-	} else {
-		err = report__print_top(stdout, snap, &c.cli.opts);
 	}
-	if (!err && fflush(stdout))
-		err = -errno;
+	{
+		struct sink_report r = {
+			.snap = snap,
+			.old = old,
+			.old_name = c.old,
+			.o = &c.cli.opts,
+			.final = true,
+			.file = c.file,
+		};
+
+		err = sink__report(stdout, c.cli.format, &r);
+	}
 	if (err) {
 		fprintf(stderr, "pytm-bpf report: %s\n", strerror(-err));
 		goto cleanup;

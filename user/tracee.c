@@ -15,6 +15,7 @@
 #include "pyoffsets.h"
 #include "report.h"
 #include "resolve.h"
+#include "json.h"
 #include "tracee.h"
 #include "util.h"
 #include "validate.h"
@@ -346,6 +347,67 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 		any = true;
 	}
 	fprintf(out, "%s\n", any ? "" : " none");
+}
+
+/* Stable keys of the lost counts in JSON documents (see the man page). */
+static const char *const lost_keys[PYTM_LOST_MAX] = {
+	[PYTM_LOST_BLOCKS_FULL] = "blocks_full",
+	[PYTM_LOST_STACKS_FULL] = "stacks_full",
+	[PYTM_LOST_CODES_FULL] = "codes_full",
+	[PYTM_LOST_RINGBUF] = "ringbuf_full",
+	[PYTM_LOST_FRAME_READ] = "frame_unreadable",
+	[PYTM_LOST_STASH] = "nested_too_deep",
+	[PYTM_LOST_NO_TSTATE] = "no_thread_state",
+	[PYTM_LOST_TASK_STORAGE] = "no_task_storage",
+};
+
+void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j)
+{
+	uint64_t nread = 0, nfailed = 0;
+	struct pytm_proc p;
+	int i;
+
+	json__name(j, "process");
+	json__begin_object(j);
+	json__name(j, "pid");
+	json__int(j, tr->pid);
+	json__name(j, "nspid");
+	json__int(j, tr->nspid);
+	json__name(j, "container");
+	json__string(j, tr->container[0] ? tr->container : NULL);
+	json__name(j, "python");
+	json__string(j, tr->version);
+	json__name(j, "interpreter");
+	json__string(j, tr->t.pymod);
+	json__name(j, "cmdline");
+	json__string(j, tr->cmdline);
+	json__end_object(j);
+	json__name(j, "mode");
+	json__string(j, tr->pr.injected ? "injected" : "plain");
+	json__name(j, "probe_site");
+	json__string(j, tr->pr.injected ? (tr->pr.rd.site_kind == REDIRECT_SITE_NOP6 ?
+					  "nop6" : "nop5") : NULL);
+	if (tracee__stats(tr, skel, &p))
+		memset(&p, 0, sizeof(p));
+	json__name(j, "traced");
+	json__begin_object(j);
+	json__name(j, "current");
+	json__int(j, p.current);
+	json__name(j, "peak");
+	json__int(j, p.peak);
+	json__name(j, "events");
+	json__uint(j, p.nevents);
+	json__end_object(j);
+	resolver__stats(tr->r, &nread, &nfailed);
+	json__name(j, "lost");
+	json__begin_object(j);
+	for (i = 0; i < PYTM_LOST_MAX; i++) {
+		json__name(j, lost_keys[i]);
+		json__uint(j, p.lost[i]);
+	}
+	json__name(j, "code_objects_unreadable");
+	json__uint(j, nfailed);
+	json__end_object(j);
 }
 
 void tracee__detach(struct tracee *tr)

@@ -60,6 +60,12 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
 /* "Traced memory: ..." and "Lost events: ..." lines. */
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out);
+struct json;
+/*
+ * The members "process", "mode", "probe_site", "traced" and "lost" of a
+ * JSON report (the same figures as tracee__footer).
+ */
+void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j);
 /* Remove the probes (and restore a redirected allocator). */
 void tracee__detach(struct tracee *tr);
 /* Drop every map entry of the process: blocks, code ids, its procs entry. */

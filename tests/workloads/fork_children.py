@@ -26,22 +26,9 @@ import subprocess
 import sys
 import threading
 
+from wlproto import emit, expect
+
 HELD_BLOCKS = 20000
-
-
-def emit(msg):
-    os.write(1, (msg + "\n").encode())
-
-
-def expect(word):
-    data = b""
-    while not data.endswith(b"\n"):
-        c = os.read(0, 1)
-        if not c:
-            sys.exit("fork_children: stdin closed waiting for %r" % word)
-        data += c
-    if data.decode().strip() != word:
-        sys.exit("fork_children: expected %r, got %r" % (word, data))
 
 
 def checksum(n):

@@ -6,6 +6,10 @@ that stock tracemalloc of that version is the judge). Python 3.6+.
     snaptool.py top SNAP KEY CUMULATIVE N    tracemalloc's own [ Top N ] block
     snaptool.py check SNAP FRAMES FILE [REF] usability of SNAP (JSON)
     snaptool.py summary SNAP [FILE]          counts (JSON)
+    snaptool.py stats SNAP KEY CUMULATIVE [OLD]
+                                             statistics(key, cumulative), or
+                                             compare_to(OLD, ...), as JSON:
+                                             figures, frames and str(stat)
 """
 
 import json
@@ -143,6 +147,23 @@ def summary(snap_path, path=None):
             "traceback_limit": snapshot.traceback_limit}
 
 
+def stats(snap_path, key, cumulative, old_path=None):
+    snapshot = load(snap_path)
+    if old_path:
+        got = snapshot.compare_to(load(old_path), key, cumulative)
+    else:
+        got = snapshot.statistics(key, cumulative)
+    out = []
+    for st in got:
+        d = {"size": st.size, "count": st.count, "str": str(st),
+             "traceback": [[f.filename, f.lineno] for f in st.traceback]}
+        if old_path:
+            d["size_diff"] = st.size_diff
+            d["count_diff"] = st.count_diff
+        out.append(d)
+    return out
+
+
 def main(argv):
     cmd = argv[0]
     if cmd == "compare":
@@ -155,6 +176,9 @@ def main(argv):
                     argv[4] if len(argv) > 4 else None)
     elif cmd == "summary":
         out = summary(argv[1], argv[2] if len(argv) > 2 else None)
+    elif cmd == "stats":
+        out = stats(argv[1], argv[2], argv[3] in ("1", "true", "True"),
+                    argv[4] if len(argv) > 4 else None)
     else:
         sys.exit("snaptool: unknown command %r" % cmd)
     print(json.dumps(out, indent=1, sort_keys=True))

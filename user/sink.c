@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <errno.h>
+#include <time.h>
+#include "json.h"
+#include "sink.h"
+#include "snapshot.h"
+#include "tracee.h"
+
+static const char *const key_names[] = {
+	[REPORT_KEY_LINENO] = "lineno",
+	[REPORT_KEY_FILENAME] = "filename",
+	[REPORT_KEY_TRACEBACK] = "traceback",
+};
+
+static void text_header(FILE *out, const struct tracee *tr)
+{
+	fprintf(out, "== pid %d", tr->pid);
+	if (tr->nspid != tr->pid)
+		fprintf(out, " (pid %d in its namespace)", tr->nspid);
+	if (tr->container[0])
+		fprintf(out, " container %s", tr->container);
+	fprintf(out, ", CPython %s: %s\n", tr->version, tr->cmdline);
+}
+
+static int text_report(FILE *out, const struct sink_report *r,
+		       const struct report_stats *st)
+{
+	int err;
+
+	if (r->tr && r->exited)
+		fprintf(out, "Process %d exited.\n", r->tr->pid);
+	if (r->tr && r->header)
+		text_header(out, r->tr);
+	err = report__print_stats(out, st, r->o);
+	if (r->tr) {
+		fputc('\n', out);
+		tracee__footer(r->tr, r->skel, out);
+	}
+	return err;
+}
+
+static double unix_time(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void json_begin(struct json *j, const char *type)
+{
+	json__begin_object(j);
+	json__name(j, "schema");
+	json__int(j, SINK_JSON_SCHEMA);
+	json__name(j, "type");
+	json__string(j, type);
+	json__name(j, "time");
+	json__double(j, unix_time());
+}
+
+static int json_report(FILE *out, const struct sink_report *r,
+		       const struct report_stats *st)
+{
+	struct json j;
+
+	json__init(&j, out);
+	json_begin(&j, "report");
+	json__name(&j, "final");
+	json__bool(&j, r->final);
+	json__name(&j, "exited");
+	json__bool(&j, r->exited);
+	if (r->tr) {
+		tracee__json(r->tr, r->skel, &j);
+	} else {
+		json__name(&j, "source");
+		json__begin_object(&j);
+		json__name(&j, "file");
+		json__string(&j, r->file);
+		json__name(&j, "traces");
+		json__uint(&j, snapshot__count(r->snap));
+		json__end_object(&j);
+	}
+	json__name(&j, "traceback_limit");
+	json__int(&j, snapshot__traceback_limit(r->snap));
+	json__name(&j, "key");
+	json__string(&j, key_names[r->o->key]);
+	json__name(&j, "cumulative");
+	json__bool(&j, r->o->cumulative);
+	json__name(&j, "compare_to");
+	json__string(&j, r->old ? r->old_name : NULL);
+	json__name(&j, "total");
+	json__uint(&j, report__stats_count(st));
+	json__name(&j, "statistics");
+	report__json_stats(&j, st, r->o);
+	json__end_object(&j);
+	return ferror(out) ? -EIO : 0;
+}
+
+int sink__report(FILE *out, enum report_format format, const struct sink_report *r)
+{
+	struct report_stats *st;
+	int err;
+
+	err = report__stats(r->snap, r->old, r->o, &st);
+	if (err)
+		return err;
+	err = format == REPORT_FORMAT_JSON ? json_report(out, r, st) : text_report(out, r, st);
+	report__stats_free(st);
+	if (!err && fflush(out))
+		err = -errno;
+	return err;
+}
+
+void sink__round(FILE *out, enum report_format format)
+{
+	char stamp[32];
+	time_t t = time(NULL);
+
+	if (format != REPORT_FORMAT_TEXT)
+		return;
+	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&t));
+	fprintf(out, "%s\n", stamp);
+}
+
+void sink__gap(FILE *out, enum report_format format)
+{
+	if (format == REPORT_FORMAT_TEXT)
+		fputc('\n', out);
+}
+
+void sink__summary(FILE *out, enum report_format format,
+		   const struct sink_summary_row *rows, int n)
+{
+	char cur[32], peak[32];
+	struct json j;
+	int i;
+
+	if (format == REPORT_FORMAT_JSON) {
+		json__init(&j, out);
+		json_begin(&j, "summary");
+		json__name(&j, "processes");
+		json__begin_array(&j);
+		for (i = 0; i < n; i++) {
+			const struct tracee *tr = rows[i].tr;
+
+			json__begin_object(&j);
+			json__name(&j, "pid");
+			json__int(&j, tr->pid);
+			json__name(&j, "nspid");
+			json__int(&j, tr->nspid);
+			json__name(&j, "container");
+			json__string(&j, tr->container[0] ? tr->container : NULL);
+			json__name(&j, "python");
+			json__string(&j, tr->version);
+			json__name(&j, "current");
+			json__int(&j, rows[i].current);
+			json__name(&j, "peak");
+			json__int(&j, rows[i].peak);
+			json__name(&j, "cmdline");
+			json__string(&j, tr->cmdline);
+			json__end_object(&j);
+		}
+		json__end_array(&j);
+		json__end_object(&j);
+		fflush(out);
+		return;
+	}
+	fprintf(out, "[ Host summary: %d process%s ]\n", n, n == 1 ? "" : "es");
+	fprintf(out, "%8s %8s %-12s %-8s %10s %10s  %s\n", "PID", "NSPID", "CONTAINER",
+		"PYTHON", "CURRENT", "PEAK", "COMMAND");
+	for (i = 0; i < n; i++) {
+		const struct tracee *tr = rows[i].tr;
+
+		report__format_size(cur, sizeof(cur), (double)rows[i].current, false);
+		report__format_size(peak, sizeof(peak), (double)rows[i].peak, false);
+		fprintf(out, "%8d %8d %-12s %-8s %10s %10s  %s\n", tr->pid, tr->nspid,
+			tr->container[0] ? tr->container : "-", tr->version, cur, peak,
+			tr->cmdline);
+	}
+	fflush(out);
+}
