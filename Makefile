@@ -28,7 +28,7 @@ LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
 CFLAGS ?= -g -O2
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
 	  -I$(OUTPUT) -Ibpf -iquote user $(LIBBPF_CFLAGS)
-LDLIBS += $(LIBBPF_LIBS) -lelf -lz -lpthread
+LDLIBS += $(LIBBPF_LIBS) -lelf -lz -lpthread -lm
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	      -Wall -Werror -I$(OUTPUT) -Ibpf
 

@@ -149,19 +149,6 @@ static const struct argp_option opts[] = {
 	{},
 };
 
-static int parse_long(const char *arg, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(arg, &end, 10);
-	if (errno || end == arg || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 static int parse_seconds(const char *arg, double *out)
 {
 	char *end;
@@ -196,7 +183,7 @@ static FILE *usage_stream(void)
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
 	FILE *f;
-	long v;
+	long long v;
 
 	switch (key) {
 	case ARGP_KEY_INIT:
@@ -215,7 +202,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		env.verbose = true;
 		break;
 	case 'p':
-		if (parse_long(arg, 1, INT_MAX, &v))
+		if (parse_num(arg, 1, INT_MAX, &v))
 			argp_error(state, "invalid PID: %s", arg);
 		if (env.npids >= MAX_PIDS)
 			argp_error(state, "too many -p (at most %d)", MAX_PIDS);
@@ -225,12 +212,12 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		env.all = true;
 		break;
 	case OPT_MAX_PROCS:
-		if (parse_long(arg, 1, 1000, &v))
+		if (parse_num(arg, 1, 1000, &v))
 			argp_error(state, "--max-procs takes a number from 1 to 1000, not %s", arg);
 		env.max_procs = v;
 		break;
 	case OPT_FRAMES:
-		if (parse_long(arg, 1, PYTM_MAX_FRAMES, &v))
+		if (parse_num(arg, 1, PYTM_MAX_FRAMES, &v))
 			argp_error(state, "--frames takes a number from 1 to %d, not %s",
 				   PYTM_MAX_FRAMES, arg);
 		env.frames = v;
@@ -256,18 +243,20 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case OPT_PICKLE:
 		if (!strcmp(arg, "3.8"))
 			env.pickle = PYTM_PICKLE_38;
-		else if (!strncmp(arg, "3.", 2) && !parse_long(arg + 2, 9, 99, &v))
+		else if (!strncmp(arg, "3.", 2) && !parse_num(arg + 2, 9, 99, &v))
 			env.pickle = PYTM_PICKLE_39;
 		else
 			argp_error(state, "invalid --pickle-version: %s (3.8, 3.9, ...)", arg);
 		break;
 	case OPT_MAX_BLOCKS:
-		if (parse_long(arg, 1024, 1L << 28, &env.max_blocks))
+		if (parse_num(arg, 1024, 1L << 28, &v))
 			argp_error(state, "invalid --max-blocks: %s", arg);
+		env.max_blocks = v;
 		break;
 	case OPT_MAX_STACKS:
-		if (parse_long(arg, 256, 1L << 24, &env.max_stacks))
+		if (parse_num(arg, 256, 1L << 24, &v))
 			argp_error(state, "invalid --max-stacks: %s", arg);
+		env.max_stacks = v;
 		break;
 	case OPT_CONTROL:
 		env.control = true;
@@ -811,15 +800,13 @@ static void scan_all(void)
 {
 	struct dirent *de;
 	DIR *d = opendir("/proc");
-	long pid;
-	char *end;
+	long long pid;
 	int err;
 
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		pid = strtol(de->d_name, &end, 10);
-		if (*end || pid <= 0 || pid == getpid())
+		if (parse_num(de->d_name, 1, INT_MAX, &pid) || pid == getpid())
 			continue;
 		err = start_tracee(pid, true);
 		if (err)

@@ -22,9 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+#include "hash.h"
 #include "json.h"
 #include "report.h"
 #include "util.h"
@@ -607,11 +607,9 @@ int report__parse_filter(struct report_filter *f, const char *spec,
 		for (p = colon + 1; *p >= '0' && *p <= '9'; p++)
 			;
 		if (!*p) {
-			unsigned long v;
+			long long v;
 
-			errno = 0;
-			v = strtoul(colon + 1, NULL, 10);
-			if (errno || v > UINT_MAX) {
+			if (parse_num(colon + 1, 0, UINT_MAX, &v)) {
 				snprintf(err, errlen, "line number out of range: %s",
 					 colon + 1);
 				return -EINVAL;
@@ -792,45 +790,6 @@ static int filters__keep(struct filters *fs, unsigned int domain,
 
 /* ---------------- grouping ---------------- */
 
-static uint64_t mix64(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
-}
-
-/* Keys hash filename text (two snapshots meet in compare): seed it. */
-static uint64_t random_seed(void)
-{
-	uint64_t seed;
-	struct timespec ts;
-
-	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == sizeof(seed))
-		return seed;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32));
-}
-
-static uint64_t hash_str(uint64_t h, const char *s)
-{
-	size_t len = strlen(s);
-	uint64_t w;
-
-	h = mix64(h ^ len);
-	while (len >= 8) {
-		memcpy(&w, s, 8);
-		h = mix64(h ^ w) + 0x9e3779b97f4a7c15ULL;
-		s += 8;
-		len -= 8;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	return mix64(h ^ w);
-}
-
 /*
  * A statistic's traceback: N frames, most recent first as in the trace
  * (Python's Traceback holds them reversed; comparisons account for it).
@@ -866,12 +825,12 @@ static unsigned int key_lineno(const struct gkey *k, unsigned int i)
 
 static uint64_t key_hash(uint64_t seed, const struct gkey *k)
 {
-	uint64_t h = mix64(seed ^ k->n);
+	uint64_t h = hash__mix64(seed ^ k->n);
 	unsigned int i;
 
 	for (i = 0; i < k->n; i++) {
-		h = hash_str(h, k->frames[i].filename);
-		h = mix64(h ^ key_lineno(k, i));
+		h = hash__str(h, k->frames[i].filename);
+		h = hash__mix64(h ^ key_lineno(k, i));
 	}
 	return h;
 }
@@ -1018,7 +977,7 @@ struct entries {
 
 static uint64_t entry_hash(const struct pytm_traceback *tb, unsigned int domain)
 {
-	return mix64((uint64_t)(uintptr_t)tb ^ ((uint64_t)domain << 48) ^ domain);
+	return hash__mix64((uint64_t)(uintptr_t)tb ^ ((uint64_t)domain << 48) ^ domain);
 }
 
 static int entries__grow(struct entries *e)
@@ -1186,34 +1145,18 @@ static int diff_cmp(const void *pa, const void *pb)
 static void put_escaped(FILE *out, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str;
-	size_t len = strlen(str), i = 0, k, need;
+	size_t len = strlen(str), i = 0, n;
+	uint32_t cp;
 
 	while (i < len) {
-		unsigned char c = s[i];
-
-		if (c >= 0x20 && c < 0x7f && c != '\\') {
-			fputc(c, out);
-			i++;
-			continue;
-		}
-		need = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 :
-		       c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-		for (k = 1; need && k < need; k++) {
-			if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
-				need = 0;
-		}
-		/* no C1 controls, overlongs, surrogates or > U+10FFFF */
-		if (need && ((c == 0xc2 && s[i + 1] < 0xa0) ||
-			     (c == 0xe0 && s[i + 1] < 0xa0) ||
-			     (c == 0xed && s[i + 1] >= 0xa0) ||
-			     (c == 0xf0 && s[i + 1] < 0x90) ||
-			     (c == 0xf4 && s[i + 1] >= 0x90)))
-			need = 0;
-		if (need) {
-			fwrite(s + i, 1, need, out);
-			i += need;
+		n = utf8_seq(s + i, len - i, &cp);
+		/* Printable ASCII, or a character past the C1 controls, no surrogate. */
+		if (n == 1 ? cp >= 0x20 && cp < 0x7f && cp != '\\' :
+		    n > 1 && cp >= 0xa0 && (cp < 0xd800 || cp > 0xdfff)) {
+			fwrite(s + i, 1, n, out);
+			i += n;
 		} else {
-			fprintf(out, c == '\\' ? "\\\\" : "\\x%02x", c);
+			fprintf(out, s[i] == '\\' ? "\\\\" : "\\x%02x", s[i]);
 			i++;
 		}
 	}
@@ -1315,7 +1258,7 @@ static int stats_top(struct report_stats *st, const struct snapshot *s,
 {
 	int err;
 
-	err = groups__init(&st->gn, random_seed());
+	err = groups__init(&st->gn, hash__seed());
 	if (!err)
 		err = group_by(&st->gn, s, o, fs);
 	if (err)
@@ -1339,7 +1282,7 @@ static int stats_diff(struct report_stats *st, const struct snapshot *snap,
 	int err;
 
 	/* one seed: old groups are looked up with new keys' hashes */
-	seed = random_seed();
+	seed = hash__seed();
 	err = groups__init(gn, seed);
 	if (!err)
 		err = groups__init(go, seed);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "report.h"
+#include "util.h"
 
 enum {
 	OPT_KEY = 0x200,
@@ -57,22 +58,6 @@ static int add_spec(struct report_cli *c, const char *pattern, bool inclusive,
 	s[c->nspecs].inclusive = inclusive;
 	s[c->nspecs].domain = domain;
 	c->nspecs++;
-	return 0;
-}
-
-/* A whole decimal number in [min, max], or -1. */
-static int parse_num(const char *s, long long min, long long max, long long *out)
-{
-	char *end;
-	long long v;
-
-	if (!s || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -1;
-	*out = v;
 	return 0;
 }
 

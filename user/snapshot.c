@@ -25,10 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "hash.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -101,46 +101,6 @@ static void arena__free(struct arena *a)
 }
 
 /* ---- hashing: seeded per snapshot, filenames may come from a file ---- */
-
-static uint64_t mix64(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
-}
-
-static uint64_t hash_bytes(uint64_t seed, const void *p, size_t len)
-{
-	const unsigned char *s = p;
-	uint64_t h = mix64(seed ^ (len * 0x9e3779b97f4a7c15ULL));
-	uint64_t w;
-
-	while (len >= 8) {
-		memcpy(&w, s, 8);
-		h = mix64(h ^ w) + 0x9e3779b97f4a7c15ULL;
-		s += 8;
-		len -= 8;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	return mix64(h ^ w ^ 0x5bd1e995);
-}
-
-static uint64_t random_seed(void)
-{
-	uint64_t seed;
-	struct timespec ts;
-
-	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == sizeof(seed))
-		return seed;
-	/* No entropy yet (early boot): still differs per process and run. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
-		     (uint64_t)(uintptr_t)&seed);
-}
 
 /* ---- interned objects ---- */
 
@@ -229,7 +189,7 @@ struct snapshot *snapshot__new(int traceback_limit)
 	if (!s)
 		return NULL;
 	s->traceback_limit = traceback_limit;
-	s->seed = random_seed();
+	s->seed = hash__seed();
 	if (table__init(&s->strs, 256) || table__init(&s->tbs, 256))
 		goto cleanup;
 	s->unknown = snapshot__intern(s, "<unknown>");
@@ -263,7 +223,7 @@ static const char *intern_len(struct snapshot *s, const char *str, size_t len)
 		errno = E2BIG;
 		return NULL;
 	}
-	h = hash_bytes(s->seed, str, len);
+	h = hash__bytes(s->seed, str, len);
 	for (i = h & s->strs.mask; (e = s->strs.slots[i]);
 	     i = (i + 1) & s->strs.mask) {
 		if (e->hash == h && e->len == len && !memcmp(e->s, str, len))
@@ -307,7 +267,7 @@ const char *snapshot__intern(struct snapshot *s, const char *str)
 static bool is_interned(const struct snapshot *s, const char *str)
 {
 	size_t len = strlen(str), i;
-	uint64_t h = hash_bytes(s->seed, str, len);
+	uint64_t h = hash__bytes(s->seed, str, len);
 	struct istr *e;
 
 	for (i = h & s->strs.mask; (e = s->strs.slots[i]);
@@ -322,13 +282,13 @@ static uint64_t tb_hash(const struct snapshot *s,
 			const struct pytm_frame_info *frames,
 			unsigned int nframe, unsigned int total_nframe)
 {
-	uint64_t h = mix64(s->seed ^ ((uint64_t)nframe << 32 | total_nframe));
+	uint64_t h = hash__mix64(s->seed ^ ((uint64_t)nframe << 32 | total_nframe));
 	unsigned int i;
 
 	/* Filenames are interned: their addresses identify them. */
 	for (i = 0; i < nframe; i++) {
-		h = mix64(h ^ (uint64_t)(uintptr_t)frames[i].filename);
-		h = mix64(h ^ frames[i].lineno) + i;
+		h = hash__mix64(h ^ (uint64_t)(uintptr_t)frames[i].filename);
+		h = hash__mix64(h ^ frames[i].lineno) + i;
 	}
 	return h;
 }
@@ -685,7 +645,7 @@ static int frame_memo_grow(struct writer *w)
 	for (i = 0; i <= w->fmask; i++) {
 		if (!w->frames[i].key)
 			continue;
-		for (j = mix64(w->frames[i].key) & (size - 1); n[j].key;
+		for (j = hash__mix64(w->frames[i].key) & (size - 1); n[j].key;
 		     j = (j + 1) & (size - 1))
 			;
 		n[j] = w->frames[i];
@@ -703,7 +663,7 @@ static void w_frame(struct writer *w, const struct pytm_frame_info *fr)
 	uint64_t key = ((uint64_t)e->id + 1) << 32 | fr->lineno;
 	size_t i;
 
-	for (i = mix64(key) & w->fmask; w->frames[i].key;
+	for (i = hash__mix64(key) & w->fmask; w->frames[i].key;
 	     i = (i + 1) & w->fmask) {
 		if (w->frames[i].key == key) {
 			w_get(w, w->frames[i].memo);

@@ -33,4 +33,10 @@ void str_sanitize(char *dst, size_t len, const char *src, size_t srclen);
  */
 size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
 
+/*
+ * The one number parser: S is a whole decimal number (digits only, no sign
+ * or space) in [MIN, MAX]. 0, or -EINVAL.
+ */
+int parse_num(const char *s, long long min, long long max, long long *out);
+
 #endif /* __PYTM_UTIL_H */

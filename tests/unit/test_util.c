@@ -3,11 +3,18 @@
  * utf8_seq against an independent encoder: every code point's encoding is
  * accepted with its value, and every other 1-3 byte prefix (plus each
  * 4-byte lead with every continuation shape) is refused. Then
- * str_sanitize: what it escapes and where it cuts.
+ * str_sanitize: what it escapes and where it cuts. parse_num's bounds and
+ * refusals; the JSON writer's strings (every code point, every stray byte)
+ * and numbers (round trips).
  */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include "json.h"
 #include "unit.h"
 #include "util.h"
 
@@ -150,9 +157,139 @@ static void test_sanitize(void)
 	sanitize("abc", 3, 1, "");
 }
 
+static void test_parse_num(void)
+{
+	static const char *const bad[] = {
+		"", "-1", "+1", " 1", "1 ", "1x", "0x10", "1e3", "11", "99999999999999999999",
+	};
+	long long v = -7;
+	size_t i;
+
+	CHECK(parse_num("0", 0, 10, &v) == 0 && v == 0, "0 -> %lld", v);
+	CHECK(parse_num("10", 0, 10, &v) == 0 && v == 10, "10 -> %lld", v);
+	CHECK(parse_num("007", 0, 10, &v) == 0 && v == 7, "007 -> %lld", v);
+	CHECK(parse_num("9223372036854775807", 0, LLONG_MAX, &v) == 0 && v == LLONG_MAX,
+	      "LLONG_MAX -> %lld", v);
+	CHECK(parse_num("5", 6, 10, &v) == -EINVAL, "below the minimum");
+	CHECK(parse_num(NULL, 0, 10, &v) == -EINVAL, "NULL");
+	for (i = 0, v = -7; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(parse_num(bad[i], 0, 10, &v) == -EINVAL && v == -7,
+		      "'%s' accepted as %lld", bad[i], v);
+}
+
+/* What json__put_escaped writes for the LEN bytes at S. */
+static char *escaped(const char *s)
+{
+	static char buf[256];
+	FILE *f = fmemopen(buf, sizeof(buf), "w");
+
+	json__put_escaped(f, s);
+	fclose(f);
+	return buf;
+}
+
+static void test_json_strings(void)
+{
+	unsigned char in[8], want[16];
+	char *got;
+	uint32_t cp;
+	size_t n;
+	int b, bad = 0;
+
+	/* Every character but controls, '"' and '\' goes through as it is. */
+	for (cp = 0x20; cp <= 0x10ffff; cp++) {
+		if (cp == '"' || cp == '\\' || cp == 0x7f || (cp >= 0xd800 && cp <= 0xdfff))
+			continue;
+		n = encode(cp, in);
+		in[n] = '\0';
+		got = escaped((char *)in);
+		if (strlen(got) != n || memcmp(got, in, n))
+			bad++;
+	}
+	CHECK(!bad, "%d code points not written as themselves", bad);
+	/* Controls as \uXXXX (or their short forms); quote and backslash escaped. */
+	for (b = 1; b < 0x20; b++) {
+		in[0] = b;
+		in[1] = '\0';
+		got = escaped((char *)in);
+		if (b == '\n' || b == '\t' || b == '\r')
+			snprintf((char *)want, sizeof(want), "\\%c", b == '\n' ? 'n' : b == '\t' ? 't' : 'r');
+		else
+			snprintf((char *)want, sizeof(want), "\\u%04x", b);
+		CHECK(!strcmp(got, (char *)want), "byte %#x -> '%s'", b, got);
+	}
+	CHECK(!strcmp(escaped("\x7f"), "\\u007f"), "DEL -> '%s'", escaped("\x7f"));
+	CHECK(!strcmp(escaped("a\"b\\c"), "a\\\"b\\\\c"), "quote, backslash -> '%s'",
+	      escaped("a\"b\\c"));
+	/* Bytes that are not UTF-8, and encoded surrogates: one \udcXX each. */
+	for (b = 0x80; b < 0x100; b++) {
+		in[0] = 'x';
+		in[1] = b;
+		in[2] = 'y';
+		in[3] = '\0';
+		got = escaped((char *)in);
+		snprintf((char *)want, sizeof(want), "x\\udc%02xy", b);
+		CHECK(!strcmp(got, (char *)want), "x %#x y -> '%s'", b, got);
+	}
+	CHECK(!strcmp(escaped("\xed\xb3\xbf"), "\\udced\\udcb3\\udcbf"),
+	      "encoded surrogate -> '%s'", escaped("\xed\xb3\xbf"));
+}
+
+static void test_json_numbers(void)
+{
+	static const double exact[] = { 0, 1, 400, 84.5, 1e15, 123456789012345.0 };
+	char buf[512];
+	unsigned int seed = 1;
+	struct json j;
+	FILE *f;
+	size_t i;
+	int bad = 0;
+
+	/* Whole numbers below 1e16 print as digits; others round-trip. */
+	for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+		f = fmemopen(buf, sizeof(buf), "w");
+		json__init(&j, f);
+		json__double(&j, exact[i]);
+		fclose(f);
+		CHECK(!strchr(buf, 'e') && strtod(buf, NULL) == exact[i], "%.17g -> '%s'",
+		      exact[i], buf);
+	}
+	for (i = 0; i < 100000; i++) {
+		double v = (double)rand_r(&seed) / rand_r(&seed) * pow(10, rand_r(&seed) % 40 - 20);
+
+		f = fmemopen(buf, sizeof(buf), "w");
+		json__init(&j, f);
+		json__double(&j, v);
+		fclose(f);
+		if (strtod(buf, NULL) != v)
+			bad++;
+	}
+	CHECK(!bad, "%d of 100000 doubles did not read back", bad);
+	f = fmemopen(buf, sizeof(buf), "w");
+	json__init(&j, f);
+	json__begin_array(&j);
+	json__double(&j, NAN);
+	json__s128(&j, -((__int128)1 << 100));
+	json__u128(&j, 0);
+	json__int(&j, -5);
+	json__begin_object(&j);
+	json__name(&j, "k");
+	json__bool(&j, true);
+	json__name(&j, "s");
+	json__string(&j, NULL);
+	json__end_object(&j);
+	json__end_array(&j);
+	fclose(f);
+	CHECK(!strcmp(buf, "[null,-1267650600228229401496703205376,0,-5,{\"k\":true,\"s\":null}]\n"),
+	      "document '%s'", buf);
+}
+
 int main(void)
 {
 	test_utf8();
 	test_sanitize();
+	test_parse_num();
+	test_json_strings();
+	test_json_numbers();
 	return unit_done("util");
 }
