@@ -26,8 +26,10 @@ DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
 LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
 CFLAGS ?= -g -O2
+# user/ by pipeline stage (see README, Layout); headers by plain name.
+USER_DIRS := $(sort $(dir $(wildcard user/*/*.c user/*/*.h)))
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
-	  -I$(OUTPUT) -Ibpf -iquote user $(LIBBPF_CFLAGS)
+	  -I$(OUTPUT) -Ibpf $(addprefix -iquote ,$(USER_DIRS)) $(LIBBPF_CFLAGS)
 LDLIBS += $(LIBBPF_LIBS) -lelf -lz -lpthread -lm
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	      -Wall -Werror -I$(OUTPUT) -Ibpf
@@ -35,9 +37,11 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
 SKELS := $(patsubst bpf/%.bpf.c,$(OUTPUT)/%.skel.h,$(BPF_SRCS))
-USER_SRCS := $(wildcard user/*.c)
-USER_OBJS := $(patsubst user/%.c,$(OUTPUT)/%.o,$(USER_SRCS))
-LIB_OBJS := $(filter-out $(OUTPUT)/pytm-bpf.o,$(USER_OBJS))
+USER_SRCS := $(wildcard user/*/*.c)
+USER_HDRS := $(wildcard user/*/*.h)
+USER_OBJS := $(patsubst %.c,$(OUTPUT)/%.o,$(USER_SRCS))
+# Everything but main(): what the unit tests link.
+LIB_OBJS := $(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
 
@@ -77,8 +81,9 @@ $(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
-$(OUTPUT)/%.o: user/%.c $(wildcard user/*.h) bpf/pytm.h $(SKELS) | $(OUTPUT)
+$(OUTPUT)/user/%.o: user/%.c $(USER_HDRS) bpf/pytm.h $(SKELS) | $(OUTPUT)
 	$(call msg,CC,$@)
+	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 pytm-bpf: $(USER_OBJS)

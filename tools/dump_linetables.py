@@ -17,7 +17,7 @@ HEXVERSION is sys.hexversion in hex, TABLE the hex of co_lnotab (3.8, 3.9)
 or co_linetable (3.10+), "-" when empty; LINES is a comma-separated list of
 PyCode_Addr2Line(code, addrq) for addrq = -2, 0, 2, ..., len(co_code),
 both ends included (the last one is one past the code). The test
-tests/unit/test_linetable.c checks user/linetable.c against it.
+tests/unit/test_linetable.c checks user/resolution/linetable.c against it.
 """
 
 import ctypes

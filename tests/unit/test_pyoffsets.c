@@ -6,7 +6,7 @@
  * interpreter -> thread state -> frame -> code object with the offsets.
  */
 #define _GNU_SOURCE
-#include <linux/elf.h>	/* not <elf.h>: -Iuser has a user/elf.h */
+#include <linux/elf.h>	/* not <elf.h>: user/discovery has an elf.h */
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
