@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * pytm-bpf: tracemalloc for a running CPython process, from the outside.
+ * The live front end: options, the main loop (exits, --all, --duration,
+ * --interval, --control), and what each report goes to. The engine is
+ * session/, the output forms sinks/.
  *
  * Uprobes on the target's allocator record every live block with the Python
  * stack that allocated it; at the end (SIGINT/SIGTERM, --duration, or the
@@ -9,28 +12,25 @@
  */
 #define _GNU_SOURCE
 #include <argp.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "pytm.h"
 #include "pytm.skel.h"
+#include "control.h"
 #include "report.h"
+#include "session.h"
 #include "sink.h"
 #include "snapshot.h"
-#include "util.h"
 #include "tracee.h"
+#include "util.h"
 
 int report__main(int argc, char **argv);
 
@@ -320,27 +320,10 @@ static void sig_handler(int sig)
 	exiting = 1;
 }
 
-/* Everything being traced. */
+/* The run: the session, and what the reports compare to. */
 static struct state {
-	struct pytm_bpf *skel;
-	struct tracee *tracees;		/* env.max_procs slots, fixed in memory */
-	int ntracees;
-	struct tracee_opts topts;
+	struct session *s;
 	struct snapshot *compare_base;	/* --compare=FILE */
-	/*
-	 * The event thread reads code objects the moment BPF announces them
-	 * (a process that exits takes its memory along); the main thread
-	 * reports. The lock covers the tracees and their code objects.
-	 */
-	pthread_mutex_t lock;
-	volatile bool quit;
-	/* --all: processes that exec'd, to try once Python is up. */
-	struct pending {
-		pid_t pid;
-		double due;
-		int tries;
-	} pending[256];
-	int npending;
 } st;
 
 static double now(void)
@@ -349,188 +332,6 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static struct tracee *find_tracee(pid_t pid)
-{
-	int i;
-
-	for (i = 0; i < st.ntracees; i++)
-		if (st.tracees[i].pid == pid && st.tracees[i].registered)
-			return &st.tracees[i];
-	return NULL;
-}
-
-/* The event thread's view: tracees whose code objects can be read now. */
-static struct tracee *find_ready(pid_t pid)
-{
-	int i;
-
-	for (i = 0; i < st.ntracees; i++)
-		if (st.tracees[i].pid == pid && st.tracees[i].ready)
-			return &st.tracees[i];
-	return NULL;
-}
-
-static void add_pending(pid_t pid, double delay)
-{
-	int i;
-
-	for (i = 0; i < st.npending; i++)
-		if (st.pending[i].pid == pid)
-			return;
-	if (st.npending < (int)(sizeof(st.pending) / sizeof(st.pending[0])))
-		st.pending[st.npending++] = (struct pending){ pid, now() + delay, 0 };
-}
-
-static int handle_event(void *arg, void *data, size_t size)
-{
-	const struct pytm_event *ev = data;
-	struct tracee *tr;
-
-	if (size < sizeof(*ev))
-		return 0;
-	pthread_mutex_lock(&st.lock);
-	switch (ev->type) {
-	case PYTM_EV_CODE:
-		tr = find_ready(ev->pid);
-		if (tr)
-			tracee__code(tr, ev->code_id, ev->code_addr);
-		break;
-	case PYTM_EV_EXEC:
-		/* The interpreter needs a moment before it can be read. */
-		if (!find_ready(ev->pid))
-			add_pending(ev->pid, 0.3);
-		break;
-	}
-	pthread_mutex_unlock(&st.lock);
-	return 0;
-}
-
-/*
- * A report must see every code object announced before it was asked for:
- * the main thread bumps sync.req and kicks the event thread, which drains
- * the ring buffer and answers with sync.done.
- */
-static struct {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int kick;			/* eventfd; -1 while no event thread runs */
-	unsigned long req, done;
-	bool over;			/* the event thread has stopped */
-} sync_ev = {
-	.mu = PTHREAD_MUTEX_INITIALIZER,
-	.cv = PTHREAD_COND_INITIALIZER,
-	.kick = -1,
-};
-
-static void sync_answer(unsigned long seq, bool over)
-{
-	pthread_mutex_lock(&sync_ev.mu);
-	if (seq > sync_ev.done)
-		sync_ev.done = seq;
-	sync_ev.over |= over;
-	pthread_cond_broadcast(&sync_ev.cv);
-	pthread_mutex_unlock(&sync_ev.mu);
-}
-
-/* Wait until the events produced so far are handled (at most 2 s). */
-static void events_sync(void)
-{
-	struct timespec until;
-	unsigned long seq;
-	uint64_t one = 1;
-
-	if (sync_ev.kick < 0)
-		return;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 2;
-	pthread_mutex_lock(&sync_ev.mu);
-	seq = ++sync_ev.req;
-	pthread_mutex_unlock(&sync_ev.mu);
-	if (write(sync_ev.kick, &one, sizeof(one)) != sizeof(one))
-		return;
-	pthread_mutex_lock(&sync_ev.mu);
-	while (sync_ev.done < seq && !sync_ev.over)
-		if (pthread_cond_timedwait(&sync_ev.cv, &sync_ev.mu, &until))
-			break;
-	pthread_mutex_unlock(&sync_ev.mu);
-}
-
-static void *event_thread(void *rb)
-{
-	struct pollfd pfd[2] = {
-		{ .fd = ring_buffer__epoll_fd(rb), .events = POLLIN },
-		{ .fd = sync_ev.kick, .events = POLLIN },
-	};
-	unsigned long seq;
-	uint64_t n;
-	int err;
-
-	while (!st.quit) {
-		if (poll(pfd, 2, 100) < 0 && errno != EINTR) {
-			warn("reading events: %s", strerror(errno));
-			break;
-		}
-		if ((pfd[1].revents & POLLIN) && read(sync_ev.kick, &n, sizeof(n)) < 0)
-			n = 0;
-		/* What was asked before this drain is answered by it. */
-		pthread_mutex_lock(&sync_ev.mu);
-		seq = sync_ev.req;
-		pthread_mutex_unlock(&sync_ev.mu);
-		err = ring_buffer__consume(rb);
-		if (err < 0 && err != -EINTR) {
-			warn("reading events: %s", strerror(-err));
-			break;
-		}
-		sync_answer(seq, false);
-	}
-	sync_answer(0, true);
-	return NULL;
-}
-
-/* A snapshot of TR's traces, with every code object announced so far. */
-static struct snapshot *take_snapshot(struct tracee *tr)
-{
-	struct snapshot *s;
-
-	events_sync();
-	/* The event thread adds code objects to the resolver this reads. */
-	pthread_mutex_lock(&st.lock);
-	s = tracee__snapshot(tr, st.skel, env.frames);
-	pthread_mutex_unlock(&st.lock);
-	return s;
-}
-
-static void *detach_thread(void *tr)
-{
-	tracee__detach(tr);
-	return NULL;
-}
-
-/*
- * Remove every probe, in parallel: each uprobe takes the kernel a tenth of
- * a second or so to unregister, and a process has fourteen.
- */
-static void detach_all(void)
-{
-	pthread_t *th = calloc(st.ntracees, sizeof(*th));
-	bool *started = calloc(st.ntracees, sizeof(*started));
-	int i;
-
-	for (i = 0; i < st.ntracees; i++) {
-		if (!st.tracees[i].attached)
-			continue;
-		if (th && started && !pthread_create(&th[i], NULL, detach_thread, &st.tracees[i]))
-			started[i] = true;
-		else
-			tracee__detach(&st.tracees[i]);
-	}
-	for (i = 0; th && started && i < st.ntracees; i++)
-		if (started[i])
-			pthread_join(th[i], NULL);
-	free(th);
-	free(started);
 }
 
 /* Sleep until the next round, or until a --control command arrives. */
@@ -549,7 +350,7 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 	struct snapshot *s;
 	int err = 0;
 
-	s = take_snapshot(tr);
+	s = session__snapshot(st.s, tr, env.frames);
 	if (!s) {
 		err = -errno;
 		warn("cannot read the traces of process %d: %s", tr->pid, strerror(-err));
@@ -564,7 +365,7 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 			.old_name = env.compare_file ?: "first report",
 			.o = ro,
 			.tr = tr,
-			.skel = st.skel,
+			.skel = st.s->skel,
 			.header = header,
 			.final = final,
 			.exited = exited,
@@ -587,7 +388,7 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 	}
 	snapshot__free(s);
 	if (!final && env.reset_peak)
-		tracee__reset_peak(tr, st.skel);
+		tracee__reset_peak(tr, st.s->skel);
 	return err;
 }
 
@@ -606,13 +407,15 @@ static void print_host_summary(void)
 	struct pytm_proc p;
 	int i, n = 0;
 
-	rows = calloc(st.ntracees + 1, sizeof(*rows));
+	rows = calloc(st.s->ntracees + 1, sizeof(*rows));
 	if (!rows)
 		return;
-	for (i = 0; i < st.ntracees; i++) {
-		if (!st.tracees[i].registered || tracee__stats(&st.tracees[i], st.skel, &p))
+	for (i = 0; i < st.s->ntracees; i++) {
+		struct tracee *tr = &st.s->tracees[i];
+
+		if (!tr->registered || tracee__stats(tr, st.s->skel, &p))
 			continue;
-		rows[n].tr = &st.tracees[i];
+		rows[n].tr = tr;
 		rows[n].current = p.current;
 		rows[n++].peak = p.peak;
 	}
@@ -621,272 +424,39 @@ static void print_host_summary(void)
 	free(rows);
 }
 
-/* One --control command; the reply is one line on stdout. */
-static void control_command(struct tracee *tr, char *line, bool *stop)
+/* A process that exited: its last report, then it leaves the session. */
+static void finish_tracee(struct tracee *tr)
 {
-	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, ""), *arg2 = NULL, *sp;
-	int err, layout = env.pickle ?: tr->pickle;
-	struct pytm_proc p;
-	struct snapshot *s;
-
-	/* "snapshot PATH [X.Y]": PATH may hold spaces; a trailing version is not part of it. */
-	sp = arg ? strrchr(arg, ' ') : NULL;
-	if (sp && !strncmp(sp + 1, "3.", 2)) {
-		*sp = '\0';
-		arg2 = sp + 1;
-	}
-	if (!cmd) {
-		return;
-	} else if (!strcmp(cmd, "snapshot") && arg) {
-		if (arg2)
-			layout = !strcmp(arg2, "3.8") ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
-		s = take_snapshot(tr);
-		err = s ? snapshot__write(s, arg, layout) : -errno;
-		if (err)
-			printf("error cannot write %s: %s\n", arg, strerror(-err));
-		else
-			printf("ok %zu\n", snapshot__count(s));
-		snapshot__free(s);
-	} else if (!strcmp(cmd, "traced")) {
-		err = tracee__stats(tr, st.skel, &p);
-		if (err)
-			printf("error %s\n", strerror(-err));
-		else
-			printf("ok %lld %lld\n", (long long)p.current, (long long)p.peak);
-	} else if (!strcmp(cmd, "reset-peak")) {
-		err = tracee__reset_peak(tr, st.skel);
-		printf(err ? "error %s\n" : "ok\n", strerror(-err));
-	} else if (!strcmp(cmd, "clear")) {
-		err = tracee__clear(tr, st.skel);
-		printf(err ? "error %s\n" : "ok\n", strerror(-err));
-	} else if (!strcmp(cmd, "limit")) {
-		printf("ok %d\n", env.frames);
-	} else if (!strcmp(cmd, "stop")) {
-		*stop = true;
-		printf("ok\n");
-	} else {
-		printf("error unknown command: %s\n", cmd);
-	}
-	fflush(stdout);
+	/* Its memory is gone: the event thread stops reading it first. */
+	session__mute(st.s, tr);
+	report_tracee(tr, false, true, true);
+	sink__gap(stdout, env.cli.format);
+	session__drop(st.s, tr);
 }
 
-/* Read what stdin has; run each complete line. EOF counts as "stop". */
-static void control_poll(struct tracee *tr, bool *stop)
-{
-	static char buf[8192];
-	static size_t used;
-	struct pollfd pfd = { .fd = 0, .events = POLLIN };
-	char *nl;
-	ssize_t n;
-
-	if (poll(&pfd, 1, 0) <= 0)
-		return;
-	n = read(0, buf + used, sizeof(buf) - 1 - used);
-	if (n <= 0) {
-		*stop = true;
-		return;
-	}
-	used += n;
-	buf[used] = '\0';
-	while ((nl = strchr(buf, '\n'))) {
-		*nl = '\0';
-		control_command(tr, buf, stop);
-		used -= nl + 1 - buf;
-		memmove(buf, nl + 1, used + 1);
-	}
-	if (used == sizeof(buf) - 1)
-		used = 0;	/* an overlong line: drop it */
-}
-
-static bool kernel_supports(void)
-{
-	int err;
-
-	/* Needed map types and helpers, probed rather than guessed from the version. */
-	err = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL);
-	if (err < 0) {
-		warn("cannot use BPF: %s (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)",
-		     strerror(-err));
-		return false;
-	}
-	if (err != 1) {
-		warn("this kernel has no BPF task storage (Linux 5.11+ is needed)");
-		return false;
-	}
-	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
-		warn("this kernel has no BPF ring buffer (Linux 5.8+ is needed)");
-		return false;
-	}
-	if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop, NULL) != 1) {
-		warn("this kernel has no bpf_loop() helper (Linux 5.17+ is needed)");
-		return false;
-	}
-	return true;
-}
-
-/* Open, check and attach PID; QUIET for --all, where failures are reasons to skip. */
-/* Under --all: a CPython we do not trace is worth a line; anything else is not. */
-static void say_skipped(pid_t pid, int err)
-{
-	if (err != -ENOEXEC && err != -ESRCH && err != -EACCES)
-		warn("skipping pid %d: %s", pid, pytm_last_warning);
-}
-
-static int start_tracee(pid_t pid, bool quiet)
+/* The tracing line on stderr that scripts wait for. */
+static void say_tracing(bool single)
 {
 	struct tracee *tr;
-	int err, i;
+	int i;
 
-	if (find_tracee(pid))
-		return 0;
-	/* Reuse the slot of a process that exited. */
-	for (i = 0; i < st.ntracees && st.tracees[i].registered; i++)
-		;
-	if (i == st.ntracees && st.ntracees == env.max_procs) {
-		if (!quiet)
-			warn("too many processes (--max-procs %d)", env.max_procs);
-		else
-			snprintf(pytm_last_warning, sizeof(pytm_last_warning),
-			 "--max-procs %d reached", env.max_procs);
-		return -E2BIG;
-	}
-	tr = &st.tracees[i];
-	pytm_quiet = quiet;
-	err = tracee__open(tr, pid, st.skel, &st.topts);
-	if (!err) {
-		/* Code objects are read from the first event on, during attach too. */
-		pthread_mutex_lock(&st.lock);
-		tr->ready = true;
-		if (i == st.ntracees)
-			st.ntracees++;
-		pthread_mutex_unlock(&st.lock);
-		err = tracee__attach(tr, st.skel, &st.topts);
-	}
-	pytm_quiet = false;
-	if (err) {
-		pthread_mutex_lock(&st.lock);
-		tr->ready = false;
-		pthread_mutex_unlock(&st.lock);
-		tracee__purge(tr, st.skel);
-		tracee__close(tr);
-		memset(tr, 0, sizeof(*tr));
-		tr->pidfd = tr->blocks_fd = -1;
-		return err;
-	}
-	return 0;
-}
-
-/*
- * A tracee whose process exited: its report, then its probes and map
- * entries go. Its memory is gone, so the event thread stops reading it
- * first.
- */
-static void finish_tracee(struct tracee *tr, bool report)
-{
-	pthread_mutex_lock(&st.lock);
-	tr->ready = false;
-	pthread_mutex_unlock(&st.lock);
-	if (report) {
-		report_tracee(tr, false, true, true);
-		sink__gap(stdout, env.cli.format);
-	}
-	tracee__purge(tr, st.skel);
-	tracee__detach(tr);
-	tracee__close(tr);
-}
-
-/* --all: every process that looks like CPython now. */
-static void scan_all(void)
-{
-	struct dirent *de;
-	DIR *d = opendir("/proc");
-	long long pid;
-	int err;
-
-	if (!d)
+	if (single) {
+		tr = &st.s->tracees[0];
+		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s, %d probes, %d frame%s\n",
+			tr->pid, tr->version, tr->t.pymod,
+			tr->pr.injected ? "allocator redirected (" : "plain probes",
+			tr->pr.injected ? redirect__site_name(tr->pr.rd.site_kind) : "",
+			tr->pr.injected ? " sites)" : "",
+			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
 		return;
-	while ((de = readdir(d))) {
-		if (parse_num(de->d_name, 1, INT_MAX, &pid) || pid == getpid())
-			continue;
-		err = start_tracee(pid, true);
-		if (err)
-			say_skipped(pid, err);
 	}
-	closedir(d);
-}
-
-/* --all: try the processes that exec'd a while ago. */
-static void poll_pending(void)
-{
-	struct pending p;
-	double t = now();
-	int i, err;
-
-	for (;;) {
-		/* Take one due entry out, under the lock the event thread shares. */
-		pthread_mutex_lock(&st.lock);
-		for (i = 0; i < st.npending && st.pending[i].due > t; i++)
-			;
-		if (i == st.npending) {
-			pthread_mutex_unlock(&st.lock);
-			return;
-		}
-		p = st.pending[i];
-		st.pending[i] = st.pending[--st.npending];
-		pthread_mutex_unlock(&st.lock);
-
-		err = start_tracee(p.pid, true);
-		if (!err)
-			fprintf(stderr, "pytm-bpf: tracing new process %d\n", p.pid);
-		/* An interpreter still starting has no threads yet: try again. */
-		if (err && err != -ENOEXEC && err != -ESRCH && ++p.tries < 5) {
-			p.due = t + 0.5 * p.tries;
-			pthread_mutex_lock(&st.lock);
-			if (st.npending < (int)(sizeof(st.pending) / sizeof(st.pending[0])))
-				st.pending[st.npending++] = p;
-			pthread_mutex_unlock(&st.lock);
-		} else if (err) {
-			say_skipped(p.pid, err);
-		}
-	}
-}
-
-static int load_bpf(void)
-{
-	int err;
-
-	st.skel = pytm_bpf__open();
-	if (!st.skel) {
-		err = -errno;
-		warn("cannot open the BPF object: %s", strerror(-err));
-		return err;
-	}
-	st.skel->rodata->empty_probe = env.bench_empty;
-	/* Stack values hold only the frames asked for. */
-	err = bpf_map__set_value_size(st.skel->maps.stacks,
-				      offsetof(struct pytm_stack, frames) +
-				      env.frames * sizeof(__u64));
-	err = err ?: bpf_map__set_max_entries(st.skel->maps.blocks, env.max_procs + 16);
-	err = err ?: bpf_map__set_max_entries(st.skel->maps.stacks, env.max_stacks);
-	err = err ?: bpf_map__set_max_entries(st.skel->maps.procs, env.max_procs + 16);
-	if (err) {
-		warn("cannot size the BPF maps: %s", strerror(-err));
-		return err;
-	}
-	/* Without syscall programs (before 5.14) resets rewrite the entry. */
-	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SYSCALL, NULL) != 1)
-		bpf_program__set_autoload(st.skel->progs.control, false);
-	err = pytm_bpf__load(st.skel);
-	if (err) {
-		if (err == -EPERM || err == -EACCES)
-			warn("cannot load BPF programs: %s (run as root, or with CAP_BPF and CAP_PERFMON)",
-			     strerror(-err));
-		else
-			warn("cannot load BPF programs: %s (-v shows the verifier's log)",
-			     strerror(-err));
-		return err;
-	}
-	return 0;
+	fprintf(stderr, "pytm-bpf: tracing %d process%s", st.s->ntracees,
+		st.s->ntracees == 1 ? "" : "es");
+	for (i = 0; i < st.s->ntracees; i++)
+		fprintf(stderr, "%s%d", i ? ", " : " (pids ", st.s->tracees[i].pid);
+	fprintf(stderr, "%s%s, %d frame%s\n", st.s->ntracees ? ")" : "",
+		env.all ? ", following new ones" : "", env.frames,
+		env.frames > 1 ? "s" : "");
 }
 
 int main(int argc, char **argv)
@@ -898,19 +468,16 @@ int main(int argc, char **argv)
 	static const struct argp argp = {
 		.options = opts, .parser = parse_arg, .doc = doc, .children = children,
 	};
-	struct bpf_link *exec_link = NULL, *exit_link = NULL;
 	struct sigaction sa = { .sa_handler = sig_handler };
-	struct ring_buffer *rb = NULL;
+	struct control ctl = {};
+	struct session_opts so;
 	double start, next_report = 0;
-	bool stop = false, single, have_events_th = false;
-	pthread_t events_th;
+	bool stop = false, single;
 	struct tracee *tr;
 	int i, err;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
 		return report__main(argc - 1, argv + 1);
-	pthread_mutex_init(&st.lock, NULL);
-
 	argp_err_exit_status = 2;
 	/* Messages say "pytm-bpf:", however the tool was started. */
 	argv[0] = "pytm-bpf";
@@ -920,27 +487,28 @@ int main(int argc, char **argv)
 	pytm_verbose = env.verbose;
 	libbpf_set_print(libbpf_print_fn);
 	single = !env.all && env.npids == 1;
-	st.topts = (struct tracee_opts){
-		.frames = env.frames,
-		.max_total = env.total_frames ? 1024 : env.frames,
-		.max_blocks = env.max_blocks,
-		.inject = !env.no_inject,
-		.site_pref = env.site_pref,
-		.overrides = env.overrides,
-		.noverrides = env.noverrides,
-	};
 	if (env.npids > env.max_procs)
 		env.max_procs = env.npids;
+	so = (struct session_opts){
+		.max_procs = env.max_procs,
+		.max_stacks = env.max_stacks,
+		.follow_exec = env.all,
+		.bench_empty = env.bench_empty,
+		.topts = {
+			.frames = env.frames,
+			.max_total = env.total_frames ? 1024 : env.frames,
+			.max_blocks = env.max_blocks,
+			.inject = !env.no_inject,
+			.site_pref = env.site_pref,
+			.overrides = env.overrides,
+			.noverrides = env.noverrides,
+		},
+	};
 
 	/* Stop cleanly on these from the start: the report is the point. */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
-	st.tracees = calloc(env.max_procs, sizeof(*st.tracees));
-	if (!st.tracees) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
 	if (env.compare_file) {
 		char why[256];
 
@@ -959,75 +527,32 @@ int main(int argc, char **argv)
 		if (err)
 			goto cleanup;
 	}
-	if (!kernel_supports()) {
-		err = -EOPNOTSUPP;
-		goto cleanup;
-	}
-	err = load_bpf();
+	err = session__open(&st.s, &so);
 	if (err)
 		goto cleanup;
-	rb = ring_buffer__new(bpf_map__fd(st.skel->maps.events), handle_event, NULL, NULL);
-	if (!rb) {
-		err = -errno;
-		warn("cannot set up the event buffer: %s", strerror(-err));
-		goto cleanup;
-	}
-	exit_link = bpf_program__attach(st.skel->progs.handle_exit);
-	if (env.all) {
-		/* Before the scan, so that nothing starts unseen in between. */
-		exec_link = bpf_program__attach(st.skel->progs.handle_exec);
-		if (!exec_link) {
-			err = -errno;
-			warn("cannot follow new processes: %s", strerror(-err));
-			goto cleanup;
-		}
-		scan_all();
-	}
+	if (env.all)
+		session__scan_all(st.s);
 	for (i = 0; i < env.npids; i++) {
-		err = start_tracee(env.pids[i], false);
+		err = session__add(st.s, env.pids[i], false);
 		if (err)
 			goto cleanup;
 	}
-
-	if (single) {
-		tr = &st.tracees[0];
-		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s, %d probes, %d frame%s\n",
-			tr->pid, tr->version, tr->t.pymod,
-			tr->pr.injected ? "allocator redirected (" : "plain probes",
-			tr->pr.injected ? redirect__site_name(tr->pr.rd.site_kind) : "",
-			tr->pr.injected ? " sites)" : "",
-			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
-	} else {
-		fprintf(stderr, "pytm-bpf: tracing %d process%s", st.ntracees,
-			st.ntracees == 1 ? "" : "es");
-		for (i = 0; i < st.ntracees; i++)
-			fprintf(stderr, "%s%d", i ? ", " : " (pids ", st.tracees[i].pid);
-		fprintf(stderr, "%s%s, %d frame%s\n", st.ntracees ? ")" : "",
-			env.all ? ", following new ones" : "", env.frames,
-			env.frames > 1 ? "s" : "");
-	}
-
-	sync_ev.kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (sync_ev.kick < 0) {
-		err = -errno;
-		warn("cannot start the event thread: %s", strerror(-err));
+	say_tracing(single);
+	err = session__start_events(st.s);
+	if (err)
 		goto cleanup;
-	}
-	err = pthread_create(&events_th, NULL, event_thread, rb);
-	if (err) {
-		err = -err;
-		warn("cannot start the event thread: %s", strerror(-err));
-		goto cleanup;
-	}
-	have_events_th = true;
+	if (env.control)
+		ctl = (struct control){ .s = st.s, .tr = &st.s->tracees[0],
+					.frames = env.frames, .pickle = env.pickle };
+
 	start = now();
 	if (env.interval)
 		next_report = start + env.interval;
 	while (!exiting && !stop) {
 		wait_a_moment();
 		err = 0;
-		for (i = 0; i < st.ntracees; i++) {
-			tr = &st.tracees[i];
+		for (i = 0; i < st.s->ntracees; i++) {
+			tr = &st.s->tracees[i];
 			if (!tr->registered || !tracee__gone(tr))
 				continue;
 			if (single) {
@@ -1035,27 +560,27 @@ int main(int argc, char **argv)
 				warn("process %d exited; reporting what it had allocated", tr->pid);
 				break;
 			}
-			finish_tracee(tr, true);
+			finish_tracee(tr);
 		}
 		if (env.all)
-			poll_pending();
+			session__poll_pending(st.s);
 		if (!single && !env.all && env.npids) {
 			/* -p several times: done when all are gone. */
-			for (i = 0; i < st.ntracees && !st.tracees[i].registered; i++)
+			for (i = 0; i < st.s->ntracees && !st.s->tracees[i].registered; i++)
 				;
-			if (i == st.ntracees)
+			if (i == st.s->ntracees)
 				break;
 		}
 		if (env.duration && now() - start >= env.duration)
 			break;
 		if (env.control)
-			control_poll(&st.tracees[0], &stop);
+			control__poll(&ctl, &stop);
 		if (env.interval && now() >= next_report) {
 			if (!env.control)
 				sink__round(stdout, env.cli.format);
-			for (i = 0; i < st.ntracees; i++) {
-				if (st.tracees[i].registered)
-					report_tracee(&st.tracees[i], false, !single, false);
+			for (i = 0; i < st.s->ntracees; i++) {
+				if (st.s->tracees[i].registered)
+					report_tracee(&st.s->tracees[i], false, !single, false);
 				if (!env.control)
 					sink__gap(stdout, env.cli.format);
 			}
@@ -1064,10 +589,10 @@ int main(int argc, char **argv)
 	}
 	/* Report first (events still flow, code objects are still read)... */
 	err = 0;
-	for (i = 0; i < st.ntracees; i++) {
-		if (!st.tracees[i].registered)
+	for (i = 0; i < st.s->ntracees; i++) {
+		if (!st.s->tracees[i].registered)
 			continue;
-		if (report_tracee(&st.tracees[i], true, !single, false))
+		if (report_tracee(&st.s->tracees[i], true, !single, false))
 			err = -EIO;
 		if (!single)
 			sink__gap(stdout, env.cli.format);
@@ -1078,22 +603,8 @@ int main(int argc, char **argv)
 
 cleanup:
 	/* ...then stop reading events, and take the probes out. */
-	st.quit = true;
-	if (have_events_th)
-		pthread_join(events_th, NULL);
-	if (sync_ev.kick >= 0)
-		close(sync_ev.kick);
-	sync_ev.kick = -1;
-	if (st.tracees)
-		detach_all();
-	bpf_link__destroy(exec_link);
-	bpf_link__destroy(exit_link);
-	for (i = 0; st.tracees && i < st.ntracees; i++)
-		tracee__close(&st.tracees[i]);
-	free(st.tracees);
+	session__close(st.s);
 	snapshot__free(st.compare_base);
 	report__cli_free(&env.cli);
-	ring_buffer__free(rb);
-	pytm_bpf__destroy(st.skel);
 	return err ? 1 : 0;
 }

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The session engine: the BPF object, the set of traced processes (with
+ * --all's discovery of new ones), and the event thread that reads code
+ * objects the moment BPF announces them. Front ends (cli/) drive it and
+ * decide what to report, when, in which form.
+ *
+ *   session__open → session__add (per pid) / session__scan_all →
+ *   session__start_events → [session__tick, session__snapshot, ...] →
+ *   session__close
+ */
+#ifndef __PYTM_SESSION_H
+#define __PYTM_SESSION_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include "tracee.h"
+
+struct pytm_bpf;
+struct ring_buffer;
+struct bpf_link;
+struct snapshot;
+
+struct session_opts {
+	int max_procs;			/* processes traced at once */
+	long max_stacks;		/* distinct tracebacks */
+	bool follow_exec;		/* --all: notice processes that exec */
+	bool bench_empty;		/* probe programs that return at once */
+	struct tracee_opts topts;	/* per process */
+};
+
+#define SESSION_MAX_PENDING 256
+
+struct session {
+	struct session_opts o;
+	struct pytm_bpf *skel;
+	struct tracee *tracees;		/* o.max_procs slots, fixed in memory */
+	int ntracees;
+	/*
+	 * The event thread reads code objects as BPF announces them (a process
+	 * that exits takes its memory along); the front end reports. The lock
+	 * covers the tracees, their code objects and the pending list.
+	 */
+	pthread_mutex_t lock;
+	volatile bool quit;
+	/* --all: processes that exec'd, to try once Python is up. */
+	struct session_pending {
+		pid_t pid;
+		double due;
+		int tries;
+	} pending[SESSION_MAX_PENDING];
+	int npending;
+	struct ring_buffer *rb;
+	struct bpf_link *exec_link, *exit_link;
+	pthread_t events_th;
+	bool have_events_th;
+	/*
+	 * A report must see every code object announced before it was asked
+	 * for: session__snapshot bumps req and kicks the event thread, which
+	 * drains the ring buffer and answers with done.
+	 */
+	struct {
+		pthread_mutex_t mu;
+		pthread_cond_t cv;
+		int kick;		/* eventfd; -1 while no event thread runs */
+		unsigned long req, done;
+		bool over;		/* the event thread has stopped */
+	} sync;
+};
+
+/*
+ * Check the kernel's features, load the BPF object sized for O, set up the
+ * event buffer (and with follow_exec, the exec tracepoint). Negative errno
+ * with a message shown. *OUT is NULL on failure.
+ */
+int session__open(struct session **out, const struct session_opts *o);
+/* Stop the event thread, take every probe out (in parallel), free. Safe on NULL. */
+void session__close(struct session *s);
+
+/*
+ * Open, check and attach process PID. QUIET (--all): failures are reasons
+ * to skip, kept in pytm_last_warning, not printed. 0 if already traced.
+ */
+int session__add(struct session *s, pid_t pid, bool quiet);
+/* --all: every process that looks like CPython now. */
+void session__scan_all(struct session *s);
+/* --all: try the processes that exec'd a while ago; say which start. */
+void session__poll_pending(struct session *s);
+/* Start reading events in a thread of its own. */
+int session__start_events(struct session *s);
+/* The traced process PID, or NULL. */
+struct tracee *session__find(struct session *s, pid_t pid);
+/*
+ * A snapshot of TR's traces (FRAMES per traceback), with every code object
+ * announced so far. NULL with errno on failure.
+ */
+struct snapshot *session__snapshot(struct session *s, struct tracee *tr, int frames);
+/* Stop reading TR's code objects: its process exited (then report it). */
+void session__mute(struct session *s, struct tracee *tr);
+/* Take out a tracee whose process exited: map entries, probes, slot. */
+void session__drop(struct session *s, struct tracee *tr);
+
+#endif /* __PYTM_SESSION_H */
