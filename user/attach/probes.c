@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
+#include "pytm.h"
 #include "pytm.skel.h"
 #include "probes.h"
 #include "redirect.h"
@@ -185,7 +186,10 @@ static int read_tables(const struct target *t, uint64_t funcs[3][ALLOC_SLOTS],
 	return 0;
 }
 
-static const char *const kinds[4] = { "malloc", "calloc", "realloc", "free" };
+static const char *const kinds[REDIRECT_KINDS] = {
+	[PYTM_MALLOC] = "malloc", [PYTM_CALLOC] = "calloc",
+	[PYTM_REALLOC] = "realloc", [PYTM_FREE] = "free",
+};
 
 /*
  * Does the kernel emulate the instruction at ADDR when a uprobe hits it?
@@ -252,20 +256,20 @@ static void check_plain_coverage(const struct target *t, uint64_t addr, const ch
 static int attach_plain(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
 			uint64_t funcs[3][ALLOC_SLOTS])
 {
-	struct bpf_program *enter[4] = {
-		skel->progs.malloc_enter, skel->progs.calloc_enter,
-		skel->progs.realloc_enter, skel->progs.free_enter,
+	struct bpf_program *enter[REDIRECT_KINDS] = {
+		[PYTM_MALLOC] = skel->progs.malloc_enter, [PYTM_CALLOC] = skel->progs.calloc_enter,
+		[PYTM_REALLOC] = skel->progs.realloc_enter, [PYTM_FREE] = skel->progs.free_enter,
 	};
-	struct bpf_program *ret[4] = {
-		skel->progs.malloc_return, skel->progs.calloc_return,
-		skel->progs.realloc_return, NULL,
+	struct bpf_program *ret[REDIRECT_KINDS] = {
+		[PYTM_MALLOC] = skel->progs.malloc_return, [PYTM_CALLOC] = skel->progs.calloc_return,
+		[PYTM_REALLOC] = skel->progs.realloc_return, [PYTM_FREE] = NULL,
 	};
 	uint64_t seen[12], addr;
 	int d, k, i, nseen = 0, err;
 	char what[64];
 
-	for (d = 0; d < 3; d++) {
-		for (k = 0; k < 4; k++) {
+	for (d = 0; d < REDIRECT_DOMAINS; d++) {
+		for (k = 0; k < REDIRECT_KINDS; k++) {
 			addr = funcs[d][k + 1];
 			/* The same function often serves several domains. */
 			for (i = 0; i < nseen && seen[i] != addr; i++)
@@ -344,7 +348,7 @@ static bool nop5_fork_safe(struct pytm_bpf *skel)
 
 	pthread_mutex_lock(&lock);
 	if (!done) {
-		sites__check(skel->progs.site_check, &check);
+		sites__check(skel->progs.site_empty, &check);
 		done = true;
 	}
 	safe = check.fork_safe;
@@ -355,13 +359,21 @@ static bool nop5_fork_safe(struct pytm_bpf *skel)
 /* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
 static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
 			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3],
-			   enum redirect_site_pref site_pref)
+			   const struct probes_opts *o)
 {
-	struct bpf_program *site[4] = {
-		skel->progs.site_malloc, skel->progs.site_calloc,
-		skel->progs.site_realloc, skel->progs.site_free,
+	struct bpf_program *site[REDIRECT_KINDS] = {
+		[PYTM_MALLOC] = skel->progs.site_malloc, [PYTM_CALLOC] = skel->progs.site_calloc,
+		[PYTM_REALLOC] = skel->progs.site_realloc, [PYTM_FREE] = skel->progs.site_free,
 	};
+	struct bpf_program *enter = skel->progs.site_enter;
+	enum redirect_site_pref site_pref = o->site_pref;
 	int d, k, err;
+
+	if (o->empty_sites) {
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			site[k] = skel->progs.site_empty;
+		enter = skel->progs.site_empty;
+	}
 
 	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs, site_pref,
 				site_pref == REDIRECT_PREFER_AUTO && nop5_fork_safe(skel));
@@ -386,7 +398,7 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	 */
 	for (d = 0; pr->track_depth && d < REDIRECT_DOMAINS; d++)
 		for (k = 0; k < REDIRECT_KINDS - 1; k++)
-			if ((err = attach_site(pr, skel->progs.site_enter,
+			if ((err = attach_site(pr, enter,
 					       redirect__entry_site(&pr->rd, d, k), d, k, " entry")))
 				return err;
 	/* Only now that every site is probed: no event goes unseen. */
@@ -401,7 +413,7 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 }
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t, bool inject, enum redirect_site_pref site_pref)
+		   const struct target *t, const struct probes_opts *o)
 {
 	uint64_t funcs[3][ALLOC_SLOTS], tables[3], addr;
 	int err;
@@ -427,8 +439,8 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 	err = read_tables(t, funcs, tables);
 	if (err)
 		goto fail;
-	if (inject) {
-		err = attach_injected(pr, skel, t, funcs, tables, site_pref);
+	if (o->inject) {
+		err = attach_injected(pr, skel, t, funcs, tables, o);
 		if (err == -EBUSY)
 			goto fail;
 		if (err) {

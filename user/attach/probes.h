@@ -25,15 +25,21 @@ struct probes {
 };
 
 /*
- * Catch the target's allocations: with INJECT, redirect its allocator
- * tables (raw, mem, obj) through trampolines with one NOP probe site each,
- * (SITE_PREF: which NOP the sites are; see redirect__prepare),
- * falling back to plain probes if injection is refused; else uprobes +
+ * Catch the target's allocations: with O->inject, redirect its allocator
+ * tables (raw, mem, obj) through trampolines with one NOP probe site each
+ * (o->site_pref: which NOP; see redirect__prepare), falling back to plain
+ * probes if injection is refused; else uprobes +
  * uretprobes on the functions the live tables point to. Always probes
  * PyTraceMalloc_Track / Untrack. Negative errno, with a message shown.
  */
+struct probes_opts {
+	bool inject;			/* redirect the allocator (else plain probes) */
+	enum redirect_site_pref site_pref;	/* injected: which NOP the sites are */
+	bool empty_sites;		/* injected: programs that do nothing (bench) */
+};
+
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
-		   const struct target *t, bool inject, enum redirect_site_pref site_pref);
+		   const struct target *t, const struct probes_opts *o);
 void probes__detach(struct probes *pr);	/* safe when nothing attached */
 
 #endif /* __PYTM_PROBES_H */

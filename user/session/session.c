@@ -64,7 +64,6 @@ static int load_bpf(struct session *s)
 		warn("cannot open the BPF object: %s", strerror(-err));
 		return err;
 	}
-	s->skel->rodata->empty_probe = o->bench_empty;
 	/* Stack values hold only the frames asked for. */
 	err = bpf_map__set_value_size(s->skel->maps.stacks,
 				      offsetof(struct pytm_stack, frames) +

@@ -26,7 +26,6 @@ struct session_opts {
 	int max_procs;			/* processes traced at once */
 	long max_stacks;		/* distinct tracebacks */
 	bool follow_exec;		/* --all: notice processes that exec */
-	bool bench_empty;		/* probe programs that return at once */
 	struct tracee_opts topts;	/* per process */
 };
 

@@ -213,7 +213,9 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 {
 	int err;
 
-	err = probes__attach(&tr->pr, skel, &tr->t, o->inject, o->site_pref);
+	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
+		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
+	});
 	tr->attached = !err;
 	return err;
 }

@@ -20,6 +20,7 @@ struct tracee_opts {
 	long max_blocks;		/* live blocks of one process */
 	bool inject;			/* redirect the allocator */
 	enum redirect_site_pref site_pref;	/* --probe-site */
+	bool empty_sites;		/* --bench-empty: site programs do nothing */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };

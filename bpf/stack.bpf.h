@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* The Python stack of the current thread: its thread state, then its frames
+ * (code object ids and instruction offsets), as tracemalloc walks them. */
+#ifndef __PYTM_STACK_BPF_H__
+#define __PYTM_STACK_BPF_H__
+
+#include "maps.bpf.h"
+
+/* State of the thread-state search, one bpf_loop() step per thread state. */
+struct tstate_walk {
+	struct pytm_proc *p;
+	__u64 fsbase;
+	__u64 interp;
+	__u64 ts;
+	__u64 found;
+};
+
+static long tstate_step(__u32 i, void *data)
+{
+	struct tstate_walk *w = data;
+	struct pytm_proc *p = w->p;
+
+	if (!w->ts) {
+		/* Next interpreter. */
+		if (!w->interp)
+			return 1;
+		w->ts = read_ptr(w->interp + p->off.interp_threads_head);
+		w->interp = read_ptr(w->interp + p->off.interp_next);
+		return 0;
+	}
+	if (read_ptr(w->ts + p->off.tstate_thread_id) == w->fsbase) {
+		w->found = w->ts;
+		return 1;
+	}
+	w->ts = read_ptr(w->ts + p->off.tstate_next);
+	return 0;
+}
+
+/*
+ * The current thread's PyThreadState, as PyGILState_GetThisThreadState()
+ * sees it: the one whose thread_id is this thread's pthread_self(), which
+ * on x86-64 is the fs base. Cached per task, re-validated on use from the
+ * same read that yields the frame pointer (*FRAMEP).
+ */
+static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t, __u8 *buf, __u64 *framep)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tstate_walk w = { .p = p };
+
+	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
+	if (t->tstate && t->fsbase == w.fsbase &&
+	    !read_head(buf, p->tstate_read, t->tstate) &&
+	    buf_u64(buf, p->off.tstate_thread_id) == w.fsbase) {
+		*framep = buf_u64(buf, p->off.tstate_frame);
+		return t->tstate;
+	}
+
+	w.interp = read_ptr(p->runtime + p->off.runtime_interpreters_head);
+	bpf_loop(4096, tstate_step, &w, 0);
+	t->tstate = w.found;
+	t->fsbase = w.fsbase;
+	*framep = w.found ? read_ptr(w.found + p->off.tstate_frame) : 0;
+	return w.found;
+}
+
+/*
+ * Per CPU, direct-mapped: recently used code objects and stack ids, so that
+ * the common case costs an array access instead of a hash lookup. A code
+ * object's entry is valid only for the code epoch it was filled in: every
+ * free of a known code object starts a new epoch.
+ */
+#define CODE_CACHE	1024
+#define STACK_CACHE	1024
+
+struct code_slot {
+	__u64 addr;
+	__u32 pid;
+	__u32 epoch;
+	struct code_info ci;
+};
+
+struct caches {
+	struct code_slot code[CODE_CACHE];
+	__u64 stack[STACK_CACHE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct caches);
+} cache SEC(".maps");
+
+__u32 code_epoch = 0;
+
+/* Id (and cached fields) of the code object at ADDR; new ones are announced. */
+static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pid, __u64 addr,
+						   struct code_info *tmp)
+{
+	struct pytm_code_key key = { .pid = pid, .addr = addr };
+	struct pytm_event *ev;
+	struct code_info *ci;
+	long err;
+
+	ci = bpf_map_lookup_elem(&codes, &key);
+	if (ci)
+		return ci;
+
+	tmp->id = __sync_fetch_and_add(&next_code_id, 1) + 1;
+	tmp->firsttraceable = 0;
+	if (p->off.code_firsttraceable != PYTM_OFF_NONE)
+		bpf_probe_read_user(&tmp->firsttraceable, sizeof(tmp->firsttraceable),
+				    (void *)(addr + p->off.code_firsttraceable));
+	err = bpf_map_update_elem(&codes, &key, tmp, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		ci = bpf_map_lookup_elem(&codes, &key);
+		return ci ?: tmp;
+	}
+	if (err) {
+		count_lost(p, PYTM_LOST_CODES_FULL);
+		tmp->id = 0;
+		return tmp;
+	}
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		/* Forget it, so that the next sighting announces it again. */
+		bpf_map_delete_elem(&codes, &key);
+		count_lost(p, PYTM_LOST_RINGBUF);
+		tmp->id = 0;
+		return tmp;
+	}
+	ev->type = PYTM_EV_CODE;
+	ev->pid = pid;
+	ev->code_id = tmp->id;
+	ev->pad = 0;
+	ev->code_addr = addr;
+	bpf_ringbuf_submit(ev, 0);
+	return tmp;
+}
+
+/* State of the frame walk, one bpf_loop() step per frame. */
+struct frame_walk {
+	struct pytm_proc *p;
+	struct scratch *sc;
+	struct caches *caches;
+	__u64 frame;
+	__u32 pid;
+	__u32 n;
+	__u32 total;
+	__u32 limit;			/* frames to walk: total_nframe counts those */
+};
+
+/* code_info() through this CPU's cache. */
+static __always_inline struct code_info *cached_code_info(struct frame_walk *w, __u64 code,
+							  struct code_info *tmp)
+{
+	__u32 epoch = code_epoch, pid = w->pid;
+	struct code_slot *slot;
+	struct code_info *ci;
+
+	slot = &w->caches->code[(code >> 4) & (CODE_CACHE - 1)];
+	if (slot->addr == code && slot->pid == pid && slot->epoch == epoch)
+		return &slot->ci;
+	ci = code_info(w->p, pid, code, tmp);
+	if (ci->id) {
+		slot->addr = code;
+		slot->pid = pid;
+		slot->epoch = epoch;
+		slot->ci = *ci;
+	}
+	return ci;
+}
+
+static long frame_step(__u32 i, void *data)
+{
+	struct frame_walk *w = data;
+	struct pytm_proc *p = w->p;
+	__u64 frame = w->frame, code, start, instr;
+	struct code_info *ci, tmp;
+	__u8 *buf = w->sc->buf;
+	__s32 lasti = -1;
+	__u8 owner;
+
+	if (!frame || w->total >= w->limit)
+		return 1;
+	if (w->n >= p->max_frames) {
+		/* Beyond the limit only the count matters. */
+		w->frame = read_ptr(frame + p->off.frame_back);
+		w->total++;
+		return 0;
+	}
+	/* One read for back, code, position and owner. */
+	if (read_head(buf, p->frame_read, frame)) {
+		count_lost(p, PYTM_LOST_FRAME_READ);
+		return 1;
+	}
+	w->frame = buf_u64(buf, p->off.frame_back);
+	code = buf_u64(buf, p->off.frame_code) & ~(__u64)p->off.frame_tag_bits;
+	if (p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
+		if (!code) {
+			count_lost(p, PYTM_LOST_FRAME_READ);
+			return 1;
+		}
+		lasti = buf_s32(buf, p->off.frame_lasti);
+		ci = cached_code_info(w, code, &tmp);
+	} else {
+		owner = buf_u8(buf, p->off.frame_owner);
+		if (owner == p->off.owner_cstack)
+			return 0;	/* a shim frame of the C stack */
+		if (!code) {
+			count_lost(p, PYTM_LOST_FRAME_READ);
+			return 1;
+		}
+		instr = buf_u64(buf, p->off.frame_lasti);
+		start = code + p->off.code_adaptive;
+		ci = cached_code_info(w, code, &tmp);
+		/* Incomplete: the frame has not started its code yet. */
+		if (owner != p->off.owner_generator &&
+		    (__s64)instr < (__s64)(start + 2 * (__s64)ci->firsttraceable))
+			return 0;
+		/* In code units; arithmetic shift keeps -1 for "before the first". */
+		lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
+	}
+	w->sc->s.frames[w->n & (PYTM_MAX_FRAMES - 1)] = PYTM_FRAME(ci->id, lasti);
+	w->n++;
+	w->total++;
+	return 0;
+}
+
+/*
+ * Walk the thread's frames into the scratch stack, most recent first,
+ * skipping what tracemalloc skips (incomplete frames, C-stack shims), and
+ * intern it. Returns the stack id, 0 for no Python frame.
+ */
+static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
+{
+	struct frame_walk w = { .p = p, .pid = pid };
+	__u32 zero = 0, i;
+	__u64 h, frame = 0, *slot;
+	long err;
+
+	w.sc = bpf_map_lookup_elem(&scratch, &zero);
+	w.caches = bpf_map_lookup_elem(&cache, &zero);
+	if (!w.sc || !w.caches)
+		return 0;
+	if (!find_tstate(p, t, w.sc->buf, &frame)) {
+		count_lost(p, PYTM_LOST_NO_TSTATE);
+		return 0;
+	}
+	if (p->off.layout == PYTM_LAYOUT_CFRAME && frame)
+		frame = read_ptr(frame + p->off.cframe_current_frame);
+	w.frame = frame;
+	w.limit = p->max_total;
+	bpf_loop(PYTM_MAX_FRAMES + 1024, frame_step, &w, 0);
+	if (!w.n)
+		return 0;
+	w.sc->s.nframe = w.n;
+	/* The walk stopped at its limit with frames left: count them or not. */
+	w.sc->s.total_nframe = w.total;
+
+	/*
+	 * A multiply-xorshift mix per frame (every input bit reaches every
+	 * output bit), the counts folded in last: 64 bits, so that distinct
+	 * stacks of one run collide with negligible probability.
+	 */
+	h = 0x9e3779b97f4a7c15ULL;
+	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
+		if (i >= w.n)
+			break;
+		h ^= w.sc->s.frames[i];
+		h *= 0xbf58476d1ce4e5b9ULL;
+		h ^= h >> 31;
+	}
+	h ^= (__u64)w.total << 32 | w.n;
+	h *= 0x94d049bb133111ebULL;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
+	if (!h)
+		h = 1;
+	/* Most stacks are known: this CPU's cache, then a lockless lookup. */
+	slot = &w.caches->stack[h & (STACK_CACHE - 1)];
+	if (*slot == h)
+		return h;
+	if (!bpf_map_lookup_elem(&stacks, &h)) {
+		err = bpf_map_update_elem(&stacks, &h, &w.sc->s, BPF_NOEXIST);
+		if (err && err != -EEXIST) {
+			count_lost(p, PYTM_LOST_STACKS_FULL);
+			return 0;
+		}
+	}
+	*slot = h;
+	return h;
+}
+
+#endif /* __PYTM_STACK_BPF_H__ */

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Trace bookkeeping: live blocks in, out, and moved; the per-thread stash
+ * of allocator calls in progress; the shared bodies of the probes. */
+#ifndef __PYTM_TRACE_BPF_H__
+#define __PYTM_TRACE_BPF_H__
+
+#include "maps.bpf.h"
+#include "stack.bpf.h"
+
+static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
+					 __u32 domain, __u64 addr)
+{
+	struct pytm_block_key key = { .pid = pid, .domain = domain, .addr = addr };
+	struct pytm_block *b;
+	void *map;
+	__s64 size;
+
+	map = bpf_map_lookup_elem(&blocks, &pid);
+	if (!map)
+		return;
+	b = bpf_map_lookup_elem(map, &key);
+	if (!b)
+		return;
+	size = b->size;
+	if (bpf_map_delete_elem(map, &key) == 0)
+		account(p, -size);
+}
+
+static void add_trace(struct pytm_proc *p, struct task_ctx *t,
+		      struct pytm_block_key *key, __u64 size)
+{
+	struct pytm_block nb, *b;
+	void *map;
+	__s64 old;
+	long err;
+
+	nb.size = size;
+	nb.stack_id = walk_stack(p, t, key->pid);
+
+	map = bpf_map_lookup_elem(&blocks, &key->pid);
+	if (!map)
+		return;
+	/* Usually a new address: one insert, no lookup before it. */
+	err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);
+	if (!err) {
+		account(p, size);
+		return;
+	}
+	b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
+	if (!b) {
+		count_lost(p, PYTM_LOST_BLOCKS_FULL);
+		return;
+	}
+	/* Already tracked (tracemalloc_add_trace does the same). */
+	old = b->size;
+	b->size = nb.size;
+	b->stack_id = nb.stack_id;
+	account(p, (__s64)size - old);
+}
+
+static __always_inline struct task_ctx *task_ctx(void)
+{
+	return bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+static __always_inline struct pytm_proc *this_proc(__u32 *pid)
+{
+	*pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&procs, pid);
+}
+
+/*
+ * The stash is indexed with constants only (unrolled loops): the verifier
+ * cannot bound an index read back from map memory.
+ */
+
+/* Drop calls at stack level SP or below: they have returned unseen. */
+static __always_inline __u32 stash_heal(struct task_ctx *t, __u64 sp)
+{
+	__u32 d = t->depth;
+	int i;
+
+	if (d > PYTM_STASH_DEPTH)
+		d = PYTM_STASH_DEPTH;
+#pragma unroll
+	for (i = PYTM_STASH_DEPTH - 1; i >= 0; i--) {
+		if ((__u32)i >= d)
+			continue;
+		if (t->calls[i].sp > sp)
+			break;
+		d = i;
+	}
+	t->depth = d;
+	return d;
+}
+
+/* A call begins with its return address at SP. */
+static __always_inline void stash_push(struct pytm_proc *p, struct task_ctx *t,
+				       __u64 sp, __u64 ptr, __u64 size)
+{
+	__u32 d = stash_heal(t, sp);
+	int i;
+
+	if (d >= PYTM_STASH_DEPTH) {
+		count_lost(p, PYTM_LOST_STASH);
+		return;
+	}
+#pragma unroll
+	for (i = 0; i < PYTM_STASH_DEPTH; i++) {
+		if ((__u32)i != d)
+			continue;
+		t->calls[i].ptr = ptr;
+		t->calls[i].size = size;
+		t->calls[i].sp = sp;
+	}
+	t->depth = d + 1;
+}
+
+/*
+ * The call whose entry had SP returns: pop it into *C (false if its entry
+ * went unseen). *OUTER tells whether a call of ours is still in progress
+ * above it, i.e. whether this one is nested.
+ */
+static __always_inline bool stash_pop(struct task_ctx *t, __u64 sp, struct call *c,
+				      bool *outer)
+{
+	__u32 d = stash_heal(t, sp - 1);
+	bool found = false;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < PYTM_STASH_DEPTH; i++) {
+		if ((__u32)i + 1 != d || t->calls[i].sp != sp)
+			continue;
+		*c = t->calls[i];
+		d = i;
+		t->depth = d;
+		found = true;
+	}
+	*outer = d > 0;
+	return found;
+}
+
+/* Entry of malloc/calloc/realloc: remember the arguments until return. */
+static __always_inline int call_enter(struct pt_regs *ctx, __u64 ptr, __u64 size)
+{
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	t = task_ctx();
+	if (!t) {
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
+		return 0;
+	}
+	stash_push(p, t, PT_REGS_SP(ctx), ptr, size);
+	return 0;
+}
+
+/*
+ * Return of malloc/calloc/realloc. As in tracemalloc, only the outermost
+ * call records: an allocator call made inside another (pymalloc falling
+ * back to the raw allocator, arena bookkeeping) is reentrant.
+ */
+static __always_inline int call_return(struct pt_regs *ctx, int kind, __u64 ret)
+{
+	struct pytm_proc *p;
+	struct pytm_block_key key;
+	struct task_ctx *t;
+	struct call c;
+	bool outer;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	t = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
+	if (!t)
+		return 0;
+	/* The return address is popped: the entry saw the stack 8 bytes lower. */
+	if (!stash_pop(t, PT_REGS_SP(ctx) - 8, &c, &outer))
+		return 0;
+	p->nevents++;	/* a statistic: a rare lost increment is fine */
+	if (!ret)
+		return 0;
+
+	if (kind == PYTM_REALLOC) {
+		if (outer) {
+			if (c.ptr)
+				remove_trace(p, pid, 0, c.ptr);
+			return 0;
+		}
+		if (c.ptr && c.ptr != ret)
+			remove_trace(p, pid, 0, c.ptr);
+	} else if (outer) {
+		return 0;
+	}
+	key.pid = pid;
+	key.domain = 0;
+	key.addr = ret;
+	add_trace(p, t, &key, c.size);
+	return 0;
+}
+
+static __always_inline int on_free(__u64 ptr)
+{
+	struct pytm_code_key ck;
+	struct pytm_proc *p;
+	__u32 pid;
+
+	if (!ptr)
+		return 0;
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	p->nevents++;
+	remove_trace(p, pid, 0, ptr);
+	/* A freed code object: its address may come back as another one. */
+	ck.pid = pid;
+	ck.pad = 0;
+	ck.addr = ptr;
+	if (bpf_map_lookup_elem(&codes, &ck)) {
+		bpf_map_delete_elem(&codes, &ck);
+		__sync_fetch_and_add(&code_epoch, 1);
+	}
+	return 0;
+}
+
+/*
+ * Injected mode: the allocator tables point to trampolines that call the
+ * previous allocator, then pass a 5-byte NOP with the result and the
+ * arguments in registers. One probe hit per event, no uretprobe. Over the
+ * default allocators an inner call returns the outer call's block, so the
+ * outer one just rewrites it; over other hooks, entry sites count nesting.
+ */
+static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 old,
+					  __u64 size, bool realloc)
+{
+	struct call c;
+	struct pytm_block_key key;
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	bool nested = false;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	p->nevents++;
+	t = task_ctx();
+	if (!t) {
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
+		return 0;
+	}
+	/*
+	 * With a hook layer below us (debug hooks, tracemalloc), an inner call
+	 * (pymalloc's large blocks going to the raw allocator) can return
+	 * another address than the outer one: as in tracemalloc, only the
+	 * outermost call records; an inner realloc only drops the old block.
+	 */
+	if (t->depth)	/* entry sites probed: the exit site sees their stack */
+		stash_pop(t, PT_REGS_SP(ctx), &c, &nested);
+	if (!ret)
+		return 0;
+	if (realloc && old && (old != ret || nested))
+		remove_trace(p, pid, 0, old);
+	if (nested)
+		return 0;
+	key.pid = pid;
+	key.domain = 0;
+	key.addr = ret;
+	add_trace(p, t, &key, size);
+	return 0;
+}
+
+#endif /* __PYTM_TRACE_BPF_H__ */
