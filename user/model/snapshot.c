@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "hash.h"
+#include "htab.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -118,68 +119,16 @@ struct itb {
 	struct pytm_frame_info frames[];
 };
 
-/* Open addressing, power-of-two size, kept at most half full. */
-struct table {
-	void **slots;
-	size_t mask;
-	size_t count;
-};
-
 struct snapshot {
 	int traceback_limit;
 	uint64_t seed;
 	struct arena arena;
-	struct table strs;		/* struct istr * */
-	struct table tbs;		/* struct itb * */
+	struct htab strs;		/* struct istr * */
+	struct htab tbs;		/* struct itb * */
 	struct pytm_trace *traces;
 	size_t ntraces, cap;
 	const char *unknown;		/* "<unknown>" */
 };
-
-static int table__init(struct table *t, size_t size)
-{
-	t->slots = calloc(size, sizeof(*t->slots));
-	if (!t->slots)
-		return -ENOMEM;
-	t->mask = size - 1;
-	t->count = 0;
-	return 0;
-}
-
-/* Double the table; HASH_OF gives each entry's stored hash. */
-static int table__grow(struct table *t, uint64_t (*hash_of)(const void *))
-{
-	size_t size = (t->mask + 1) * 2, i, j;
-	void **slots;
-
-	if (size > SIZE_MAX / sizeof(*slots))
-		return -ENOMEM;
-	slots = calloc(size, sizeof(*slots));
-	if (!slots)
-		return -ENOMEM;
-	for (i = 0; i <= t->mask; i++) {
-		if (!t->slots[i])
-			continue;
-		for (j = hash_of(t->slots[i]) & (size - 1); slots[j];
-		     j = (j + 1) & (size - 1))
-			;
-		slots[j] = t->slots[i];
-	}
-	free(t->slots);
-	t->slots = slots;
-	t->mask = size - 1;
-	return 0;
-}
-
-static uint64_t istr_hash(const void *p)
-{
-	return ((const struct istr *)p)->hash;
-}
-
-static uint64_t itb_hash(const void *p)
-{
-	return ((const struct itb *)p)->hash;
-}
 
 struct snapshot *snapshot__new(int traceback_limit)
 {
@@ -190,7 +139,7 @@ struct snapshot *snapshot__new(int traceback_limit)
 		return NULL;
 	s->traceback_limit = traceback_limit;
 	s->seed = hash__seed();
-	if (table__init(&s->strs, 256) || table__init(&s->tbs, 256))
+	if (htab__init(&s->strs, 256) || htab__init(&s->tbs, 256))
 		goto cleanup;
 	s->unknown = snapshot__intern(s, "<unknown>");
 	if (!s->unknown)
@@ -207,37 +156,27 @@ void snapshot__free(struct snapshot *s)
 	if (!s)
 		return;
 	arena__free(&s->arena);
-	free(s->strs.slots);
-	free(s->tbs.slots);
+	htab__free(&s->strs);
+	htab__free(&s->tbs);
 	free(s->traces);
 	free(s);
 }
 
 static const char *intern_len(struct snapshot *s, const char *str, size_t len)
 {
-	uint64_t h;
-	size_t i;
+	size_t cur = 0;
 	struct istr *e;
+	uint64_t h, v;
 
 	if (len > UINT32_MAX || s->strs.count >= UINT32_MAX) {
 		errno = E2BIG;
 		return NULL;
 	}
 	h = hash__bytes(s->seed, str, len);
-	for (i = h & s->strs.mask; (e = s->strs.slots[i]);
-	     i = (i + 1) & s->strs.mask) {
-		if (e->hash == h && e->len == len && !memcmp(e->s, str, len))
+	while ((v = htab__next(&s->strs, h, &cur))) {
+		e = (struct istr *)(uintptr_t)v;
+		if (e->len == len && !memcmp(e->s, str, len))
 			return e->s;
-	}
-	/* Keep the table at most half full, so that probing always ends. */
-	if ((s->strs.count + 1) * 2 > s->strs.mask + 1) {
-		if (table__grow(&s->strs, istr_hash)) {
-			errno = ENOMEM;
-			return NULL;
-		}
-		for (i = h & s->strs.mask; s->strs.slots[i];
-		     i = (i + 1) & s->strs.mask)
-			;
 	}
 	e = arena__alloc(&s->arena, sizeof(*e) + len + 1);
 	if (!e) {
@@ -249,8 +188,10 @@ static const char *intern_len(struct snapshot *s, const char *str, size_t len)
 	e->len = len;
 	memcpy(e->s, str, len);
 	e->s[len] = '\0';
-	s->strs.slots[i] = e;
-	s->strs.count++;
+	if (htab__add(&s->strs, h, (uintptr_t)e)) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	return e->s;
 }
 
@@ -266,15 +207,12 @@ const char *snapshot__intern(struct snapshot *s, const char *str)
 /* Is STR one of our interned strings (the pointer, not just the text)? */
 static bool is_interned(const struct snapshot *s, const char *str)
 {
-	size_t len = strlen(str), i;
-	uint64_t h = hash__bytes(s->seed, str, len);
-	struct istr *e;
+	uint64_t h = hash__bytes(s->seed, str, strlen(str)), v;
+	size_t cur = 0;
 
-	for (i = h & s->strs.mask; (e = s->strs.slots[i]);
-	     i = (i + 1) & s->strs.mask) {
-		if (e->s == str)
+	while ((v = htab__next(&s->strs, h, &cur)))
+		if (((struct istr *)(uintptr_t)v)->s == str)
 			return true;
-	}
 	return false;
 }
 
@@ -311,9 +249,9 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 		unsigned int total_nframe)
 {
 	struct pytm_frame_info unknown;
+	size_t i, size, cur = 0;
 	struct itb *e;
-	uint64_t h;
-	size_t i, slot, size;
+	uint64_t h, v;
 
 	if (!s || (nframe && !frames)) {
 		errno = EINVAL;
@@ -329,10 +267,9 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 			total_nframe = 1;
 	}
 	h = tb_hash(s, frames, nframe, total_nframe);
-	for (slot = h & s->tbs.mask; (e = s->tbs.slots[slot]);
-	     slot = (slot + 1) & s->tbs.mask) {
-		if (e->hash == h && e->tb.nframe == nframe &&
-		    e->tb.total_nframe == total_nframe &&
+	while ((v = htab__next(&s->tbs, h, &cur))) {
+		e = (struct itb *)(uintptr_t)v;
+		if (e->tb.nframe == nframe && e->tb.total_nframe == total_nframe &&
 		    frames_equal(e->frames, frames, nframe))
 			return &e->tb;
 	}
@@ -347,15 +284,6 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 			return NULL;
 		}
 	}
-	if ((s->tbs.count + 1) * 2 > s->tbs.mask + 1) {
-		if (table__grow(&s->tbs, itb_hash)) {
-			errno = ENOMEM;
-			return NULL;
-		}
-		for (slot = h & s->tbs.mask; s->tbs.slots[slot];
-		     slot = (slot + 1) & s->tbs.mask)
-			;
-	}
 	size = sizeof(*e) + (size_t)nframe * sizeof(*frames);
 	e = arena__alloc(&s->arena, size);
 	if (!e) {
@@ -369,26 +297,27 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 	e->tb.frames = e->frames;
 	for (i = 0; i < nframe; i++)
 		e->frames[i] = frames[i];
-	s->tbs.slots[slot] = e;
-	s->tbs.count++;
+	if (htab__add(&s->tbs, h, (uintptr_t)e)) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	return &e->tb;
 }
 
 /*
- * Does TB belong to S? Its stored hash leads to its slot if it does (TB must
+ * Does TB belong to S? Its stored hash finds it if it does (TB must
  * come from some snapshot__traceback(); recomputing the hash would cost
  * a walk of every frame on each add).
  */
 static bool owns_tb(const struct snapshot *s, const struct pytm_traceback *tb)
 {
-	const struct itb *e = container_of(tb, struct itb, tb), *x;
-	size_t i;
+	const struct itb *e = container_of(tb, struct itb, tb);
+	size_t cur = 0;
+	uint64_t v;
 
-	for (i = e->hash & s->tbs.mask; (x = s->tbs.slots[i]);
-	     i = (i + 1) & s->tbs.mask) {
-		if (x == e)
+	while ((v = htab__next(&s->tbs, e->hash, &cur)))
+		if ((const struct itb *)(uintptr_t)v == e)
 			return true;
-	}
 	return false;
 }
 
@@ -465,19 +394,16 @@ enum {
 	OP_FRAME = 0x95,
 };
 
-/* (filename id, lineno) -> memo index of the frame tuple */
-struct frame_memo {
-	uint64_t key;			/* id << 32 | lineno; 0 never used */
-	uint32_t memo;
-};
-
 struct writer {
 	FILE *f;
 	uint64_t memo;			/* next MEMOIZE index */
 	uint32_t *str_memo;		/* by string id: memo + 1, 0 = none */
 	uint32_t *tb_memo;		/* by traceback id: memo + 1 */
-	struct frame_memo *frames;	/* open addressing */
-	size_t fmask, fcount;
+	/*
+	 * (filename id + 1) << 32 | lineno -> memo + 1. hash__mix64 is a
+	 * bijection: the hash is the key.
+	 */
+	struct htab frames;
 	int err;
 };
 
@@ -634,48 +560,22 @@ static void w_filename(struct writer *w, const char *filename)
 	w->str_memo[e->id] = w_memoize(w) + 1;
 }
 
-static int frame_memo_grow(struct writer *w)
-{
-	size_t size = (w->fmask + 1) * 2, i, j;
-	struct frame_memo *n;
-
-	n = calloc(size, sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	for (i = 0; i <= w->fmask; i++) {
-		if (!w->frames[i].key)
-			continue;
-		for (j = hash__mix64(w->frames[i].key) & (size - 1); n[j].key;
-		     j = (j + 1) & (size - 1))
-			;
-		n[j] = w->frames[i];
-	}
-	free(w->frames);
-	w->frames = n;
-	w->fmask = size - 1;
-	return 0;
-}
-
 static void w_frame(struct writer *w, const struct pytm_frame_info *fr)
 {
 	const struct istr *e = container_of(fr->filename, struct istr, s);
 	/* +1 keeps key 0 free for "empty slot" */
-	uint64_t key = ((uint64_t)e->id + 1) << 32 | fr->lineno;
-	size_t i;
+	uint64_t h = hash__mix64(((uint64_t)e->id + 1) << 32 | fr->lineno), v;
+	size_t cur = 0;
 
-	for (i = hash__mix64(key) & w->fmask; w->frames[i].key;
-	     i = (i + 1) & w->fmask) {
-		if (w->frames[i].key == key) {
-			w_get(w, w->frames[i].memo);
-			return;
-		}
+	v = htab__next(&w->frames, h, &cur);
+	if (v) {
+		w_get(w, v - 1);
+		return;
 	}
 	w_filename(w, fr->filename);
 	w_uint(w, fr->lineno);
 	w_op(w, OP_TUPLE2);
-	w->frames[i].key = key;
-	w->frames[i].memo = w_memoize(w);
-	if (++w->fcount * 2 > w->fmask + 1 && frame_memo_grow(w) && !w->err)
+	if (htab__add(&w->frames, h, w_memoize(w) + 1) && !w->err)
 		w->err = -ENOMEM;
 }
 
@@ -822,9 +722,7 @@ int snapshot__write(const struct snapshot *s, const char *path,
 	tmp = malloc(len + sizeof(".XXXXXX"));
 	w.str_memo = calloc(s->strs.count + 1, sizeof(*w.str_memo));
 	w.tb_memo = calloc(s->tbs.count + 1, sizeof(*w.tb_memo));
-	w.frames = calloc(1024, sizeof(*w.frames));
-	w.fmask = 1023;
-	if (!tmp || !w.str_memo || !w.tb_memo || !w.frames) {
+	if (!tmp || !w.str_memo || !w.tb_memo || htab__init(&w.frames, 1024)) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
@@ -876,7 +774,7 @@ cleanup:
 	free(tmp);
 	free(w.str_memo);
 	free(w.tb_memo);
-	free(w.frames);
+	htab__free(&w.frames);
 	return err;
 }
 

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "hash.h"
+#include "htab.h"
 #include "json.h"
 #include "report.h"
 #include "util.h"
@@ -813,8 +814,7 @@ struct group {
 struct groups {
 	struct group *v;
 	size_t n, cap;
-	size_t *slots;			/* index + 1, 0 = empty */
-	size_t mask;
+	struct htab index;		/* hash -> index + 1 in v */
 	uint64_t seed;
 };
 
@@ -876,7 +876,7 @@ static int key_cmp(const struct gkey *a, const struct gkey *b)
 static void groups__free(struct groups *g)
 {
 	free(g->v);
-	free(g->slots);
+	htab__free(&g->index);
 	memset(g, 0, sizeof(*g));
 }
 
@@ -884,44 +884,38 @@ static int groups__init(struct groups *g, uint64_t seed)
 {
 	memset(g, 0, sizeof(*g));
 	g->seed = seed;
-	g->slots = calloc(256, sizeof(*g->slots));
-	if (!g->slots)
-		return -ENOMEM;
-	g->mask = 255;
-	return 0;
-}
-
-static int groups__grow(struct groups *g)
-{
-	size_t size = (g->mask + 1) * 2, i, j;
-	size_t *slots = calloc(size, sizeof(*slots));
-
-	if (!slots)
-		return -ENOMEM;
-	for (i = 0; i < g->n; i++) {
-		for (j = g->v[i].hash & (size - 1); slots[j];
-		     j = (j + 1) & (size - 1))
-			;
-		slots[j] = i + 1;
-	}
-	free(g->slots);
-	g->slots = slots;
-	g->mask = size - 1;
-	return 0;
+	return htab__init(&g->index, 256);
 }
 
 static struct group *groups__find(const struct groups *g,
 				  const struct gkey *k, uint64_t h)
 {
-	size_t i;
+	size_t cur = 0;
+	uint64_t v;
 
-	for (i = h & g->mask; g->slots[i]; i = (i + 1) & g->mask) {
-		struct group *x = &g->v[g->slots[i] - 1];
-
-		if (x->hash == h && key_equal(&x->key, k))
-			return x;
-	}
+	while ((v = htab__next(&g->index, h, &cur)))
+		if (key_equal(&g->v[v - 1].key, k))
+			return &g->v[v - 1];
 	return NULL;
+}
+
+/* Append a zeroed element to the array *V of *N (capacity *CAP). */
+static void *grow_array(void **v, size_t *n, size_t *cap, size_t elem)
+{
+	void *p;
+
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 256;
+
+		p = realloc(*v, c * elem);
+		if (!p)
+			return NULL;
+		*v = p;
+		*cap = c;
+	}
+	p = (char *)*v + (*n)++ * elem;
+	memset(p, 0, elem);
+	return p;
 }
 
 /* stats[traceback] += (size, count) */
@@ -930,33 +924,19 @@ static int groups__add(struct groups *g, const struct gkey *k, u128 size,
 {
 	uint64_t h = key_hash(g->seed, k);
 	struct group *x = groups__find(g, k, h);
-	size_t i;
 
 	if (x) {
 		x->size += size;
 		x->count += count;
 		return 0;
 	}
-	if ((g->n + 1) * 2 > g->mask + 1 && groups__grow(g))
+	x = grow_array((void **)&g->v, &g->n, &g->cap, sizeof(*x));
+	if (!x || htab__add(&g->index, h, g->n))
 		return -ENOMEM;
-	if (g->n == g->cap) {
-		size_t cap = g->cap ? g->cap * 2 : 256;
-		struct group *v = realloc(g->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		g->v = v;
-		g->cap = cap;
-	}
-	x = &g->v[g->n];
-	memset(x, 0, sizeof(*x));
 	x->key = *k;
 	x->hash = h;
 	x->size = size;
 	x->count = count;
-	for (i = h & g->mask; g->slots[i]; i = (i + 1) & g->mask)
-		;
-	g->slots[i] = ++g->n;
 	return 0;
 }
 
@@ -971,8 +951,7 @@ struct entry {
 struct entries {
 	struct entry *v;
 	size_t n, cap;
-	size_t *slots;
-	size_t mask;
+	struct htab index;		/* hash -> index + 1 in v */
 };
 
 static uint64_t entry_hash(const struct pytm_traceback *tb, unsigned int domain)
@@ -980,39 +959,21 @@ static uint64_t entry_hash(const struct pytm_traceback *tb, unsigned int domain)
 	return hash__mix64((uint64_t)(uintptr_t)tb ^ ((uint64_t)domain << 48) ^ domain);
 }
 
-static int entries__grow(struct entries *e)
-{
-	size_t size = e->mask ? (e->mask + 1) * 2 : 1024, i, j;
-	size_t *slots = calloc(size, sizeof(*slots));
-
-	if (!slots)
-		return -ENOMEM;
-	for (i = 0; i < e->n; i++) {
-		for (j = entry_hash(e->v[i].tb, e->v[i].domain) & (size - 1);
-		     slots[j]; j = (j + 1) & (size - 1))
-			;
-		slots[j] = i + 1;
-	}
-	free(e->slots);
-	e->slots = slots;
-	e->mask = size - 1;
-	return 0;
-}
-
 static int entries__build(struct entries *e, const struct snapshot *s)
 {
 	const struct pytm_trace *t = snapshot__traces(s);
-	size_t n = snapshot__count(s), i, j;
+	size_t n = snapshot__count(s), i, cur;
+	uint64_t h, v;
 
 	memset(e, 0, sizeof(*e));
-	if (entries__grow(e))
+	if (htab__init(&e->index, 1024))
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		uint64_t h = entry_hash(t[i].tb, t[i].domain);
 		struct entry *x = NULL;
 
-		for (j = h & e->mask; e->slots[j]; j = (j + 1) & e->mask) {
-			x = &e->v[e->slots[j] - 1];
+		h = entry_hash(t[i].tb, t[i].domain);
+		for (cur = 0; (v = htab__next(&e->index, h, &cur));) {
+			x = &e->v[v - 1];
 			if (x->tb == t[i].tb && x->domain == t[i].domain)
 				break;
 			x = NULL;
@@ -1022,27 +983,13 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 			x->count++;
 			continue;
 		}
-		if ((e->n + 1) * 2 > e->mask + 1) {
-			if (entries__grow(e))
-				return -ENOMEM;
-			for (j = h & e->mask; e->slots[j]; j = (j + 1) & e->mask)
-				;
-		}
-		if (e->n == e->cap) {
-			size_t cap = e->cap ? e->cap * 2 : 1024;
-			struct entry *v = realloc(e->v, cap * sizeof(*v));
-
-			if (!v)
-				return -ENOMEM;
-			e->v = v;
-			e->cap = cap;
-		}
-		x = &e->v[e->n];
+		x = grow_array((void **)&e->v, &e->n, &e->cap, sizeof(*x));
+		if (!x || htab__add(&e->index, h, e->n))
+			return -ENOMEM;
 		x->tb = t[i].tb;
 		x->domain = t[i].domain;
 		x->size = t[i].size;
 		x->count = 1;
-		e->slots[j] = ++e->n;
 	}
 	return 0;
 }
@@ -1050,7 +997,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 static void entries__free(struct entries *e)
 {
 	free(e->v);
-	free(e->slots);
+	htab__free(&e->index);
 	memset(e, 0, sizeof(*e));
 }
 
