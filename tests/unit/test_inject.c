@@ -349,14 +349,14 @@ static void test_read_pipe(void)
 	      "a name with a newline accepted");
 	t = now();
 	err = inject__attach(p.pid, &s);
-	CHECK(!err, "attach: %s", inject__strerror());
+	CHECK(!err, "attach: %s", error__last());
 	if (!err) {
 		inject__stopped_state(s, &nr, &rax);
 		CHECK(nr == 0 && rax == -512, "stopped in syscall %ld rax %ld, "
 		      "not read() with -ERESTARTSYS", nr, rax);
 		err = inject__session_create_page(s, "pytm-t1", 100, 0, &pg);
-		CHECK(!err, "create: %s", inject__strerror());
-		CHECK(inject__detach(s) == 0, "detach: %s", inject__strerror());
+		CHECK(!err, "create: %s", error__last());
+		CHECK(inject__detach(s) == 0, "detach: %s", error__last());
 	}
 	held = now() - t;
 	t = now();
@@ -367,7 +367,7 @@ static void test_read_pipe(void)
 		CHECK(count_memfd_maps(p.pid, "pytm-t1", perms) == 1 &&
 		      !strcmp(perms, "r-xp"), "maps: %s", perms);
 		CHECK(inject__write_page(&pg, 0, code, sizeof(code)) == 0, "write: %s",
-		      inject__strerror());
+		      error__last());
 		CHECK(inject__write_page(&pg, 4090, code, 10) == -EINVAL,
 		      "write past the end accepted");
 		CHECK(target_sees(p.pid, pg.addr, code, sizeof(code)),
@@ -426,17 +426,17 @@ static void test_sleep(void)
 	/* ~0.5 s: a page. */
 	sleep_until(t0 + 0.5);
 	err = inject__attach(p.pid, &s);
-	CHECK(!err, "attach: %s", inject__strerror());
+	CHECK(!err, "attach: %s", error__last());
 	if (!err) {
 		inject__stopped_state(s, &nr[0], &rax[0]);
 		CHECK(inject__session_create_page(s, "pytm-t2", 4096, 0, &pg) == 0,
-		      "create: %s", inject__strerror());
+		      "create: %s", error__last());
 		inject__detach(s);
 	}
 	/* ~1.0 s: the single store, in its own session. */
 	sleep_until(t0 + 1.0);
 	CHECK(inject__write_u64(p.pid, addr, 0x1122334455667788ULL) == 0,
-	      "write_u64: %s", inject__strerror());
+	      "write_u64: %s", error__last());
 	CHECK(inject__read_u64(p.pid, addr, &got) == 0 && got == 0x1122334455667788ULL,
 	      "read_u64: %#llx", (unsigned long long)got);
 	CHECK(inject__write_u64(p.pid, addr + 4, 1) == -EINVAL,
@@ -446,18 +446,18 @@ static void test_sleep(void)
 	if (pg.pid) {
 		err = inject__write_u64(p.pid, pg.addr, 1);
 		CHECK(err == -EFAULT, "store into the r-x page: %d (%s)", err,
-		      inject__strerror());
+		      error__last());
 	}
 	/* ~1.5 s: find the page again, and inject once more. */
 	sleep_until(t0 + 1.5);
 	CHECK(inject__find_page(p.pid, "pytm-t2", &pg2) == 0 && pg2.addr == pg.addr,
-	      "find: %s", inject__strerror());
+	      "find: %s", error__last());
 	err = inject__attach(p.pid, &s);
-	CHECK(!err, "attach: %s", inject__strerror());
+	CHECK(!err, "attach: %s", error__last());
 	if (!err) {
 		inject__stopped_state(s, &nr[1], &rax[1]);
 		CHECK(inject__store_u64(s, addr, 0xfeedULL) == 0, "store: %s",
-		      inject__strerror());
+		      error__last());
 		inject__detach(s);
 	}
 	CHECK(read_line(&p, line, sizeof(line), 5) == 0 &&
@@ -509,13 +509,13 @@ static void test_nanosleep(void)
 	for (i = 0; i < 2; i++) {
 		sleep_until(t0 + 0.5 + 0.5 * i);
 		if (inject__attach(p.pid, &s)) {
-			CHECK(0, "attach: %s", inject__strerror());
+			CHECK(0, "attach: %s", error__last());
 			continue;
 		}
 		inject__stopped_state(s, &nr[i], &rax[i]);
 		CHECK(i ? inject__store_u64(s, (uintptr_t)&pg.addr, 7) == 0 :
 		      inject__session_create_page(s, "pytm-t2c", 4096, 0, &pg) == 0,
-		      "inject: %s", inject__strerror());
+		      "inject: %s", error__last());
 		inject__detach(s);
 	}
 	CHECK(read_line(&p, line, sizeof(line), 5) == 0 &&
@@ -592,7 +592,7 @@ static void test_epoll(void)
 			inject__stopped_state(s, &nr, &rax);
 			inject__detach(s);
 		} else {
-			CHECK(0, "attach: %s", inject__strerror());
+			CHECK(0, "attach: %s", error__last());
 		}
 		r = e = n = -1;
 		waited = 0;
@@ -665,14 +665,14 @@ static void test_lock(void)
 	for (i = 0; i < 3; i++) {
 		sleep_until(t0 + 0.4 + 0.5 * i);
 		if (inject__attach(p.pid, &s)) {
-			CHECK(0, "attach: %s", inject__strerror());
+			CHECK(0, "attach: %s", error__last());
 			continue;
 		}
 		if (i == 0) {
 			inject__stopped_state(s, &nr, &rax);
 			CHECK(inject__session_create_page(s, "pytm-t3", 4096, 0,
 							  &pg) == 0,
-			      "create: %s", inject__strerror());
+			      "create: %s", error__last());
 		} else {
 			CHECK(inject__syscall(s, SYS_getpid, NULL, &rax) == 0 &&
 			      rax == p.pid, "getpid: %ld", rax);
@@ -717,12 +717,12 @@ static void test_cycles(void)
 		} else {
 			found += !err;
 		}
-		CHECK(!err, "cycle %d: %s", i, inject__strerror());
+		CHECK(!err, "cycle %d: %s", i, error__last());
 		if (err)
 			break;
 		memset(pat, i, sizeof(pat));
 		CHECK(inject__write_page(&pg, 4096 + i * 16, pat, sizeof(pat)) == 0,
-		      "write: %s", inject__strerror());
+		      "write: %s", error__last());
 		CHECK(target_sees(p.pid, pg.addr + 4096 + i * 16, pat, sizeof(pat)),
 		      "cycle %d: the target does not see the bytes", i);
 		inject__page_close(&pg);
@@ -741,12 +741,12 @@ static void test_cycles(void)
 
 		CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0, "flock: %s", strerror(errno));
 		err = inject__attach(p.pid, &s);
-		CHECK(err == -EBUSY && strstr(inject__strerror(), "another tracer"),
-		      "attach with the page locked: %d %s", err, inject__strerror());
-		printf("cycles: page locked elsewhere: %s\n", inject__strerror());
+		CHECK(err == -EBUSY && strstr(error__last(), "another tracer"),
+		      "attach with the page locked: %d %s", err, error__last());
+		printf("cycles: page locked elsewhere: %s\n", error__last());
 		close(fd);
 		err = inject__attach(p.pid, &s);
-		CHECK(!err, "attach: %s", inject__strerror());
+		CHECK(!err, "attach: %s", error__last());
 		inject__detach(s);
 		inject__page_close(&pg);
 	}
@@ -915,7 +915,7 @@ static void test_tracer_killed(bool python)
 		if (when == KILL_AFTER_PAGE) {
 			CHECK(inject__find_page(p.pid, "pytm-t5", &pg) == 0,
 			      "page of the dead tracer not found: %s",
-			      inject__strerror());
+			      error__last());
 			CHECK(python || pg.addr == page_hint, "page at %#llx, not "
 			      "at %#llx", (unsigned long long)pg.addr,
 			      (unsigned long long)page_hint);
@@ -965,7 +965,7 @@ static void test_tracer_killed(bool python)
 		return;
 	}
 	CHECK(inject__create_page(p.pid, "pytm-t5b", 4096, &pg2) == 0, "create: %s",
-	      inject__strerror());
+	      error__last());
 	for (i = 0; i < 30; i++) {
 		usleep(20000);
 		kill_tracer(&p, KILL_REGS_SET + i % 3);
@@ -1068,14 +1068,14 @@ static void test_errors(void)
 		_exit(0);
 	waitpid(gone, &status, 0);
 	err = inject__attach(gone, &s);
-	CHECK(err == -ESRCH && strstr(inject__strerror(), "no such process"),
-	      "attach to a dead pid: %d %s", err, inject__strerror());
+	CHECK(err == -ESRCH && strstr(error__last(), "no such process"),
+	      "attach to a dead pid: %d %s", err, error__last());
 	err = inject__create_page(gone, "x", 4096, &pg);
 	CHECK(err == -ESRCH && pg.pid == 0, "create in a dead pid: %d", err);
 	CHECK(inject__find_page(gone, "x", &pg) == -ESRCH, "find in a dead pid");
 	inject__page_close(&pg);
 	inject__page_close(&pg);	/* zeroed: harmless twice */
-	printf("errors: dead pid: %s\n", inject__strerror());
+	printf("errors: dead pid: %s\n", error__last());
 
 	/* No privileges: a child of ours as nobody. */
 	if (pipe(tell) == 0) {
@@ -1089,7 +1089,7 @@ static void test_errors(void)
 			    setresuid(65534, 65534, 65534))
 				_exit(1);
 			err = inject__attach(getppid(), &s);
-			n = write(tell[1], inject__strerror(), strlen(inject__strerror()));
+			n = write(tell[1], error__last(), strlen(error__last()));
 			_exit(err == -EPERM && n > 0 ? 0 : 2);
 		}
 		close(tell[1]);
@@ -1119,9 +1119,9 @@ static void test_errors(void)
 	close(tell[0]);
 	snprintf(want, sizeof(want), "already traced by pid %d", child);
 	err = inject__create_page(p.pid, "x", 4096, &pg);
-	CHECK(err == -EBUSY && strstr(inject__strerror(), want),
-	      "traced target: %d %s", err, inject__strerror());
-	printf("errors: traced: %s\n", inject__strerror());
+	CHECK(err == -EBUSY && strstr(error__last(), want),
+	      "traced target: %d %s", err, error__last());
+	printf("errors: traced: %s\n", error__last());
 	kill(child, SIGKILL);
 	waitpid(child, &status, 0);
 	CHECK(echoes(&p), "target stopped echoing after the other tracer left");
@@ -1151,9 +1151,9 @@ static void test_errors(void)
 				usleep(5000);
 			}
 			err = inject__attach(p.pid, &s);
-			CHECK(err == -EBUSY && strstr(inject__strerror(), "(strace)"),
-			      "under strace: %d %s", err, inject__strerror());
-			printf("errors: strace: %s\n", inject__strerror());
+			CHECK(err == -EBUSY && strstr(error__last(), "(strace)"),
+			      "under strace: %d %s", err, error__last());
+			printf("errors: strace: %s\n", error__last());
 			kill(q.pid, SIGTERM);
 			reap(&q, 5);
 			CHECK(echoes(&p), "target stopped echoing after strace");
@@ -1166,10 +1166,10 @@ static void test_errors(void)
 	if (spawn(&p, NULL, seccomp_main, (void *)(long)SYS_memfd_create) == 0) {
 		CHECK(echoes(&p), "seccomp target not echoing");
 		err = inject__create_page(p.pid, "x", 4096, &pg);
-		CHECK(err == -EPERM && strstr(inject__strerror(), "seccomp") &&
-		      strstr(inject__strerror(), "kill the process"),
-		      "seccomp: %d %s", err, inject__strerror());
-		printf("errors: seccomp: %s\n", inject__strerror());
+		CHECK(err == -EPERM && strstr(error__last(), "seccomp") &&
+		      strstr(error__last(), "kill the process"),
+		      "seccomp: %d %s", err, error__last());
+		printf("errors: seccomp: %s\n", error__last());
 		CHECK(echoes(&p), "seccomp target died");
 		CHECK(count_memfd_maps(p.pid, "x", NULL) == 0, "a page was made");
 		close(p.in);
@@ -1179,7 +1179,7 @@ static void test_errors(void)
 	if (spawn(&p, NULL, seccomp_main, (void *)(long)SYS_kexec_load) == 0) {
 		CHECK(echoes(&p), "seccomp target not echoing");
 		err = inject__create_page(p.pid, "y", 4096, &pg);
-		CHECK(err == 0, "seccomp (kexec_load only): %s", inject__strerror());
+		CHECK(err == 0, "seccomp (kexec_load only): %s", error__last());
 		/*
 		 * A forked target has our globals at the same addresses. The
 		 * store borrows the thread's clear_child_tid: it is put back.
@@ -1188,7 +1188,7 @@ static void test_errors(void)
 		CHECK(inject__write_u64(p.pid, (uintptr_t)&cell, 0x5555aaaa5555aaaaULL)
 		      == 0 && inject__read_u64(p.pid, (uintptr_t)&cell, &got) == 0 &&
 		      got == 0x5555aaaa5555aaaaULL && cell == 0,
-		      "store under a filter: %s", inject__strerror());
+		      "store under a filter: %s", error__last());
 		CHECK(tid_before && tid_address(p.pid) == tid_before,
 		      "clear_child_tid %#llx, was %#llx",
 		      (unsigned long long)tid_address(p.pid),
@@ -1202,9 +1202,9 @@ static void test_errors(void)
 	if (spawn(&p, NULL, strict_main, NULL) == 0) {
 		CHECK(wait_in_syscall(p.pid, 0, 5), "strict target not in read()");
 		err = inject__create_page(p.pid, "x", 4096, &pg);
-		CHECK(err == -EPERM && strstr(inject__strerror(), "strict"),
-		      "strict: %d %s", err, inject__strerror());
-		printf("errors: strict: %s\n", inject__strerror());
+		CHECK(err == -EPERM && strstr(error__last(), "strict"),
+		      "strict: %d %s", err, error__last());
+		printf("errors: strict: %s\n", error__last());
 		CHECK(echoes(&p), "strict target died");
 		CHECK(reap(&p, 5) == 0, "strict target did not exit cleanly");
 	}
@@ -1268,17 +1268,17 @@ static void test_signals(void)
 	}
 	while (waitpid(sender, &status, WNOHANG) == 0) {
 		if (inject__attach(p.pid, &s)) {
-			CHECK(0, "attach: %s", inject__strerror());
+			CHECK(0, "attach: %s", error__last());
 			break;
 		}
 		sessions++;
 		for (i = 0; i < 4; i++) {
 			CHECK(inject__syscall(s, SYS_getpid, NULL, &ret) == 0 &&
-			      ret == p.pid, "getpid: %ld %s", ret, inject__strerror());
+			      ret == p.pid, "getpid: %ld %s", ret, error__last());
 			calls++;
 		}
 		delivered += inject__signals_delivered(s);
-		CHECK(inject__detach(s) == 0, "detach: %s", inject__strerror());
+		CHECK(inject__detach(s) == 0, "detach: %s", error__last());
 	}
 	send_str(&p, "q");
 	CHECK(read_line(&p, line, sizeof(line), 10) == 0 &&
@@ -1321,7 +1321,7 @@ static void test_stopped_and_busy(void)
 	for (i = 0; i < 500 && thread_state(p.pid) != 'T'; i++)
 		usleep(2000);
 	CHECK(inject__create_page(p.pid, "pytm-t8", 4096, &pg) == 0, "create: %s",
-	      inject__strerror());
+	      error__last());
 	usleep(200000);
 	CHECK(thread_state(p.pid) == 'T', "target state %c, not stopped",
 	      thread_state(p.pid));
@@ -1340,14 +1340,14 @@ static void test_stopped_and_busy(void)
 	for (i = 0; i < 10; i++) {
 		usleep(100000);
 		if (inject__attach(p.pid, &s)) {
-			CHECK(0, "attach: %s", inject__strerror());
+			CHECK(0, "attach: %s", error__last());
 			continue;
 		}
 		if (i == 0)
 			inject__stopped_state(s, &nr, &rax);
 		CHECK(i ? inject__syscall(s, SYS_getpid, NULL, &rax) == 0 :
 		      inject__session_create_page(s, "pytm-t8b", 4096, 0, &pg) == 0,
-		      "inject: %s", inject__strerror());
+		      "inject: %s", error__last());
 		inject__detach(s);
 	}
 	CHECK(read_line(&p, line, sizeof(line), 5) == 0 && !strcmp(line, "True"),
@@ -1404,9 +1404,9 @@ static void test_uprobe(void)
 	}
 	CHECK(wait_in_syscall(p.pid, 0, 5), "never blocked in read()");
 	CHECK(inject__create_page(p.pid, "pytm-t9", 4096, &pg) == 0, "create: %s",
-	      inject__strerror());
+	      error__last());
 	CHECK(inject__write_page(&pg, 0, code, sizeof(code)) == 0, "write: %s",
-	      inject__strerror());
+	      error__last());
 	/* Through both paths: the tracer's fd and the target's map_files. */
 	pfd[0] = uprobe_open(pg.path, 8, p.pid);
 	pfd[1] = uprobe_open(pg.map_path, 8, p.pid);
@@ -1418,7 +1418,7 @@ static void test_uprobe(void)
 		for (i = 0; i < 3; i++)
 			CHECK(inject__syscall(s, SYS_getpid, NULL, &ret) == 0 &&
 			      ret == p.pid, "getpid through the page: %ld %s", ret,
-			      inject__strerror());
+			      error__last());
 		inject__detach(s);
 		CHECK(read(pfd[0], &hits[0], 8) == 8 && read(pfd[1], &hits[1], 8) == 8,
 		      "reading the counters");

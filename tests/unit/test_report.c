@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "unit.h"
+#include "util.h"
 #include "pyrun.h"
 #include "report.h"
 #include "snapshot.h"
@@ -133,7 +134,7 @@ static void json_cfg(FILE *f, const struct cfg *c)
 /* Our filters for T (through the public parsing API). */
 static bool make_filters(const struct cfg *c, struct report_filter *out)
 {
-	char spec[REPORT_PATTERN_MAX + 32], err[256];
+	char spec[REPORT_PATTERN_MAX + 32];
 	size_t i;
 
 	for (i = 0; i < c->nfilters; i++) {
@@ -147,9 +148,8 @@ static bool make_filters(const struct cfg *c, struct report_filter *out)
 			snprintf(spec, sizeof(spec), "%s:%lld", t->pattern, t->lineno);
 		else
 			snprintf(spec, sizeof(spec), "%s", t->pattern);
-		if (report__parse_filter(&out[i], spec, t->inclusive,
-					 t->all_frames, err, sizeof(err))) {
-			CHECK(0, "parse filter %s: %s", spec, err);
+		if (report__parse_filter(&out[i], spec, t->inclusive, t->all_frames)) {
+			CHECK(0, "parse filter %s: %s", spec, error__last());
 			return false;
 		}
 		if (t->domain >= 0) {
@@ -166,16 +166,15 @@ static char *our_report(const struct cfg *c)
 	struct report_filter *flt = calloc(c->nfilters + 1, sizeof(*flt));
 	struct snapshot *s = NULL, *o = NULL;
 	struct report_opts opts = {};
-	char err[256], *buf = NULL;
+	char *buf = NULL;
 	size_t len;
 	FILE *f = NULL;
 	int ret = -1;
 
 	if (!flt || !make_filters(c, flt))
 		goto cleanup;
-	if (snapshot__load(c->file, &s, err, sizeof(err)) ||
-	    (c->old && snapshot__load(c->old, &o, err, sizeof(err)))) {
-		CHECK(0, "load: %s", err);
+	if (snapshot__load(c->file, &s) || (c->old && snapshot__load(c->old, &o))) {
+		CHECK(0, "load: %s", error__last());
 		goto cleanup;
 	}
 	opts.key = c->key;

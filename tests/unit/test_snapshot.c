@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <unistd.h>
 #include "unit.h"
+#include "util.h"
 #include "pyrun.h"
 #include "snapshot.h"
 
@@ -278,7 +279,6 @@ static void test_python_loads(void)
 {
 	struct snapshot *s = build_big(2600), *l = NULL;
 	char *want39 = NULL, *want38 = NULL, *got;
-	char err[256];
 	size_t i;
 
 	if (!s)
@@ -299,8 +299,8 @@ static void test_python_loads(void)
 		free(got);
 	}
 	/* our own reader gives back the same (as Python decodes names) */
-	CHECK(snapshot__load(tpath("big39.pytm"), &l, err, sizeof(err)) == 0,
-	      "load ours: %s", err);
+	CHECK(snapshot__load(tpath("big39.pytm"), &l) == 0,
+	      "load ours: %s", error__last());
 	if (l) {
 		got = canon(l, false);
 		CHECK(got && !strcmp(got, want39), "round trip 39");
@@ -308,8 +308,8 @@ static void test_python_loads(void)
 		snapshot__free(l);
 		l = NULL;
 	}
-	CHECK(snapshot__load(tpath("big38.pytm"), &l, err, sizeof(err)) == 0,
-	      "load ours 38: %s", err);
+	CHECK(snapshot__load(tpath("big38.pytm"), &l) == 0,
+	      "load ours 38: %s", error__last());
 	if (l) {
 		got = canon(l, true);
 		CHECK(got && !strcmp(got, want38), "round trip 38");
@@ -351,7 +351,6 @@ static void test_memo(void)
 	const struct pytm_traceback *tb;
 	struct timespec a, b;
 	struct stat st;
-	char err[256];
 	size_t i;
 	double secs;
 
@@ -372,8 +371,8 @@ static void test_memo(void)
 	CHECK(stat(tpath("deep.pytm"), &st) == 0 && st.st_size < 600000,
 	      "memoized file is small: %lld bytes", (long long)st.st_size);
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	CHECK(snapshot__load(tpath("deep.pytm"), &l, err, sizeof(err)) == 0,
-	      "load deep: %s", err);
+	CHECK(snapshot__load(tpath("deep.pytm"), &l) == 0,
+	      "load deep: %s", error__last());
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	secs = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
 	CHECK(secs < 2, "loading 20000 x 100000 shared frames took %.2f s", secs);
@@ -477,7 +476,7 @@ static void test_stock(void)
 {
 	static const char *const vers[] = { "3.8.18", "3.11.7", "3.13.0",
 					    "system" };
-	char name[64], err[256];
+	char name[64];
 	struct snapshot *l;
 	size_t i, k;
 
@@ -495,8 +494,8 @@ static void test_stock(void)
 				 k ? ".old" : "");
 			want = py_canon(vers[i], file);
 			l = NULL;
-			CHECK(snapshot__load(file, &l, err, sizeof(err)) == 0,
-			      "load stock %s dump: %s", vers[i], err);
+			CHECK(snapshot__load(file, &l) == 0,
+			      "load stock %s dump: %s", vers[i], error__last());
 			got = l ? canon(l, !strcmp(vers[i], "3.8.18")) : NULL;
 			CHECK(want && got && !strcmp(want, got),
 			      "stock %s dump: we see other data than Python",
@@ -522,8 +521,8 @@ static void test_stock(void)
 		free(py_pickle(code, &len));
 		want = py_canon("system", tpath("gen.pickle"));
 		l = NULL;
-		CHECK(snapshot__load(tpath("gen.pickle"), &l, err, sizeof(err)) == 0,
-		      "load re-dump %zu: %s", i, err);
+		CHECK(snapshot__load(tpath("gen.pickle"), &l) == 0,
+		      "load re-dump %zu: %s", i, error__last());
 		got = l ? canon(l, false) : NULL;
 		CHECK(want && got && !strcmp(want, got), "re-dump %zu differs", i);
 		free(want);
@@ -541,7 +540,9 @@ static int load_bytes(const void *p, size_t len, char *err, size_t errlen)
 
 	if (write_bytes(tpath("h.pickle"), p, len))
 		return -999;
-	ret = snapshot__load(tpath("h.pickle"), &l, err, errlen);
+	error__clear();
+	ret = snapshot__load(tpath("h.pickle"), &l);
+	snprintf(err, errlen, "%s", ret ? error__last() : "");
 	CHECK(ret ? !l : !!l, "out set iff success");
 	snapshot__free(l);
 	return ret;

@@ -33,23 +33,15 @@
 #include "inject.h"
 #include "util.h"
 
-static __thread char errbuf[256];
-
-const char *inject__strerror(void)
-{
-	return errbuf[0] ? errbuf : "no error";
-}
-
-/* Record why we fail (one line), log it under -v, return ERR. */
+/* Record why we fail (one line, the error channel), return ERR. */
 __attribute__((format(printf, 2, 3)))
 static int fail(int err, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+	err = error__vset(err, "inject", fmt, ap);
 	va_end(ap);
-	vlog("inject: %s", errbuf);
 	return err;
 }
 
@@ -995,12 +987,12 @@ int inject__attach(pid_t pid, struct inject_session **out)
 
 cleanup:
 	{
-		char why[sizeof(errbuf)];
+		struct error_saved why;
 
 		/* Detaching must not replace the reason we failed. */
-		memcpy(why, errbuf, sizeof(why));
+		error__save(&why);
 		inject__detach(s);
-		memcpy(errbuf, why, sizeof(why));
+		error__restore(&why);
 	}
 	return err;
 }
@@ -1399,11 +1391,11 @@ cleanup:
 		    0, 0, 0, 0);
 	free(stub);
 	if (tfd >= 0) {
-		char why[sizeof(errbuf)];
+		struct error_saved why;
 
-		memcpy(why, errbuf, sizeof(why));
+		error__save(&why);
 		sys(s, "close of the memfd", NR_close, tfd, 0, 0, 0, 0, 0);
-		memcpy(errbuf, why, sizeof(why));
+		error__restore(&why);
 	}
 	if (fd >= 0)
 		close(fd);
@@ -1425,11 +1417,11 @@ int inject__create_page(pid_t pid, const char *name, size_t len,
 		return err;
 	err = inject__session_create_page(s, name, len, 0, out);
 	if (err) {
-		char why[sizeof(errbuf)];
+		struct error_saved why;
 
-		memcpy(why, errbuf, sizeof(why));
+		error__save(&why);
 		inject__detach(s);
-		memcpy(errbuf, why, sizeof(why));
+		error__restore(&why);
 		return err;
 	}
 	err = inject__detach(s);
@@ -1674,12 +1666,12 @@ int inject__store_u64(struct inject_session *s, uint64_t addr, uint64_t val)
 		return ret;
 	err = sys_raw(s, &ret, NR_prctl, PR_GET_TID_ADDRESS, addr, 0, 0, 0, 0);
 	{
-		char why[sizeof(errbuf)];
+		struct error_saved why;
 
-		memcpy(why, errbuf, sizeof(why));
+		error__save(&why);
 		ret2 = sys(s, "set_tid_address", NR_set_tid_address, s->tid_addr,
 			   0, 0, 0, 0, 0);
-		memcpy(errbuf, why, sizeof(why));
+		error__restore(&why);
 	}
 	if (err)
 		return err;
@@ -1707,7 +1699,7 @@ int inject__store_u64(struct inject_session *s, uint64_t addr, uint64_t val)
 int inject__write_u64(pid_t pid, uint64_t addr, uint64_t val)
 {
 	struct inject_session *s;
-	char why[sizeof(errbuf)];
+	struct error_saved why;
 	int err, err2;
 
 	if (addr & 7)
@@ -1717,10 +1709,10 @@ int inject__write_u64(pid_t pid, uint64_t addr, uint64_t val)
 	if (err)
 		return err;
 	err = inject__store_u64(s, addr, val);
-	memcpy(why, errbuf, sizeof(why));
+	error__save(&why);
 	err2 = inject__detach(s);
 	if (err) {
-		memcpy(errbuf, why, sizeof(why));
+		error__restore(&why);
 		return err;
 	}
 	return err2;

@@ -5,7 +5,8 @@
  * fails with -EOPNOTSUPP.
  *
  * Every function that fails returns a negative errno and leaves a one-line
- * reason (no "pytm-bpf:" prefix, no newline) for inject__strerror().
+ * reason (no "pytm-bpf:" prefix, no newline) in the error channel
+ * (error__last(), util.h).
  *
  * How a session works, and what the target sees:
  * - One thread is stopped (PTRACE_SEIZE + PTRACE_INTERRUPT), its registers
@@ -67,8 +68,6 @@ struct inject_page {
 
 struct inject_session;
 
-/* The reason for the last failure of this thread's last inject__ call. */
-const char *inject__strerror(void);
 
 /*
  * Stop one thread of process PID (the thread-group leader, unless it is a

@@ -242,7 +242,7 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_SIZE_,
 						  &rd->page);
 		if (err) {
-			warn("process %d: %s", t->pid, inject__strerror());
+			warn("process %d: %s", t->pid, error__last());
 			return err;
 		}
 		rd->have_page = true;
@@ -283,13 +283,13 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 	/* Arm the sites first: a call redirected below passes them at once. */
 	err = inject__write_data(&rd->page, ARMED_OFF, &armed, 1);
 	if (err) {
-		warn("process %d: cannot arm the probe sites: %s", t->pid, inject__strerror());
+		warn("process %d: cannot arm the probe sites: %s", t->pid, error__last());
 		return err;
 	}
 	/* One ptrace stop for all twelve stores. */
 	err = inject__attach(t->pid, &s);
 	if (err) {
-		warn("process %d: %s", t->pid, inject__strerror());
+		warn("process %d: %s", t->pid, error__last());
 		return err;
 	}
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
@@ -300,7 +300,7 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 			err = inject__store_u64(s, rd->tables[d] + 8 * (k + 1), tramp);
 			if (err) {
 				warn("process %d: cannot redirect the allocator: %s", t->pid,
-				     inject__strerror());
+				     error__last());
 				inject__detach(s);
 				redirect__restore(rd, t);
 				return err;
@@ -330,13 +330,13 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 				continue;	/* someone hooked on top of us */
 			if (!s && inject__attach(t->pid, &s)) {
 				warn("process %d: cannot restore the allocator: %s", t->pid,
-				     inject__strerror());
+				     error__last());
 				return;
 			}
 			/* A thread between load and call still reaches the original. */
 			if (inject__store_u64(s, rd->tables[d] + 8 * (k + 1), rd->orig[d][k]))
 				warn("process %d: cannot restore the allocator: %s", t->pid,
-				     inject__strerror());
+				     error__last());
 		}
 	}
 	inject__detach(s);

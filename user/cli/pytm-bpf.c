@@ -509,14 +509,10 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
-	if (env.compare_file) {
-		char why[256];
-
-		if (snapshot__load(env.compare_file, &st.compare_base, why, sizeof(why))) {
-			warn("%s: %s", env.compare_file, why);
-			err = -EINVAL;
-			goto cleanup;
-		}
+	if (env.compare_file && snapshot__load(env.compare_file, &st.compare_base)) {
+		warn("%s: %s", env.compare_file, error__last());
+		err = -EINVAL;
+		goto cleanup;
 	}
 	/* Say what is wrong with the target before anything about BPF. */
 	for (i = 0; i < env.npids; i++) {

@@ -64,7 +64,6 @@ static int add_spec(struct report_cli *c, const char *pattern, bool inclusive,
 /* Filters are built at the end: --all-frames may come after them. */
 static void build_filters(struct report_cli *c, struct argp_state *state)
 {
-	char err[256];
 	size_t i;
 
 	if (!c->nspecs)
@@ -80,8 +79,8 @@ static void build_filters(struct report_cli *c, struct argp_state *state)
 			continue;
 		}
 		if (report__parse_filter(&c->filters[i], s->pattern, s->inclusive,
-					 c->all_frames, err, sizeof(err)))
-			argp_error(state, "%s", err);
+					 c->all_frames))
+			argp_error(state, "%s", error__last());
 	}
 	c->opts.filters = c->filters;
 	c->opts.nfilters = c->nspecs;

@@ -22,6 +22,7 @@
 #include "report.h"
 #include "sink.h"
 #include "snapshot.h"
+#include "util.h"
 
 enum {
 	OPT_COMPARE = 0x100,
@@ -72,10 +73,9 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 static struct snapshot *load(const char *path)
 {
 	struct snapshot *s = NULL;
-	char err[256];
 
-	if (snapshot__load(path, &s, err, sizeof(err))) {
-		fprintf(stderr, "pytm-bpf report: %s: %s\n", path, err);
+	if (snapshot__load(path, &s)) {
+		fprintf(stderr, "pytm-bpf report: %s: %s\n", path, error__last());
 		return NULL;
 	}
 	return s;

@@ -7,8 +7,8 @@
 #include "util.h"
 
 bool pytm_verbose;
-bool pytm_quiet;
-char pytm_last_warning[512];
+static __thread bool quiet;
+static __thread char last[ERROR_MAX];
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -23,11 +23,62 @@ void warn(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (pytm_quiet)
-		vsnprintf(pytm_last_warning, sizeof(pytm_last_warning), fmt, ap);
+	if (quiet)
+		error__vset(0, NULL, fmt, ap);
 	else
 		vmsg(fmt, ap);
 	va_end(ap);
+}
+
+int error__vset(int err, const char *who, const char *fmt, va_list ap)
+{
+	char buf[ERROR_MAX];
+
+	/* Through a copy: the arguments may hold error__last() itself. */
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	memcpy(last, buf, sizeof(last));
+	if (who)
+		vlog("%s: %s", who, last);
+	else
+		vlog("%s", last);
+	return err;
+}
+
+int error__set(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err = error__vset(err, NULL, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+const char *error__last(void)
+{
+	return last;
+}
+
+void error__clear(void)
+{
+	last[0] = '\0';
+}
+
+void error__quiet(bool on)
+{
+	quiet = on;
+	if (on)
+		last[0] = '\0';
+}
+
+void error__save(struct error_saved *e)
+{
+	memcpy(e->msg, last, sizeof(e->msg));
+}
+
+void error__restore(const struct error_saved *e)
+{
+	memcpy(last, e->msg, sizeof(last));
 }
 
 void vlog(const char *fmt, ...)

@@ -1,25 +1,41 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* One error style for the whole tool: warn() always, vlog() under -v. */
+/*
+ * The one error channel of the whole tool:
+ * - warn(): a one-line message on stderr, now ("pytm-bpf: MESSAGE");
+ *   vlog(): the same, only with -v;
+ * - error__set(): why an operation failed, kept for its caller (one line,
+ *   per thread; logged under -v), and returned as the negative errno it
+ *   is given; error__last() reads it back;
+ * - a quiet scope (error__quiet(true) ... (false), per thread): warn()
+ *   keeps its message as the last error instead of printing it, for a
+ *   caller that tries many processes (--all) and words the reason itself.
+ */
 #ifndef __PYTM_UTIL_H
 #define __PYTM_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-extern bool pytm_verbose;
-/*
- * While set, warn() keeps its message in pytm_last_warning instead of
- * printing it: a caller that tries many processes (--all) reports the
- * reason in its own words.
- */
-extern bool pytm_quiet;
-extern char pytm_last_warning[512];
+#define ERROR_MAX 512
 
-/* "pytm-bpf: MESSAGE\n" on stderr. */
+extern bool pytm_verbose;
+
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Same, only with -v. */
 void vlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int error__set(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same from a va_list; -v logs it as "WHO: reason". */
+int error__vset(int err, const char *who, const char *fmt, va_list ap);
+const char *error__last(void);		/* "" when there is none */
+void error__clear(void);
+void error__quiet(bool on);
+/* Keep the last error across cleanup calls that may set their own. */
+struct error_saved {
+	char msg[ERROR_MAX];
+};
+void error__save(struct error_saved *e);
+void error__restore(const struct error_saved *e);
 /*
  * Copy untrusted text from a target into DST (at most LEN-1 bytes, NUL
  * terminated), escaping control characters and bytes that are not UTF-8

@@ -831,8 +831,6 @@ struct reader {
 	struct vec stack, memo;
 	size_t *marks;
 	size_t nmarks, capmarks;
-	char *err;
-	size_t errlen;
 	const uint8_t *op_at;
 };
 
@@ -846,19 +844,14 @@ static int fail(struct reader *r, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (r->op_at)
-		snprintf(r->err, r->errlen,
-			 "not a tracemalloc snapshot: %s at offset %zu",
-			 msg, (size_t)(r->op_at - r->start));
-	else
-		snprintf(r->err, r->errlen, "not a tracemalloc snapshot: %s",
-			 msg);
-	return -EINVAL;
+		return error__set(-EINVAL, "not a tracemalloc snapshot: %s at offset %zu",
+				  msg, (size_t)(r->op_at - r->start));
+	return error__set(-EINVAL, "not a tracemalloc snapshot: %s", msg);
 }
 
 static int nomem(struct reader *r)
 {
-	snprintf(r->err, r->errlen, "out of memory");
-	return -ENOMEM;
+	return error__set(-ENOMEM, "out of memory");
 }
 
 static int vec_push(struct vec *v, struct val x)
@@ -1447,8 +1440,7 @@ static int convert(struct reader *r)
 	return 0;
 }
 
-static int read_file(const char *path, uint8_t **buf, size_t *len,
-		     char *err, size_t errlen)
+static int read_file(const char *path, uint8_t **buf, size_t *len)
 {
 	struct stat st;
 	uint8_t *b = NULL;
@@ -1459,29 +1451,29 @@ static int read_file(const char *path, uint8_t **buf, size_t *len,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "%s", strerror(-ret));
+		error__set(ret, "%s", strerror(-ret));
 		return ret;
 	}
 	if (fstat(fd, &st)) {
 		ret = -errno;
-		snprintf(err, errlen, "%s", strerror(-ret));
+		error__set(ret, "%s", strerror(-ret));
 		goto cleanup;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		ret = -EINVAL;
-		snprintf(err, errlen, "not a regular file");
+		error__set(ret, "not a regular file");
 		goto cleanup;
 	}
 	if ((uint64_t)st.st_size > LOAD_MAX_FILE) {
 		ret = -EFBIG;
-		snprintf(err, errlen, "file larger than %llu bytes",
+		error__set(ret, "file larger than %llu bytes",
 			 (unsigned long long)LOAD_MAX_FILE);
 		goto cleanup;
 	}
 	b = malloc(st.st_size + 1);
 	if (!b) {
 		ret = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
+		error__set(ret, "out of memory");
 		goto cleanup;
 	}
 	/* read to EOF, but never past the bound (the file may grow) */
@@ -1490,13 +1482,13 @@ static int read_file(const char *path, uint8_t **buf, size_t *len,
 			if (errno == EINTR)
 				continue;
 			ret = -errno;
-			snprintf(err, errlen, "%s", strerror(-ret));
+			error__set(ret, "%s", strerror(-ret));
 			goto cleanup;
 		}
 		n += got;
 		if (n > (size_t)st.st_size) {
 			ret = -EINVAL;
-			snprintf(err, errlen, "file changed while reading it");
+			error__set(ret, "file changed while reading it");
 			goto cleanup;
 		}
 	}
@@ -1511,33 +1503,22 @@ cleanup:
 	return ret;
 }
 
-int snapshot__load(const char *path, struct snapshot **out,
-		   char *err, size_t errlen)
+int snapshot__load(const char *path, struct snapshot **out)
 {
 	struct reader r = {};
-	char dummy[1];
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	struct obj *o;
 	int ret;
 
-	if (!err || !errlen) {
-		err = dummy;
-		errlen = sizeof(dummy);
-	}
-	err[0] = '\0';
-	if (!path || !out) {
-		snprintf(err, errlen, "invalid argument");
-		return -EINVAL;
-	}
+	if (!path || !out)
+		return error__set(-EINVAL, "invalid argument");
 	*out = NULL;
-	ret = read_file(path, &buf, &len, err, errlen);
+	ret = read_file(path, &buf, &len);
 	if (ret)
 		return ret;
 	r.start = r.p = buf;
 	r.end = buf + len;
-	r.err = err;
-	r.errlen = errlen;
 	r.snap = snapshot__new(0);
 	if (!r.snap) {
 		ret = nomem(&r);

@@ -55,9 +55,8 @@ int snapshot__write(const struct snapshot *s, const char *path,
 /*
  * Read a pickle written by tracemalloc.Snapshot.dump (3.8-3.13) or by us.
  * Only the opcode subset they use; anything else is refused with a one-line
- * reason in err. Never executes anything.
+ * reason (error__last()). Never executes anything.
  */
-int snapshot__load(const char *path, struct snapshot **out,
-		   char *err, size_t errlen);
+int snapshot__load(const char *path, struct snapshot **out);
 
 #endif /* __PYTM_SNAPSHOT_H */

@@ -124,7 +124,7 @@ static void add_pending(struct session *s, pid_t pid, double delay)
 static void say_skipped(pid_t pid, int err)
 {
 	if (err != -ENOEXEC && err != -ESRCH && err != -EACCES)
-		warn("skipping pid %d: %s", pid, pytm_last_warning);
+		warn("skipping pid %d: %s", pid, error__last());
 }
 
 int session__add(struct session *s, pid_t pid, bool quiet)
@@ -141,12 +141,11 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 		if (!quiet)
 			warn("too many processes (--max-procs %d)", s->o.max_procs);
 		else
-			snprintf(pytm_last_warning, sizeof(pytm_last_warning),
-				 "--max-procs %d reached", s->o.max_procs);
+			error__set(-E2BIG, "--max-procs %d reached", s->o.max_procs);
 		return -E2BIG;
 	}
 	tr = &s->tracees[i];
-	pytm_quiet = quiet;
+	error__quiet(quiet);
 	err = tracee__open(tr, pid, s->skel, &s->o.topts);
 	if (!err) {
 		/* Code objects are read from the first event on, during attach too. */
@@ -157,7 +156,7 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 		pthread_mutex_unlock(&s->lock);
 		err = tracee__attach(tr, s->skel, &s->o.topts);
 	}
-	pytm_quiet = false;
+	error__quiet(false);
 	if (err) {
 		session__mute(s, tr);
 		tracee__purge(tr, s->skel);

@@ -79,7 +79,7 @@ void session__close(struct session *s);
 
 /*
  * Open, check and attach process PID. QUIET (--all): failures are reasons
- * to skip, kept in pytm_last_warning, not printed. 0 if already traced.
+ * to skip, kept as error__last(), not printed. 0 if already traced.
  */
 int session__add(struct session *s, pid_t pid, bool quiet);
 /* --all: every process that looks like CPython now. */

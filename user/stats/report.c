@@ -582,23 +582,15 @@ cleanup:
 /* ---------------- filters ---------------- */
 
 int report__parse_filter(struct report_filter *f, const char *spec,
-			 bool inclusive, bool all_frames,
-			 char *err, size_t errlen)
+			 bool inclusive, bool all_frames)
 {
 	const char *colon, *p;
 	size_t len;
 	struct pattern pat;
-	char dummy[1];
 	int ret;
 
-	if (!err || !errlen) {
-		err = dummy;
-		errlen = sizeof(dummy);
-	}
-	if (!f || !spec) {
-		snprintf(err, errlen, "invalid argument");
-		return -EINVAL;
-	}
+	if (!f || !spec)
+		return error__set(-EINVAL, "invalid argument");
 	memset(f, 0, sizeof(*f));
 	f->inclusive = inclusive;
 	f->all_frames = all_frames;
@@ -610,21 +602,17 @@ int report__parse_filter(struct report_filter *f, const char *spec,
 		if (!*p) {
 			long long v;
 
-			if (parse_num(colon + 1, 0, UINT_MAX, &v)) {
-				snprintf(err, errlen, "line number out of range: %s",
-					 colon + 1);
-				return -EINVAL;
-			}
+			if (parse_num(colon + 1, 0, UINT_MAX, &v))
+				return error__set(-EINVAL, "line number out of range: %s",
+						  colon + 1);
 			f->has_lineno = true;
 			f->lineno = v;
 			len = colon - spec;
 		}
 	}
-	if (len >= sizeof(f->pattern)) {
-		snprintf(err, errlen, "pattern longer than %d bytes",
-			 REPORT_PATTERN_MAX - 1);
-		return -EINVAL;
-	}
+	if (len >= sizeof(f->pattern))
+		return error__set(-EINVAL, "pattern longer than %d bytes",
+				  REPORT_PATTERN_MAX - 1);
 	memcpy(f->pattern, spec, len);
 	f->pattern[len] = '\0';
 	/* _normalize_filename(filename_pattern) */
@@ -632,10 +620,9 @@ int report__parse_filter(struct report_filter *f, const char *spec,
 		f->pattern[len - 1] = '\0';
 	ret = pattern__compile(&pat, f->pattern);
 	if (ret == -EINVAL)
-		snprintf(err, errlen, "bad pattern (fnmatch cannot compile it): %s",
-			 f->pattern);
+		error__set(ret, "bad pattern (fnmatch cannot compile it): %s", f->pattern);
 	else if (ret)
-		snprintf(err, errlen, "%s", strerror(-ret));
+		error__set(ret, "%s", strerror(-ret));
 	pattern__free(&pat);
 	return ret;
 }

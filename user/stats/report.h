@@ -91,11 +91,10 @@ void report__format_size(char *buf, size_t len, double size, bool sign);
 /*
  * Fill F from "PATTERN[:LINENO]" (the part after the last ':' is a line
  * number when it is all digits), as tracemalloc.Filter(inclusive, PATTERN,
- * LINENO, all_frames). 0, or -EINVAL with a one-line reason in err.
+ * LINENO, all_frames). 0, or -EINVAL with a one-line reason (error__last()).
  */
 int report__parse_filter(struct report_filter *f, const char *spec,
-			 bool inclusive, bool all_frames,
-			 char *err, size_t errlen);
+			 bool inclusive, bool all_frames);
 /* tracemalloc.DomainFilter(inclusive, domain) */
 void report__domain_filter(struct report_filter *f, bool inclusive,
 			   unsigned int domain);
