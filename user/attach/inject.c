@@ -31,6 +31,7 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include "inject.h"
+#include "x86emit.h"
 #include "util.h"
 
 /* Record why we fail (one line, the error channel), return ERR. */
@@ -356,26 +357,6 @@ enum {
 	SL_R10, SL_R11, SL_R12, SL_R13, SL_R14, SL_R15, SL_FLAGS, SL_RIP, NSLOTS
 };
 
-struct emitter {
-	uint8_t *page;
-	size_t at;
-};
-
-static void emit(struct emitter *e, const void *bytes, size_t len)
-{
-	memcpy(e->page + e->at, bytes, len);
-	e->at += len;
-}
-
-/* OP with a disp32 that makes it address slot SLOT, RIP-relative. */
-static void emit_slot(struct emitter *e, const void *op, size_t oplen, int slot)
-{
-	int32_t disp = STUB_SLOTS + slot * 8 - (int32_t)(e->at + oplen + 4);
-
-	emit(e, op, oplen);
-	emit(e, &disp, 4);
-}
-
 static void build_stub(uint8_t page[PAGE_SZ])
 {
 	/* mov SLOT(%rip), REG: REX.W (+R), 8b, ModRM reg|101 (RIP-relative). */
@@ -392,23 +373,23 @@ static void build_stub(uint8_t page[PAGE_SZ])
 	static const uint8_t popfq[] = { 0x9d };
 	static const uint8_t back_up[] = { 0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0 };
 	static const uint8_t jmp_mem[] = { 0xff, 0x25 };
-	struct emitter e = { page, STUB_CODE };
+	struct x86_emitter e = { page, STUB_CODE };
 	size_t i;
 
 	memset(page, 0, PAGE_SZ);
 	memset(page + STUB_CODE, 0xcc, STUB_SLOTS - STUB_CODE);	/* int3 */
 	memcpy(page, STUB_MAGIC, 8);
-	emit(&e, syscall_insn, sizeof(syscall_insn));	/* the call */
-	emit(&e, below_red_zone, sizeof(below_red_zone)); /* lea -128(%rsp),%rsp */
-	emit_slot(&e, push_mem, sizeof(push_mem), SL_FLAGS); /* pushq flags */
-	emit(&e, popfq, sizeof(popfq));
-	emit(&e, back_up, sizeof(back_up));		/* lea 128(%rsp),%rsp */
+	x86__bytes(&e, syscall_insn, sizeof(syscall_insn));	/* the call */
+	x86__bytes(&e, below_red_zone, sizeof(below_red_zone)); /* lea -128(%rsp),%rsp */
+	x86__rip(&e, push_mem, sizeof(push_mem), STUB_SLOTS + SL_FLAGS * 8, NULL); /* pushq flags */
+	x86__bytes(&e, popfq, sizeof(popfq));
+	x86__bytes(&e, back_up, sizeof(back_up));		/* lea 128(%rsp),%rsp */
 	for (i = 0; i < sizeof(loads) / sizeof(loads[0]); i++) {
 		uint8_t op[3] = { loads[i].rex, 0x8b, loads[i].modrm };
 
-		emit_slot(&e, op, sizeof(op), loads[i].slot);
+		x86__rip(&e, op, sizeof(op), STUB_SLOTS + loads[i].slot * 8, NULL);
 	}
-	emit_slot(&e, jmp_mem, sizeof(jmp_mem), SL_RIP);	/* jmp *rip */
+	x86__rip(&e, jmp_mem, sizeof(jmp_mem), STUB_SLOTS + SL_RIP * 8, NULL);	/* jmp *rip */
 }
 
 /*

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include "pytm.h"
 #include "redirect.h"
+#include "x86emit.h"
 #include "target.h"
 #include "util.h"
 
@@ -40,32 +41,6 @@ const char *redirect__site_name(enum redirect_site kind)
 	return kind == REDIRECT_SITE_NOP6 ? "6-byte NOP" : "5-byte NOP";
 }
 
-/* Emits one trampoline, recording where its probe sites land. */
-struct tramp_emitter {
-	uint8_t *page;
-	size_t at;
-	enum redirect_site kind;
-};
-
-static void emit_bytes(struct tramp_emitter *e, const void *bytes, size_t len)
-{
-	memcpy(e->page + e->at, bytes, len);
-	e->at += len;
-}
-
-/* OP disp32 [IMM8]: an instruction that addresses page offset TARGET. */
-static void emit_rip(struct tramp_emitter *e, const uint8_t *op, size_t oplen,
-		     size_t target, const uint8_t *imm8)
-{
-	int32_t disp;
-
-	emit_bytes(e, op, oplen);
-	disp = (int32_t)((int64_t)target - (int64_t)(e->at + 4 + (imm8 ? 1 : 0)));
-	emit_bytes(e, &disp, 4);
-	if (imm8)
-		emit_bytes(e, imm8, 1);
-}
-
 /*
  * A probe site behind the fork guard: only the process the tracer armed
  * passes it. A forked child (data page zeroed) skips it, so it never runs
@@ -74,20 +49,20 @@ static void emit_rip(struct tramp_emitter *e, const uint8_t *op, size_t oplen,
  * not copy. Returns the site's offset. Flags are clobbered (free in any
  * call), registers are not.
  */
-static size_t emit_site(struct tramp_emitter *e)
+static size_t emit_site(struct x86_emitter *e, enum redirect_site kind)
 {
 	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0;
 	static const uint8_t nop5[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
 	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	const uint8_t *nop = e->kind == REDIRECT_SITE_NOP6 ? nop6 : nop5;
-	size_t len = e->kind == REDIRECT_SITE_NOP6 ? sizeof(nop6) : sizeof(nop5);
+	const uint8_t *nop = kind == REDIRECT_SITE_NOP6 ? nop6 : nop5;
+	size_t len = kind == REDIRECT_SITE_NOP6 ? sizeof(nop6) : sizeof(nop5);
 	uint8_t je[2] = { 0x74, (uint8_t)len };
 	size_t site;
 
-	emit_rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
-	emit_bytes(e, je, sizeof(je));				/* je past the site */
+	x86__rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
+	x86__bytes(e, je, sizeof(je));				/* je past the site */
 	site = e->at;
-	emit_bytes(e, nop, len);
+	x86__bytes(e, nop, len);
 	return site;
 }
 
@@ -105,35 +80,35 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	static const uint8_t sub8[] = { 0x48, 0x83, 0xec, 0x08 };	/* sub $8,%rsp */
 	static const uint8_t add8[] = { 0x48, 0x83, 0xc4, 0x08 };	/* add $8,%rsp */
 	static const uint8_t call_mem[] = { 0xff, 0x15 }, jmp_mem[] = { 0xff, 0x25 };
-	struct tramp_emitter e = { page, tramp_off(d, k), rd->site_kind };
+	struct x86_emitter e = { page, tramp_off(d, k) };
 	size_t o = orig_off(d, k);
 
 	if (k != PYTM_FREE)
-		rd->entry_site[d][k] = emit_site(&e);
+		rd->entry_site[d][k] = emit_site(&e, rd->site_kind);
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
-		emit_bytes(&e, &push_rsi, 1);
-		emit_rip(&e, call_mem, sizeof(call_mem), o, NULL);	/* call *orig(%rip) */
-		emit_bytes(&e, &pop_rsi, 1);
+		x86__bytes(&e, &push_rsi, 1);
+		x86__rip(&e, call_mem, sizeof(call_mem), o, NULL);	/* call *orig(%rip) */
+		x86__bytes(&e, &pop_rsi, 1);
 		break;
 	case PYTM_CALLOC:	/* calloc(ctx, nelem, elsize) */
 	case PYTM_REALLOC:	/* realloc(ctx, ptr, size) */
-		emit_bytes(&e, &push_rsi, 1);
-		emit_bytes(&e, &push_rdx, 1);
-		emit_bytes(&e, sub8, sizeof(sub8));
-		emit_rip(&e, call_mem, sizeof(call_mem), o, NULL);
-		emit_bytes(&e, add8, sizeof(add8));
-		emit_bytes(&e, &pop_rdx, 1);
-		emit_bytes(&e, &pop_rsi, 1);
+		x86__bytes(&e, &push_rsi, 1);
+		x86__bytes(&e, &push_rdx, 1);
+		x86__bytes(&e, sub8, sizeof(sub8));
+		x86__rip(&e, call_mem, sizeof(call_mem), o, NULL);
+		x86__bytes(&e, add8, sizeof(add8));
+		x86__bytes(&e, &pop_rdx, 1);
+		x86__bytes(&e, &pop_rsi, 1);
 		break;
 	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
 	}
-	rd->site[d][k] = emit_site(&e);
+	rd->site[d][k] = emit_site(&e, rd->site_kind);
 	if (k == PYTM_FREE)
-		emit_rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
+		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
 	else
-		emit_bytes(&e, &ret, 1);
+		x86__bytes(&e, &ret, 1);
 	memset(page + e.at, 0xcc, tramp_off(d, k) + TRAMP_SIZE - e.at);	/* int3 */
 }
 
