@@ -5,12 +5,14 @@
   COPY of 3.11 (other path, other inodes) running in new mount and pid
   namespaces, and a 3.12 started after pytm-bpf; each report's [ Top N ]
   lines agree with in-process tracemalloc of the same deterministic workload
-  (>= 99% of bytes and counts, line by line); the contained one's header shows
-  the pid it has in its namespace (what it printed as os.getpid()); the one
-  that ends while traced is reported as "Process N exited." with its report.
+  (>= 99% of bytes and counts, line by line, exact sizes: --format json);
+  the contained one's report shows the pid it has in its namespace (what it
+  printed as os.getpid()); the one that ends while traced has its report,
+  marked "exited".
 - test_twenty_processes_no_lost_events: `-p` x20 under a steady allocation
-  workload: every report says "Lost events: none"; the tracer's memory (VmRSS,
-  VmHWM, BPF map memlock) and CPU are printed.
+  workload, in the text form (headers, host summary): every report says
+  "Lost events: none"; the tracer's memory (VmRSS, VmHWM, BPF map memlock)
+  and CPU are printed.
 - test_exit_releases_map_entries: with `-p A -p B`, A's entries in the
   `blocks` (and `codes`, `procs`) maps of the running pytm-bpf go when A
   exits, and B's stay.
@@ -79,39 +81,66 @@ STAT = re.compile(r"^(.*):(\d+): size=(-?[\d.]+ (?:B|KiB|MiB|GiB|TiB)), "
                   r"count=(\d+), average=")
 TRACED = re.compile(r"^Traced memory: .*\((-?\d+) B, (-?\d+) B\); "
                     r"(\d+) allocator events$")
-UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3,
-         "TiB": 1024 ** 4}
 
 
 class Section(object):
-    """One process's report: header, [ Top N ] lines, footer."""
+    """One process's report: identity, statistics, footer figures."""
 
-    def __init__(self, m, exited):
-        self.pid = int(m.group(1))
-        self.nspid = int(m.group(2)) if m.group(2) else self.pid
-        self.container = m.group(3)
-        self.version = m.group(4)
-        self.cmdline = m.group(5)
-        self.exited = exited
-        self.stats = []         # (filename, lineno, size text, count)
+    def __init__(self, pid, nspid, container, version, cmdline, exited):
+        self.pid, self.nspid, self.container = pid, nspid, container
+        self.version, self.cmdline, self.exited = version, cmdline, exited
+        self.stats = []         # (filename, lineno, size, count)
         self.traced = None      # (current, peak, events)
-        self.lost = None        # text after "Lost events:"
-        self.lines = [m.group(0)]
+        self.lost = None        # "none", or "reason=N, ..."
+        self.lines = []         # what was parsed, for messages
+        self.header = ""        # text: the "== pid" line; JSON: rebuilt
+
+    @classmethod
+    def from_text(cls, m, exited):
+        sec = cls(int(m.group(1)), int(m.group(2)) if m.group(2) else
+                  int(m.group(1)), m.group(3), m.group(4), m.group(5),
+                  exited)
+        sec.header = m.group(0)
+        sec.lines = [m.group(0)]
+        return sec
+
+    @classmethod
+    def from_json(cls, doc, line):
+        p = doc["process"]
+        sec = cls(p["pid"], p["nspid"], p["container"], p["python"],
+                  p["cmdline"], doc["exited"])
+        sec.header = "== pid %d (nspid %d), CPython %s: %s" % (
+            sec.pid, sec.nspid, sec.version, sec.cmdline)
+        sec.lines = [line]
+        for st in doc["statistics"]:
+            fr = st["traceback"][-1]
+            sec.stats.append((fr["filename"], fr["lineno"], st["size"],
+                              st["count"]))
+        t = doc["traced"]
+        sec.traced = (t["current"], t["peak"], t["events"])
+        lost = dict((k, v) for k, v in doc["lost"].items()
+                    if v and k != "no_thread_state")
+        sec.lost = ", ".join("%s=%d" % kv for kv in sorted(lost.items())) \
+            or "none"
+        return sec
 
     def text(self):
         return "\n".join(self.lines)
 
 
 def parse_reports(out):
-    """({pid: [Section, ...]}, host summary rows {pid: columns}) from
-    pytm-bpf's stdout in multi-process mode."""
+    """({pid: [Section, ...]}, host summary rows {pid: (nspid, version)})
+    from pytm-bpf's stdout in multi-process mode, --format json or text."""
+    text = out.decode("utf-8", "replace")
+    if text.startswith("{"):
+        return parse_json_reports(text)
     sections, summary = {}, {}
     cur, exited_pid, in_summary = None, None, False
-    for line in out.decode("utf-8", "replace").split("\n"):
+    for line in text.split("\n"):
         if in_summary:
             cols = line.split(None, 6)
             if len(cols) >= 6 and cols[0].isdigit():
-                summary[int(cols[0])] = cols
+                summary[int(cols[0])] = (int(cols[1]), cols[3])
             continue
         if line.startswith("[ Host summary:"):
             in_summary, cur = True, None
@@ -122,7 +151,7 @@ def parse_reports(out):
             continue
         m = HEADER.match(line)
         if m:
-            cur = Section(m, exited_pid == int(m.group(1)))
+            cur = Section.from_text(m, exited_pid == int(m.group(1)))
             exited_pid = None
             sections.setdefault(cur.pid, []).append(cur)
             continue
@@ -144,6 +173,22 @@ def parse_reports(out):
     return sections, summary
 
 
+def parse_json_reports(text):
+    """The same from --format json: one document per line, each checked."""
+    sections, summary = {}, {}
+    for line in text.splitlines():
+        doc = json.loads(line)
+        assert doc["schema"] == 1, line
+        if doc["type"] == "summary":
+            for row in doc["processes"]:
+                summary[row["pid"]] = (row["nspid"], row["python"])
+            continue
+        assert doc["type"] == "report", line
+        sec = Section.from_json(doc, line)
+        sections.setdefault(sec.pid, []).append(sec)
+    return sections, summary
+
+
 def one_section(sections, pid, out, err):
     got = sections.get(pid, [])
     assert len(got) == 1, "expected one report for pid %d, got %d\n" \
@@ -155,21 +200,6 @@ def one_section(sections, pid, out, err):
     return sec
 
 
-def format_size(size):
-    """tracemalloc's _format_size(size, False)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 100 and unit != "B":
-            return "%.1f %s" % (size, unit)
-        if abs(size) < 10 * 1024 or unit == "TiB":
-            return "%.0f %s" % (size, unit)
-        size /= 1024.0
-
-
-def parse_size(text):
-    value, unit = text.split()
-    return float(value) * UNITS[unit]
-
-
 def ref_stats(python, dump, source):
     _, out, _ = run_cmd([python, os.path.join(WORKLOADS, GT), "--ref-stats",
                          dump, source], timeout=T_CMD)
@@ -178,19 +208,14 @@ def ref_stats(python, dump, source):
 
 
 def top_agreement(sec, ref, source):
-    """Agreement of the report's lines for SOURCE with tracemalloc's
-    statistics('lineno') of the reference: sum of min / max of totals, for
-    bytes and counts. A report line whose size text is exactly what
-    tracemalloc prints for the reference size counts as that size;
-    otherwise the printed size is taken as is."""
+    """Agreement of the report's lines for SOURCE (--format json: exact
+    sizes) with tracemalloc's statistics('lineno') of the reference: sum of
+    min / max of totals, for bytes and counts."""
     ours = {}
-    for filename, lineno, size_text, count in sec.stats:
-        if filename != source:
-            continue
-        exact = ref.get(lineno, (None,))[0]
-        size = exact if exact is not None and \
-            format_size(exact) == size_text else parse_size(size_text)
-        ours[lineno] = (size, count, size_text)
+    for filename, lineno, size, count in sec.stats:
+        assert isinstance(size, int), "check_top needs a --format json report"
+        if filename == source:
+            ours[lineno] = (size, count)
     total_ours = sum(v[0] for v in ours.values())
     total_ref = sum(v[0] for v in ref.values())
     count_ours = sum(v[1] for v in ours.values())
@@ -198,13 +223,12 @@ def top_agreement(sec, ref, source):
     min_size = min_count = 0
     rows = []
     for lineno in sorted(set(ours) | set(ref)):
-        so, co, st = ours.get(lineno, (0, 0, "-"))
+        so, co = ours.get(lineno, (0, 0))
         sr, cr = ref.get(lineno, (0, 0))
         min_size += min(so, sr)
         min_count += min(co, cr)
-        rows.append("line %d: report size=%s count=%d | tracemalloc size=%s "
-                    "(%d B) count=%d" % (lineno, st, co, format_size(sr), sr,
-                                         cr))
+        rows.append("line %d: report size=%d count=%d | tracemalloc size=%d "
+                    "count=%d" % (lineno, so, co, sr, cr))
     fig = {
         "bytes": min_size / float(max(total_ours, total_ref) or 1),
         "counts": min_count / float(max(count_ours, count_ref) or 1),
@@ -259,6 +283,11 @@ def wait_text(reader, pattern, timeout, what, tracer):
 
 
 def wait_exit_report(tracer, pid, timeout=T_STOP):
+    """The whole report of a process that exited: text or JSON."""
+    if "json" in tracer.cmd:
+        return wait_text(tracer.out, r'^\{"schema":1,"type":"report",[^\n]*'
+                         r'"exited":true,"process":\{"pid":%d,[^\n]*\n' % pid,
+                         timeout, "the exit report of pid %d" % pid, tracer)
     return wait_text(tracer.out, r"^Process %d exited\.\n== pid %d[^\n]*\n"
                      r"(?:[^\n]*\n)*?Lost events:[^\n]*\n" % (pid, pid),
                      timeout, "the exit report of pid %d" % pid, tracer)
@@ -444,7 +473,7 @@ def test_all_versions_namespace_late_exit(procs, tmp_path):
                                 "libpython3.11.so.1.0")
         assert os.stat(orig_lib).st_ino not in [i for _, i in libs], libs
 
-        tracer = procs.tracer(["--all", "--top", TOP])
+        tracer = procs.tracer(["--all", "--top", TOP, "--format", "json"])
         line = tracer.wait_tracing(timeout=T_ATTACH * 3)
         print("pytm-bpf --all up in %.2f s: %s" % (tracer.attach_seconds,
                                                    line))
@@ -505,17 +534,16 @@ def test_all_versions_namespace_late_exit(procs, tmp_path):
                                    (sc, V313, py313), (sd, V312, py312)):
             check(sec.version == version,
                   "pid %d: header says CPython %s, the interpreter is %s: %s"
-                  % (sec.pid, sec.version, version, sec.lines[0]))
+                  % (sec.pid, sec.version, version, sec.header))
             check(sec.cmdline.startswith(path + " ") and gt in sec.cmdline,
                   "pid %d: header's command line: %s" % (sec.pid,
-                                                          sec.lines[0]))
-        check(sb.nspid == b_nspid and
-              ("(pid %d in its namespace)" % b_nspid) in sb.lines[0],
-              "namespaced pid: header says %d, the process says %d: %s"
-              % (sb.nspid, b_nspid, sb.lines[0]))
+                                                          sec.header))
+        check(sb.nspid == b_nspid,
+              "namespaced pid: the report says %d, the process says %d: %s"
+              % (sb.nspid, b_nspid, sb.header))
         for sec in (sa, sc, sd):
             check(sec.nspid == sec.pid, "pid %d: namespaced pid %d in %s"
-                  % (sec.pid, sec.nspid, sec.lines[0]))
+                  % (sec.pid, sec.nspid, sec.header))
 
         # The exit.
         check(sa.exited, "no 'Process %d exited.' before its report:\n%s"
@@ -539,7 +567,7 @@ def test_all_versions_namespace_late_exit(procs, tmp_path):
         # The host summary lists the live ones, NSPID included.
         for sec in (sb, sc, sd):
             row = summary.get(sec.pid)
-            check(row and int(row[1]) == sec.nspid and row[3] == sec.version,
+            check(row and row == (sec.nspid, sec.version),
                   "pid %d: host summary row %r (nspid %d, CPython %s)"
                   % (sec.pid, row, sec.nspid, sec.version))
         for sec in (sa, sb, sc, sd):
@@ -712,8 +740,8 @@ def test_full_map_isolated(procs, tmp_path):
     big = procs.target(python, BLOCKS, ["--blocks", n_big])
     small = procs.target(python, BLOCKS, ["--blocks", n_small])
     assert ready_pid(big) == big.pid and ready_pid(small) == small.pid
-    tracer = procs.tracer(["-p", big.pid, "-p", small.pid, "--max-blocks",
-                           1024, "--top", TOP])
+    tracer = procs.tracer(["--format", "json", "-p", big.pid, "-p",
+                           small.pid, "--max-blocks", 1024, "--top", TOP])
     tracer.wait_tracing()
     big.send("go")
     big.expect("done", timeout=T_WORK)
@@ -728,7 +756,7 @@ def test_full_map_isolated(procs, tmp_path):
     sbig = one_section(sections, big.pid, out, err)
     ssmall = one_section(sections, small.pid, out, err)
     print("\n%s\n\n%s" % (sbig.text(), ssmall.text()))
-    assert "live-block map full=" in sbig.lost, sbig.text()
+    assert "blocks_full=" in sbig.lost, sbig.text()
     assert ssmall.lost == "none", \
         "the small process lost events to the big one's full map:\n%s" % (
             ssmall.text())
@@ -745,14 +773,14 @@ def test_exit_report_while_tracer_busy(procs, tmp_path):
     a = procs.target(python, GT, ["--exit-mode", "_exit"])
     b = procs.target(python, BLOCKS, ["--blocks", 10])
     assert ready_pid(a) == a.pid and ready_pid(b) == b.pid
-    tracer = procs.tracer(["-p", a.pid, "-p", b.pid, "--top", TOP])
+    tracer = procs.tracer(["-p", a.pid, "-p", b.pid, "--top", TOP,
+                           "--format", "json"])
     tracer.wait_tracing()
     b.send("go")
     b.expect("done", timeout=T_WORK)
     b.send("exit")
     assert b.wait(timeout=T_WORK) == 0
-    wait_text(tracer.out, r"^Process %d exited\.$" % b.pid, T_STOP,
-              "'Process %d exited.'" % b.pid, tracer)
+    wait_exit_report(tracer, b.pid)
     t0 = time.monotonic()
     a.send("go")
     a.expect("done", timeout=T_WORK)
