@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -313,7 +314,10 @@ static int claim_target(pid_t pid)
 		close(fd);
 		return n;
 	}
-	return fd;
+	/* Never fd 0-2 (a parent may have closed stdin): 0 means "no claim". */
+	n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	close(fd);
+	return n < 0 ? -errno : n;
 }
 
 /* A uprobe on the trampoline page at file offset OFF. */
@@ -412,6 +416,8 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	return 0;
 }
 
+static void release(struct probes *pr);
+
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		   const struct target *t, const struct probes_opts *o)
 {
@@ -444,15 +450,9 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		if (err == -EBUSY)
 			goto fail;
 		if (err) {
-			int claim_fd = pr->claim_fd;
-
 			warn("process %d: cannot redirect the allocator (%s); using plain probes, which miss inlined allocations",
 			     t->pid, strerror(-err));
-			pr->claim_fd = 0;	/* kept across the fallback */
-			probes__detach(pr);
-			memset(pr, 0, sizeof(*pr));
-			pr->target = t;
-			pr->claim_fd = claim_fd;
+			release(pr);	/* the claim stays */
 			/* A page left by an earlier run may hold the originals. */
 			err = read_tables(t, funcs, tables);
 			if (err)
@@ -487,7 +487,8 @@ static void *destroy_link(void *link)
 	return NULL;
 }
 
-void probes__detach(struct probes *pr)
+/* Everything but the claim: tables, probes, page; PR as after the claim. */
+static void release(struct probes *pr)
 {
 	pthread_t th[PROBES_MAX];
 	bool started[PROBES_MAX] = {};
@@ -510,7 +511,15 @@ void probes__detach(struct probes *pr)
 	}
 	pr->nlinks = 0;
 	pr->injected = false;
+	pr->track_depth = false;
+	pr->nfuncs = 0;
 	redirect__close(&pr->rd);
+	memset(&pr->rd, 0, sizeof(pr->rd));
+}
+
+void probes__detach(struct probes *pr)
+{
+	release(pr);
 	if (pr->claim_fd > 0)
 		close(pr->claim_fd);
 	pr->claim_fd = 0;

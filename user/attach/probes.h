@@ -20,7 +20,7 @@ struct probes {
 	bool injected;			/* allocator redirected through our page */
 	bool track_depth;		/* entry sites probed: nesting counted */
 	struct redirect rd;
-	int claim_fd;			/* our claim on the target (0: none) */
+	int claim_fd;			/* our claim on the target (0: none; never 0-2) */
 	const struct target *target;
 };
 
