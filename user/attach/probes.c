@@ -490,9 +490,6 @@ static void *destroy_link(void *link)
 /* Everything but the claim: tables, probes, page; PR as after the claim. */
 static void release(struct probes *pr)
 {
-	pthread_t th[PROBES_MAX];
-	bool started[PROBES_MAX] = {};
-	int i;
 
 	/* Tables first: no call may reach a trampoline whose probe is gone... */
 	if (pr->injected)
@@ -501,14 +498,7 @@ static void release(struct probes *pr)
 	 * ...though one that does only runs a NOP. Each uprobe waits for an
 	 * RCU grace period as it goes (0.1-0.3 s here): remove them together.
 	 */
-	for (i = 0; i < pr->nlinks; i++)
-		started[i] = !pthread_create(&th[i], NULL, destroy_link, pr->links[i]);
-	for (i = 0; i < pr->nlinks; i++) {
-		if (started[i])
-			pthread_join(th[i], NULL);
-		else
-			bpf_link__destroy(pr->links[i]);
-	}
+	run_parallel(destroy_link, (void *const *)pr->links, pr->nlinks);
 	pr->nlinks = 0;
 	pr->injected = false;
 	pr->track_depth = false;

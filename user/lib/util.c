@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,4 +173,23 @@ int parse_num(const char *s, long long min, long long max, long long *out)
 		return -EINVAL;
 	*out = v;
 	return 0;
+}
+
+void run_parallel(void *(*fn)(void *), void *const *items, int n)
+{
+	pthread_t *th = n > 0 ? calloc(n, sizeof(*th)) : NULL;
+	bool *started = n > 0 ? calloc(n, sizeof(*started)) : NULL;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (th && started && !pthread_create(&th[i], NULL, fn, items[i]))
+			started[i] = true;
+		else
+			fn(items[i]);
+	}
+	for (i = 0; th && started && i < n; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+	free(th);
+	free(started);
 }

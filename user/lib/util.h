@@ -55,4 +55,11 @@ size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
  */
 int parse_num(const char *s, long long min, long long max, long long *out);
 
+/*
+ * FN(ITEMS[i]) for every i < N, each in a thread of its own (inline when a
+ * thread cannot be made), and wait for all: for the kernel's slow
+ * removals (a uprobe waits for an RCU grace period as it goes).
+ */
+void run_parallel(void *(*fn)(void *), void *const *items, int n);
+
 #endif /* __PYTM_UTIL_H */

@@ -422,23 +422,19 @@ static void *detach_thread(void *tr)
  */
 static void detach_all(struct session *s)
 {
-	pthread_t *th = calloc(s->ntracees, sizeof(*th));
-	bool *started = calloc(s->ntracees, sizeof(*started));
-	int i;
+	void **items = calloc(s->ntracees + 1, sizeof(*items));
+	int i, n = 0;
 
 	for (i = 0; i < s->ntracees; i++) {
 		if (!s->tracees[i].attached)
 			continue;
-		if (th && started && !pthread_create(&th[i], NULL, detach_thread, &s->tracees[i]))
-			started[i] = true;
+		if (items)
+			items[n++] = &s->tracees[i];
 		else
 			tracee__detach(&s->tracees[i]);
 	}
-	for (i = 0; th && started && i < s->ntracees; i++)
-		if (started[i])
-			pthread_join(th[i], NULL);
-	free(th);
-	free(started);
+	run_parallel(detach_thread, items, n);
+	free(items);
 }
 
 void session__close(struct session *s)
