@@ -116,10 +116,10 @@ int BPF_KPROBE(track_enter, unsigned int domain, __u64 ptr, __u64 size)
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
-	t = task_ctx();
+	p->nevents++;
+	t = proc_task_ctx(p);
 	if (!t)
 		return 0;
-	p->nevents++;
 	key.pid = pid;
 	key.domain = domain;
 	key.addr = ptr;

@@ -70,6 +70,16 @@ static __always_inline struct pytm_proc *this_proc(__u32 *pid)
 	return bpf_map_lookup_elem(&procs, pid);
 }
 
+/* This thread's context, or NULL with the event counted as lost. */
+static __always_inline struct task_ctx *proc_task_ctx(struct pytm_proc *p)
+{
+	struct task_ctx *t = task_ctx();
+
+	if (!t)
+		count_lost(p, PYTM_LOST_TASK_STORAGE);
+	return t;
+}
+
 /*
  * The stash is indexed with constants only (unrolled loops): the verifier
  * cannot bound an index read back from map memory.
@@ -152,11 +162,9 @@ static __always_inline int call_enter(struct pt_regs *ctx, __u64 ptr, __u64 size
 	p = this_proc(&pid);
 	if (!p)
 		return 0;
-	t = task_ctx();
-	if (!t) {
-		count_lost(p, PYTM_LOST_TASK_STORAGE);
+	t = proc_task_ctx(p);
+	if (!t)
 		return 0;
-	}
 	stash_push(p, t, PT_REGS_SP(ctx), ptr, size);
 	return 0;
 }
@@ -251,11 +259,9 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	if (!p)
 		return 0;
 	p->nevents++;
-	t = task_ctx();
-	if (!t) {
-		count_lost(p, PYTM_LOST_TASK_STORAGE);
+	t = proc_task_ctx(p);
+	if (!t)
 		return 0;
-	}
 	/*
 	 * With a hook layer below us (debug hooks, tracemalloc), an inner call
 	 * (pymalloc's large blocks going to the raw allocator) can return
