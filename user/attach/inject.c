@@ -1475,13 +1475,15 @@ int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
 			/* The data page: the anonymous mapping right after the stub. */
 			match = false;
 			if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %n", &dstart,
-				   &dend, perms, &ino, &n) < 4 || dstart != out->addr +
-				   out->len + PAGE_SZ || strcmp(perms, "rw-p") || ino ||
-				   dend - dstart < PAGE_SZ)
-				continue;
-			out->data = dstart;
-			err = 0;
-			break;
+				   &dend, perms, &ino, &n) >= 4 && dstart == out->addr +
+			    out->len + PAGE_SZ && !strcmp(perms, "rw-p") && !ino &&
+			    dend - dstart >= PAGE_SZ) {
+				out->data = dstart;
+				err = 0;
+				break;
+			}
+			/* No data page (an older layout): this line may be the next page. */
+			n = 0;
 		}
 		if (sscanf(line, "%llx-%llx %7s %llx %*s %llu %n", &start, &end,
 			   perms, &off, &ino, &n) < 5 || !n)
