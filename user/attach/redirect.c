@@ -330,35 +330,41 @@ void redirect__close(struct redirect *rd)
 	rd->have_page = false;
 }
 
-int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS][5])
+/*
+ * What *FN calls in the end: a trampoline of any page of ours (this
+ * layout's or an older one's) stands for the original in its page's
+ * header, which may itself be another page's trampoline. -EPROTO for a
+ * pointer into a page of ours that leads to no usable original.
+ */
+static int original_of(const struct target *t, uint64_t *fn)
 {
+	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
 	const struct mapping *m;
-	uint64_t orig, idx;
-	int d, k;
-
+	uint64_t idx;
 	int hops;
 
-	for (d = 0; d < REDIRECT_DOMAINS; d++) {
-		/* A page's original may be another page's trampoline: follow. */
-		for (k = 0, hops = 0; k < REDIRECT_KINDS; hops = 0, k++) {
-again:
-			m = target__mapping(t, funcs[d][k + 1]);
-			if (!m || !m->path || m->offset ||
-			    strncmp(m->path, "/memfd:" REDIRECT_PAGE_NAME " ",
-				    strlen("/memfd:" REDIRECT_PAGE_NAME " ")))
-				continue;	/* not our page */
-			idx = funcs[d][k + 1] - m->start;
-			if (idx < CODE_OFF || (idx - CODE_OFF) % TRAMP_SIZE)
-				return -EPROTO;
-			idx = (idx - CODE_OFF) / TRAMP_SIZE;
-			if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
-			    target__read(t, m->start + ORIG_OFF + idx * 8, &orig, sizeof(orig)) || !orig)
-				return -EPROTO;
-			funcs[d][k + 1] = orig;
-			if (++hops > MAX_PAGES)
-				return -EPROTO;
-			goto again;
-		}
+	for (hops = 0; hops <= MAX_PAGES; hops++) {
+		m = target__mapping(t, *fn);
+		if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1))
+			return 0;	/* not our page */
+		idx = *fn - m->start;
+		if (idx < CODE_OFF || (idx - CODE_OFF) % TRAMP_SIZE)
+			return -EPROTO;
+		idx = (idx - CODE_OFF) / TRAMP_SIZE;
+		if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
+		    target__read(t, m->start + ORIG_OFF + idx * 8, fn, sizeof(*fn)) || !*fn)
+			return -EPROTO;
 	}
+	return -EPROTO;
+}
+
+int redirect__originals(const struct target *t, uint64_t funcs[REDIRECT_DOMAINS][5])
+{
+	int d, k;
+
+	for (d = 0; d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			if (original_of(t, &funcs[d][k + 1]))
+				return -EPROTO;
 	return 0;
 }
