@@ -106,7 +106,6 @@ static void arena__free(struct arena *a)
 /* ---- interned objects ---- */
 
 struct istr {
-	uint64_t hash;
 	uint32_t id;
 	uint32_t len;
 	char s[];
@@ -183,7 +182,6 @@ static const char *intern_len(struct snapshot *s, const char *str, size_t len)
 		errno = ENOMEM;
 		return NULL;
 	}
-	e->hash = h;
 	e->id = s->strs.count;
 	e->len = len;
 	memcpy(e->s, str, len);
