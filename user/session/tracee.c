@@ -363,14 +363,8 @@ static const char *const lost_keys[PYTM_LOST_MAX] = {
 	[PYTM_LOST_TASK_STORAGE] = "no_task_storage",
 };
 
-void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j)
+void tracee__json_identity(const struct tracee *tr, struct json *j)
 {
-	uint64_t nread = 0, nfailed = 0;
-	struct pytm_proc p;
-	int i;
-
-	json__name(j, "process");
-	json__begin_object(j);
 	json__name(j, "pid");
 	json__int(j, tr->pid);
 	json__name(j, "nspid");
@@ -383,6 +377,17 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__string(j, tr->t.pymod);
 	json__name(j, "cmdline");
 	json__string(j, tr->cmdline);
+}
+
+void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j)
+{
+	uint64_t nread = 0, nfailed = 0;
+	struct pytm_proc p;
+	int i;
+
+	json__name(j, "process");
+	json__begin_object(j);
+	tracee__json_identity(tr, j);
 	json__end_object(j);
 	json__name(j, "mode");
 	json__string(j, tr->pr.injected ? "injected" : "plain");

@@ -62,6 +62,8 @@ int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
 /* "Traced memory: ..." and "Lost events: ..." lines. */
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out);
 struct json;
+/* The members pid, nspid, container, python, interpreter, cmdline. */
+void tracee__json_identity(const struct tracee *tr, struct json *j);
 /*
  * The members "process", "mode", "probe_site", "traced" and "lost" of a
  * JSON report (the same figures as tracee__footer).

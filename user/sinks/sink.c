@@ -6,12 +6,6 @@
 #include "snapshot.h"
 #include "tracee.h"
 
-static const char *const key_names[] = {
-	[REPORT_KEY_LINENO] = "lineno",
-	[REPORT_KEY_FILENAME] = "filename",
-	[REPORT_KEY_TRACEBACK] = "traceback",
-};
-
 static void text_header(FILE *out, const struct tracee *tr)
 {
 	fprintf(out, "== pid %d", tr->pid);
@@ -83,7 +77,7 @@ static int json_report(FILE *out, const struct sink_report *r,
 	json__name(&j, "traceback_limit");
 	json__int(&j, snapshot__traceback_limit(r->snap));
 	json__name(&j, "key");
-	json__string(&j, key_names[r->o->key]);
+	json__string(&j, report__key_name(r->o->key));
 	json__name(&j, "cumulative");
 	json__bool(&j, r->o->cumulative);
 	json__name(&j, "compare_to");
@@ -141,23 +135,12 @@ void sink__summary(FILE *out, enum report_format format,
 		json__name(&j, "processes");
 		json__begin_array(&j);
 		for (i = 0; i < n; i++) {
-			const struct tracee *tr = rows[i].tr;
-
 			json__begin_object(&j);
-			json__name(&j, "pid");
-			json__int(&j, tr->pid);
-			json__name(&j, "nspid");
-			json__int(&j, tr->nspid);
-			json__name(&j, "container");
-			json__string(&j, tr->container[0] ? tr->container : NULL);
-			json__name(&j, "python");
-			json__string(&j, tr->version);
+			tracee__json_identity(rows[i].tr, &j);
 			json__name(&j, "current");
 			json__int(&j, rows[i].current);
 			json__name(&j, "peak");
 			json__int(&j, rows[i].peak);
-			json__name(&j, "cmdline");
-			json__string(&j, tr->cmdline);
 			json__end_object(&j);
 		}
 		json__end_array(&j);

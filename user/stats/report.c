@@ -1131,10 +1131,16 @@ static void put_stat(FILE *out, const struct group *g, bool diff, bool escape)
 	fputc('\n', out);
 }
 
+/* How many of N statistics a report shows: the first TOP, or all (TOP <= 0). */
+static size_t shown_of(size_t n, int top)
+{
+	return top > 0 && (size_t)top < n ? (size_t)top : n;
+}
+
 static int print_block(FILE *out, struct group *v, size_t n, int top,
 		       bool diff, bool escape)
 {
-	size_t shown = top > 0 && (size_t)top < n ? (size_t)top : n, i;
+	size_t shown = shown_of(n, top), i;
 
 	fprintf(out, diff ? "[ Top %lld differences ]\n" : "[ Top %lld ]\n",
 		top > 0 ? (long long)top : (long long)n);
@@ -1143,17 +1149,25 @@ static int print_block(FILE *out, struct group *v, size_t n, int top,
 	return ferror(out) ? -EIO : 0;
 }
 
+static const char *const key_names[] = {
+	[REPORT_KEY_LINENO] = "lineno",
+	[REPORT_KEY_FILENAME] = "filename",
+	[REPORT_KEY_TRACEBACK] = "traceback",
+};
+
 int report__parse_key(const char *s)
 {
-	if (!s)
-		return -1;
-	if (!strcmp(s, "lineno"))
-		return REPORT_KEY_LINENO;
-	if (!strcmp(s, "filename"))
-		return REPORT_KEY_FILENAME;
-	if (!strcmp(s, "traceback"))
-		return REPORT_KEY_TRACEBACK;
+	int k;
+
+	for (k = 0; s && k < (int)(sizeof(key_names) / sizeof(key_names[0])); k++)
+		if (!strcmp(s, key_names[k]))
+			return k;
 	return -1;
+}
+
+const char *report__key_name(enum report_key key)
+{
+	return key_names[key];
 }
 
 static int check_opts(const struct report_opts *o)
@@ -1306,7 +1320,7 @@ size_t report__stats_count(const struct report_stats *st)
 void report__json_stats(struct json *j, const struct report_stats *st,
 			const struct report_opts *o)
 {
-	size_t shown = o->top > 0 && (size_t)o->top < st->n ? (size_t)o->top : st->n, i;
+	size_t shown = shown_of(st->n, o->top), i;
 	unsigned int f;
 
 	json__begin_array(j);

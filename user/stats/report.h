@@ -50,6 +50,8 @@ struct report_opts {
 
 /* Parse "lineno" / "filename" / "traceback"; -1 if unknown. */
 int report__parse_key(const char *s);
+/* The same names back: "lineno" for REPORT_KEY_LINENO, ... */
+const char *report__key_name(enum report_key key);
 /*
  * "[ Top N ]" followed by str(Statistic) for the first N of
  * snapshot.statistics(key, cumulative), as print() shows them; with filters,
