@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -36,14 +35,6 @@ static void on_fault(int sig)
 	_exit(CRASHED);
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 int sites__check(struct bpf_program *prog, struct sites_check *out)
 {
 	/* nop5; ret; then int3 padding */
@@ -53,7 +44,7 @@ int sites__check(struct bpf_program *prog, struct sites_check *out)
 	struct bpf_link *link = NULL;
 	void (*call)(void);
 	void *code = MAP_FAILED;
-	double t0 = now_ms();
+	double t0 = mono_now() * 1e3;
 	char path[64];
 	int fd, i, status, err = 0;
 	pid_t child;
@@ -116,7 +107,7 @@ cleanup:
 		munmap(code, CHECK_PAGE);
 	if (fd >= 0)
 		close(fd);
-	out->ms = now_ms() - t0;
+	out->ms = mono_now() * 1e3 - t0;
 	if (err) {
 		out->fork_safe = false;
 		vlog("kernel check of NOP probe sites failed: %s", strerror(-err));

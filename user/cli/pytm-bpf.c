@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
 #include "pytm.h"
@@ -326,14 +325,6 @@ static struct state {
 	struct snapshot *compare_base;	/* --compare=FILE */
 } st;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Sleep until the next round, or until a --control command arrives. */
 static void wait_a_moment(void)
 {
@@ -541,7 +532,7 @@ int main(int argc, char **argv)
 		ctl = (struct control){ .s = st.s, .tr = &st.s->tracees[0],
 					.frames = env.frames, .pickle = env.pickle };
 
-	start = now();
+	start = mono_now();
 	if (env.interval)
 		next_report = start + env.interval;
 	while (!exiting && !stop) {
@@ -567,11 +558,11 @@ int main(int argc, char **argv)
 			if (i == st.s->ntracees)
 				break;
 		}
-		if (env.duration && now() - start >= env.duration)
+		if (env.duration && mono_now() - start >= env.duration)
 			break;
 		if (env.control)
 			control__poll(&ctl, &stop);
-		if (env.interval && now() >= next_report) {
+		if (env.interval && mono_now() >= next_report) {
 			if (!env.control)
 				sink__round(stdout, env.cli.format);
 			for (i = 0; i < st.s->ntracees; i++) {

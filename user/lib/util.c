@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "util.h"
 
 bool pytm_verbose;
@@ -192,4 +193,12 @@ void run_parallel(void *(*fn)(void *), void *const *items, int n)
 			pthread_join(th[i], NULL);
 	free(th);
 	free(started);
+}
+
+double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
 }

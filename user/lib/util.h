@@ -55,6 +55,9 @@ size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
  */
 int parse_num(const char *s, long long min, long long max, long long *out);
 
+/* Seconds on the monotonic clock. */
+double mono_now(void);
+
 /*
  * FN(ITEMS[i]) for every i < N, each in a thread of its own (inline when a
  * thread cannot be made), and wait for all: for the kernel's slow

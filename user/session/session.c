@@ -17,14 +17,6 @@
 #include "session.h"
 #include "util.h"
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ---- the kernel and the BPF object ---- */
 
 static int kernel_supports(void)
@@ -117,7 +109,7 @@ static void add_pending(struct session *s, pid_t pid, double delay)
 		if (s->pending[i].pid == pid)
 			return;
 	if (s->npending < SESSION_MAX_PENDING)
-		s->pending[s->npending++] = (struct session_pending){ pid, now() + delay, 0 };
+		s->pending[s->npending++] = (struct session_pending){ pid, mono_now() + delay, 0 };
 }
 
 /* Under --all: a CPython we do not trace is worth a line; anything else is not. */
@@ -205,7 +197,7 @@ void session__scan_all(struct session *s)
 void session__poll_pending(struct session *s)
 {
 	struct session_pending p;
-	double t = now();
+	double t = mono_now();
 	int i, err;
 
 	for (;;) {

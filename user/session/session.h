@@ -6,7 +6,8 @@
  * decide what to report, when, in which form.
  *
  *   session__open → session__add (per pid) / session__scan_all →
- *   session__start_events → [session__tick, session__snapshot, ...] →
+ *   session__start_events → [session__snapshot, session__poll_pending,
+ *   session__mute + session__drop of an exited process, ...] →
  *   session__close
  */
 #ifndef __PYTM_SESSION_H
