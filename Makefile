@@ -21,7 +21,7 @@ PYTHON_SITE ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
-	pkg-config python3 python3-pytest python3-numpy util-linux procps
+	binutils pkg-config python3 python3-pytest python3-numpy util-linux procps
 
 LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
@@ -29,10 +29,17 @@ CFLAGS ?= -g -O2
 # user/ by pipeline stage (see README, Layout); headers by plain name.
 USER_DIRS := $(sort $(dir $(wildcard user/*/*.c user/*/*.h)))
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
-	  -I$(OUTPUT) -Ibpf $(addprefix -iquote ,$(USER_DIRS)) $(LIBBPF_CFLAGS)
+	  -I$(OUTPUT) -Ibpf -Ipage $(addprefix -iquote ,$(USER_DIRS)) $(LIBBPF_CFLAGS)
 LDLIBS += $(LIBBPF_LIBS) -lelf -lz -lpthread -lm
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	      -Wall -Werror -I$(OUTPUT) -Ibpf
+
+# page/: the sampler that runs inside the target, in the injected page.
+PAGE_CFLAGS := -O2 -ffreestanding -fno-builtin -fPIC -fvisibility=hidden \
+	       -fno-stack-protector -fno-asynchronous-unwind-tables \
+	       -fno-unwind-tables -fno-jump-tables -fno-unroll-loops \
+	       -fcf-protection=none -Wall -Wextra -Werror -std=gnu11 -Ipage
+PAGE_BLOB := $(OUTPUT)/page/blob.o
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
@@ -41,7 +48,7 @@ USER_SRCS := $(wildcard user/*/*.c)
 USER_HDRS := $(wildcard user/*/*.h)
 USER_OBJS := $(patsubst %.c,$(OUTPUT)/%.o,$(USER_SRCS))
 # Everything but main(): what the unit tests link.
-LIB_OBJS := $(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS))
+LIB_OBJS := $(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS)) $(PAGE_BLOB)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
 
@@ -81,12 +88,42 @@ $(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
-$(OUTPUT)/user/%.o: user/%.c $(USER_HDRS) bpf/pytm.h $(SKELS) | $(OUTPUT)
+# The page runs at whatever address the target gives it: PC-relative only.
+$(OUTPUT)/page/%.o: page/%.c page/page.h
+	$(call msg,CC-PAGE,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(PAGE_CFLAGS) -c $< -o $@
+	$(Q)readelf -rW $@ | awk '/R_X86_64_/ && $$3 !~ /^R_X86_64_(PC32|PLT32)$$/ \
+		{ print "absolute relocation in the page: " $$0; bad = 1 } END { exit bad }'
+
+$(OUTPUT)/page/sites.o: page/sites.S
+	$(call msg,AS-PAGE,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) -c $< -o $@
+
+$(OUTPUT)/page/page.elf: $(OUTPUT)/page/sampler.o $(OUTPUT)/page/sites.o page/page.lds
+	$(call msg,LD-PAGE,$@)
+	$(Q)$(LD) -T page/page.lds -o $@ $(OUTPUT)/page/sampler.o $(OUTPUT)/page/sites.o
+
+$(OUTPUT)/page/page.bin: $(OUTPUT)/page/page.elf
+	$(Q)objcopy -O binary $< $@
+
+# Page offsets of the entry points and sites, for the tracer.
+$(OUTPUT)/page/page_syms.h: $(OUTPUT)/page/page.elf
+	$(call msg,GEN,$@)
+	$(Q)nm $< | awk '$$3 ~ /^pytm_(tramp|site)_/ \
+		{ printf "#define PYTM_SYM_%s 0x%s\n", $$3, $$1 }' > $@.tmp && mv $@.tmp $@
+
+$(PAGE_BLOB): page/blob.S $(OUTPUT)/page/page.bin
+	$(call msg,AS,$@)
+	$(Q)$(CC) -c -DPYTM_PAGE_BIN='"$(OUTPUT)/page/page.bin"' $< -o $@
+
+$(OUTPUT)/user/%.o: user/%.c $(USER_HDRS) bpf/pytm.h page/page.h $(OUTPUT)/page/page_syms.h $(SKELS) | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-pytm-bpf: $(USER_OBJS)
+pytm-bpf: $(USER_OBJS) $(PAGE_BLOB)
 	$(call msg,BINARY,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 

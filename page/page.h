@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The injected page's layout, shared by the code that runs in the target
+ * (page/sampler.c, linked by page/page.lds) and the tracer that fills it
+ * (user/attach/redirect.c). Offsets are from the start of the page's
+ * mapping in the target. Plain structs only.
+ *
+ *   0x0000  header: magic, then the original allocator functions
+ *   0x0100  code: hand-emitted exact-mode trampolines, or the sampler
+ *   0x2000  inject's stub page (user/attach/inject.c)
+ *   0x3000  data: private anonymous, zeroed in forked children
+ *           (MADV_WIPEONFORK): struct pytm_page_ctl, then the sampled
+ *           set's bucket counts, then its buckets. Untouched pages cost the
+ *           target nothing; reading them maps the shared zero page.
+ */
+#ifndef __PYTM_PAGE_H
+#define __PYTM_PAGE_H
+
+#include <stdint.h>
+
+#define PYTM_PAGE_CODE_LEN	0x2000		/* header + code: two pages */
+#define PYTM_PAGE_ORIG_OFF	0x10		/* void *orig[3][4] */
+#define PYTM_PAGE_CODE_OFF	0x100
+#define PYTM_PAGE_DATA_OFF	0x3000		/* code, then inject's stub page */
+
+/* Offsets inside the data region. */
+#define PYTM_DATA_CTL		0x0
+#define PYTM_DATA_COUNTS	0x1000		/* uint8_t per bucket */
+#define PYTM_SET_MAX_BUCKETS	(1u << 16)
+#define PYTM_SET_WAYS		8		/* slots per bucket: one cache line */
+#define PYTM_DATA_SLOTS		(PYTM_DATA_COUNTS + PYTM_SET_MAX_BUCKETS)
+#define PYTM_DATA_LEN		(PYTM_DATA_SLOTS + PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8)
+
+enum pytm_page_mode {
+	PYTM_PAGE_EXACT = 0,		/* every event passes a site */
+	PYTM_PAGE_SAMPLED = 1,		/* only sampled blocks do */
+};
+
+/*
+ * The sampler's control block: configuration written by the tracer while
+ * `armed` is 0, state and counters updated by the target's threads with
+ * atomics. Groups that different threads write sit on their own lines.
+ */
+struct pytm_page_ctl {
+	/* line 0: configuration */
+	uint8_t armed;			/* a tracer is attached: pass the sites */
+	uint8_t mode;			/* enum pytm_page_mode */
+	uint8_t set_shift;		/* 64 - log2(buckets in use) */
+	uint8_t pad0[5];
+	uint64_t rate;			/* R: mean bytes between samples */
+	uint64_t pad1[6];
+	/* line 1: the Poisson process over allocated bytes */
+	int64_t countdown;		/* bytes before the next sample point */
+	uint64_t prng;			/* splitmix64 counter (fetch-add) */
+	uint64_t pad2[6];
+	/* line 2: the thread inside an obj/mem call of ours (its %fs:0) */
+	uint64_t outer;
+	uint64_t pad3[7];
+	/* line 3: counters, read by the tracer */
+	uint64_t samples;		/* sampled blocks passed to the alloc site */
+	uint64_t frees;			/* frees of sampled blocks passed to the free site */
+	uint64_t lost_full;		/* sampled, but their bucket was full: not recorded */
+	uint64_t lost_bytes;		/* estimated bytes those stood for */
+	uint64_t realloc_failed;	/* a sampled block's realloc failed: trace dropped */
+	uint64_t pad4[3];
+};
+
+#endif /* __PYTM_PAGE_H */

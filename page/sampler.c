@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Sampling by bytes inside the target: the allocator trampolines of the
+ * injected page in sampled mode. Freestanding C (no libc, no system
+ * calls, bounded loops), compiled position-independent and linked by
+ * page/page.lds into the page (Makefile: $(OUTPUT)/page/page.bin); the
+ * unit test (tests/unit/test_page.c) builds the same file into a test
+ * process with its own definitions of the symbols declared below.
+ *
+ * Each allocation of S bytes is a segment of a Poisson process over
+ * allocated bytes with mean interval R (pytm_ctl.rate): it is sampled if
+ * a point falls in it, with probability 1 - exp(-S/R). One countdown of
+ * bytes to the next point, shared by every thread, moved by compare-and-
+ * swap so that each allocation claims its own segment (no lost update,
+ * no bias); after a sample it restarts from a fresh exponential draw
+ * (memoryless). Only a sampled block passes the alloc site (one kernel
+ * entry), with its weight S / (1 - exp(-S/R)); its address goes into a
+ * set so that only its free passes the free site. An unsampled free costs
+ * a hash and one byte load.
+ *
+ * Nesting: pymalloc hands large blocks to the raw domain through the
+ * table, i.e. through our raw trampolines, inside our obj/mem call. obj
+ * and mem calls hold the GIL, so one thread at a time is inside one: it
+ * leaves its thread pointer (%fs:0) in pytm_ctl.outer, and calls of ours
+ * that find their own thread there pass straight through: the outer call
+ * alone counts the block, as tracemalloc's reentrancy flag does.
+ */
+#include <stddef.h>
+#include "page.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define INLINE static inline __attribute__((always_inline))
+#define COLD static __attribute__((noinline, cold))	/* once per sample */
+
+enum { RAW = 0, MEM = 1, OBJ = 2 };
+enum { MALLOC = 0, CALLOC = 1, REALLOC = 2, FREE = 3 };
+
+/* Where the linker script (or the unit test) puts them. */
+extern void *pytm_orig[3 * 4] HIDDEN;	/* in the read-only header */
+extern struct pytm_page_ctl pytm_ctl HIDDEN;
+extern uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS] HIDDEN;
+extern uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS] HIDDEN;
+/* The probe sites (page/sites.S): a NOP each, registers as the arguments. */
+void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
+void pytm_site_free(uint64_t ptr) HIDDEN;
+
+typedef void *(*malloc_fn)(void *ctx, size_t size);
+typedef void *(*calloc_fn)(void *ctx, size_t nelem, size_t elsize);
+typedef void *(*realloc_fn)(void *ctx, void *ptr, size_t size);
+typedef void (*free_fn)(void *ctx, void *ptr);
+
+#define LOAD(p)		__atomic_load_n(p, __ATOMIC_RELAXED)
+#define STORE(p, v)	__atomic_store_n(p, v, __ATOMIC_RELAXED)
+#define ADD(p, v)	__atomic_fetch_add(p, v, __ATOMIC_RELAXED)
+#define SIZE_CAP	((int64_t)1 << 62)
+
+/* ---- numbers (no libm here) ---- */
+
+/* ln(x) for 0 < x < 2^1023 (normal): x = m 2^e, ln m = 2 atanh((m-1)/(m+1)). */
+INLINE double pg_log(double x)
+{
+	union { double d; uint64_t u; } v = { x };
+	int e = (int)((v.u >> 52) & 0x7ff) - 1023;
+	double m, s, s2, p;
+
+	v.u = (v.u & 0xfffffffffffffULL) | 0x3ff0000000000000ULL;
+	m = v.d;				/* [1, 2) */
+	if (m > 1.4142135623730951) {
+		m *= 0.5;
+		e++;
+	}
+	s = (m - 1) / (m + 1);			/* |s| <= 0.1716 */
+	s2 = s * s;
+	p = 1.0 / 19;
+	p = p * s2 + 1.0 / 17;
+	p = p * s2 + 1.0 / 15;
+	p = p * s2 + 1.0 / 13;
+	p = p * s2 + 1.0 / 11;
+	p = p * s2 + 1.0 / 9;
+	p = p * s2 + 1.0 / 7;
+	p = p * s2 + 1.0 / 5;
+	p = p * s2 + 1.0 / 3;
+	p = p * s2 + 1;
+	return e * 0.6931471805599453 + 2 * s * p;
+}
+
+/* 1 - exp(-x) for x >= 0, without cancellation for small x. */
+INLINE double pg_one_minus_exp_neg(double x)
+{
+	double r, t, sum;
+	int k, i;
+
+	if (x < 0.5) {		/* x - x^2/2 + x^3/6 - ...: 0.5^17/17! < 1e-19 */
+		t = x;
+		sum = x;
+		for (i = 2; i <= 17; i++) {
+			t *= -x / i;
+			sum += t;
+		}
+		return sum;
+	}
+	if (x > 745)
+		return 1;
+	/* exp(-x) = 2^-k e^-r, r = x - k ln2 in [0, ln2) */
+	k = (int)(x * 1.4426950408889634);
+	r = x - k * 0.6931471805599453;
+	t = 1;
+	sum = 1;
+	for (i = 1; i <= 18; i++) {
+		t *= -r / i;
+		sum += t;
+	}
+	{
+		union { double d; uint64_t u; } v = { sum };
+
+		if (k > 1000)
+			return 1;
+		v.u -= (uint64_t)k << 52;	/* sum >= 0.5: stays normal */
+		return 1 - v.d;
+	}
+}
+
+/* splitmix64 of a counter shared by every thread: each call its own value. */
+INLINE uint64_t pg_random(void)
+{
+	uint64_t z = ADD(&pytm_ctl.prng, 0x9e3779b97f4a7c15ULL) + 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* Bytes to the next sample point: exponential with mean R, floored. */
+COLD int64_t pg_draw(uint64_t rate)
+{
+	double u = ((double)(pg_random() >> 11) + 0.5) * 0x1p-53;	/* (0, 1) */
+	double e = -pg_log(u) * (double)rate;
+
+	return e >= (double)SIZE_CAP ? SIZE_CAP : (int64_t)e;
+}
+
+/*
+ * Is the segment of SIZE bytes that starts at the countdown sampled? The
+ * point is at the countdown's distance: inside the segment iff countdown <
+ * SIZE (the countdown is the floor of a continuous draw).
+ */
+INLINE int pg_take(uint64_t size)
+{
+	int64_t s = size > (uint64_t)SIZE_CAP ? SIZE_CAP : (int64_t)size;
+	int64_t c = LOAD(&pytm_ctl.countdown), n;
+
+	for (;;) {
+		if (c >= s) {
+			if (__atomic_compare_exchange_n(&pytm_ctl.countdown, &c, c - s, 1,
+							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				return 0;
+			continue;
+		}
+		n = pg_draw(LOAD(&pytm_ctl.rate));
+		if (__atomic_compare_exchange_n(&pytm_ctl.countdown, &c, n, 1,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			return 1;
+	}
+}
+
+/* S / (1 - exp(-S/R)), rounded: the bytes a sample of S bytes stands for. */
+COLD uint64_t pg_weight(uint64_t size)
+{
+	double s = (double)size;
+	double w = s / pg_one_minus_exp_neg(s / (double)LOAD(&pytm_ctl.rate));
+
+	return (uint64_t)(w + 0.5);
+}
+
+/* ---- the set of sampled blocks ---- */
+
+INLINE uint64_t pg_bucket(uint64_t ptr)
+{
+	/* The mask keeps a bad shift inside the set. */
+	return (((ptr >> 4) * 0x9e3779b97f4a7c15ULL) >> LOAD(&pytm_ctl.set_shift)) &
+	       (PYTM_SET_MAX_BUCKETS - 1);
+}
+
+/* 1 if PTR went in; 0 if its bucket is full. */
+INLINE int pg_insert(uint64_t ptr)
+{
+	uint64_t b = pg_bucket(ptr), *slot = &pytm_slots[b * PYTM_SET_WAYS], none;
+	int i;
+
+	for (i = 0; i < PYTM_SET_WAYS; i++) {
+		none = 0;
+		if (!LOAD(&slot[i]) &&
+		    __atomic_compare_exchange_n(&slot[i], &none, ptr, 0,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			/* After the slot: a free of PTR comes after we return. */
+			ADD(&pytm_counts[b], 1);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* 1 if PTR was in the set (and is no more). */
+INLINE int pg_remove(uint64_t ptr)
+{
+	uint64_t b = pg_bucket(ptr), *slot, want;
+	int i;
+
+	if (!LOAD(&pytm_counts[b]))
+		return 0;	/* the common case: one byte load */
+	slot = &pytm_slots[b * PYTM_SET_WAYS];
+	for (i = 0; i < PYTM_SET_WAYS; i++) {
+		want = ptr;
+		if (LOAD(&slot[i]) == ptr &&
+		    __atomic_compare_exchange_n(&slot[i], &want, 0, 0,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			ADD(&pytm_counts[b], (uint8_t)-1);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* ---- the trampolines ---- */
+
+INLINE uint64_t pg_self(void)
+{
+	uint64_t tp;
+
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));	/* the x86-64 ABI's thread pointer */
+	return tp;
+}
+
+/* Pass straight through: not armed (no tracer, or a forked child), or nested. */
+INLINE int pg_bypass(uint64_t self)
+{
+	return !LOAD(&pytm_ctl.armed) || LOAD(&pytm_ctl.outer) == self;
+}
+
+/*
+ * Around the original call of an obj/mem trampoline (GIL held: one thread
+ * at a time): raw calls of ours made meanwhile by this thread pass through.
+ * Raw calls run without the GIL and never write it.
+ */
+INLINE void pg_enter(int d, uint64_t self)
+{
+	if (d != RAW)
+		STORE(&pytm_ctl.outer, self);
+}
+
+INLINE void pg_leave(int d)
+{
+	if (d != RAW)
+		STORE(&pytm_ctl.outer, 0);
+}
+
+/* A sampled block: into the set, then past the alloc site. */
+COLD void pg_sampled(void *p, uint64_t size)
+{
+	uint64_t w = pg_weight(size);
+
+	if (!pg_insert((uint64_t)p)) {
+		ADD(&pytm_ctl.lost_full, 1);
+		ADD(&pytm_ctl.lost_bytes, w);
+		return;
+	}
+	ADD(&pytm_ctl.samples, 1);
+	pytm_site_alloc((uint64_t)p, size, w);
+}
+
+/* A block was allocated: sample it, and if so record it. */
+INLINE void pg_allocated(void *p, uint64_t size)
+{
+	if (p && pg_take(size))
+		pg_sampled(p, size);
+}
+
+/* A sampled block goes: tell the tracer before the address can be reused. */
+COLD void pg_sampled_free(void *p)
+{
+	ADD(&pytm_ctl.frees, 1);
+	pytm_site_free((uint64_t)p);
+}
+
+INLINE void pg_freeing(void *p)
+{
+	if (p && pg_remove((uint64_t)p))
+		pg_sampled_free(p);
+}
+
+#define ORIG(d, k)	pytm_orig[(d) * 4 + (k)]
+
+INLINE void *pg_malloc(int d, void *ctx, size_t size)
+{
+	malloc_fn f = (malloc_fn)ORIG(d, MALLOC);
+	uint64_t self = pg_self();
+	void *p;
+
+	if (pg_bypass(self))
+		return f(ctx, size);
+	pg_enter(d, self);
+	p = f(ctx, size);
+	pg_leave(d);
+	pg_allocated(p, size);
+	return p;
+}
+
+INLINE void *pg_calloc(int d, void *ctx, size_t nelem, size_t elsize)
+{
+	calloc_fn f = (calloc_fn)ORIG(d, CALLOC);
+	uint64_t self = pg_self();
+	size_t size;
+	void *p;
+
+	if (pg_bypass(self))
+		return f(ctx, nelem, elsize);
+	pg_enter(d, self);
+	p = f(ctx, nelem, elsize);
+	pg_leave(d);
+	if (!__builtin_mul_overflow(nelem, elsize, &size))
+		pg_allocated(p, size);
+	return p;
+}
+
+INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
+{
+	realloc_fn f = (realloc_fn)ORIG(d, REALLOC);
+	uint64_t self = pg_self();
+	int was = 0;
+	void *p;
+
+	if (pg_bypass(self))
+		return f(ctx, old, size);
+	/* Out of the set before the call: a moved block's address is free at once. */
+	if (old && pg_remove((uint64_t)old)) {
+		was = 1;
+		pg_sampled_free(old);
+	}
+	pg_enter(d, self);
+	p = f(ctx, old, size);
+	pg_leave(d);
+	if (!p) {
+		if (was)	/* the block lives on, untraced */
+			ADD(&pytm_ctl.realloc_failed, 1);
+		return p;
+	}
+	/* The new block is a new segment, as tracemalloc makes it a new trace. */
+	pg_allocated(p, size);
+	return p;
+}
+
+INLINE void pg_free(int d, void *ctx, void *p)
+{
+	free_fn f = (free_fn)ORIG(d, FREE);
+
+	if (!pg_bypass(pg_self()))
+		pg_freeing(p);
+	f(ctx, p);
+}
+
+/*
+ * The twelve entry points the tables point to. A raw call of ours nested
+ * in another raw call of ours (a hook layer below us that allocates
+ * through the table) is not told apart: none of CPython's own does.
+ */
+#define DOMAIN_TRAMPS(name, d)							\
+void *pytm_tramp_##name##_malloc(void *ctx, size_t size) HIDDEN;		\
+void *pytm_tramp_##name##_malloc(void *ctx, size_t size)			\
+{ return pg_malloc(d, ctx, size); }						\
+void *pytm_tramp_##name##_calloc(void *ctx, size_t n, size_t e) HIDDEN;	\
+void *pytm_tramp_##name##_calloc(void *ctx, size_t n, size_t e)		\
+{ return pg_calloc(d, ctx, n, e); }						\
+void *pytm_tramp_##name##_realloc(void *ctx, void *p, size_t size) HIDDEN;	\
+void *pytm_tramp_##name##_realloc(void *ctx, void *p, size_t size)		\
+{ return pg_realloc(d, ctx, p, size); }					\
+void pytm_tramp_##name##_free(void *ctx, void *p) HIDDEN;			\
+void pytm_tramp_##name##_free(void *ctx, void *p)				\
+{ pg_free(d, ctx, p); }
+
+DOMAIN_TRAMPS(raw, RAW)
+DOMAIN_TRAMPS(mem, MEM)
+DOMAIN_TRAMPS(obj, OBJ)

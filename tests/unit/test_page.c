@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The sampler (page/sampler.c) in a test process, before it is ever
+ * injected: the same source, with the page's symbols defined here. Its
+ * numbers against libm; the sampling rate and the estimator against the
+ * model (binomial and weight sums within 5 standard errors); every
+ * allocator kind; the nesting rule (a raw call inside our obj call is the
+ * obj call's block, counted once); the set (frees of sampled blocks only,
+ * full buckets counted); realloc both ways and failing; threads hammering
+ * the shared countdown and set at once.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "unit.h"
+#include "page.h"
+
+void *pytm_orig[3 * 4];
+struct pytm_page_ctl pytm_ctl;
+uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS];
+uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS];
+
+/* What the probes would see. */
+static atomic_ulong n_alloc_sites, n_free_sites, weight_sum, bad_free;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+#define LIVE_MAX (1 << 20)
+static uint64_t *live;		/* open addressing: sampled blocks the "tracer" holds */
+
+static uint64_t *live_slot(uint64_t p)
+{
+	uint64_t h = (p * 0x9e3779b97f4a7c15ULL) >> 44;
+
+	while (live[h] && live[h] != p)
+		h = (h + 1) & (LIVE_MAX - 1);
+	return &live[h];
+}
+
+void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight)
+{
+	n_alloc_sites++;
+	weight_sum += weight;
+	pthread_mutex_lock(&live_lock);
+	*live_slot(ptr) = ptr;
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void live_erase(uint64_t *s)
+{
+	uint64_t *hole = s, *t;
+	uint64_t i = s - live, j, h;
+
+	/* backward-shift deletion */
+	*hole = 0;
+	for (j = (i + 1) & (LIVE_MAX - 1); live[j]; j = (j + 1) & (LIVE_MAX - 1)) {
+		t = &live[j];
+		h = (*t * 0x9e3779b97f4a7c15ULL) >> 44;
+		if (((j - h) & (LIVE_MAX - 1)) >= ((j - (hole - live)) & (LIVE_MAX - 1))) {
+			*hole = *t;
+			*t = 0;
+			hole = t;
+		}
+	}
+}
+
+void pytm_site_free(uint64_t ptr)
+{
+	uint64_t *s;
+
+	n_free_sites++;
+	pthread_mutex_lock(&live_lock);
+	s = live_slot(ptr);
+	if (*s)
+		live_erase(s);
+	else
+		bad_free++;	/* a free site for a block never sampled */
+	pthread_mutex_unlock(&live_lock);
+}
+
+#include "../../page/sampler.c"
+
+/* The "original" allocators: libc, and a pymalloc-like obj domain. */
+static atomic_ulong raw_calls;
+static void *raw_malloc(void *c, size_t n) { raw_calls++; return malloc(n ? n : 1); }
+static void *raw_calloc(void *c, size_t n, size_t e) { raw_calls++; return calloc(n ? n : 1, e ? e : 1); }
+static void *raw_realloc(void *c, void *p, size_t n) { raw_calls++; return n > (1UL << 40) ? NULL : realloc(p, n ? n : 1); }
+static void raw_free(void *c, void *p) { free(p); }
+/* pymalloc: large blocks go to the raw domain through the table, i.e. through us. */
+static void *obj_malloc(void *c, size_t n) { return n > 512 ? pytm_tramp_raw_malloc(c, n) : malloc(n ? n : 1); }
+static void *obj_calloc(void *c, size_t n, size_t e) { return n * e > 512 ? pytm_tramp_raw_calloc(c, n, e) : calloc(n ? n : 1, e ? e : 1); }
+static void *obj_realloc(void *c, void *p, size_t n) { return n > 512 ? pytm_tramp_raw_realloc(c, p, n) : realloc(p, n ? n : 1); }
+static void obj_free(void *c, void *p) { pytm_tramp_raw_free(c, p); }
+
+typedef void *(*mfn)(void *, size_t);
+typedef void (*ffn)(void *, void *);
+static const mfn tmalloc[3] = { pytm_tramp_raw_malloc, pytm_tramp_mem_malloc, pytm_tramp_obj_malloc };
+static const ffn tfree[3] = { pytm_tramp_raw_free, pytm_tramp_mem_free, pytm_tramp_obj_free };
+
+static unsigned int set_used(void)
+{
+	unsigned int n = 0, i;
+
+	for (i = 0; i < PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS; i++)
+		n += pytm_slots[i] != 0;
+	return n;
+}
+
+static void setup(uint64_t rate, unsigned int bucket_bits, uint64_t seed)
+{
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	memset(pytm_counts, 0, sizeof(pytm_counts));
+	memset(pytm_slots, 0, sizeof(pytm_slots));
+	memset(live, 0, LIVE_MAX * sizeof(*live));
+	n_alloc_sites = n_free_sites = weight_sum = bad_free = 0;
+	pytm_ctl.mode = PYTM_PAGE_SAMPLED;
+	pytm_ctl.rate = rate;
+	pytm_ctl.set_shift = 64 - bucket_bits;
+	pytm_ctl.prng = seed;
+	pytm_ctl.countdown = pg_draw(rate);
+	pytm_ctl.armed = 1;
+}
+
+static void test_numbers(void)
+{
+	double x, worst = 0, e;
+
+	for (x = 1e-300; x < 1e300; x *= 1.37) {
+		e = fabs(pg_log(x) - log(x)) / fmax(fabs(log(x)), 1e-300);
+		if (e > worst)
+			worst = e;
+	}
+	for (x = 0.5; x < 2; x += 1e-4) {
+		e = fabs(pg_log(x) - log(x));
+		if (e > worst)
+			worst = e;
+	}
+	CHECK(worst < 1e-14, "ln: worst relative error %g", worst);
+	worst = 0;
+	for (x = 1e-12; x < 800; x *= 1.01) {
+		double want = -expm1(-x);
+
+		e = fabs(pg_one_minus_exp_neg(x) - want) / want;
+		if (e > worst)
+			worst = e;
+	}
+	CHECK(worst < 1e-13, "1-exp(-x): worst relative error %g", worst);
+	/* The weight of a block far above R is its size; far below, about R. */
+	pytm_ctl.rate = 65536;
+	CHECK(pg_weight(1 << 30) == 1 << 30, "%llu", (unsigned long long)pg_weight(1 << 30));
+	CHECK(pg_weight(16) == 65536 + 8, "%llu", (unsigned long long)pg_weight(16));
+}
+
+/* Exponential draws: mean R, and P(E >= t) = exp(-t/R). */
+static void test_draws(void)
+{
+	const int n = 400000;
+	double sum = 0, over = 0;
+	int i;
+
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	pytm_ctl.prng = 12345;
+	for (i = 0; i < n; i++) {
+		int64_t d = pg_draw(1000);
+
+		sum += d;
+		over += d >= 2000;
+	}
+	/* floor() lowers the mean by ~0.5; the SE of the mean is R/sqrt(n). */
+	CHECK(fabs(sum / n - 999.5) < 5 * 1000 / sqrt(n), "mean %f", sum / n);
+	CHECK(fabs(over / n - exp(-2)) < 5 * sqrt(exp(-2) * (1 - exp(-2)) / n),
+	      "P(E >= 2R) %f", over / n);
+}
+
+/*
+ * N blocks of SIZE through domain D: the samples are binomial(N, p) with
+ * p = 1 - exp(-SIZE/R), and the weights sum to about N * SIZE.
+ */
+static void check_rate(int d, size_t size, uint64_t rate, int n)
+{
+	void **p = calloc(n, sizeof(*p));
+	double pr = -expm1(-(double)size / rate), mean = n * pr;
+	double sd = sqrt(n * pr * (1 - pr));
+	unsigned long raw0 = raw_calls;
+	int i;
+
+	setup(rate, 16, 777 + size + d);
+	for (i = 0; i < n; i++)
+		p[i] = tmalloc[d](NULL, size);
+	CHECK(fabs(n_alloc_sites - mean) <= 5 * sd + 1,
+	      "domain %d size %zu: %lu samples, expected %.1f +- %.1f", d, size,
+	      (unsigned long)n_alloc_sites, mean, sd);
+	/* sum of weights: variance n * p * w^2 (1 - p) */
+	{
+		double w = size / pr, se = w * sd, total = (double)n * size;
+
+		CHECK(fabs(weight_sum - total) <= 5 * se + w,
+		      "domain %d size %zu: estimated %lu bytes of %.0f (se %.0f)", d, size,
+		      (unsigned long)weight_sum, total, se);
+	}
+	CHECK(set_used() == n_alloc_sites, "set %u, samples %lu", set_used(),
+	      (unsigned long)n_alloc_sites);
+	CHECK(pytm_ctl.samples == n_alloc_sites, "counter");
+	for (i = 0; i < n; i++)
+		tfree[d](NULL, p[i]);
+	CHECK(n_free_sites == n_alloc_sites && !bad_free,
+	      "frees %lu of %lu sampled, %lu unknown", (unsigned long)n_free_sites,
+	      (unsigned long)n_alloc_sites, (unsigned long)bad_free);
+	CHECK(set_used() == 0, "set not empty: %u", set_used());
+	if (d == 2 && size > 512)
+		CHECK(raw_calls - raw0 == (unsigned long)n, "raw calls %lu",
+		      raw_calls - raw0);
+	free(p);
+}
+
+static void test_rates(void)
+{
+	check_rate(0, 16, 4096, 200000);
+	check_rate(1, 100, 4096, 200000);
+	check_rate(2, 64, 65536, 400000);
+	check_rate(0, 4096, 4096, 50000);
+	/* Nested: obj's 2 KiB blocks go through the raw trampoline, counted once. */
+	check_rate(2, 2048, 4096, 100000);
+	check_rate(2, 1 << 20, 65536, 2000);
+}
+
+static void test_calloc_realloc(void)
+{
+	void *p, *q;
+	int i, moved = 0;
+
+	/* R = 1 byte: every block of 64 bytes or more is sampled (p > 1 - 1e-27). */
+	setup(1, 16, 1);
+	p = pytm_tramp_mem_calloc(NULL, 8, 8);
+	CHECK(n_alloc_sites == 1 && set_used() == 1, "calloc sampled");
+	/* realloc of a sampled block: its free, then the new block's sample */
+	q = pytm_tramp_mem_realloc(NULL, p, 4096);
+	CHECK(n_free_sites == 1 && n_alloc_sites == 2 && set_used() == 1 && !bad_free,
+	      "realloc sampled->sampled: %lu frees, %lu allocs",
+	      (unsigned long)n_free_sites, (unsigned long)n_alloc_sites);
+	/* a failing realloc of a sampled block: it lives on, untraced */
+	p = pytm_tramp_raw_realloc(NULL, q, 1UL << 41);
+	CHECK(!p && pytm_ctl.realloc_failed == 1 && set_used() == 0, "failed realloc");
+	pytm_tramp_raw_free(NULL, q);
+	CHECK(n_free_sites == 2, "no second free site for an untraced block");
+
+	/* realloc that moves an unsampled block: no free site, the new one sampled or not */
+	setup(1 << 30, 16, 2);
+	void *pin[64];
+
+	p = pytm_tramp_raw_malloc(NULL, 64);
+	for (i = 0; i < 64; i++) {
+		q = pytm_tramp_raw_realloc(NULL, p, 64 << (i % 12));
+		moved += q != p;
+		p = q;
+		pin[i] = malloc(32);	/* no room to grow in place */
+	}
+	for (i = 0; i < 64; i++)
+		free(pin[i]);
+	CHECK(n_alloc_sites == 0 && n_free_sites == 0 && moved > 0,
+	      "unsampled reallocs: %lu allocs, %lu frees, %d moved",
+	      (unsigned long)n_alloc_sites, (unsigned long)n_free_sites, moved);
+	pytm_ctl.rate = 1;
+	pytm_ctl.countdown = 0;
+	q = pytm_tramp_raw_realloc(NULL, p, 1 << 16);
+	CHECK(n_alloc_sites == 1 && n_free_sites == 0 && set_used() == 1,
+	      "unsampled -> sampled");
+	pytm_tramp_raw_free(NULL, q);
+	CHECK(n_free_sites == 1 && set_used() == 0 && !bad_free, "freed");
+}
+
+static void test_full_and_disarmed(void)
+{
+	void *p[40];
+	int i;
+
+	setup(1, 1, 3);		/* two buckets: 16 slots */
+	for (i = 0; i < 40; i++)
+		p[i] = pytm_tramp_raw_malloc(NULL, 1000);
+	CHECK(n_alloc_sites == 16 && pytm_ctl.lost_full == 24 &&
+	      pytm_ctl.lost_bytes >= 24 * 1000, "full: %lu recorded, %llu lost",
+	      (unsigned long)n_alloc_sites, (unsigned long long)pytm_ctl.lost_full);
+	for (i = 0; i < 40; i++)
+		pytm_tramp_raw_free(NULL, p[i]);
+	CHECK(n_free_sites == 16 && !bad_free && set_used() == 0, "full: frees");
+
+	/* Not armed: nothing but the original call. */
+	setup(1, 16, 4);
+	pytm_ctl.armed = 0;
+	p[0] = pytm_tramp_obj_malloc(NULL, 100);
+	pytm_tramp_obj_free(NULL, p[0]);
+	CHECK(!n_alloc_sites && !n_free_sites && !pytm_ctl.outer, "disarmed");
+
+	/* Another thread inside an obj call does not hide this thread's raw calls. */
+	setup(1, 16, 5);
+	pytm_ctl.outer = pg_self() + 4096;
+	p[0] = pytm_tramp_raw_malloc(NULL, 100);
+	CHECK(n_alloc_sites == 1, "raw call beside another thread's obj call");
+	pytm_ctl.outer = pg_self();	/* ...but inside our own it is nested */
+	p[1] = pytm_tramp_raw_malloc(NULL, 100);
+	CHECK(n_alloc_sites == 1, "raw call inside our obj call");
+	pytm_ctl.outer = 0;
+	pytm_tramp_raw_free(NULL, p[0]);
+	pytm_tramp_raw_free(NULL, p[1]);
+	CHECK(n_free_sites == 1 && !bad_free, "frees");
+}
+
+#define THREADS 4
+#define ROUNDS 200000
+
+static void *hammer(void *arg)
+{
+	uintptr_t id = (uintptr_t)arg;
+	void *keep[64] = { 0 };
+	unsigned int x = id * 7919 + 1, i;
+
+	for (i = 0; i < ROUNDS; i++) {
+		unsigned int k = (x = x * 1103515245 + 12345) >> 16 & 63;
+		size_t size = 16 + ((x >> 8) & 1023);
+
+		if (keep[k]) {
+			if (x & 0x10000)
+				keep[k] = pytm_tramp_raw_realloc(NULL, keep[k], size);
+			else {
+				pytm_tramp_raw_free(NULL, keep[k]);
+				keep[k] = NULL;
+			}
+		} else {
+			keep[k] = (x & 0x20000) ? pytm_tramp_raw_calloc(NULL, 1, size)
+						 : pytm_tramp_raw_malloc(NULL, size);
+		}
+	}
+	for (i = 0; i < 64; i++)
+		pytm_tramp_raw_free(NULL, keep[i]);
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	pthread_t th[THREADS];
+	uintptr_t i;
+
+	setup(2048, 12, 6);
+	for (i = 0; i < THREADS; i++)
+		pthread_create(&th[i], NULL, hammer, (void *)i);
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	CHECK(n_alloc_sites > 1000, "threads: %lu samples", (unsigned long)n_alloc_sites);
+	CHECK(n_free_sites == n_alloc_sites && !bad_free && set_used() == 0,
+	      "threads: %lu samples, %lu frees, %lu unknown, %u left in the set",
+	      (unsigned long)n_alloc_sites, (unsigned long)n_free_sites,
+	      (unsigned long)bad_free, set_used());
+	{
+		unsigned int b, sum = 0;
+
+		for (b = 0; b < PYTM_SET_MAX_BUCKETS; b++)
+			sum += pytm_counts[b];
+		CHECK(sum == 0, "bucket counts left: %u", sum);
+	}
+}
+
+int main(void)
+{
+	pytm_orig[0] = raw_malloc;
+	pytm_orig[1] = raw_calloc;
+	pytm_orig[2] = raw_realloc;
+	pytm_orig[3] = raw_free;
+	pytm_orig[4] = raw_malloc;
+	pytm_orig[5] = raw_calloc;
+	pytm_orig[6] = raw_realloc;
+	pytm_orig[7] = raw_free;
+	pytm_orig[8] = obj_malloc;
+	pytm_orig[9] = obj_calloc;
+	pytm_orig[10] = obj_realloc;
+	pytm_orig[11] = obj_free;
+	live = calloc(LIVE_MAX, sizeof(*live));
+	test_numbers();
+	test_draws();
+	test_rates();
+	test_calloc_realloc();
+	test_full_and_disarmed();
+	test_threads();
+	free(live);
+	return unit_done("test_page");
+}
