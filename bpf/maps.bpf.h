@@ -54,6 +54,7 @@ struct {
 struct code_info {
 	__u32 id;
 	__s32 firsttraceable;		/* _co_firsttraceable, 3.11+ */
+	__u64 fp;			/* code_fingerprint(), sampled mode; else 0 */
 };
 
 /* Code objects seen: (pid, address) -> id. */

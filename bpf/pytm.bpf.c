@@ -58,6 +58,23 @@ int BPF_KPROBE(site_free)
 	return on_free(PT_REGS_PARM2(ctx));
 }
 
+/*
+ * The sampler's sites (page/sampler.c): only sampled blocks pass them.
+ * Alloc: rdi = block, rsi = size, rdx = the bytes it stands for.
+ */
+SEC("uprobe")
+int BPF_KPROBE(sample_alloc, __u64 ptr, __u64 size, __u64 weight)
+{
+	return record_block(0, ptr, size, weight);
+}
+
+/* Free of a sampled block, before it is freed: rdi = block. */
+SEC("uprobe")
+int BPF_KPROBE(sample_free, __u64 ptr)
+{
+	return on_free(ptr);
+}
+
 /* void *malloc(void *actx, size_t size) */
 SEC("uprobe")
 int BPF_KPROBE(malloc_enter, void *actx, __u64 size)
@@ -108,23 +125,7 @@ int BPF_KPROBE(free_enter, void *actx, void *ptr)
 SEC("uprobe")
 int BPF_KPROBE(track_enter, unsigned int domain, __u64 ptr, __u64 size)
 {
-	struct pytm_block_key key;
-	struct pytm_proc *p;
-	struct task_ctx *t;
-	__u32 pid;
-
-	p = this_proc(&pid);
-	if (!p)
-		return 0;
-	p->nevents++;
-	t = proc_task_ctx(p);
-	if (!t)
-		return 0;
-	key.pid = pid;
-	key.domain = domain;
-	key.addr = ptr;
-	add_trace(p, t, &key, size);
-	return 0;
+	return record_block(domain, ptr, size, size);
 }
 
 /* int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr) */

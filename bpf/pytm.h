@@ -109,8 +109,9 @@ struct pytm_proc {
 	__u32 max_total;		/* frames walked, counted in total_nframe */
 	__u32 tstate_read;		/* bytes of a PyThreadState head read at once */
 	__u32 frame_read;		/* bytes of a frame head read at once */
-	__u64 pad2;
-	__s64 current;			/* traced bytes now */
+	__u32 sampled;			/* sampled mode: sizes are weighted */
+	__u32 pad2;
+	__s64 current;			/* traced bytes now (estimated when sampled) */
 	__s64 peak;			/* maximum of current */
 	__u64 nevents;			/* allocator events seen */
 	__u64 lost[PYTM_LOST_MAX];
@@ -127,6 +128,8 @@ struct pytm_block_key {
 struct pytm_block {
 	__u64 size;
 	__u64 stack_id;			/* key in the stacks map; 0: no frames */
+	__u64 weight;			/* bytes it stands for: size, or when
+					 * sampled size / (1 - exp(-size/R)) */
 };
 
 /*

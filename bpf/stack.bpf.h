@@ -69,7 +69,7 @@ static __u64 find_tstate(struct pytm_proc *p, struct task_ctx *t, __u8 *buf, __u
  * object's entry is valid only for the code epoch it was filled in: every
  * free of a known code object starts a new epoch.
  */
-#define CODE_CACHE	1024
+#define CODE_CACHE	512	/* 32 KiB in all: the per-CPU value limit */
 #define STACK_CACHE	1024
 
 struct code_slot {
@@ -93,9 +93,30 @@ struct {
 
 __u32 code_epoch = 0;
 
-/* Id (and cached fields) of the code object at ADDR; new ones are announced. */
+/*
+ * What tells the code object at ADDR from another that took its address
+ * later. Sampled mode sees the free of sampled blocks only, so a known
+ * address may hold a new code object: it is told by these fields.
+ */
+static __always_inline __u64 code_fingerprint(struct pytm_proc *p, __u64 addr)
+{
+	__u64 filename = 0, name = 0, table = 0;
+	__s32 line = 0;
+
+	bpf_probe_read_user(&filename, sizeof(filename), (void *)(addr + p->off.code_filename));
+	bpf_probe_read_user(&name, sizeof(name), (void *)(addr + p->off.code_name));
+	bpf_probe_read_user(&table, sizeof(table), (void *)(addr + p->off.code_linetable));
+	bpf_probe_read_user(&line, sizeof(line), (void *)(addr + p->off.code_firstlineno));
+	return (filename * 0x9e3779b97f4a7c15ULL) ^ (name * 0xbf58476d1ce4e5b9ULL) ^
+	       (table * 0x94d049bb133111ebULL) ^ (__u32)line;
+}
+
+/*
+ * Id (and cached fields) of the code object at ADDR; new ones are
+ * announced. FP: its fingerprint in sampled mode (else unused).
+ */
 static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pid, __u64 addr,
-						   struct code_info *tmp)
+						   __u64 fp, struct code_info *tmp)
 {
 	struct pytm_code_key key = { .pid = pid, .addr = addr };
 	struct pytm_event *ev;
@@ -103,10 +124,16 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 	long err;
 
 	ci = bpf_map_lookup_elem(&codes, &key);
-	if (ci)
-		return ci;
+	if (ci) {
+		if (!p->sampled || ci->fp == fp)
+			return ci;
+		/* Another code object at a known address: forget the old one. */
+		bpf_map_delete_elem(&codes, &key);
+		__sync_fetch_and_add(&code_epoch, 1);
+	}
 
 	tmp->id = __sync_fetch_and_add(&next_code_id, 1) + 1;
+	tmp->fp = fp;
 	tmp->firsttraceable = 0;
 	if (p->off.code_firsttraceable != PYTM_OFF_NONE)
 		bpf_probe_read_user(&tmp->firsttraceable, sizeof(tmp->firsttraceable),
@@ -157,11 +184,13 @@ static __always_inline struct code_info *cached_code_info(struct frame_walk *w, 
 	__u32 epoch = code_epoch, pid = w->pid;
 	struct code_slot *slot;
 	struct code_info *ci;
+	__u64 fp = w->p->sampled ? code_fingerprint(w->p, code) : 0;
 
 	slot = &w->caches->code[(code >> 4) & (CODE_CACHE - 1)];
-	if (slot->addr == code && slot->pid == pid && slot->epoch == epoch)
+	if (slot->addr == code && slot->pid == pid && slot->epoch == epoch &&
+	    slot->ci.fp == fp)
 		return &slot->ci;
-	ci = code_info(w->p, pid, code, tmp);
+	ci = code_info(w->p, pid, code, fp, tmp);
 	if (ci->id) {
 		slot->addr = code;
 		slot->pid = pid;

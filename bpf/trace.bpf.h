@@ -21,13 +21,14 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 	b = bpf_map_lookup_elem(map, &key);
 	if (!b)
 		return;
-	size = b->size;
+	size = b->weight;
 	if (bpf_map_delete_elem(map, &key) == 0)
 		account(p, -size);
 }
 
+/* A new live block of SIZE bytes that stands for WEIGHT bytes. */
 static void add_trace(struct pytm_proc *p, struct task_ctx *t,
-		      struct pytm_block_key *key, __u64 size)
+		      struct pytm_block_key *key, __u64 size, __u64 weight)
 {
 	struct pytm_block nb, *b;
 	void *map;
@@ -35,6 +36,7 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	long err;
 
 	nb.size = size;
+	nb.weight = weight;
 	nb.stack_id = walk_stack(p, t, key->pid);
 
 	map = bpf_map_lookup_elem(&blocks, &key->pid);
@@ -43,7 +45,7 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	/* Usually a new address: one insert, no lookup before it. */
 	err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);
 	if (!err) {
-		account(p, size);
+		account(p, weight);
 		return;
 	}
 	b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
@@ -52,10 +54,11 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		return;
 	}
 	/* Already tracked (tracemalloc_add_trace does the same). */
-	old = b->size;
+	old = b->weight;
 	b->size = nb.size;
+	b->weight = nb.weight;
 	b->stack_id = nb.stack_id;
-	account(p, (__s64)size - old);
+	account(p, (__s64)weight - old);
 }
 
 static __always_inline struct task_ctx *task_ctx(void)
@@ -78,6 +81,28 @@ static __always_inline struct task_ctx *proc_task_ctx(struct pytm_proc *p)
 	if (!t)
 		count_lost(p, PYTM_LOST_TASK_STORAGE);
 	return t;
+}
+
+/* An event that carries all it needs: a block of SIZE (standing for WEIGHT) at PTR. */
+static __always_inline int record_block(__u32 domain, __u64 ptr, __u64 size, __u64 weight)
+{
+	struct pytm_block_key key;
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	p->nevents++;
+	t = proc_task_ctx(p);
+	if (!t)
+		return 0;
+	key.pid = pid;
+	key.domain = domain;
+	key.addr = ptr;
+	add_trace(p, t, &key, size, weight);
+	return 0;
 }
 
 /*
@@ -210,7 +235,7 @@ static __always_inline int call_return(struct pt_regs *ctx, int kind, __u64 ret)
 	key.pid = pid;
 	key.domain = 0;
 	key.addr = ret;
-	add_trace(p, t, &key, c.size);
+	add_trace(p, t, &key, c.size, c.size);
 	return 0;
 }
 
@@ -279,7 +304,7 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	key.pid = pid;
 	key.domain = 0;
 	key.addr = ret;
-	add_trace(p, t, &key, size);
+	add_trace(p, t, &key, size, size);
 	return 0;
 }
 

@@ -1302,11 +1302,12 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 	}
 	/*
 	 * MAP_PRIVATE: the kernel installs no uprobe in a shared mapping.
-	 * One page more than the file, to reserve the data page's place next
-	 * to the stub in the same call; it is replaced below (never touched
-	 * before: past the end of the file it would fault).
+	 * The data region's length more than the file, to reserve its place
+	 * next to the stub in the same call (MAP_FIXED below must replace
+	 * only what is ours); it is replaced below (never touched before:
+	 * past the end of the file it would fault).
 	 */
-	ret = sys(s, "mmap of the memfd", NR_mmap, hint, len + 2 * PAGE_SZ,
+	ret = sys(s, "mmap of the memfd", NR_mmap, hint, len + PAGE_SZ + INJECT_DATA_LEN,
 		  PROT_READ | PROT_EXEC, MAP_PRIVATE, tfd, 0);
 	if (ret < 0) {
 		err = ret;
@@ -1321,7 +1322,7 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 		close(sfd);
 	}
 	data = addr + len + PAGE_SZ;
-	ret = sys(s, "mmap of the data page", NR_mmap, data, PAGE_SZ,
+	ret = sys(s, "mmap of the data page", NR_mmap, data, INJECT_DATA_LEN,
 		  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 		  (uint64_t)-1, 0);
 	if (ret >= 0 && (uint64_t)ret != data)
@@ -1335,7 +1336,7 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 	 * A forked child gets the data page zeroed (4.14+): code in the page
 	 * can tell the process it was set up in from a child of it.
 	 */
-	err = sys_raw(s, &ret, NR_madvise, data, PAGE_SZ, MADV_WIPEONFORK, 0, 0, 0);
+	err = sys_raw(s, &ret, NR_madvise, data, INJECT_DATA_LEN, MADV_WIPEONFORK, 0, 0, 0);
 	if (err)
 		goto cleanup;
 	wipeonfork = ret == 0;
@@ -1357,6 +1358,7 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 	out->addr = addr;
 	out->len = len;
 	out->data = data;
+	out->data_len = INJECT_DATA_LEN;
 	out->wipeonfork = wipeonfork;
 	out->dev = st.st_dev;
 	out->ino = st.st_ino;
@@ -1368,8 +1370,8 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 
 cleanup:
 	if (err && addr)
-		sys(s, "munmap of the page", NR_munmap, addr, len + 2 * PAGE_SZ,
-		    0, 0, 0, 0);
+		sys(s, "munmap of the page", NR_munmap, addr,
+		    len + PAGE_SZ + INJECT_DATA_LEN, 0, 0, 0, 0);
 	free(stub);
 	if (tfd >= 0) {
 		struct error_saved why;
@@ -1479,6 +1481,8 @@ int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
 			    out->len + PAGE_SZ && !strcmp(perms, "rw-p") && !ino &&
 			    dend - dstart >= PAGE_SZ) {
 				out->data = dstart;
+				out->data_len = dend - dstart < INJECT_DATA_LEN ?
+						dend - dstart : INJECT_DATA_LEN;
 				err = 0;
 				break;
 			}
@@ -1536,12 +1540,29 @@ int inject__write_data(const struct inject_page *pg, size_t off,
 
 	if (!pg->pid || !pg->data)
 		return fail(-EBADF, "page has no data page");
-	if (off > PAGE_SZ || len > PAGE_SZ - off)
-		return fail(-EINVAL, "write of %zu bytes at %zu past the data page",
+	if (off > pg->data_len || len > pg->data_len - off)
+		return fail(-EINVAL, "write of %zu bytes at %zu past the data region",
 			    len, off);
 	err = mem_rw(pg->pid, pg->data + off, (void *)buf, len, true);
 	if (err)
 		return fail(err, "pid %d: writing its data page: %s", pg->pid,
+			    strerror(-err));
+	return 0;
+}
+
+int inject__read_data(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len)
+{
+	int err;
+
+	if (!pg->pid || !pg->data)
+		return fail(-EBADF, "page has no data page");
+	if (off > pg->data_len || len > pg->data_len - off)
+		return fail(-EINVAL, "read of %zu bytes at %zu past the data region",
+			    len, off);
+	err = mem_rw(pg->pid, pg->data + off, buf, len, false);
+	if (err)
+		return fail(err, "pid %d: reading its data page: %s", pg->pid,
 			    strerror(-err));
 	return 0;
 }
@@ -1765,6 +1786,8 @@ int inject__write_page(const struct inject_page *pg, size_t off,
 		       const void *buf, size_t len) { return UNSUPPORTED(); }
 int inject__write_data(const struct inject_page *pg, size_t off,
 		       const void *buf, size_t len) { return UNSUPPORTED(); }
+int inject__read_data(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len) { return UNSUPPORTED(); }
 int inject__read_page(const struct inject_page *pg, size_t off, void *buf,
 		      size_t len) { return UNSUPPORTED(); }
 void inject__page_close(struct inject_page *pg)

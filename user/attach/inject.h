@@ -39,6 +39,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "page.h"
+
+/* The data region's length: the sampler's control block and set (page.h). */
+#define INJECT_DATA_LEN		PYTM_DATA_LEN
 
 /* An executable page in a target, backed by a memfd we hold open. */
 struct inject_page {
@@ -53,6 +57,7 @@ struct inject_page {
 	 * forked from the target when WIPEONFORK (MADV_WIPEONFORK took).
 	 */
 	uint64_t data;
+	size_t data_len;		/* INJECT_DATA_LEN, or less in an older page */
 	bool wipeonfork;
 	uint64_t dev, ino;	/* the memfd's inode, as fstat() gives it */
 	/*
@@ -129,7 +134,7 @@ void inject__stopped_state(const struct inject_session *s, long *nr, long *rax);
  * HINT if it is free (0: anywhere). The target keeps no descriptor (the
  * mapping keeps the file alive); OUT gets ours. The page reads as zeros;
  * one more page follows it in the mapping, inject's own (see inject__site),
- * and then the data page (see struct inject_page).
+ * and then the data region, INJECT_DATA_LEN bytes (see struct inject_page).
  * From then on, the session makes its calls there.
  */
 int inject__session_create_page(struct inject_session *s, const char *name,
@@ -154,11 +159,14 @@ int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
 int inject__read_page(const struct inject_page *pg, size_t off, void *buf,
 		      size_t len);
 /*
- * Write LEN bytes at offset OFF of the data page (process_vm_writev: a
+ * Write LEN bytes at offset OFF of the data region (process_vm_writev: a
  * store of more than one byte may be seen torn by the target's threads).
  */
 int inject__write_data(const struct inject_page *pg, size_t off,
 		       const void *buf, size_t len);
+/* Read LEN bytes at offset OFF of the data region (process_vm_readv). */
+int inject__read_data(const struct inject_page *pg, size_t off, void *buf,
+		      size_t len);
 /*
  * Write LEN bytes at offset OFF of the page through our descriptor. The
  * target sees them at once in every 4 KiB page of the mapping that never

@@ -360,7 +360,30 @@ static bool nop5_fork_safe(struct pytm_bpf *skel)
 	return safe;
 }
 
-/* Injected mode: one NOP-site uprobe per trampoline, then the table swap. */
+/* A uprobe on the sampler's site WHICH. */
+static int attach_sample_site(struct probes *pr, struct bpf_program *prog,
+			      enum redirect_sample_site which)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, opts);
+	struct bpf_link *link;
+
+	if (pr->nlinks >= PROBES_MAX)
+		return -E2BIG;
+	link = bpf_program__attach_uprobe_opts(prog, pr->target->pid, redirect__path(&pr->rd),
+					       redirect__sample_site(&pr->rd, which), &opts);
+	if (!link) {
+		warn("cannot attach a uprobe to the sampler's %s site: %s",
+		     which == REDIRECT_SAMPLE_FREE ? "free" : "alloc", strerror(errno));
+		return -errno;
+	}
+	pr->links[pr->nlinks++] = link;
+	return 0;
+}
+
+/*
+ * Injected mode: one NOP-site uprobe per trampoline (exact), or the
+ * sampler's two sites (sampled); then the table swap.
+ */
 static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struct target *t,
 			   uint64_t funcs[3][ALLOC_SLOTS], uint64_t tables[3],
 			   const struct probes_opts *o)
@@ -370,19 +393,34 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		[PYTM_REALLOC] = skel->progs.site_realloc, [PYTM_FREE] = skel->progs.site_free,
 	};
 	struct bpf_program *enter = skel->progs.site_enter;
-	enum redirect_site_pref site_pref = o->site_pref;
+	struct bpf_program *sample_alloc = skel->progs.sample_alloc;
+	struct bpf_program *sample_free = skel->progs.sample_free;
+	struct redirect_opts ro = {
+		.site_pref = o->site_pref,
+		.sample_rate = o->sample_rate,
+		.set_slots = o->set_slots,
+	};
 	int d, k, err;
 
 	if (o->empty_sites) {
 		for (k = 0; k < REDIRECT_KINDS; k++)
 			site[k] = skel->progs.site_empty;
-		enter = skel->progs.site_empty;
+		enter = sample_alloc = sample_free = skel->progs.site_empty;
 	}
-
-	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs, site_pref,
-				site_pref == REDIRECT_PREFER_AUTO && nop5_fork_safe(skel));
+	/* Sampled sites are passed rarely: the check is only worth it for exact mode. */
+	ro.nop5_fork_safe = ro.site_pref == REDIRECT_PREFER_AUTO && !o->sample_rate &&
+			    nop5_fork_safe(skel);
+	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs, &ro);
 	if (err)
 		return err;
+	if (o->sample_rate) {
+		/* Free first: a block sampled meanwhile is then always seen going. */
+		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE)) ||
+		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC)))
+			return err;
+		pr->sampled = true;
+		goto swap;
+	}
 	/*
 	 * A table with a context is a hook layer (debug hooks, tracemalloc,
 	 * a custom allocator) whose inner calls may return other addresses
@@ -405,14 +443,16 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 			if ((err = attach_site(pr, enter,
 					       redirect__entry_site(&pr->rd, d, k), d, k, " entry")))
 				return err;
+swap:
 	/* Only now that every site is probed: no event goes unseen. */
 	err = redirect__swap(&pr->rd, t);
 	if (err)
 		return err;
 	pr->injected = true;
 	pr->nfuncs = REDIRECT_DOMAINS * REDIRECT_KINDS;
-	vlog("allocator redirected through the page at 0x%llx (%s)",
-	     (unsigned long long)pr->rd.page.addr, redirect__path(&pr->rd));
+	vlog("allocator redirected through the page at 0x%llx (%s)%s",
+	     (unsigned long long)pr->rd.page.addr, redirect__path(&pr->rd),
+	     pr->sampled ? ", sampled" : "");
 	return 0;
 }
 
@@ -449,6 +489,12 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		err = attach_injected(pr, skel, t, funcs, tables, o);
 		if (err == -EBUSY)
 			goto fail;
+		if (err && o->sample_rate) {
+			/* Plain probes trap on every event: not what sampling is for. */
+			warn("process %d: sampling needs the redirected allocator (%s)",
+			     t->pid, strerror(-err));
+			goto fail;
+		}
 		if (err) {
 			warn("process %d: cannot redirect the allocator (%s); using plain probes, which miss inlined allocations",
 			     t->pid, strerror(-err));
@@ -501,6 +547,7 @@ static void release(struct probes *pr)
 	run_parallel(destroy_link, (void *const *)pr->links, pr->nlinks);
 	pr->nlinks = 0;
 	pr->injected = false;
+	pr->sampled = false;
 	pr->track_depth = false;
 	pr->nfuncs = 0;
 	redirect__close(&pr->rd);

@@ -18,6 +18,7 @@ struct probes {
 	int nlinks;
 	int nfuncs;			/* allocator functions probed */
 	bool injected;			/* allocator redirected through our page */
+	bool sampled;			/* ...through the sampler */
 	bool track_depth;		/* entry sites probed: nesting counted */
 	struct redirect rd;
 	int claim_fd;			/* our claim on the target (0: none; never 0-2) */
@@ -36,6 +37,8 @@ struct probes_opts {
 	bool inject;			/* redirect the allocator (else plain probes) */
 	enum redirect_site_pref site_pref;	/* injected: which NOP the sites are */
 	bool empty_sites;		/* injected: programs that do nothing (bench) */
+	uint64_t sample_rate;		/* injected: sample by bytes (0: exact) */
+	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -1,30 +1,52 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/random.h>
+#include "page.h"
+#include "page/page_syms.h"
 #include "pytm.h"
 #include "redirect.h"
+#include "hash.h"
 #include "x86emit.h"
 #include "target.h"
 #include "util.h"
 
 /*
- * Page layout: a header, the original function pointers, then one 64-byte
- * trampoline per (domain, kind). The code is the same for every run of one
- * layout and site kind, so a page left by an earlier run is reused as the
- * target sees it, after checking that it does (see redirect__prepare).
- * The data page (inject's, zeroed in forked children) holds ARMED_OFF.
+ * Page layout (page/page.h): a header, the original function pointers,
+ * one 64-byte exact-mode trampoline per (domain, kind), then the sampler
+ * (page/sampler.c, linked in at build time). The code is the same for
+ * every run of one layout, whatever the mode and site kind (both NOPs are
+ * in every site; the tracer probes one), so a page left by an earlier run
+ * is reused as the target sees it, after checking that it does (see
+ * redirect__prepare), and never changes under a thread running in it.
+ * The data region (inject's, zeroed in forked children) holds the
+ * sampler's control block; its first byte arms the sites.
  */
-#define PAGE_SIZE_	4096
-#define MAGIC		"pytm-bpf tramp3"	/* 16 bytes with the NUL */
-#define ORIG_OFF	16
-#define CODE_OFF	256
+#define PAGE_LEN	PYTM_PAGE_CODE_LEN
+#define MAGIC		"pytm-bpf tramp4"	/* 16 bytes with the NUL */
+#define ORIG_OFF	PYTM_PAGE_ORIG_OFF
+#define CODE_OFF	PYTM_PAGE_CODE_OFF
 #define TRAMP_SIZE	64
-/* The data page follows inject's stub page, which follows ours. */
-#define DATA_OFF	(2 * PAGE_SIZE_)
-#define ARMED_OFF	0			/* byte: a tracer is attached */
+#define DATA_OFF	PYTM_PAGE_DATA_OFF
+#define ARMED_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, armed))
 #define MAX_PAGES	8			/* stale pages passed over, at most */
+
+extern const uint8_t pytm_page_blob[], pytm_page_blob_end[];	/* page/blob.S */
+
+/* The sampler's entry points, as page offsets (from page/page.lds). */
+static const uint64_t sampler_entry[REDIRECT_DOMAINS][REDIRECT_KINDS] = {
+	{ PYTM_SYM_pytm_tramp_raw_malloc, PYTM_SYM_pytm_tramp_raw_calloc,
+	  PYTM_SYM_pytm_tramp_raw_realloc, PYTM_SYM_pytm_tramp_raw_free },
+	{ PYTM_SYM_pytm_tramp_mem_malloc, PYTM_SYM_pytm_tramp_mem_calloc,
+	  PYTM_SYM_pytm_tramp_mem_realloc, PYTM_SYM_pytm_tramp_mem_free },
+	{ PYTM_SYM_pytm_tramp_obj_malloc, PYTM_SYM_pytm_tramp_obj_calloc,
+	  PYTM_SYM_pytm_tramp_obj_realloc, PYTM_SYM_pytm_tramp_obj_free },
+};
 
 static size_t tramp_off(int d, int k)
 {
@@ -34,6 +56,18 @@ static size_t tramp_off(int d, int k)
 static size_t orig_off(int d, int k)
 {
 	return ORIG_OFF + (d * REDIRECT_KINDS + k) * 8;
+}
+
+/* Where the tables point in RD's mode. */
+static uint64_t entry_off(const struct redirect *rd, int d, int k)
+{
+	return rd->sample_rate ? sampler_entry[d][k] : tramp_off(d, k);
+}
+
+/* Offset of the probed NOP of a site that holds both (nop5, then nop6). */
+static uint64_t site_nop(enum redirect_site kind, uint64_t site)
+{
+	return kind == REDIRECT_SITE_NOP6 ? site + 5 : site;
 }
 
 const char *redirect__site_name(enum redirect_site kind)
@@ -46,23 +80,22 @@ const char *redirect__site_name(enum redirect_site kind)
  * passes it. A forked child (data page zeroed) skips it, so it never runs
  * what the kernel made of the site in the parent: on 6.18 a probed 5-byte
  * NOP becomes a call into a [uprobes-trampoline] mapping that fork does
- * not copy. Returns the site's offset. Flags are clobbered (free in any
- * call), registers are not.
+ * not copy. Both NOP kinds, the tracer probes one. Returns the site's
+ * offset (its 5-byte NOP). Flags are clobbered (free in any call),
+ * registers are not.
  */
-static size_t emit_site(struct x86_emitter *e, enum redirect_site kind)
+static size_t emit_site(struct x86_emitter *e)
 {
 	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0;
-	static const uint8_t nop5[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	const uint8_t *nop = kind == REDIRECT_SITE_NOP6 ? nop6 : nop5;
-	size_t len = kind == REDIRECT_SITE_NOP6 ? sizeof(nop6) : sizeof(nop5);
-	uint8_t je[2] = { 0x74, (uint8_t)len };
+	static const uint8_t nops[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00,
+					0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	static const uint8_t je[2] = { 0x74, sizeof(nops) };
 	size_t site;
 
 	x86__rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
 	x86__bytes(e, je, sizeof(je));				/* je past the site */
 	site = e->at;
-	x86__bytes(e, nop, len);
+	x86__bytes(e, nops, sizeof(nops));
 	return site;
 }
 
@@ -84,7 +117,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	size_t o = orig_off(d, k);
 
 	if (k != PYTM_FREE)
-		rd->entry_site[d][k] = emit_site(&e, rd->site_kind);
+		rd->entry_site[d][k] = site_nop(rd->site_kind, emit_site(&e));
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
 		x86__bytes(&e, &push_rsi, 1);
@@ -104,7 +137,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
 	}
-	rd->site[d][k] = emit_site(&e, rd->site_kind);
+	rd->site[d][k] = site_nop(rd->site_kind, emit_site(&e));
 	if (k == PYTM_FREE)
 		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
 	else
@@ -122,17 +155,23 @@ uint64_t redirect__entry_site(const struct redirect *rd, int d, int k)
 	return rd->entry_site[d][k];
 }
 
+uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
+{
+	return rd->sample_site[which];
+}
+
 const char *redirect__path(const struct redirect *rd)
 {
 	return rd->page.path;
 }
 
-/* Fill PAGE for RD's originals and site kind. */
-static void build_page(struct redirect *rd, uint8_t page[PAGE_SIZE_])
+/* Fill PAGE for RD's originals, and note its sites for RD's site kind. */
+static void build_page(struct redirect *rd, uint8_t page[PAGE_LEN])
 {
+	size_t blob = pytm_page_blob_end - pytm_page_blob;
 	int d, k;
 
-	memset(page, 0, PAGE_SIZE_);
+	memset(page, 0, PAGE_LEN);
 	memcpy(page, MAGIC, sizeof(MAGIC));
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
@@ -140,6 +179,10 @@ static void build_page(struct redirect *rd, uint8_t page[PAGE_SIZE_])
 			emit(rd, page, d, k);
 		}
 	}
+	/* page.lds asserts that it fits */
+	memcpy(page + PYTM_PAGE_SAMPLER_OFF, pytm_page_blob, blob);
+	rd->sample_site[REDIRECT_SAMPLE_ALLOC] = site_nop(rd->site_kind, PYTM_SYM_pytm_site_alloc);
+	rd->sample_site[REDIRECT_SAMPLE_FREE] = site_nop(rd->site_kind, PYTM_SYM_pytm_site_free);
 }
 
 /*
@@ -150,17 +193,90 @@ static void build_page(struct redirect *rd, uint8_t page[PAGE_SIZE_])
  * traced holds its parent's copy, with whatever the kernel had made of
  * the probe sites (a call into a mapping it does not have).
  */
-static int fill_page(struct redirect *rd, const uint8_t page[PAGE_SIZE_])
+static int fill_page(struct redirect *rd, const uint8_t page[PAGE_LEN])
 {
-	uint8_t seen[PAGE_SIZE_];
+	uint8_t *seen;
 	int err;
 
-	err = inject__write_page(&rd->page, 0, page, PAGE_SIZE_);
+	/* Another layout: its code may be running, leave it be. */
+	if (rd->page.len != PAGE_LEN || rd->page.data_len < INJECT_DATA_LEN)
+		return -ESTALE;
+	seen = malloc(PAGE_LEN);
+	if (!seen)
+		return -ENOMEM;
+	err = inject__write_page(&rd->page, 0, page, PAGE_LEN);
 	if (!err)
-		err = inject__read_page(&rd->page, 0, seen, PAGE_SIZE_);
+		err = inject__read_page(&rd->page, 0, seen, PAGE_LEN);
+	if (!err && memcmp(page, seen, PAGE_LEN))
+		err = -ESTALE;
+	free(seen);
+	return err;
+}
+
+/*
+ * Sampled mode: configure the sampler while the sites are disarmed, and
+ * empty its set of what a tracer before us left (only the buckets in use
+ * are written: the rest of the region stays untouched, unallocated).
+ */
+static int setup_sampler(struct redirect *rd, pid_t pid)
+{
+	const size_t nb = rd->set_slots / PYTM_SET_WAYS;
+	struct pytm_page_ctl ctl;
+	uint64_t zeros[PYTM_SET_WAYS] = { 0 }, *slots = NULL;
+	uint8_t *counts = NULL, disarmed = 0;
+	unsigned int bits = 0;
+	uint64_t seed[2];
+	size_t b;
+	int err;
+
+	while (((size_t)1 << bits) < nb)
+		bits++;
+	err = inject__write_data(&rd->page, ARMED_OFF, &disarmed, 1);
 	if (err)
 		return err;
-	return memcmp(page, seen, PAGE_SIZE_) ? -ESTALE : 0;
+	counts = malloc(PYTM_SET_MAX_BUCKETS);
+	slots = malloc((size_t)PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8);
+	if (!counts || !slots) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	/* Reading untouched pages maps the zero page: nothing is allocated. */
+	err = inject__read_data(&rd->page, PYTM_DATA_COUNTS, counts, PYTM_SET_MAX_BUCKETS);
+	if (!err)
+		err = inject__read_data(&rd->page, PYTM_DATA_SLOTS, slots,
+					(size_t)PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8);
+	for (b = 0; !err && b < PYTM_SET_MAX_BUCKETS; b++) {
+		if (!counts[b] && !memcmp(&slots[b * PYTM_SET_WAYS], zeros, sizeof(zeros)))
+			continue;
+		err = inject__write_data(&rd->page, PYTM_DATA_SLOTS + b * sizeof(zeros),
+					 zeros, sizeof(zeros));
+		if (!err)
+			err = inject__write_data(&rd->page, PYTM_DATA_COUNTS + b, zeros, 1);
+	}
+	if (err)
+		goto cleanup;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.mode = PYTM_PAGE_SAMPLED;
+	ctl.set_shift = 64 - bits;
+	ctl.rate = rd->sample_rate;
+	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
+		seed[0] = hash__mix64((uint64_t)(mono_now() * 1e9) ^ (uint64_t)getpid() << 32);
+		seed[1] = hash__mix64(seed[0]);
+	}
+	ctl.prng = seed[0];
+	/* The first point: an exponential draw, as after every sample. */
+	ctl.countdown = (int64_t)(-log(((double)(seed[1] >> 11) + 0.5) * 0x1p-53) *
+				  (double)rd->sample_rate);
+	/* Everything but `armed` (redirect__swap sets it). */
+	err = inject__write_data(&rd->page, PYTM_DATA_CTL + 1, (const uint8_t *)&ctl + 1,
+				 sizeof(ctl) - 1);
+cleanup:
+	free(counts);
+	free(slots);
+	if (err)
+		warn("process %d: cannot configure the sampler: %s", pid,
+		     err == -ENOMEM ? "out of memory" : error__last());
+	return err;
 }
 
 /* Which site kind for a page: see redirect__prepare. */
@@ -189,14 +305,16 @@ static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
 int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t tables[REDIRECT_DOMAINS],
 		      const uint64_t funcs[REDIRECT_DOMAINS][5],
-		      enum redirect_site_pref pref, bool nop5_fork_safe)
+		      const struct redirect_opts *o)
 {
 	uint64_t orig[REDIRECT_DOMAINS][5], after = 0;
-	uint8_t page[PAGE_SIZE_];
+	uint8_t *page = NULL;
 	int d, k, err, tries;
 
 	memset(rd, 0, sizeof(*rd));
 	memcpy(rd->tables, tables, sizeof(rd->tables));
+	rd->sample_rate = o->sample_rate;
+	rd->set_slots = o->set_slots;
 	/* What each slot called before any of us (through any page of ours). */
 	memcpy(orig, funcs, sizeof(orig));
 	if (redirect__originals(t, orig)) {
@@ -207,6 +325,11 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 	for (d = 0; d < REDIRECT_DOMAINS; d++)
 		for (k = 0; k < REDIRECT_KINDS; k++)
 			rd->orig[d][k] = orig[d][k + 1];
+	page = malloc(PAGE_LEN);
+	if (!page) {
+		warn("process %d: out of memory", t->pid);
+		return -ENOMEM;
+	}
 
 	/* The first page of ours that the target sees as we write it, or a new one. */
 	for (tries = 0;; tries++) {
@@ -214,38 +337,62 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 		      inject__find_page_after(t->pid, REDIRECT_PAGE_NAME, after, &rd->page) :
 		      -ENOENT;
 		if (err == -ENOENT)
-			err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_SIZE_,
+			err = inject__create_page(t->pid, REDIRECT_PAGE_NAME, PAGE_LEN,
 						  &rd->page);
 		if (err) {
 			warn("process %d: %s", t->pid, error__last());
-			return err;
+			goto out;
 		}
 		rd->have_page = true;
-		choose_site(rd, pref, nop5_fork_safe);
+		choose_site(rd, o->site_pref, o->nop5_fork_safe);
 		build_page(rd, page);
 		err = fill_page(rd, page);
 		if (!err)
 			break;
 		after = rd->page.addr;
 		if (err == -ESTALE)
-			vlog("process %d: the page at %#llx is not what we wrote (probed "
-			     "before, or a forked child's copy of its parent's): passed over",
-			     t->pid, (unsigned long long)after);
+			vlog("process %d: the page at %#llx is not what we wrote (another "
+			     "layout, probed before, or a forked child's copy of its "
+			     "parent's): passed over", t->pid, (unsigned long long)after);
 		redirect__close(rd);
 		if (err != -ESTALE || tries >= MAX_PAGES) {
 			warn("process %d: cannot write the trampoline page: %s", t->pid,
 			     err == -ESTALE ? "the target does not see what we write"
 					    : strerror(-err));
-			return err == -ESTALE ? -EIO : err;
+			err = err == -ESTALE ? -EIO : err;
+			goto out;
 		}
+	}
+	if (rd->sample_rate) {
+		/* A child forked with the sampler armed would share nothing but
+		 * run it: its set, countdown and sites are its parent's copies. */
+		if (!rd->page.wipeonfork) {
+			warn("process %d: sampling needs MADV_WIPEONFORK (Linux 4.14 or later) "
+			     "to keep forked children out of the sampler", t->pid);
+			err = -EOPNOTSUPP;
+			goto out;
+		}
+		err = setup_sampler(rd, t->pid);
+		if (err)
+			goto out;
 	}
 	/* Slots left redirected to this page by a tracer before us that died. */
 	for (d = 0; d < REDIRECT_DOMAINS; d++)
 		for (k = 0; k < REDIRECT_KINDS; k++)
-			rd->swapped[d][k] = funcs[d][k + 1] == rd->page.addr + tramp_off(d, k);
+			rd->swapped[d][k] = funcs[d][k + 1] == rd->page.addr + entry_off(rd, d, k);
 	vlog("process %d: probe sites: %s: %s", t->pid,
 	     redirect__site_name(rd->site_kind), rd->site_why);
-	return 0;
+	err = 0;
+out:
+	free(page);
+	return err;
+}
+
+int redirect__sampler_state(const struct redirect *rd, struct pytm_page_ctl *out)
+{
+	if (!rd->have_page || !rd->sample_rate)
+		return -ENOENT;
+	return inject__read_data(&rd->page, PYTM_DATA_CTL, out, sizeof(*out));
 }
 
 int redirect__swap(struct redirect *rd, const struct target *t)
@@ -271,7 +418,7 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (rd->swapped[d][k])
 				continue;
-			tramp = rd->page.addr + tramp_off(d, k);
+			tramp = rd->page.addr + entry_off(rd, d, k);
 			err = inject__store_u64(s, rd->tables[d] + 8 * (k + 1), tramp);
 			if (err) {
 				warn("process %d: cannot redirect the allocator: %s", t->pid,
@@ -301,7 +448,7 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 			rd->swapped[d][k] = false;
 			if (target__read(t, rd->tables[d] + 8 * (k + 1), &cur, sizeof(cur)))
 				continue;	/* the target is gone */
-			if (cur != rd->page.addr + tramp_off(d, k))
+			if (cur != rd->page.addr + entry_off(rd, d, k))
 				continue;	/* someone hooked on top of us */
 			if (!s && inject__attach(t->pid, &s)) {
 				warn("process %d: cannot restore the allocator: %s", t->pid,
@@ -330,6 +477,19 @@ void redirect__close(struct redirect *rd)
 	rd->have_page = false;
 }
 
+/* Which (domain, kind) an entry point at page offset OFF is, in either mode; 12 if none. */
+static uint64_t entry_index(uint64_t off)
+{
+	int i;
+
+	if (off >= CODE_OFF && off < PYTM_PAGE_SAMPLER_OFF)
+		return (off - CODE_OFF) % TRAMP_SIZE ? 12 : (off - CODE_OFF) / TRAMP_SIZE;
+	for (i = 0; i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
+		if (sampler_entry[i / REDIRECT_KINDS][i % REDIRECT_KINDS] == off)
+			return i;
+	return 12;
+}
+
 /*
  * What *FN calls in the end: a trampoline of any page of ours (this
  * layout's or an older one's) stands for the original in its page's
@@ -347,10 +507,7 @@ static int original_of(const struct target *t, uint64_t *fn)
 		m = target__mapping(t, *fn);
 		if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1))
 			return 0;	/* not our page */
-		idx = *fn - m->start;
-		if (idx < CODE_OFF || (idx - CODE_OFF) % TRAMP_SIZE)
-			return -EPROTO;
-		idx = (idx - CODE_OFF) / TRAMP_SIZE;
+		idx = entry_index(*fn - m->start);
 		if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
 		    target__read(t, m->start + ORIG_OFF + idx * 8, fn, sizeof(*fn)) || !*fn)
 			return -EPROTO;

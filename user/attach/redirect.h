@@ -34,6 +34,20 @@ enum redirect_site_pref {
 	REDIRECT_PREFER_NOP6,
 };
 
+/* What redirect__prepare makes of the page. */
+struct redirect_opts {
+	enum redirect_site_pref site_pref;
+	bool nop5_fork_safe;		/* see sites__check */
+	uint64_t sample_rate;		/* mean bytes between samples; 0: exact */
+	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
+};
+
+/* Sampled mode's two probe sites (page/sites.S). */
+enum redirect_sample_site {
+	REDIRECT_SAMPLE_ALLOC = 0,	/* rdi = block, rsi = size, rdx = weight */
+	REDIRECT_SAMPLE_FREE = 1,	/* rdi = block */
+};
+
 struct redirect {
 	struct inject_page page;
 	bool have_page;
@@ -46,6 +60,9 @@ struct redirect {
 	uint64_t entry_site[REDIRECT_DOMAINS][REDIRECT_KINDS];
 	enum redirect_site site_kind;
 	const char *site_why;		/* why that kind, for -v */
+	uint64_t sample_rate;		/* 0: exact mode */
+	unsigned int set_slots;
+	uint64_t sample_site[2];	/* enum redirect_sample_site */
 };
 
 /*
@@ -53,20 +70,30 @@ struct redirect {
  * function slots are FUNCS[d][1..4]. Slots that already point into a page
  * of ours (a tracer before us died without restoring them) keep their
  * originals. A page the target does not see as we write it is passed
- * over for another. Site kind: PREF, or with AUTO the 5-byte NOP where
- * forked children skip the sites (the page's data page is wiped on fork)
- * or NOP5_FORK_SAFE (see sites__check), else the 6-byte NOP.
+ * over for another. Site kind: O->site_pref, or with AUTO the 5-byte NOP
+ * where forked children skip the sites (the page's data page is wiped on
+ * fork) or O->nop5_fork_safe, else the 6-byte NOP. With O->sample_rate,
+ * the sampler is configured (disarmed, its set emptied) and the tables
+ * will point to its entries (which need the fork wipe: -EOPNOTSUPP).
  * Negative errno with a message shown on failure.
  */
 int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t tables[REDIRECT_DOMAINS],
 		      const uint64_t funcs[REDIRECT_DOMAINS][5],
-		      enum redirect_site_pref pref, bool nop5_fork_safe);
+		      const struct redirect_opts *o);
 const char *redirect__site_name(enum redirect_site kind);
 /* File offset of the probe site of trampoline (D, K) in the page's file. */
 uint64_t redirect__site(const struct redirect *rd, int d, int k);
 /* File offset of the entry site of trampoline (D, K), K != free. */
 uint64_t redirect__entry_site(const struct redirect *rd, int d, int k);
+/* File offset of a sampled-mode site (the chosen NOP of it). */
+uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
+/*
+ * The sampler's counters as the target has them now (struct
+ * pytm_page_ctl: samples, frees, lost_full, ...). Negative errno.
+ */
+struct pytm_page_ctl;
+int redirect__sampler_state(const struct redirect *rd, struct pytm_page_ctl *out);
 /* Path that reaches the page's file, for uprobe attachment. */
 const char *redirect__path(const struct redirect *rd);
 /* Arm the sites, then point the tables at the trampolines (aligned 8-byte stores). */

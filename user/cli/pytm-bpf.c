@@ -24,6 +24,7 @@
 #include "pytm.h"
 #include "pytm.skel.h"
 #include "control.h"
+#include "page.h"
 #include "report.h"
 #include "session.h"
 #include "sink.h"
@@ -57,6 +58,8 @@ static struct env {
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
 	enum redirect_site_pref site_pref;	/* --probe-site */
+	long long sample;		/* --sample: bytes, 0 exact; -1 the mode's default */
+	long long set_slots;		/* --sample-set */
 	const char *overrides[16];	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 } env = {
@@ -64,7 +67,12 @@ static struct env {
 	.max_procs = 64,
 	.max_blocks = 1 << 20,
 	.max_stacks = 1 << 16,
+	.sample = -1,
+	.set_slots = 1 << 16,
 };
+
+/* --all samples unless told otherwise: what a fleet can leave on. */
+#define ALL_SAMPLE_DEFAULT	(512 << 10)
 
 const char *argp_program_version = "pytm-bpf 0.1";
 const char *argp_program_bug_address = "<https://github.com/pytm-bpf/pytm-bpf/issues>";
@@ -82,7 +90,10 @@ static const char doc[] =
 "                                     # 30 s, then a tracemalloc snapshot file\n"
 "    pytm-bpf -p 1234 --interval 10 --key filename\n"
 "                                     # a report every 10 s, by file\n"
+"    pytm-bpf -p 1234 --sample 512k   # production: sample by bytes, ~1 sample\n"
+"                                     # per 512 KiB allocated, estimates\n"
 "    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
+"                                     # (sampled at 512k unless --sample 0)\n"
 "    pytm-bpf report heap.pytm --key traceback\n"
 "                                     # report on a saved snapshot\n"
 "\n"
@@ -105,6 +116,8 @@ enum {
 	OPT_TOTAL_FRAMES,
 	OPT_BENCH_EMPTY,
 	OPT_PROBE_SITE,
+	OPT_SAMPLE,
+	OPT_SAMPLE_SET,
 };
 
 static const struct argp_option opts[] = {
@@ -134,6 +147,12 @@ static const struct argp_option opts[] = {
 	{ "total-frames", OPT_TOTAL_FRAMES, NULL, 0,
 	  "Count every frame of each stack for total_nframe, as tracemalloc does "
 	  "(one more read per frame beyond --frames; default: stop at --frames)", 0 },
+	{ "sample", OPT_SAMPLE, "BYTES", 0,
+	  "Sample by bytes: one sample per BYTES allocated on average (suffix k, M; "
+	  "0: every allocation, exact). Default: exact with -p, 512k with --all", 0 },
+	{ "sample-set", OPT_SAMPLE_SET, "N", 0,
+	  "Sampled blocks held at once in the target, a power of two, 16-524288 "
+	  "(default 65536: 512 KiB of its memory at most)", 0 },
 	{ "no-inject", OPT_NO_INJECT, NULL, 0,
 	  "Do not redirect the allocator: plain uprobes (miss inlined allocations)", 0 },
 	{ "probe-site", OPT_PROBE_SITE, "KIND", 0,
@@ -279,6 +298,17 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		else
 			argp_error(state, "invalid --probe-site: %s (auto, nop5 or nop6)", arg);
 		break;
+	case OPT_SAMPLE:
+		if (parse_size(arg, 0, 1LL << 40, &v))
+			argp_error(state, "invalid --sample: %s (bytes, e.g. 512k; 0 for exact)", arg);
+		env.sample = v;
+		break;
+	case OPT_SAMPLE_SET:
+		if (parse_num(arg, 16, PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS, &v) || (v & (v - 1)))
+			argp_error(state, "invalid --sample-set: %s (a power of two, 16-%d)", arg,
+				   PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS);
+		env.set_slots = v;
+		break;
 	case OPT_DEBUG_OFFSET:
 		if (env.noverrides >= (int)(sizeof(env.overrides) / sizeof(env.overrides[0])))
 			argp_error(state, "too many --debug-offset");
@@ -296,6 +326,10 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--control takes exactly one -p");
 		if (env.output && (env.all || env.npids > 1))
 			argp_error(state, "-o takes exactly one -p");
+		if (env.sample < 0)
+			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
+		if (env.sample && env.no_inject)
+			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
 		break;
 	default:
 		return ARGP_ERR_UNKNOWN;
@@ -432,12 +466,19 @@ static void say_tracing(bool single)
 	int i;
 
 	if (single) {
+		char rate[48] = "";
+
 		tr = &st.s->tracees[0];
-		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s, %d probes, %d frame%s\n",
+		if (tr->pr.sampled) {
+			strcpy(rate, ", sampled: 1 per ");
+			report__format_size(rate + strlen(rate), sizeof(rate) - strlen(rate),
+					    (double)tr->sample_rate, false);
+		}
+		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s%s, %d probes, %d frame%s\n",
 			tr->pid, tr->version, tr->t.pymod,
 			tr->pr.injected ? "allocator redirected (" : "plain probes",
 			tr->pr.injected ? redirect__site_name(tr->pr.rd.site_kind) : "",
-			tr->pr.injected ? " sites)" : "",
+			tr->pr.injected ? " sites)" : "", rate,
 			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
 		return;
 	}
@@ -491,6 +532,8 @@ int main(int argc, char **argv)
 			.inject = !env.no_inject,
 			.site_pref = env.site_pref,
 			.empty_sites = env.bench_empty,
+			.sample_rate = env.sample,
+			.set_slots = env.set_slots,
 			.overrides = env.overrides,
 			.noverrides = env.noverrides,
 		},

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -171,6 +172,30 @@ int parse_num(const char *s, long long min, long long max, long long *out)
 	errno = 0;
 	v = strtoll(s, &end, 10);
 	if (errno || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int parse_size(const char *s, long long min, long long max, long long *out)
+{
+	char digits[24];
+	size_t n = s ? strlen(s) : 0;
+	int shift = 0;
+	long long v;
+
+	if (n && strchr("kKMG", s[n - 1])) {
+		shift = s[n - 1] == 'M' ? 20 : s[n - 1] == 'G' ? 30 : 10;
+		n--;
+	}
+	if (!n || n >= sizeof(digits))
+		return -EINVAL;
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (parse_num(digits, 0, LLONG_MAX >> shift, &v))
+		return -EINVAL;
+	v <<= shift;
+	if (v < min || v > max)
 		return -EINVAL;
 	*out = v;
 	return 0;

@@ -54,6 +54,11 @@ size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
  * or space) in [MIN, MAX]. 0, or -EINVAL.
  */
 int parse_num(const char *s, long long min, long long max, long long *out);
+/*
+ * A size in bytes: digits, then optionally one of k, M, G (KiB, MiB, GiB;
+ * K too), in [MIN, MAX] once scaled. 0, or -EINVAL.
+ */
+int parse_size(const char *s, long long min, long long max, long long *out);
 
 /* Seconds on the monotonic clock. */
 double mono_now(void);

@@ -127,7 +127,18 @@ struct snapshot {
 	struct pytm_trace *traces;
 	size_t ntraces, cap;
 	const char *unknown;		/* "<unknown>" */
+	uint64_t sample_rate;		/* 0: exact */
 };
+
+void snapshot__set_sample_rate(struct snapshot *s, uint64_t rate)
+{
+	s->sample_rate = rate;
+}
+
+uint64_t snapshot__sample_rate(const struct snapshot *s)
+{
+	return s ? s->sample_rate : 0;
+}
 
 struct snapshot *snapshot__new(int traceback_limit)
 {
@@ -322,6 +333,12 @@ static bool owns_tb(const struct snapshot *s, const struct pytm_traceback *tb)
 int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
 		  const struct pytm_traceback *tb)
 {
+	return snapshot__add_estimate(s, domain, size, 1, tb);
+}
+
+int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t size,
+			   uint64_t count, const struct pytm_traceback *tb)
+{
 	struct pytm_trace *t;
 
 	if (!s || !tb || !owns_tb(s, tb))
@@ -340,6 +357,7 @@ int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
 	t = &s->traces[s->ntraces++];
 	t->domain = domain;
 	t->size = size;
+	t->count = count;
 	t->tb = tb;
 	return 0;
 }

@@ -24,7 +24,9 @@ struct pytm_traceback {
 
 struct pytm_trace {
 	unsigned int domain;
-	uint64_t size;
+	uint64_t size;			/* sampled: the bytes the sample stands for */
+	uint64_t count;			/* blocks it stands for: 1, or when
+					 * sampled an unbiased integer estimate */
 	const struct pytm_traceback *tb; /* interned in the snapshot */
 };
 
@@ -46,6 +48,16 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 		unsigned int total_nframe);
 int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
 		  const struct pytm_traceback *tb);
+/*
+ * A trace that stands for COUNT blocks of SIZE bytes in all (sampled
+ * mode). Reports count COUNT; the pickle has one trace of SIZE bytes,
+ * since tracemalloc's format has no counts.
+ */
+int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t size,
+			   uint64_t count, const struct pytm_traceback *tb);
+/* Sampled mode's mean bytes between samples (0: exact), for reports. */
+void snapshot__set_sample_rate(struct snapshot *s, uint64_t rate);
+uint64_t snapshot__sample_rate(const struct snapshot *s);
 int snapshot__traceback_limit(const struct snapshot *s);
 size_t snapshot__count(const struct snapshot *s);
 const struct pytm_trace *snapshot__traces(const struct snapshot *s);

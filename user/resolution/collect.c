@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 #include "pytm.h"
 #include "collect.h"
+#include "hash.h"
 #include "resolve.h"
 
 #define BATCH 4096
@@ -86,6 +87,26 @@ static const struct pytm_traceback *traceback_of(struct tb_cache *c, int stacks_
 	return tb;
 }
 
+/*
+ * How many blocks a block record stands for: 1, or for a sample
+ * weight / size = 1 / (1 - exp(-size/R)), rounded up or down at random
+ * with the odds that keep it unbiased (deterministic per block, from its
+ * address). A sample of size 0 cannot be (its probability is 0).
+ */
+static uint64_t blocks_of(const struct pytm_block_key *k, const struct pytm_block *b)
+{
+	double c, frac;
+	uint64_t whole;
+
+	if (b->weight == b->size || !b->size)
+		return 1;
+	c = (double)b->weight / (double)b->size;
+	whole = (uint64_t)c;
+	frac = c - (double)whole;
+	return whole + ((double)(hash__mix64(k->addr ^ (uint64_t)k->pid << 48) >> 11) *
+			0x1p-53 < frac);
+}
+
 struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r)
 {
@@ -119,7 +140,8 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 			if (keys[i].pid != (__u32)pid)
 				continue;
 			tb = traceback_of(&cache, stacks_fd, vals[i].stack_id, s, r, st, fi, frames);
-			if (!tb || snapshot__add(s, keys[i].domain, vals[i].size, tb)) {
+			if (!tb || snapshot__add_estimate(s, keys[i].domain, vals[i].weight,
+							  blocks_of(&keys[i], &vals[i]), tb)) {
 				err = -ENOMEM;
 				goto cleanup;
 			}

@@ -17,6 +17,7 @@
 #include "resolve.h"
 #include "json.h"
 #include "tracee.h"
+#include "page.h"
 #include "util.h"
 #include "validate.h"
 
@@ -181,6 +182,8 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 	tr->r = resolver__new(&tr->t, &tr->off);
 	if (!tr->r)
 		return -ENOMEM;
+	tr->sample_rate = o->sample_rate;
+	proc.sampled = o->sample_rate != 0;
 	proc.runtime = tr->t.runtime;
 	proc.max_frames = o->frames;
 	proc.max_total = o->max_total > o->frames ? o->max_total : o->frames;
@@ -215,6 +218,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 
 	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
+		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
 	});
 	tr->attached = !err;
 	return err;
@@ -236,8 +240,20 @@ bool tracee__gone(struct tracee *tr)
 
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
 {
-	return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
-				 tr->pid, frames, tr->r);
+	struct snapshot *s = collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
+					       tr->pid, frames, tr->r);
+
+	if (s)
+		snapshot__set_sample_rate(s, tr->sample_rate);
+	return s;
+}
+
+/* The sampler's counters (zero when not sampling or unreadable). */
+static void sampler_state(const struct tracee *tr, struct pytm_page_ctl *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (tr->attached && tr->pr.sampled && redirect__sampler_state(&tr->pr.rd, c))
+		memset(c, 0, sizeof(*c));
 }
 
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out)
@@ -326,14 +342,39 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 	bool any = false;
 	int i;
 
+	struct pytm_page_ctl c;
+	char rate[32], lostb[32];
+
 	if (tracee__stats(tr, skel, &p))
 		return;
+	sampler_state(tr, &c);
 	report__format_size(cur, sizeof(cur), (double)p.current, false);
 	report__format_size(peak, sizeof(peak), (double)p.peak, false);
-	fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
-		cur, peak, (long long)p.current, (long long)p.peak,
-		(unsigned long long)p.nevents);
+	if (tr->sample_rate) {
+		report__format_size(rate, sizeof(rate), (double)tr->sample_rate, false);
+		fprintf(out, "Sampled: 1 sample per %s allocated on average; sizes and counts are "
+			"unbiased estimates\n", rate);
+		fprintf(out, "Traced memory (estimated): current=%s, peak=%s (%lld B, %lld B); "
+			"%llu samples, %llu sampled frees\n", cur, peak, (long long)p.current,
+			(long long)p.peak, (unsigned long long)c.samples,
+			(unsigned long long)c.frees);
+	} else {
+		fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
+			cur, peak, (long long)p.current, (long long)p.peak,
+			(unsigned long long)p.nevents);
+	}
 	fprintf(out, "Lost events:");
+	if (c.lost_full) {
+		report__format_size(lostb, sizeof(lostb), (double)c.lost_bytes, false);
+		fprintf(out, " sampled-block set full=%llu (~%s)", (unsigned long long)c.lost_full,
+			lostb);
+		any = true;
+	}
+	if (c.realloc_failed) {
+		fprintf(out, "%s sampled block's realloc failed=%llu", any ? "," : "",
+			(unsigned long long)c.realloc_failed);
+		any = true;
+	}
 	for (i = 0; i < PYTM_LOST_MAX; i++) {
 		/* Allocations from threads with no Python state are not lost. */
 		if (!p.lost[i] || i == PYTM_LOST_NO_TSTATE)
@@ -381,6 +422,7 @@ void tracee__json_identity(const struct tracee *tr, struct json *j)
 
 void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j)
 {
+	struct pytm_page_ctl c;
 	uint64_t nread = 0, nfailed = 0;
 	struct pytm_proc p;
 	int i;
@@ -394,10 +436,28 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__name(j, "probe_site");
 	json__string(j, tr->pr.injected ? (tr->pr.rd.site_kind == REDIRECT_SITE_NOP6 ?
 					  "nop6" : "nop5") : NULL);
+	sampler_state(tr, &c);
+	json__name(j, "sampling");
+	if (tr->sample_rate) {
+		json__begin_object(j);
+		json__name(j, "rate");
+		json__uint(j, tr->sample_rate);
+		json__name(j, "samples");
+		json__uint(j, c.samples);
+		json__name(j, "sampled_frees");
+		json__uint(j, c.frees);
+		json__name(j, "set_slots");
+		json__uint(j, tr->pr.rd.set_slots);
+		json__end_object(j);
+	} else {
+		json__null(j);
+	}
 	if (tracee__stats(tr, skel, &p))
 		memset(&p, 0, sizeof(p));
 	json__name(j, "traced");
 	json__begin_object(j);
+	json__name(j, "estimated");
+	json__bool(j, tr->sample_rate != 0);
 	json__name(j, "current");
 	json__int(j, p.current);
 	json__name(j, "peak");
@@ -414,6 +474,12 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	}
 	json__name(j, "code_objects_unreadable");
 	json__uint(j, nfailed);
+	json__name(j, "sample_set_full");
+	json__uint(j, c.lost_full);
+	json__name(j, "sample_set_full_bytes");
+	json__uint(j, c.lost_bytes);
+	json__name(j, "sample_realloc_failed");
+	json__uint(j, c.realloc_failed);
 	json__end_object(j);
 }
 

@@ -21,6 +21,8 @@ struct tracee_opts {
 	bool inject;			/* redirect the allocator */
 	enum redirect_site_pref site_pref;	/* --probe-site */
 	bool empty_sites;		/* --bench-empty: site programs do nothing */
+	uint64_t sample_rate;		/* --sample: mean bytes between samples; 0 exact */
+	unsigned int set_slots;		/* --sample-set: sampled blocks held at once */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };
@@ -43,6 +45,7 @@ struct tracee {
 	pid_t nspid;			/* pid in its innermost pid namespace */
 	char container[80];		/* container id from the cgroup path, or "" */
 	struct snapshot *baseline;	/* --compare: the first report's snapshot */
+	uint64_t sample_rate;		/* 0: exact */
 };
 
 /*
@@ -65,8 +68,8 @@ struct json;
 /* The members pid, nspid, container, python, interpreter, cmdline. */
 void tracee__json_identity(const struct tracee *tr, struct json *j);
 /*
- * The members "process", "mode", "probe_site", "traced" and "lost" of a
- * JSON report (the same figures as tracee__footer).
+ * The members "process", "mode", "probe_site", "sampling", "traced" and
+ * "lost" of a JSON report (the same figures as tracee__footer).
  */
 void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j);
 /* Remove the probes (and restore a redirected allocator). */

@@ -967,7 +967,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 		}
 		if (x) {
 			x->size += t[i].size;
-			x->count++;
+			x->count += t[i].count;
 			continue;
 		}
 		x = grow_array((void **)&e->v, &e->n, &e->cap, sizeof(*x));
@@ -976,7 +976,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 		x->tb = t[i].tb;
 		x->domain = t[i].domain;
 		x->size = t[i].size;
-		x->count = 1;
+		x->count = t[i].count;
 	}
 	return 0;
 }
