@@ -473,7 +473,8 @@ def test_all_versions_namespace_late_exit(procs, tmp_path):
                                 "libpython3.11.so.1.0")
         assert os.stat(orig_lib).st_ino not in [i for _, i in libs], libs
 
-        tracer = procs.tracer(["--all", "--top", TOP, "--format", "json"])
+        tracer = procs.tracer(["--all", "--sample", "0", "--top", TOP,
+                               "--format", "json"])
         line = tracer.wait_tracing(timeout=T_ATTACH * 3)
         print("pytm-bpf --all up in %.2f s: %s" % (tracer.attach_seconds,
                                                    line))
