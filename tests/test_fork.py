@@ -9,7 +9,9 @@ forked children), and a page a child inherited is replaced when the child
 is traced in turn.
 
 One traced run per interpreter (Debian's python3.11, pyenv 3.8, 3.11, 3.12,
-3.13; Debian again with --probe-site nop6) of tests/workloads/fork_children.py:
+3.13; Debian again with --probe-site nop6; Debian and 3.12 in sampled mode,
+whose sampler and sites sit behind the same guard) of
+tests/workloads/fork_children.py:
 os.fork() children right after attach, a multiprocessing pool (fork start
 method), subprocess.run and os.posix_spawn (CLONE_VM|CLONE_VFORK), forks
 while another thread allocates, forks after
@@ -37,7 +39,10 @@ INTERP = {
     "3.12": pyenv("3.12.1"),
     "3.13": pyenv("3.13.0"),
 }
-CASES = [(k, "auto") for k in sorted(INTERP)] + [("debian-3.11", "nop6")]
+# "sample": sampled mode (--sample 4k), the sampler's sites behind the same guard
+CASES = [(k, "auto") for k in sorted(INTERP)] + [("debian-3.11", "nop6"),
+                                                 ("debian-3.11", "sample"),
+                                                 ("3.12", "sample")]
 ROUNDS = ["fork", "pool", "subprocess", "thread", "after-detach"]
 # fork 3, pool >= 2, spawn 1, thread 8, after-detach 3, held 1
 MIN_CHILDREN = 18
@@ -66,8 +71,8 @@ def fork_run(procs, python, site):
     tgt = procs.target(python, WORKLOAD)
     tgt.expect("ready", timeout=T_START)
     res["pid"] = tgt.pid
-    tr = procs.tracer(["-p", tgt.pid, "--probe-site", site, "-v",
-                       "--format", "json"])
+    how = ["--sample", "4k"] if site == "sample" else ["--probe-site", site]
+    tr = procs.tracer(["-p", tgt.pid, "-v", "--format", "json"] + how)
     tr.wait_tracing()
     tgt.send("go")                              # forks right after attach
     tgt.expect("done", timeout=T_WORK)
@@ -137,11 +142,15 @@ def test_forked_children_live(key, site):
     m = re.search(rb"probe sites: (\d)-byte NOP", r["err"])
     assert m, detail
     used = "nop" + m.group(1).decode()
-    assert site == "auto" or used == site, detail
+    assert site in ("auto", "sample") or used == site, detail
     doc = json.loads(r["out"].decode().splitlines()[-1])
     assert doc["process"]["pid"] == r["pid"] and doc["mode"] == "injected"
     assert doc["probe_site"] == used, doc
-    assert doc["traced"]["events"] > 1000, detail
+    if site == "sample":
+        assert doc["sampling"]["rate"] == 4096, doc["sampling"]
+        assert doc["traced"]["events"] > 10, detail
+    else:
+        assert doc["traced"]["events"] > 1000, detail
 
     # The held child, forked while traced, then traced itself.
     err2 = r["err2"].decode("utf-8", "replace")

@@ -77,8 +77,7 @@ def sampled_run(procs, python, builds, scale, extra_env=None, wl_args=()):
     ref = reference(python, env)
     tgt = procs.target(python, WORKLOAD, args=wl_args, env=env)
     tgt.expect("ready", timeout=T_START)
-    tracer = pytm_bpf.Tracer(tgt.pid, executable=PYTM,
-                             extra_args=["--sample", str(RATE)])
+    tracer = pytm_bpf.attach(tgt.pid, executable=PYTM, sample=RATE)
     try:
         estimates = []
         for _ in range(builds):

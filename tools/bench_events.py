@@ -21,6 +21,14 @@ are interleaved, so that a drift of the machine hits every mode alike):
                        the kernel never rewrites (safe in forked children
                        on any kernel, without the fork guard)
     empty NOP6         --bench-empty --probe-site nop6: its bare cost
+    untraced 10x       the workload alone, 10 times the iterations
+    sampled 1/25       pytm-bpf -p PID --sample 512k --frames N, 10 times
+                       the iterations (a run of the default length is too
+                       short for a few-percent effect on this VM): the
+                       sampler in the injected page; only sampled blocks
+                       (and their frees) enter the kernel. Compared with
+                       "untraced 10x"; its per-event cost is divided by 10
+                       times the injected frames-1 event count.
 
 Sites: the default injected runs use what --probe-site auto picks (their
 tracing line says; on 6.18 the 5-byte NOP, which the kernel rewrites into
@@ -129,18 +137,24 @@ PLAN = [
     ("empty NOP", "pytm", 1, ["--bench-empty"]),
     ("inj nop6", "pytm", 1, ["--probe-site", "nop6"]),
     ("empty NOP6", "pytm", 1, ["--bench-empty", "--probe-site", "nop6"]),
+    ("untraced 10x", "untraced", 0, []),
+    ("sampled", "pytm", 1, ["--sample", "512k"]),
+    ("sampled", "pytm", 25, ["--sample", "512k"]),
 ]
 
 # Issue targets (printed, not asserted).
 TARGET_EVENT_VS_EMPTY = 1.5
 TARGET_SLOWDOWN_VS_TM = {1: 0.8, 25: 1.0}
+LONG = {"untraced 10x": 10, "sampled": 10}     # iterations multiplier
+TARGET_SAMPLED_SLOWDOWN = 1.10          # against untraced, 512k
+TARGET_SAMPLED_NS = 10.0                # per allocator event, unsampled
 
 
-def one_run(args, python, kind, frames, extra):
+def one_run(args, python, kind, frames, extra, scale=1):
     """Returns a dict: elapsed, and for pytm-bpf runs events, lost, line."""
     cmd = [python, os.path.abspath(__file__), "--child",
            "tracemalloc" if kind == "tracemalloc" else "none",
-           str(frames or 1), str(args.iterations)]
+           str(frames or 1), str(args.iterations * scale)]
     target = tracer = None
     res = {}
     try:
@@ -159,7 +173,8 @@ def one_run(args, python, kind, frames, extra):
         if tracer is not None:
             stop_tracer(tracer, tout, terr)
             report = "\n".join(tout.all)
-            m = re.search(r"; (\d+) allocator events", report)
+            m = re.search(r"; (\d+) allocator events", report) or \
+                re.search(r"; (\d+) samples, \d+ sampled frees", report)
             if not m:
                 raise Failed("no event count in pytm-bpf's report: %r"
                              % report[-300:])
@@ -204,7 +219,8 @@ def bench_one(args, python, plan):
             if key in failures:
                 continue
             try:
-                res = one_run(args, python, kind, frames, extra)
+                res = one_run(args, python, kind, frames, extra,
+                              LONG.get(label, 1))
             except (Failed, OSError, subprocess.SubprocessError) as e:
                 failures[key] = str(e)
                 continue
@@ -247,14 +263,19 @@ def table(python, version, plan, results, failures):
                                          failures.get(key, "no runs")[:120]))
             continue
         m = med[key]
-        slow = m["t"] / base if base else None
+        scale = LONG.get(label, 1)
+        # the long runs against the long untraced runs
+        b = med.get(("untraced 10x", 0), {}).get("t") if scale > 1 else base
+        slow = m["t"] / b if b else None
         events = m["events"]
         denom = events
         note = ""
-        if label.startswith("empty") or kind == "tracemalloc":
-            denom = inj_events       # same number of allocator calls
+        if label.startswith("empty") or label == "sampled" or \
+                kind == "tracemalloc":
+            # same number of allocator calls
+            denom = inj_events * scale if inj_events else None
             note = "*"
-        per = ((m["t"] - base) / denom * 1e9) if (base and denom) else None
+        per = ((m["t"] - b) / denom * 1e9) if (b and denom) else None
         tm = med.get(("tracemalloc", frames), {}).get("t")
         vs_tm = None
         if kind == "pytm" and tm and base and not label.startswith("empty"):
@@ -267,9 +288,11 @@ def table(python, version, plan, results, failures):
             fmt(slow, "%.2fx"),
             fmt(events, "%d") if kind == "pytm" and not label.startswith("empty")
             else "-",
-            fmt(per, "%.0f") + note if kind != "untraced" else "-",
+            fmt(per, "%.1f" if per is not None and abs(per) < 100
+                else "%.0f") + note if kind != "untraced" else "-",
             fmt(vs_tm, "%.2fx")))
-    print("(* divided by the injected frames-1 event count%s; \"vs tm\" = "
+    print("(* divided by the injected frames-1 event count%s, times 10 for "
+          "the 10x runs, whose slowdown is against untraced 10x; \"vs tm\" = "
           "slowdown / tracemalloc's slowdown at the same frames)"
           % (" (%d)" % inj_events if inj_events else ""))
     plain = med.get(("plain", 1))
@@ -282,7 +305,8 @@ def table(python, version, plan, results, failures):
         print("plain mode saw %d events, %.1f%% of the injected mode's %d "
               "(%s)" % (plain["events"], share, inj_events, why))
     for key in (("injected", 1), ("injected", 25), ("plain", 1),
-                ("empty NOP", 1), ("inj nop6", 1), ("empty NOP6", 1)):
+                ("empty NOP", 1), ("inj nop6", 1), ("empty NOP6", 1),
+                ("sampled", 1), ("sampled", 25)):
         if key in med:
             lost = ", ".join(x for x in med[key]["lost"] if x)
             what = med[key]["line"].rsplit("): ", 1)[-1]
@@ -307,6 +331,20 @@ def site_kinds(fig):
 def targets(fig):
     site_kinds(fig)
     print("Issue targets (not asserted):")
+    for frames in (1, 25):
+        f = fig.get(("sampled", frames), {})
+        slow, per = f.get("slowdown"), f.get("per_event_ns")
+        if slow is None:
+            print("  sampled 512k frames %d: n/a" % frames)
+            continue
+        print("  sampled 512k frames %-2d slowdown <= %.2fx untraced: %.3fx  "
+              "[%s]; per allocator event <= %.0f ns: %s ns  [%s]  (%s "
+              "samples)" % (
+                  frames, TARGET_SAMPLED_SLOWDOWN, slow,
+                  "met" if slow <= TARGET_SAMPLED_SLOWDOWN else "NOT met",
+                  TARGET_SAMPLED_NS, fmt(per, "%.1f"),
+                  "met" if per is not None and per <= TARGET_SAMPLED_NS
+                  else "NOT met", fmt(f.get("events"), "%d")))
     inj = fig.get(("injected", 1), {}).get("per_event_ns")
     empty = fig.get(("empty NOP", 1), {}).get("per_event_ns")
     if inj is not None and empty:

@@ -128,6 +128,16 @@ def _check_pid(pid):
     return pid
 
 
+def _check_sample(sample):
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, int) or \
+            not 0 <= sample <= 1 << 40:
+        raise ValueError("sample must be a number of bytes from 0 to 2**40, "
+                         "not %r" % (sample,))
+    return sample
+
+
 def _check_frames(frames):
     if isinstance(frames, bool) or not isinstance(frames, int):
         raise TypeError("frames must be an int, not %s"
@@ -206,9 +216,12 @@ class Tracer(object):
     """
 
     def __init__(self, pid, frames=1, executable=None, timeout=ATTACH_TIMEOUT,
-                 extra_args=(), command_timeout=COMMAND_TIMEOUT):
+                 extra_args=(), command_timeout=COMMAND_TIMEOUT, sample=None):
         self.pid = _check_pid(pid)
         self.frames = _check_frames(frames)
+        self.sample = _check_sample(sample)
+        if self.sample is not None:
+            extra_args = ["--sample", str(self.sample)] + list(extra_args)
         self.executable = find_executable(executable)
         self.command_timeout = command_timeout
         self.tracing_line = None
@@ -472,9 +485,14 @@ class Tracer(object):
 
 
 def attach(pid, frames=1, executable=None, timeout=ATTACH_TIMEOUT,
-           extra_args=()):
+           extra_args=(), sample=None):
     """Start tracing process PID with FRAMES frames per traceback; returns
     a Tracer once every probe is live.
+
+    SAMPLE: sample by bytes, one sample per SAMPLE bytes allocated on
+    average (e.g. 512 * 1024); the snapshots' sizes are then unbiased
+    estimates and each trace is one sampled block (see pytm-bpf(8),
+    --sample). None or 0: every allocation, exactly.
 
     EXECUTABLE: the pytm-bpf to run (default: see find_executable()).
     TIMEOUT: seconds to wait for the probes. EXTRA_ARGS: more options for
@@ -485,4 +503,4 @@ def attach(pid, frames=1, executable=None, timeout=ATTACH_TIMEOUT,
     PytmError.
     """
     return Tracer(pid, frames=frames, executable=executable, timeout=timeout,
-                  extra_args=extra_args)
+                  extra_args=extra_args, sample=sample)
