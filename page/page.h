@@ -50,13 +50,16 @@ struct pytm_page_ctl {
 	uint8_t armed;			/* a tracer is attached: pass the sites */
 	uint8_t mode;			/* enum pytm_page_mode */
 	uint8_t set_shift;		/* 64 - log2(buckets in use) */
-	uint8_t pad0[5];
+	uint8_t gil_plain;		/* obj/mem calls are serialized by one GIL:
+					 * their countdown needs no locked op */
+	uint8_t pad0[4];
 	uint64_t rate;			/* R: mean bytes between samples */
 	uint64_t pad1[6];
-	/* line 1: the Poisson process over allocated bytes */
-	int64_t countdown;		/* bytes before the next sample point */
+	/* line 1: the Poisson processes over allocated bytes */
+	int64_t countdown;		/* raw domain: bytes before the next point */
+	int64_t countdown_gil;		/* obj and mem domains: the same */
 	uint64_t prng;			/* splitmix64 counter (fetch-add) */
-	uint64_t pad2[6];
+	uint64_t pad2[5];
 	/* line 2: the thread inside an obj/mem call of ours (its %fs:0) */
 	uint64_t outer;
 	uint64_t pad3[7];

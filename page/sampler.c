@@ -9,11 +9,15 @@
  *
  * Each allocation of S bytes is a segment of a Poisson process over
  * allocated bytes with mean interval R (pytm_ctl.rate): it is sampled if
- * a point falls in it, with probability 1 - exp(-S/R). One countdown of
- * bytes to the next point, shared by every thread, moved by compare-and-
- * swap so that each allocation claims its own segment (no lost update,
- * no bias); after a sample it restarts from a fresh exponential draw
- * (memoryless). Only a sampled block passes the alloc site (one kernel
+ * a point falls in it, with probability 1 - exp(-S/R). A countdown of
+ * bytes to the next point; after a sample it restarts from a fresh
+ * exponential draw (memoryless). Two processes, one per lock regime, each
+ * unbiased on its own: raw calls run without the GIL and move theirs by
+ * compare-and-swap, so that each allocation claims its own segment (no
+ * lost update); obj and mem calls hold the GIL (the C API requires it),
+ * so theirs is a plain load and store, unless the tracer found more than
+ * one interpreter (3.12+ may give each its own GIL) and cleared
+ * gil_plain: then it is compare-and-swap too. Only a sampled block passes the alloc site (one kernel
  * entry), with its weight S / (1 - exp(-S/R)); its address goes into a
  * set so that only its free passes the free site. An unsampled free costs
  * a hash and one byte load.
@@ -140,27 +144,41 @@ COLD int64_t pg_draw(uint64_t rate)
 }
 
 /*
- * Is the segment of SIZE bytes that starts at the countdown sampled? The
- * point is at the countdown's distance: inside the segment iff countdown <
- * SIZE (the countdown is the floor of a continuous draw).
+ * Is the segment of SIZE bytes that starts at countdown C sampled? The
+ * point is at the countdown's distance: inside the segment iff *C < SIZE
+ * (the countdown is the floor of a continuous draw).
  */
-INLINE int pg_take(uint64_t size)
+INLINE int pg_take_atomic(int64_t *cd, int64_t s)
 {
-	int64_t s = size > (uint64_t)SIZE_CAP ? SIZE_CAP : (int64_t)size;
-	int64_t c = LOAD(&pytm_ctl.countdown), n;
+	int64_t c = LOAD(cd), n;
 
 	for (;;) {
 		if (c >= s) {
-			if (__atomic_compare_exchange_n(&pytm_ctl.countdown, &c, c - s, 1,
+			if (__atomic_compare_exchange_n(cd, &c, c - s, 1,
 							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
 				return 0;
 			continue;
 		}
 		n = pg_draw(LOAD(&pytm_ctl.rate));
-		if (__atomic_compare_exchange_n(&pytm_ctl.countdown, &c, n, 1,
+		if (__atomic_compare_exchange_n(cd, &c, n, 1,
 						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
 			return 1;
 	}
+}
+
+INLINE int pg_take(int d, uint64_t size)
+{
+	int64_t s = size > (uint64_t)SIZE_CAP ? SIZE_CAP : (int64_t)size, c;
+
+	if (d == RAW || !LOAD(&pytm_ctl.gil_plain))
+		return pg_take_atomic(d == RAW ? &pytm_ctl.countdown : &pytm_ctl.countdown_gil, s);
+	c = LOAD(&pytm_ctl.countdown_gil);	/* under the GIL: no other writer */
+	if (c >= s) {
+		STORE(&pytm_ctl.countdown_gil, c - s);
+		return 0;
+	}
+	STORE(&pytm_ctl.countdown_gil, pg_draw(LOAD(&pytm_ctl.rate)));
+	return 1;
 }
 
 /* S / (1 - exp(-S/R)), rounded: the bytes a sample of S bytes stands for. */
@@ -268,10 +286,10 @@ COLD void pg_sampled(void *p, uint64_t size)
 	pytm_site_alloc((uint64_t)p, size, w);
 }
 
-/* A block was allocated: sample it, and if so record it. */
-INLINE void pg_allocated(void *p, uint64_t size)
+/* A block was allocated in domain D: sample it, and if so record it. */
+INLINE void pg_allocated(int d, void *p, uint64_t size)
 {
-	if (p && pg_take(size))
+	if (p && pg_take(d, size))
 		pg_sampled(p, size);
 }
 
@@ -301,7 +319,7 @@ INLINE void *pg_malloc(int d, void *ctx, size_t size)
 	pg_enter(d, self);
 	p = f(ctx, size);
 	pg_leave(d);
-	pg_allocated(p, size);
+	pg_allocated(d, p, size);
 	return p;
 }
 
@@ -318,7 +336,7 @@ INLINE void *pg_calloc(int d, void *ctx, size_t nelem, size_t elsize)
 	p = f(ctx, nelem, elsize);
 	pg_leave(d);
 	if (!__builtin_mul_overflow(nelem, elsize, &size))
-		pg_allocated(p, size);
+		pg_allocated(d, p, size);
 	return p;
 }
 
@@ -345,7 +363,7 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 		return p;
 	}
 	/* The new block is a new segment, as tracemalloc makes it a new trace. */
-	pg_allocated(p, size);
+	pg_allocated(d, p, size);
 	return p;
 }
 

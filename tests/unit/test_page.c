@@ -106,6 +106,8 @@ static unsigned int set_used(void)
 	return n;
 }
 
+static int gil_plain = 1;
+
 static void setup(uint64_t rate, unsigned int bucket_bits, uint64_t seed)
 {
 	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
@@ -118,6 +120,8 @@ static void setup(uint64_t rate, unsigned int bucket_bits, uint64_t seed)
 	pytm_ctl.set_shift = 64 - bucket_bits;
 	pytm_ctl.prng = seed;
 	pytm_ctl.countdown = pg_draw(rate);
+	pytm_ctl.countdown_gil = pg_draw(rate);
+	pytm_ctl.gil_plain = gil_plain;
 	pytm_ctl.armed = 1;
 }
 
@@ -222,6 +226,11 @@ static void test_rates(void)
 	/* Nested: obj's 2 KiB blocks go through the raw trampoline, counted once. */
 	check_rate(2, 2048, 4096, 100000);
 	check_rate(2, 1 << 20, 65536, 2000);
+	/* obj/mem by compare-and-swap too (more than one interpreter) */
+	gil_plain = 0;
+	check_rate(2, 64, 65536, 400000);
+	check_rate(1, 2048, 4096, 100000);
+	gil_plain = 1;
 }
 
 static void test_calloc_realloc(void)

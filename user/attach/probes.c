@@ -399,6 +399,7 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		.site_pref = o->site_pref,
 		.sample_rate = o->sample_rate,
 		.set_slots = o->set_slots,
+		.gil_plain = o->gil_plain,
 	};
 	int d, k, err;
 

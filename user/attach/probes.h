@@ -39,6 +39,7 @@ struct probes_opts {
 	bool empty_sites;		/* injected: programs that do nothing (bench) */
 	uint64_t sample_rate;		/* injected: sample by bytes (0: exact) */
 	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
+	bool gil_plain;			/* sampled: one interpreter, one GIL */
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -213,6 +213,12 @@ static int fill_page(struct redirect *rd, const uint8_t page[PAGE_LEN])
 	return err;
 }
 
+/* Bytes to the first sample point: exponential with mean RATE, from 64 random bits. */
+static int64_t exp_draw(uint64_t bits, uint64_t rate)
+{
+	return (int64_t)(-log(((double)(bits >> 11) + 0.5) * 0x1p-53) * (double)rate);
+}
+
 /*
  * Sampled mode: configure the sampler while the sites are disarmed, and
  * empty its set of what a tracer before us left (only the buckets in use
@@ -225,7 +231,7 @@ static int setup_sampler(struct redirect *rd, pid_t pid)
 	uint64_t zeros[PYTM_SET_WAYS] = { 0 }, *slots = NULL;
 	uint8_t *counts = NULL, disarmed = 0;
 	unsigned int bits = 0;
-	uint64_t seed[2];
+	uint64_t seed[3];
 	size_t b;
 	int err;
 
@@ -259,14 +265,16 @@ static int setup_sampler(struct redirect *rd, pid_t pid)
 	ctl.mode = PYTM_PAGE_SAMPLED;
 	ctl.set_shift = 64 - bits;
 	ctl.rate = rd->sample_rate;
+	ctl.gil_plain = rd->gil_plain;
 	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
 		seed[0] = hash__mix64((uint64_t)(mono_now() * 1e9) ^ (uint64_t)getpid() << 32);
 		seed[1] = hash__mix64(seed[0]);
+		seed[2] = hash__mix64(seed[1]);
 	}
 	ctl.prng = seed[0];
-	/* The first point: an exponential draw, as after every sample. */
-	ctl.countdown = (int64_t)(-log(((double)(seed[1] >> 11) + 0.5) * 0x1p-53) *
-				  (double)rd->sample_rate);
+	/* The first points: exponential draws, as after every sample. */
+	ctl.countdown = exp_draw(seed[1], rd->sample_rate);
+	ctl.countdown_gil = exp_draw(seed[2], rd->sample_rate);
 	/* Everything but `armed` (redirect__swap sets it). */
 	err = inject__write_data(&rd->page, PYTM_DATA_CTL + 1, (const uint8_t *)&ctl + 1,
 				 sizeof(ctl) - 1);
@@ -315,6 +323,7 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 	memcpy(rd->tables, tables, sizeof(rd->tables));
 	rd->sample_rate = o->sample_rate;
 	rd->set_slots = o->set_slots;
+	rd->gil_plain = o->gil_plain;
 	/* What each slot called before any of us (through any page of ours). */
 	memcpy(orig, funcs, sizeof(orig));
 	if (redirect__originals(t, orig)) {
@@ -382,6 +391,11 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			rd->swapped[d][k] = funcs[d][k + 1] == rd->page.addr + entry_off(rd, d, k);
 	vlog("process %d: probe sites: %s: %s", t->pid,
 	     redirect__site_name(rd->site_kind), rd->site_why);
+	if (rd->sample_rate)
+		vlog("process %d: sampler: 1 per %llu bytes, %u slots; obj/mem countdown %s",
+		     t->pid, (unsigned long long)rd->sample_rate, rd->set_slots,
+		     rd->gil_plain ? "plain (one interpreter, one GIL)"
+				   : "compare-and-swap (more than one interpreter)");
 	err = 0;
 out:
 	free(page);

@@ -40,6 +40,7 @@ struct redirect_opts {
 	bool nop5_fork_safe;		/* see sites__check */
 	uint64_t sample_rate;		/* mean bytes between samples; 0: exact */
 	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
+	bool gil_plain;			/* sampled: obj/mem calls share one GIL */
 };
 
 /* Sampled mode's two probe sites (page/sites.S). */
@@ -62,6 +63,7 @@ struct redirect {
 	const char *site_why;		/* why that kind, for -v */
 	uint64_t sample_rate;		/* 0: exact mode */
 	unsigned int set_slots;
+	bool gil_plain;
 	uint64_t sample_site[2];	/* enum redirect_sample_site */
 };
 

@@ -212,6 +212,22 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 	return 0;
 }
 
+/*
+ * One interpreter in the process, so one GIL for every obj/mem call (3.12+
+ * may give subinterpreters their own). False when unsure.
+ */
+static bool one_interpreter(const struct tracee *tr)
+{
+	uint64_t head = 0, next = 1;
+
+	if (target__read(&tr->t, tr->t.runtime + tr->off.runtime_interpreters_head,
+			 &head, sizeof(head)) || !head)
+		return false;
+	if (target__read(&tr->t, head + tr->off.interp_next, &next, sizeof(next)))
+		return false;
+	return next == 0;
+}
+
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
 {
 	int err;
@@ -219,6 +235,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
+		.gil_plain = o->sample_rate && one_interpreter(tr),
 	});
 	tr->attached = !err;
 	return err;
