@@ -226,7 +226,9 @@ static int64_t exp_draw(uint64_t bits, uint64_t rate)
  */
 static int setup_sampler(struct redirect *rd, pid_t pid)
 {
-	const size_t nb = rd->set_slots / PYTM_SET_WAYS;
+	const size_t nb = rd->set_slots < 2 * PYTM_SET_WAYS ? 2 :
+			  rd->set_slots > PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS ?
+			  PYTM_SET_MAX_BUCKETS : rd->set_slots / PYTM_SET_WAYS;
 	struct pytm_page_ctl ctl;
 	uint64_t zeros[PYTM_SET_WAYS] = { 0 }, *slots = NULL;
 	uint8_t *counts = NULL, disarmed = 0;

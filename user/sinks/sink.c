@@ -126,6 +126,7 @@ void sink__summary(FILE *out, enum report_format format,
 		   const struct sink_summary_row *rows, int n)
 {
 	char cur[32], peak[32];
+	uint64_t sampled = 0;
 	struct json j;
 	int i;
 
@@ -141,6 +142,11 @@ void sink__summary(FILE *out, enum report_format format,
 			json__int(&j, rows[i].current);
 			json__name(&j, "peak");
 			json__int(&j, rows[i].peak);
+			json__name(&j, "sample_rate");
+			if (rows[i].tr->sample_rate)
+				json__uint(&j, rows[i].tr->sample_rate);
+			else
+				json__null(&j);
 			json__end_object(&j);
 		}
 		json__end_array(&j);
@@ -159,6 +165,13 @@ void sink__summary(FILE *out, enum report_format format,
 		fprintf(out, "%8d %8d %-12s %-8s %10s %10s  %s\n", tr->pid, tr->nspid,
 			tr->container[0] ? tr->container : "-", tr->version, cur, peak,
 			tr->cmdline);
+		if (tr->sample_rate)
+			sampled = tr->sample_rate;
+	}
+	if (sampled) {
+		report__format_size(cur, sizeof(cur), (double)sampled, false);
+		fprintf(out, "(sampled processes: estimates, 1 sample per %s allocated on average)\n",
+			cur);
 	}
 	fflush(out);
 }
