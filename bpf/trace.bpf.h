@@ -83,6 +83,22 @@ static __always_inline struct task_ctx *proc_task_ctx(struct pytm_proc *p)
 	return t;
 }
 
+/*
+ * The start of an event that records a block: its process (the event
+ * counted) and this thread's context; NULL if the process is not traced
+ * or the thread has no context (counted as lost).
+ */
+static __always_inline struct pytm_proc *event_proc(__u32 *pid, struct task_ctx **t)
+{
+	struct pytm_proc *p = this_proc(pid);
+
+	if (!p)
+		return NULL;
+	p->nevents++;
+	*t = proc_task_ctx(p);
+	return *t ? p : NULL;
+}
+
 /* An event that carries all it needs: a block of SIZE (standing for WEIGHT) at PTR. */
 static __always_inline int record_block(__u32 domain, __u64 ptr, __u64 size, __u64 weight)
 {
@@ -91,12 +107,8 @@ static __always_inline int record_block(__u32 domain, __u64 ptr, __u64 size, __u
 	struct task_ctx *t;
 	__u32 pid;
 
-	p = this_proc(&pid);
+	p = event_proc(&pid, &t);
 	if (!p)
-		return 0;
-	p->nevents++;
-	t = proc_task_ctx(p);
-	if (!t)
 		return 0;
 	key.pid = pid;
 	key.domain = domain;
@@ -280,12 +292,8 @@ static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 
 	bool nested = false;
 	__u32 pid;
 
-	p = this_proc(&pid);
+	p = event_proc(&pid, &t);
 	if (!p)
-		return 0;
-	p->nevents++;
-	t = proc_task_ctx(p);
-	if (!t)
 		return 0;
 	/*
 	 * With a hook layer below us (debug hooks, tracemalloc), an inner call

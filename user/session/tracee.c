@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,6 +422,16 @@ static const char *const lost_keys[PYTM_LOST_MAX] = {
 	[PYTM_LOST_TASK_STORAGE] = "no_task_storage",
 };
 
+/* The sampler's lost counts in JSON documents (see the man page). */
+static const struct {
+	const char *key;
+	size_t off;
+} sampler_lost[] = {
+	{ "sample_set_full", offsetof(struct pytm_page_ctl, lost_full) },
+	{ "sample_set_full_bytes", offsetof(struct pytm_page_ctl, lost_bytes) },
+	{ "sample_realloc_failed", offsetof(struct pytm_page_ctl, realloc_failed) },
+};
+
 void tracee__json_identity(const struct tracee *tr, struct json *j)
 {
 	json__name(j, "pid");
@@ -491,12 +502,10 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	}
 	json__name(j, "code_objects_unreadable");
 	json__uint(j, nfailed);
-	json__name(j, "sample_set_full");
-	json__uint(j, c.lost_full);
-	json__name(j, "sample_set_full_bytes");
-	json__uint(j, c.lost_bytes);
-	json__name(j, "sample_realloc_failed");
-	json__uint(j, c.realloc_failed);
+	for (i = 0; i < (int)(sizeof(sampler_lost) / sizeof(sampler_lost[0])); i++) {
+		json__name(j, sampler_lost[i].key);
+		json__uint(j, *(const uint64_t *)((const char *)&c + sampler_lost[i].off));
+	}
 	json__end_object(j);
 }
 
