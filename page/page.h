@@ -35,11 +35,6 @@
 #define PYTM_DATA_SLOTS		(PYTM_DATA_COUNTS + PYTM_SET_MAX_BUCKETS)
 #define PYTM_DATA_LEN		(PYTM_DATA_SLOTS + PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8)
 
-enum pytm_page_mode {
-	PYTM_PAGE_EXACT = 0,		/* every event passes a site */
-	PYTM_PAGE_SAMPLED = 1,		/* only sampled blocks do */
-};
-
 /*
  * The sampler's control block: configuration written by the tracer while
  * `armed` is 0, state and counters updated by the target's threads with
@@ -48,7 +43,7 @@ enum pytm_page_mode {
 struct pytm_page_ctl {
 	/* line 0: configuration */
 	uint8_t armed;			/* a tracer is attached: pass the sites */
-	uint8_t mode;			/* enum pytm_page_mode */
+	uint8_t pad_mode;		/* unused */
 	uint8_t set_shift;		/* 64 - log2(buckets in use) */
 	uint8_t gil_plain;		/* obj/mem calls are serialized by one GIL:
 					 * their countdown needs no locked op */

@@ -115,7 +115,6 @@ static void setup(uint64_t rate, unsigned int bucket_bits, uint64_t seed)
 	memset(pytm_slots, 0, sizeof(pytm_slots));
 	memset(live, 0, LIVE_MAX * sizeof(*live));
 	n_alloc_sites = n_free_sites = weight_sum = bad_free = 0;
-	pytm_ctl.mode = PYTM_PAGE_SAMPLED;
 	pytm_ctl.rate = rate;
 	pytm_ctl.set_shift = 64 - bucket_bits;
 	pytm_ctl.prng = seed;

@@ -264,7 +264,6 @@ static int setup_sampler(struct redirect *rd, pid_t pid)
 	if (err)
 		goto cleanup;
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.mode = PYTM_PAGE_SAMPLED;
 	ctl.set_shift = 64 - bits;
 	ctl.rate = rd->sample_rate;
 	ctl.gil_plain = rd->gil_plain;

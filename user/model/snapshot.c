@@ -127,18 +127,7 @@ struct snapshot {
 	struct pytm_trace *traces;
 	size_t ntraces, cap;
 	const char *unknown;		/* "<unknown>" */
-	uint64_t sample_rate;		/* 0: exact */
 };
-
-void snapshot__set_sample_rate(struct snapshot *s, uint64_t rate)
-{
-	s->sample_rate = rate;
-}
-
-uint64_t snapshot__sample_rate(const struct snapshot *s)
-{
-	return s ? s->sample_rate : 0;
-}
 
 struct snapshot *snapshot__new(int traceback_limit)
 {

@@ -55,9 +55,6 @@ int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
  */
 int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t size,
 			   uint64_t count, const struct pytm_traceback *tb);
-/* Sampled mode's mean bytes between samples (0: exact), for reports. */
-void snapshot__set_sample_rate(struct snapshot *s, uint64_t rate);
-uint64_t snapshot__sample_rate(const struct snapshot *s);
 int snapshot__traceback_limit(const struct snapshot *s);
 size_t snapshot__count(const struct snapshot *s);
 const struct pytm_trace *snapshot__traces(const struct snapshot *s);

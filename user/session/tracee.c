@@ -258,12 +258,8 @@ bool tracee__gone(struct tracee *tr)
 
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
 {
-	struct snapshot *s = collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
-					       tr->pid, frames, tr->r);
-
-	if (s)
-		snapshot__set_sample_rate(s, tr->sample_rate);
-	return s;
+	return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
+				 tr->pid, frames, tr->r);
 }
 
 /* The sampler's counters (zero when not sampling or unreadable). */
