@@ -369,18 +369,15 @@ static void test_threads(void)
 
 int main(void)
 {
-	pytm_orig[0] = raw_malloc;
-	pytm_orig[1] = raw_calloc;
-	pytm_orig[2] = raw_realloc;
-	pytm_orig[3] = raw_free;
-	pytm_orig[4] = raw_malloc;
-	pytm_orig[5] = raw_calloc;
-	pytm_orig[6] = raw_realloc;
-	pytm_orig[7] = raw_free;
-	pytm_orig[8] = obj_malloc;
-	pytm_orig[9] = obj_calloc;
-	pytm_orig[10] = obj_realloc;
-	pytm_orig[11] = obj_free;
+	/* raw and mem: libc; obj: pymalloc-like */
+	void *const domain[2][4] = {
+		{ raw_malloc, raw_calloc, raw_realloc, raw_free },
+		{ obj_malloc, obj_calloc, obj_realloc, obj_free },
+	};
+	int i;
+
+	for (i = 0; i < 12; i++)
+		pytm_orig[i] = domain[i / 8][i % 4];
 	live = calloc(LIVE_MAX, sizeof(*live));
 	test_numbers();
 	test_draws();

@@ -13,23 +13,15 @@ dict, float) except for one container per thread, so that which thread
 reuses whose freed memory cannot move bytes between tracebacks from one run
 to the next. Protocol: see wlproto.py."""
 
-import ctypes
 import threading
 
 import wlproto
+from rawmem import RAW_FREE, RAW_MALLOC
 
 NTHREADS = 5
 RESULTS = [None] * (NTHREADS + 1)
 BARRIER = threading.Barrier(NTHREADS + 1)
 
-_libpython = ctypes.CDLL(None)
-RAW_MALLOC = _libpython.PyMem_RawMalloc
-RAW_MALLOC.restype = ctypes.c_void_p
-RAW_MALLOC.argtypes = [ctypes.c_size_t]
-RAW_FREE = _libpython.PyMem_RawFree
-RAW_FREE.restype = None
-RAW_FREE.argtypes = [ctypes.c_void_p]
-RAW_FREE(RAW_MALLOC(16))        # warm up ctypes before anything is traced
 
 
 # ---- thread 0: bytes and bytearrays ------------------------------------

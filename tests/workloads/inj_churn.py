@@ -33,21 +33,11 @@ import tracemalloc
 
 import gt_single
 import wlproto
+from rawmem import RAW_FREE, RAW_MALLOC, RAW_REALLOC
 
 NWORKERS = 3
 PERIOD = 16
 
-_lib = ctypes.CDLL(None)
-RAW_MALLOC = _lib.PyMem_RawMalloc
-RAW_MALLOC.restype = ctypes.c_void_p
-RAW_MALLOC.argtypes = [ctypes.c_size_t]
-RAW_REALLOC = _lib.PyMem_RawRealloc
-RAW_REALLOC.restype = ctypes.c_void_p
-RAW_REALLOC.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-RAW_FREE = _lib.PyMem_RawFree
-RAW_FREE.restype = None
-RAW_FREE.argtypes = [ctypes.c_void_p]
-RAW_FREE(RAW_MALLOC(16))           # ctypes warmed up before anything runs
 
 
 def build(seed):

@@ -19,7 +19,6 @@ Objects avoid free-listed types where it matters.
     size of the estimator's jumps where it is far from normal.
 """
 
-import ctypes
 import gc
 import json
 import math
@@ -28,22 +27,14 @@ import sys
 import threading
 import tracemalloc
 
+from rawmem import RAW_FREE, RAW_MALLOC
+
 SCALE = float(os.environ.get("SCALE", "1"))
 LIVE = {}
 
 
 def n(count):
     return max(1, int(count * SCALE))
-
-
-_libpython = ctypes.CDLL(None)
-RAW_MALLOC = _libpython.PyMem_RawMalloc
-RAW_MALLOC.restype = ctypes.c_void_p
-RAW_MALLOC.argtypes = [ctypes.c_size_t]
-RAW_FREE = _libpython.PyMem_RawFree
-RAW_FREE.restype = None
-RAW_FREE.argtypes = [ctypes.c_void_p]
-RAW_FREE(RAW_MALLOC(16))        # warm up ctypes before anything is traced
 
 
 def raw_in_thread(out):
