@@ -392,7 +392,7 @@ struct tb_spec {
 static const struct pytm_traceback *mk_tb(struct snapshot *s,
 					  const struct tb_spec *t)
 {
-	struct pytm_frame_info fr[8];
+	struct pytm_frame_info fr[8] = {};
 	unsigned int n = 0;
 	char name[256];
 
@@ -536,7 +536,7 @@ static struct snapshot *build_random(unsigned int *seed, size_t ntraces)
 	};
 	struct snapshot *s = snapshot__new(5);
 	const struct pytm_traceback *tb[40];
-	struct pytm_frame_info fr[5];
+	struct pytm_frame_info fr[5] = {};
 	size_t i, k, n;
 
 	if (!s)
@@ -1029,7 +1029,7 @@ static void test_cli(void)
 static void test_escape(void)
 {
 	struct snapshot *s = snapshot__new(1);
-	struct pytm_frame_info fr = { NULL, 1 };
+	struct pytm_frame_info fr = { .lineno = 1 };
 	struct report_opts o = { .top = 10, .escape = true };
 	char *buf = NULL;
 	size_t len, i;

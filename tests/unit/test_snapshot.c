@@ -177,7 +177,7 @@ static struct snapshot *build_big(size_t ntraces)
 {
 	struct snapshot *s = snapshot__new(100);
 	const struct pytm_traceback *tbs[6];
-	struct pytm_frame_info fr[120];
+	struct pytm_frame_info fr[120] = {};
 	const char *in[10];
 	char longname[301];
 	size_t i;
@@ -218,7 +218,7 @@ static void test_api(void)
 	struct snapshot *s = snapshot__new(7), *o = snapshot__new(1);
 	const char *a, *a2, *b, *unk;
 	const struct pytm_traceback *t1, *t2, *t3, *t0, *foreign;
-	struct pytm_frame_info fr[2], stray;
+	struct pytm_frame_info fr[2] = {}, stray = {};
 	char copy[] = "a.py";
 
 	CHECK(s && o, "snapshot__new");

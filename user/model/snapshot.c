@@ -225,6 +225,8 @@ static uint64_t tb_hash(const struct snapshot *s,
 	for (i = 0; i < nframe; i++) {
 		h = hash__mix64(h ^ (uint64_t)(uintptr_t)frames[i].filename);
 		h = hash__mix64(h ^ frames[i].lineno) + i;
+		h = hash__mix64(h ^ (uint64_t)(uintptr_t)frames[i].name ^
+				(uint64_t)frames[i].firstlineno << 32);
 	}
 	return h;
 }
@@ -236,7 +238,8 @@ static bool frames_equal(const struct pytm_frame_info *a,
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
-		if (a[i].filename != b[i].filename || a[i].lineno != b[i].lineno)
+		if (a[i].filename != b[i].filename || a[i].lineno != b[i].lineno ||
+		    a[i].name != b[i].name || a[i].firstlineno != b[i].firstlineno)
 			return false;
 	}
 	return true;
@@ -257,8 +260,7 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 	}
 	if (!nframe) {
 		/* tracemalloc's traceback for "no Python frame" */
-		unknown.filename = s->unknown;
-		unknown.lineno = 0;
+		unknown = (struct pytm_frame_info){ .filename = s->unknown };
 		frames = &unknown;
 		nframe = 1;
 		if (!total_nframe)
@@ -277,7 +279,8 @@ const struct pytm_traceback *snapshot__traceback(struct snapshot *s,
 	}
 	/* New traceback: hold the caller to the contract once, here. */
 	for (i = 0; i < nframe; i++) {
-		if (!frames[i].filename || !is_interned(s, frames[i].filename)) {
+		if (!frames[i].filename || !is_interned(s, frames[i].filename) ||
+		    (frames[i].name && !is_interned(s, frames[i].name))) {
 			errno = EINVAL;
 			return NULL;
 		}
@@ -1378,8 +1381,7 @@ static const struct pytm_traceback *to_traceback(struct reader *r,
 			fail(r, "frame is not a (filename, lineno) tuple");
 			goto cleanup;
 		}
-		frames[i].filename = fn->s;
-		frames[i].lineno = ln->u;
+		frames[i] = (struct pytm_frame_info){ .filename = fn->s, .lineno = ln->u };
 	}
 	tb = snapshot__traceback(r->snap, frames, t->n, *total);
 	if (!tb) {

@@ -14,6 +14,14 @@
 struct pytm_frame_info {
 	const char *filename;		/* interned in the snapshot */
 	unsigned int lineno;
+	/*
+	 * Not in tracemalloc's model (reports, filters and pickles ignore
+	 * them), for profiles that name functions (pprof): the code object's
+	 * qualified name (3.11+, else its name) and first line. NULL and 0
+	 * when unknown (frames loaded from a pickle).
+	 */
+	unsigned int firstlineno;
+	const char *name;		/* interned in the snapshot, or NULL */
 };
 
 struct pytm_traceback {

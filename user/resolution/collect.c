@@ -71,8 +71,7 @@ static const struct pytm_traceback *traceback_of(struct tb_cache *c, int stacks_
 	}
 	if (!id || bpf_map_lookup_elem(stacks_fd, &id, st)) {
 		/* tracemalloc's empty traceback: one unknown frame. */
-		fi[0].filename = snapshot__intern(s, "<unknown>");
-		fi[0].lineno = 0;
+		fi[0] = (struct pytm_frame_info){ .filename = snapshot__intern(s, "<unknown>") };
 		return snapshot__traceback(s, fi, 1, 1);
 	}
 	n = st->nframe > (unsigned int)frames ? (unsigned int)frames : st->nframe;

@@ -12,6 +12,7 @@
 
 struct code {
 	char *filename;			/* sanitized UTF-8; NULL: unread */
+	char *name;			/* co_qualname (3.11+) or co_name; may be NULL */
 	int firstlineno;
 	uint8_t *table;
 	size_t table_len;
@@ -47,6 +48,7 @@ void resolver__free(struct resolver *r)
 		return;
 	for (i = 0; i < r->ncodes; i++) {
 		free(r->codes[i].filename);
+		free(r->codes[i].name);
 		free(r->codes[i].table);
 	}
 	free(r->codes);
@@ -159,6 +161,11 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 	c.filename = read_str(r, fname);
 	if (!c.filename)
 		goto fail;
+	/* Only profiles that name functions use it: unreadable is not fatal. */
+	if (o->code_qualname != PYTM_OFF_NONE)
+		c.name = read_str(r, rd_ptr(r, addr + o->code_qualname));
+	if (!c.name && o->code_name != PYTM_OFF_NONE)
+		c.name = read_str(r, rd_ptr(r, addr + o->code_name));
 	table = rd_ptr(r, addr + o->code_linetable);
 	if (table && target__read(r->t, table + o->varobject_size, &tlen, sizeof(tlen)) == 0 &&
 	    tlen > 0 && tlen <= MAX_LINETABLE) {
@@ -167,6 +174,7 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 			c.table_len = tlen;
 	}
 	free(r->codes[id].filename);
+	free(r->codes[id].name);
 	free(r->codes[id].table);
 	r->codes[id] = c;
 	r->nread++;
@@ -187,8 +195,7 @@ void resolver__frame(struct resolver *r, uint64_t frame, struct snapshot *s,
 	int addrq, line;
 
 	if (id >= r->ncodes || !r->codes[id].filename) {
-		out->filename = snapshot__intern(s, "<unknown>");
-		out->lineno = 0;
+		*out = (struct pytm_frame_info){ .filename = snapshot__intern(s, "<unknown>") };
 		return;
 	}
 	c = &r->codes[id];
@@ -198,6 +205,8 @@ void resolver__frame(struct resolver *r, uint64_t frame, struct snapshot *s,
 				    c->firstlineno, addrq);
 	out->filename = snapshot__intern(s, c->filename);
 	out->lineno = line < 0 ? 0 : line;
+	out->name = c->name ? snapshot__intern(s, c->name) : NULL;
+	out->firstlineno = c->firstlineno < 0 ? 0 : c->firstlineno;
 }
 
 void resolver__stats(const struct resolver *r, uint64_t *nread, uint64_t *nfailed)
