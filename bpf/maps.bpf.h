@@ -50,6 +50,15 @@ struct {
 	__type(value, struct pytm_stack);
 } stacks SEC(".maps");
 
+/* Sampled mode: allocations since attach per traceback (sized like stacks). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct pytm_alloc_key);
+	__type(value, struct pytm_alloc);
+} allocs SEC(".maps");
+
 /* What the walk needs of a code object, read once when first seen. */
 struct code_info {
 	__u32 id;

@@ -99,6 +99,7 @@ enum pytm_lost {
 	PYTM_LOST_STASH,		/* nested calls deeper than the stash */
 	PYTM_LOST_NO_TSTATE,		/* no thread state found (frames unknown) */
 	PYTM_LOST_TASK_STORAGE,		/* no per-thread storage: event dropped */
+	PYTM_LOST_ALLOCS_FULL,		/* sampled: allocation-totals map full */
 	PYTM_LOST_MAX,
 };
 
@@ -145,6 +146,23 @@ struct pytm_stack {
 	__u32 nframe;			/* frames[] used, most recent first */
 	__u32 total_nframe;		/* frames in the thread's stack */
 	__u64 frames[PYTM_MAX_FRAMES];
+};
+
+/*
+ * Sampled mode: what was allocated since attach, per (process, domain,
+ * traceback), freed or not (pprof's alloc_objects / alloc_space).
+ */
+struct pytm_alloc_key {
+	__u32 pid;
+	__u32 domain;
+	__u64 stack_id;
+};
+
+#define PYTM_ALLOC_OBJ_SHIFT	16	/* objects in fixed point */
+
+struct pytm_alloc {
+	__u64 bytes;			/* estimated: sum of weights */
+	__u64 objects;			/* estimated, << PYTM_ALLOC_OBJ_SHIFT */
 };
 
 struct pytm_code_key {

@@ -26,6 +26,28 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 		account(p, -size);
 }
 
+/* Sampled: one more allocation of SIZE standing for WEIGHT bytes under KEY. */
+static __always_inline void count_alloc(struct pytm_proc *p, struct pytm_alloc_key *key,
+					__u64 size, __u64 weight)
+{
+	static const struct pytm_alloc zero;
+	struct pytm_alloc *a;
+
+	a = bpf_map_lookup_elem(&allocs, key);
+	if (!a) {
+		bpf_map_update_elem(&allocs, key, &zero, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&allocs, key);
+		if (!a) {
+			count_lost(p, PYTM_LOST_ALLOCS_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&a->bytes, weight);
+	/* weight / size blocks: 1 / P(sampled), in fixed point. */
+	__sync_fetch_and_add(&a->objects, size ? (weight << PYTM_ALLOC_OBJ_SHIFT) / size :
+					  1ULL << PYTM_ALLOC_OBJ_SHIFT);
+}
+
 /* A new live block of SIZE bytes that stands for WEIGHT bytes. */
 static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		      struct pytm_block_key *key, __u64 size, __u64 weight)
@@ -38,6 +60,13 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	nb.size = size;
 	nb.weight = weight;
 	nb.stack_id = walk_stack(p, t, key->pid);
+	if (p->sampled) {
+		struct pytm_alloc_key ak = {
+			.pid = key->pid, .domain = key->domain, .stack_id = nb.stack_id,
+		};
+
+		count_alloc(p, &ak, size, weight);
+	}
 
 	map = bpf_map_lookup_elem(&blocks, &key->pid);
 	if (!map)

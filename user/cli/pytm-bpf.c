@@ -24,6 +24,8 @@
 #include "pytm.h"
 #include "pytm.skel.h"
 #include "control.h"
+#include "http.h"
+#include "output.h"
 #include "page.h"
 #include "report.h"
 #include "session.h"
@@ -48,8 +50,11 @@ static struct env {
 	bool compare;			/* --compare: reports as differences */
 	const char *compare_file;	/* --compare=FILE: from this snapshot */
 	bool reset_peak;		/* --reset-peak after each interval */
-	const char *output;		/* -o: snapshot file */
+	struct output out;		/* -o, --output-format, --keep */
 	int pickle;			/* --pickle-version: 38 or 39; 0 = the target's */
+	const char *serve;		/* --serve [ADDR:]PORT */
+	struct http_opts http;
+	int metrics_top;		/* --metrics-top */
 	long max_blocks;		/* --max-blocks: live-block map entries */
 	long max_stacks;		/* --max-stacks: distinct tracebacks */
 	bool verbose;			/* -v */
@@ -69,6 +74,8 @@ static struct env {
 	.max_stacks = 1 << 16,
 	.sample = -1,
 	.set_slots = 1 << 16,
+	.metrics_top = 10,
+	.http = { .max_conns = 256, .timeout = 10 },
 };
 
 /* --all samples unless told otherwise: what a fleet can leave on. */
@@ -94,6 +101,11 @@ static const char doc[] =
 "                                     # per 512 KiB allocated, estimates\n"
 "    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
 "                                     # (sampled at 512k unless --sample 0)\n"
+"    pytm-bpf --all --serve :9464     # Prometheus /metrics and pprof\n"
+"                                     # /debug/pprof/heap for the whole host\n"
+"    pytm-bpf -p 1234 -o heap.pb.gz   # a pprof heap profile: go tool pprof\n"
+"    pytm-bpf --all --interval 60 -o /var/lib/pytm/ --keep 24\n"
+"                                     # a profile per process every minute\n"
 "    pytm-bpf report heap.pytm --key traceback\n"
 "                                     # report on a saved snapshot\n"
 "\n"
@@ -118,6 +130,10 @@ enum {
 	OPT_PROBE_SITE,
 	OPT_SAMPLE,
 	OPT_SAMPLE_SET,
+	OPT_SERVE,
+	OPT_METRICS_TOP,
+	OPT_OUTPUT_FORMAT,
+	OPT_KEEP,
 };
 
 static const struct argp_option opts[] = {
@@ -133,7 +149,18 @@ static const struct argp_option opts[] = {
 	  "(--compare=FILE)", 0 },
 	{ "reset-peak", OPT_RESET_PEAK, NULL, 0,
 	  "Reset the peak after each --interval report (tracemalloc.reset_peak())", 0 },
-	{ "output", 'o', "FILE", 0, "Write a tracemalloc snapshot (pickle) at the end", 0 },
+	{ "output", 'o', "FILE", 0,
+	  "Write a snapshot at the end: a tracemalloc pickle, or a pprof heap profile if "
+	  "FILE ends in .pb.gz or .pprof. DIR/: one pprof file per process and report, "
+	  "named heap-PID-TIME", 0 },
+	{ "output-format", OPT_OUTPUT_FORMAT, "FORMAT", 0,
+	  "Format of -o whatever its name: pickle or pprof", 0 },
+	{ "keep", OPT_KEEP, "N", 0, "-o DIR/: keep the N newest files per process (default all)", 0 },
+	{ "serve", OPT_SERVE, "[ADDR:]PORT", 0,
+	  "Serve HTTP: /metrics (Prometheus), /debug/pprof/heap (pprof), /snapshot?pid=N "
+	  "(default address 127.0.0.1; port 0 picks one)", 0 },
+	{ "metrics-top", OPT_METRICS_TOP, "K", 0,
+	  "Lines per process in /metrics, the rest summed in one series (default 10; 0 none)", 0 },
 	{ "pickle-version", OPT_PICKLE, "X.Y", 0,
 	  "Snapshot layout for this Python's tracemalloc (default: the target's)", 0 },
 	{ "max-blocks", OPT_MAX_BLOCKS, "N", 0,
@@ -256,7 +283,28 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		env.reset_peak = true;
 		break;
 	case 'o':
-		env.output = arg;
+		env.out.path = arg;
+		break;
+	case OPT_OUTPUT_FORMAT:
+		v = output__parse_format(arg);
+		if (v < 0)
+			argp_error(state, "invalid --output-format: %s (pickle or pprof)", arg);
+		env.out.format = v;
+		break;
+	case OPT_KEEP:
+		if (parse_num(arg, 1, 1000000, &v))
+			argp_error(state, "invalid --keep: %s (a number of files, 1 or more)", arg);
+		env.out.keep = v;
+		break;
+	case OPT_SERVE:
+		if (http__parse_addr(arg, &env.http))
+			argp_error(state, "invalid --serve: %s ([ADDR:]PORT, e.g. 127.0.0.1:9464)", arg);
+		env.serve = arg;
+		break;
+	case OPT_METRICS_TOP:
+		if (parse_num(arg, 0, 1000, &v))
+			argp_error(state, "invalid --metrics-top: %s (0 to 1000)", arg);
+		env.metrics_top = v;
 		break;
 	case OPT_PICKLE:
 		if (!strcmp(arg, "3.8"))
@@ -324,8 +372,14 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "-p and --all exclude each other");
 		if (env.control && (env.all || env.npids > 1))
 			argp_error(state, "--control takes exactly one -p");
-		if (env.output && (env.all || env.npids > 1))
-			argp_error(state, "-o takes exactly one -p");
+		if (env.out.path && output__init(&env.out))
+			argp_error(state, "invalid -o: %s", env.out.path);
+		if (env.out.path && !env.out.dir && (env.all || env.npids > 1))
+			argp_error(state, "-o FILE takes exactly one -p (-o DIR/ takes any)");
+		if (env.out.keep && !env.out.dir)
+			argp_error(state, "--keep goes with -o DIR/");
+		if (env.serve && env.control)
+			argp_error(state, "--serve and --control exclude each other");
 		if (env.sample < 0)
 			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
 		if (env.sample && env.no_inject)
@@ -357,6 +411,8 @@ static void sig_handler(int sig)
 static struct state {
 	struct session *s;
 	struct snapshot *compare_base;	/* --compare=FILE */
+	struct http *http;		/* --serve */
+	struct control ctl;		/* --control */
 } st;
 
 /* Sleep until the next round, or until a --control command arrives. */
@@ -401,10 +457,10 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 			warn("cannot print the report of process %d: %s", tr->pid,
 			     strerror(-err));
 	}
-	if (final && env.output) {
-		err = snapshot__write(s, env.output, env.pickle ?: tr->pickle);
-		if (err)
-			warn("cannot write %s: %s", env.output, strerror(-err));
+	if (env.out.path) {
+		int werr = output__write(&env.out, st.s, tr, s, final);
+
+		err = err ?: werr;
 	}
 	/* --compare alone: the first report is what later ones compare to. */
 	if (env.compare && !env.compare_file && !tr->baseline) {
@@ -491,6 +547,54 @@ static void say_tracing(bool single)
 		env.frames > 1 ? "s" : "");
 }
 
+/*
+ * One round of the main loop: exits, new processes, --duration, --control,
+ * --interval. True when the run is over. Called with the session's front
+ * lock held.
+ */
+static bool round_(bool single, double start, double *next_report)
+{
+	struct tracee *tr;
+	bool stop = false;
+	int i;
+
+	for (i = 0; i < st.s->ntracees; i++) {
+		tr = &st.s->tracees[i];
+		if (!tr->registered || !tracee__gone(tr))
+			continue;
+		if (single) {
+			warn("process %d exited; reporting what it had allocated", tr->pid);
+			return true;
+		}
+		finish_tracee(tr);
+	}
+	if (env.all)
+		session__poll_pending(st.s);
+	if (!single && !env.all && env.npids) {
+		/* -p several times: done when all are gone. */
+		for (i = 0; i < st.s->ntracees && !st.s->tracees[i].registered; i++)
+			;
+		if (i == st.s->ntracees)
+			return true;
+	}
+	if (env.duration && mono_now() - start >= env.duration)
+		return true;
+	if (env.control)
+		control__poll(&st.ctl, &stop);
+	if (env.interval && mono_now() >= *next_report) {
+		if (!env.control)
+			sink__round(stdout, env.cli.format);
+		for (i = 0; i < st.s->ntracees; i++) {
+			if (st.s->tracees[i].registered)
+				report_tracee(&st.s->tracees[i], false, !single, false);
+			if (!env.control)
+				sink__gap(stdout, env.cli.format);
+		}
+		*next_report += env.interval;
+	}
+	return stop;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct argp_child children[] = {
@@ -501,11 +605,9 @@ int main(int argc, char **argv)
 		.options = opts, .parser = parse_arg, .doc = doc, .children = children,
 	};
 	struct sigaction sa = { .sa_handler = sig_handler };
-	struct control ctl = {};
 	struct session_opts so;
 	double start, next_report = 0;
 	bool stop = false, single;
-	struct tracee *tr;
 	int i, err;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
@@ -517,6 +619,8 @@ int main(int argc, char **argv)
 	if (err)
 		return 2;
 	pytm_verbose = env.verbose;
+	env.out.frames = env.frames;
+	env.out.pickle = env.pickle;
 	libbpf_set_print(libbpf_print_fn);
 	single = !env.all && env.npids == 1;
 	if (env.npids > env.max_procs)
@@ -572,52 +676,32 @@ int main(int argc, char **argv)
 	if (err)
 		goto cleanup;
 	if (env.control)
-		ctl = (struct control){ .s = st.s, .tr = &st.s->tracees[0],
-					.frames = env.frames, .pickle = env.pickle };
+		st.ctl = (struct control){ .s = st.s, .tr = &st.s->tracees[0],
+					   .frames = env.frames, .pickle = env.pickle };
+
+	if (env.serve) {
+		env.http.metrics_top = env.metrics_top;
+		env.http.frames = env.frames;
+		env.http.pickle = env.pickle;
+		err = http__start(&st.http, st.s, &env.http);
+		if (err)
+			goto cleanup;
+		fprintf(stderr, "pytm-bpf: serving %s/metrics, /debug/pprof/heap, /snapshot?pid=N\n",
+			http__url(st.http));
+	}
 
 	start = mono_now();
 	if (env.interval)
 		next_report = start + env.interval;
 	while (!exiting && !stop) {
 		wait_a_moment();
-		err = 0;
-		for (i = 0; i < st.s->ntracees; i++) {
-			tr = &st.s->tracees[i];
-			if (!tr->registered || !tracee__gone(tr))
-				continue;
-			if (single) {
-				stop = true;
-				warn("process %d exited; reporting what it had allocated", tr->pid);
-				break;
-			}
-			finish_tracee(tr);
-		}
-		if (env.all)
-			session__poll_pending(st.s);
-		if (!single && !env.all && env.npids) {
-			/* -p several times: done when all are gone. */
-			for (i = 0; i < st.s->ntracees && !st.s->tracees[i].registered; i++)
-				;
-			if (i == st.s->ntracees)
-				break;
-		}
-		if (env.duration && mono_now() - start >= env.duration)
-			break;
-		if (env.control)
-			control__poll(&ctl, &stop);
-		if (env.interval && mono_now() >= next_report) {
-			if (!env.control)
-				sink__round(stdout, env.cli.format);
-			for (i = 0; i < st.s->ntracees; i++) {
-				if (st.s->tracees[i].registered)
-					report_tracee(&st.s->tracees[i], false, !single, false);
-				if (!env.control)
-					sink__gap(stdout, env.cli.format);
-			}
-			next_report += env.interval;
-		}
+		/* The HTTP server reads the tracees between rounds. */
+		pthread_mutex_lock(&st.s->front);
+		stop = round_(single, start, &next_report);
+		pthread_mutex_unlock(&st.s->front);
 	}
 	/* Report first (events still flow, code objects are still read)... */
+	pthread_mutex_lock(&st.s->front);
 	err = 0;
 	for (i = 0; i < st.s->ntracees; i++) {
 		if (!st.s->tracees[i].registered)
@@ -630,9 +714,11 @@ int main(int argc, char **argv)
 	if (!single && !env.control)
 		print_host_summary();
 	fflush(stdout);
+	pthread_mutex_unlock(&st.s->front);
 
 cleanup:
-	/* ...then stop reading events, and take the probes out. */
+	/* ...then stop serving and reading events, and take the probes out. */
+	http__stop(st.http);
 	session__close(st.s);
 	snapshot__free(st.compare_base);
 	report__cli_free(&env.cli);

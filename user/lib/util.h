@@ -62,6 +62,8 @@ int parse_size(const char *s, long long min, long long max, long long *out);
 
 /* Seconds on the monotonic clock. */
 double mono_now(void);
+/* Wall clock: seconds since the epoch. */
+double real_now(void);
 
 /*
  * FN(ITEMS[i]) for every i < N, each in a thread of its own (inline when a

@@ -714,12 +714,45 @@ static mode_t new_file_mode(void)
 	return 0666 & ~mask;
 }
 
+/* The pickle of S on F (not flushed). */
+static int write_stream(const struct snapshot *s, FILE *f, enum pytm_pickle_layout layout)
+{
+	struct writer w = { .f = f };
+	int err;
+
+	if (!s || !f || (layout != PYTM_PICKLE_38 && layout != PYTM_PICKLE_39))
+		return -EINVAL;
+	w.str_memo = calloc(s->strs.count + 1, sizeof(*w.str_memo));
+	w.tb_memo = calloc(s->tbs.count + 1, sizeof(*w.tb_memo));
+	if (!w.str_memo || !w.tb_memo || htab__init(&w.frames, 1024)) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	errno = 0;
+	w_snapshot(&w, s, layout);
+	err = w.err;
+cleanup:
+	free(w.str_memo);
+	free(w.tb_memo);
+	htab__free(&w.frames);
+	return err;
+}
+
+int snapshot__write_stream(const struct snapshot *s, FILE *f, enum pytm_pickle_layout layout)
+{
+	int err = write_stream(s, f, layout);
+
+	if (!err && fflush(f))
+		err = -errno;
+	return err;
+}
+
 int snapshot__write(const struct snapshot *s, const char *path,
 		    enum pytm_pickle_layout layout)
 {
-	struct writer w = {};
 	char *tmp = NULL;
 	bool made_tmp = false;
+	FILE *f = NULL;
 	int fd = -1, err;
 	size_t len;
 
@@ -728,12 +761,8 @@ int snapshot__write(const struct snapshot *s, const char *path,
 		return -EINVAL;
 	len = strlen(path);
 	tmp = malloc(len + sizeof(".XXXXXX"));
-	w.str_memo = calloc(s->strs.count + 1, sizeof(*w.str_memo));
-	w.tb_memo = calloc(s->tbs.count + 1, sizeof(*w.tb_memo));
-	if (!tmp || !w.str_memo || !w.tb_memo || htab__init(&w.frames, 1024)) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
+	if (!tmp)
+		return -ENOMEM;
 	/* Same directory, so that rename() is atomic. */
 	memcpy(tmp, path, len);
 	memcpy(tmp + len, ".XXXXXX", sizeof(".XXXXXX"));
@@ -747,23 +776,21 @@ int snapshot__write(const struct snapshot *s, const char *path,
 		err = -errno;
 		goto cleanup;
 	}
-	w.f = fdopen(fd, "wb");
-	if (!w.f) {
+	f = fdopen(fd, "wb");
+	if (!f) {
 		err = -errno;
 		goto cleanup;
 	}
-	fd = -1;	/* owned by w.f now */
-	errno = 0;
-	w_snapshot(&w, s, layout);
-	err = w.err;
+	fd = -1;	/* owned by f now */
+	err = write_stream(s, f, layout);
 	if (err)
 		goto cleanup;
-	if (fflush(w.f) || fsync(fileno(w.f))) {
+	if (fflush(f) || fsync(fileno(f))) {
 		err = -errno;
 		goto cleanup;
 	}
-	err = fclose(w.f) ? -errno : 0;
-	w.f = NULL;
+	err = fclose(f) ? -errno : 0;
+	f = NULL;
 	if (err)
 		goto cleanup;
 	if (rename(tmp, path)) {
@@ -773,16 +800,13 @@ int snapshot__write(const struct snapshot *s, const char *path,
 	made_tmp = false;
 
 cleanup:
-	if (w.f)
-		fclose(w.f);
+	if (f)
+		fclose(f);
 	if (fd >= 0)
 		close(fd);
 	if (made_tmp)
 		unlink(tmp);
 	free(tmp);
-	free(w.str_memo);
-	free(w.tb_memo);
-	htab__free(&w.frames);
 	return err;
 }
 

@@ -69,6 +69,9 @@ const struct pytm_trace *snapshot__traces(const struct snapshot *s);
 /* Write as tracemalloc's pickle to PATH (temporary file + rename). */
 int snapshot__write(const struct snapshot *s, const char *path,
 		    enum pytm_pickle_layout layout);
+/* The same pickle on F (flushed, not closed): a pipe, a memory stream. */
+int snapshot__write_stream(const struct snapshot *s, FILE *f,
+			   enum pytm_pickle_layout layout);
 /*
  * Read a pickle written by tracemalloc.Snapshot.dump (3.8-3.13) or by us.
  * Only the opcode subset they use; anything else is refused with a one-line

@@ -164,3 +164,51 @@ cleanup:
 	}
 	return s;
 }
+
+struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
+				 int frames, struct resolver *r)
+{
+	struct pytm_alloc_key key, next;
+	struct pytm_frame_info *fi = NULL;
+	struct pytm_stack *st = NULL;
+	struct tb_cache cache = {};
+	struct snapshot *s = NULL;
+	const struct pytm_traceback *tb;
+	struct pytm_alloc a;
+	bool first = true;
+	uint64_t objs;
+	int err = 0;
+
+	s = snapshot__new(frames);
+	st = calloc(1, sizeof(*st));
+	fi = calloc(PYTM_MAX_FRAMES, sizeof(*fi));
+	if (!s || !st || !fi || cache_grow(&cache)) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	/* One entry per traceback, not per block: a plain walk is enough. */
+	while (!bpf_map_get_next_key(allocs_fd, first ? NULL : &key, &next)) {
+		first = false;
+		key = next;
+		if (key.pid != (__u32)pid || bpf_map_lookup_elem(allocs_fd, &key, &a))
+			continue;
+		/* Round the fixed-point count to the nearest object. */
+		objs = (a.objects + (1ULL << (PYTM_ALLOC_OBJ_SHIFT - 1))) >> PYTM_ALLOC_OBJ_SHIFT;
+		tb = traceback_of(&cache, stacks_fd, key.stack_id, s, r, st, fi, frames);
+		if (!tb || snapshot__add_estimate(s, key.domain, a.bytes, objs ?: 1, tb)) {
+			err = -ENOMEM;
+			goto cleanup;
+		}
+	}
+cleanup:
+	free(st);
+	free(fi);
+	free(cache.ids);
+	free(cache.tbs);
+	if (err) {
+		snapshot__free(s);
+		errno = -err;
+		return NULL;
+	}
+	return s;
+}

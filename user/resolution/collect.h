@@ -15,4 +15,12 @@ struct resolver;
 struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r);
 
+/*
+ * Sampled mode: the allocations of PID since attach, from the map
+ * ALLOCS_FD, as one estimated trace per (domain, traceback): count the
+ * objects, size the bytes they stand for.
+ */
+struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
+				 int frames, struct resolver *r);
+
 #endif /* __PYTM_COLLECT_H */

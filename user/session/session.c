@@ -62,6 +62,7 @@ static int load_bpf(struct session *s)
 				      o->topts.frames * sizeof(__u64));
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.blocks, o->max_procs + 16);
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.stacks, o->max_stacks);
+	err = err ?: bpf_map__set_max_entries(s->skel->maps.allocs, o->max_stacks);
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.procs, o->max_procs + 16);
 	if (err) {
 		warn("cannot size the BPF maps: %s", strerror(-err));
@@ -119,6 +120,29 @@ static void say_skipped(pid_t pid, int err)
 		warn("skipping pid %d: %s", pid, error__last());
 }
 
+const char *session__skip_name(enum session_skip why)
+{
+	static const char *const names[SESSION_SKIP_MAX] = {
+		[SESSION_SKIP_NOT_PYTHON] = "not_python",
+		[SESSION_SKIP_EXITED] = "exited",
+		[SESSION_SKIP_PERMISSION] = "permission",
+		[SESSION_SKIP_MAX_PROCS] = "max_procs",
+		[SESSION_SKIP_UNSUPPORTED] = "unsupported",
+	};
+
+	return why < SESSION_SKIP_MAX ? names[why] : "unknown";
+}
+
+static void count_skip(struct session *s, int err)
+{
+	enum session_skip why = err == -ENOEXEC ? SESSION_SKIP_NOT_PYTHON :
+				err == -ESRCH ? SESSION_SKIP_EXITED :
+				err == -EACCES || err == -EPERM ? SESSION_SKIP_PERMISSION :
+				err == -E2BIG ? SESSION_SKIP_MAX_PROCS : SESSION_SKIP_UNSUPPORTED;
+
+	s->counts.skipped[why]++;
+}
+
 int session__add(struct session *s, pid_t pid, bool quiet)
 {
 	struct tracee *tr;
@@ -134,6 +158,7 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 			warn("too many processes (--max-procs %d)", s->o.max_procs);
 		else
 			error__set(-E2BIG, "--max-procs %d reached", s->o.max_procs);
+		count_skip(s, -E2BIG);
 		return -E2BIG;
 	}
 	tr = &s->tracees[i];
@@ -147,8 +172,14 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 			s->ntracees++;
 		pthread_mutex_unlock(&s->lock);
 		err = tracee__attach(tr, s->skel, &s->o.topts);
+		if (err)
+			s->counts.attach_failed++;
+	} else {
+		count_skip(s, err);
 	}
 	error__quiet(false);
+	if (!err)
+		s->counts.traced++;
 	if (err) {
 		session__mute(s, tr);
 		tracee__purge(tr, s->skel);
@@ -169,6 +200,7 @@ void session__mute(struct session *s, struct tracee *tr)
 
 void session__drop(struct session *s, struct tracee *tr)
 {
+	s->counts.exited++;
 	session__mute(s, tr);
 	tracee__purge(tr, s->skel);
 	tracee__detach(tr);
@@ -353,6 +385,17 @@ struct snapshot *session__snapshot(struct session *s, struct tracee *tr, int fra
 	return snap;
 }
 
+struct snapshot *session__alloc_snapshot(struct session *s, struct tracee *tr, int frames)
+{
+	struct snapshot *snap;
+
+	events_sync(s);
+	pthread_mutex_lock(&s->lock);
+	snap = tracee__alloc_snapshot(tr, s->skel, frames);
+	pthread_mutex_unlock(&s->lock);
+	return snap;
+}
+
 /* ---- lifecycle ---- */
 
 int session__open(struct session **out, const struct session_opts *o)
@@ -366,6 +409,7 @@ int session__open(struct session **out, const struct session_opts *o)
 		return -ENOMEM;
 	s->o = *o;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->front, NULL);
 	pthread_mutex_init(&s->sync.mu, NULL);
 	pthread_cond_init(&s->sync.cv, NULL);
 	s->sync.kick = -1;
@@ -451,6 +495,7 @@ void session__close(struct session *s)
 	ring_buffer__free(s->rb);
 	pytm_bpf__destroy(s->skel);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->front);
 	pthread_mutex_destroy(&s->sync.mu);
 	pthread_cond_destroy(&s->sync.cv);
 	free(s);

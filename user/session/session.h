@@ -32,6 +32,18 @@ struct session_opts {
 
 #define SESSION_MAX_PENDING 256
 
+/* Why a process was not traced (metrics count them by these). */
+enum session_skip {
+	SESSION_SKIP_NOT_PYTHON,	/* not CPython (or not yet) */
+	SESSION_SKIP_EXITED,		/* gone before it could be read */
+	SESSION_SKIP_PERMISSION,	/* not ours to read */
+	SESSION_SKIP_MAX_PROCS,		/* --max-procs reached */
+	SESSION_SKIP_UNSUPPORTED,	/* a CPython we cannot trace */
+	SESSION_SKIP_MAX,
+};
+/* "not_python", "exited", ...: stable label values. */
+const char *session__skip_name(enum session_skip why);
+
 struct session {
 	struct session_opts o;
 	struct pytm_bpf *skel;
@@ -51,6 +63,18 @@ struct session {
 		int tries;
 	} pending[SESSION_MAX_PENDING];
 	int npending;
+	/*
+	 * Held by whoever reads or changes the set of tracees apart from the
+	 * event thread: the main loop between its waits, the HTTP server's
+	 * handlers. Taken before lock, never the other way.
+	 */
+	pthread_mutex_t front;
+	struct {
+		unsigned long skipped[SESSION_SKIP_MAX];
+		unsigned long attach_failed;	/* opened and checked, then failed */
+		unsigned long traced;		/* processes traced, ever */
+		unsigned long exited;		/* traced processes that exited */
+	} counts;
 	struct ring_buffer *rb;
 	struct bpf_link *exec_link, *exit_link;
 	pthread_t events_th;
@@ -96,6 +120,8 @@ struct tracee *session__find(struct session *s, pid_t pid);
  * announced so far. NULL with errno on failure.
  */
 struct snapshot *session__snapshot(struct session *s, struct tracee *tr, int frames);
+/* Sampled mode: TR's allocations since attach (tracee__alloc_snapshot). */
+struct snapshot *session__alloc_snapshot(struct session *s, struct tracee *tr, int frames);
 /* Stop reading TR's code objects: its process exited (then report it). */
 void session__mute(struct session *s, struct tracee *tr);
 /* Take out a tracee whose process exited: map entries, probes, slot. */

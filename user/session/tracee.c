@@ -96,8 +96,15 @@ static void read_identity(struct tracee *tr)
 	f = fopen(path, "re");
 	if (f) {
 		while (fgets(buf, sizeof(buf), f)) {
+			/* "0::/path" (v2) wins; else the first hierarchy's path. */
+			p = strchr(buf, ':');
+			p = p ? strchr(p + 1, ':') : NULL;
+			if (p && (!tr->cgroup[0] || !strncmp(buf, "0::", 3))) {
+				n = strcspn(p + 1, "\n");
+				str_sanitize(tr->cgroup, sizeof(tr->cgroup), p + 1, n);
+			}
 			/* docker-<64 hex>.scope, /docker/<id>, libpod-<id>, cri-containerd-<id> */
-			for (p = buf; *p; p++) {
+			for (p = buf; *p && !tr->container[0]; p++) {
 				for (id = p, n = 0; (id[n] >= '0' && id[n] <= '9') ||
 						    (id[n] >= 'a' && id[n] <= 'f'); n++)
 					;
@@ -107,8 +114,6 @@ static void read_identity(struct tracee *tr)
 				}
 				p += n ? n - 1 : 0;
 			}
-			if (tr->container[0])
-				break;
 		}
 		fclose(f);
 	}
@@ -239,6 +244,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.gil_plain = o->sample_rate && one_interpreter(tr),
 	});
 	tr->attached = !err;
+	tr->attached_at = real_now();
 	return err;
 }
 
@@ -260,6 +266,12 @@ struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int 
 {
 	return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
 				 tr->pid, frames, tr->r);
+}
+
+struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
+{
+	return collect__allocs(bpf_map__fd(skel->maps.allocs), bpf_map__fd(skel->maps.stacks),
+			       tr->pid, frames, tr->r);
 }
 
 /* The sampler's counters (zero when not sampling or unreadable). */
@@ -346,6 +358,7 @@ static const char *const lost_names[PYTM_LOST_MAX] = {
 	[PYTM_LOST_STASH] = "allocator calls nested too deep",
 	[PYTM_LOST_NO_TSTATE] = "no Python thread state",
 	[PYTM_LOST_TASK_STORAGE] = "no per-thread storage",
+	[PYTM_LOST_ALLOCS_FULL] = "allocation-totals map full",
 };
 
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
@@ -416,6 +429,7 @@ static const char *const lost_keys[PYTM_LOST_MAX] = {
 	[PYTM_LOST_STASH] = "nested_too_deep",
 	[PYTM_LOST_NO_TSTATE] = "no_thread_state",
 	[PYTM_LOST_TASK_STORAGE] = "no_task_storage",
+	[PYTM_LOST_ALLOCS_FULL] = "alloc_totals_full",
 };
 
 /* The sampler's lost counts in JSON documents (see the man page). */
@@ -444,12 +458,32 @@ void tracee__json_identity(const struct tracee *tr, struct json *j)
 	json__string(j, tr->cmdline);
 }
 
+int tracee__lost(const struct tracee *tr, const struct pytm_proc *p,
+		 struct tracee_count *out, int max)
+{
+	uint64_t nread = 0, nfailed = 0;
+	struct pytm_page_ctl c;
+	int i, n = 0;
+
+	for (i = 0; i < PYTM_LOST_MAX && n < max; i++)
+		out[n++] = (struct tracee_count){ lost_keys[i], p->lost[i] };
+	if (tr->r)
+		resolver__stats(tr->r, &nread, &nfailed);
+	if (n < max)
+		out[n++] = (struct tracee_count){ "code_objects_unreadable", nfailed };
+	sampler_state(tr, &c);
+	for (i = 0; i < (int)(sizeof(sampler_lost) / sizeof(sampler_lost[0])) && n < max; i++)
+		out[n++] = (struct tracee_count){ sampler_lost[i].key,
+			*(const uint64_t *)((const char *)&c + sampler_lost[i].off) };
+	return n;
+}
+
 void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j)
 {
+	struct tracee_count lost[TRACEE_MAX_COUNTS];
 	struct pytm_page_ctl c;
-	uint64_t nread = 0, nfailed = 0;
 	struct pytm_proc p;
-	int i;
+	int i, n;
 
 	json__name(j, "process");
 	json__begin_object(j);
@@ -489,18 +523,12 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__name(j, "events");
 	json__uint(j, p.nevents);
 	json__end_object(j);
-	resolver__stats(tr->r, &nread, &nfailed);
 	json__name(j, "lost");
 	json__begin_object(j);
-	for (i = 0; i < PYTM_LOST_MAX; i++) {
-		json__name(j, lost_keys[i]);
-		json__uint(j, p.lost[i]);
-	}
-	json__name(j, "code_objects_unreadable");
-	json__uint(j, nfailed);
-	for (i = 0; i < (int)(sizeof(sampler_lost) / sizeof(sampler_lost[0])); i++) {
-		json__name(j, sampler_lost[i].key);
-		json__uint(j, *(const uint64_t *)((const char *)&c + sampler_lost[i].off));
+	n = tracee__lost(tr, &p, lost, TRACEE_MAX_COUNTS);
+	for (i = 0; i < n; i++) {
+		json__name(j, lost[i].key);
+		json__uint(j, lost[i].value);
 	}
 	json__end_object(j);
 }
@@ -524,6 +552,7 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 		close(tr->blocks_fd);
 	tr->blocks_fd = -1;
 	delete_pid_keys(bpf_map__fd(skel->maps.codes), sizeof(struct pytm_code_key), tr->pid);
+	delete_pid_keys(bpf_map__fd(skel->maps.allocs), sizeof(struct pytm_alloc_key), tr->pid);
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.procs), &key);
 	/* Per-CPU code caches hold (pid, address): a reused pid must miss. */
 	__sync_fetch_and_add(&skel->bss->code_epoch, 1);

@@ -44,6 +44,8 @@ struct tracee {
 	char cmdline[256];		/* sanitized */
 	pid_t nspid;			/* pid in its innermost pid namespace */
 	char container[80];		/* container id from the cgroup path, or "" */
+	char cgroup[256];		/* its cgroup (v2 path, or the first v1 line's), or "" */
+	double attached_at;		/* wall clock (s since the epoch) of the attach */
 	struct snapshot *baseline;	/* --compare: the first report's snapshot */
 	uint64_t sample_rate;		/* 0: exact */
 };
@@ -59,6 +61,11 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr);
 bool tracee__gone(struct tracee *tr);
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
+/*
+ * Sampled mode: every allocation since attach, freed or not, as estimated
+ * traces (count: objects, size: bytes) per traceback.
+ */
+struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out);
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
@@ -72,6 +79,18 @@ void tracee__json_identity(const struct tracee *tr, struct json *j);
  * "lost" of a JSON report (the same figures as tracee__footer).
  */
 void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j);
+/*
+ * Every lost count of the process under the stable key that JSON documents
+ * and metrics name it by (see the man page): the BPF counts of P, the
+ * unreadable code objects, the sampler's. Fills OUT (at most MAX); how many.
+ */
+struct tracee_count {
+	const char *key;
+	uint64_t value;
+};
+#define TRACEE_MAX_COUNTS 16
+int tracee__lost(const struct tracee *tr, const struct pytm_proc *p,
+		 struct tracee_count *out, int max);
 /* Remove the probes (and restore a redirected allocator). */
 void tracee__detach(struct tracee *tr);
 /* Drop every map entry of the process: blocks, code ids, its procs entry. */

@@ -5,6 +5,7 @@
 #include "sink.h"
 #include "snapshot.h"
 #include "tracee.h"
+#include "util.h"
 
 static void text_header(FILE *out, const struct tracee *tr)
 {
@@ -33,14 +34,6 @@ static int text_report(FILE *out, const struct sink_report *r,
 	return err;
 }
 
-static double unix_time(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void json_begin(struct json *j, const char *type)
 {
 	json__begin_object(j);
@@ -49,7 +42,7 @@ static void json_begin(struct json *j, const char *type)
 	json__name(j, "type");
 	json__string(j, type);
 	json__name(j, "time");
-	json__double(j, unix_time());
+	json__double(j, real_now());
 }
 
 static int json_report(FILE *out, const struct sink_report *r,

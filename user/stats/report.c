@@ -1317,6 +1317,20 @@ size_t report__stats_count(const struct report_stats *st)
 	return st->n;
 }
 
+int report__stats_get(const struct report_stats *st, size_t i, struct report_stat *out)
+{
+	const struct group *g;
+
+	if (!st || i >= st->n)
+		return -ENOENT;
+	g = &st->v[i];
+	out->size = g->size > UINT64_MAX ? UINT64_MAX : (uint64_t)g->size;
+	out->count = g->count;
+	out->filename = g->key.n ? g->key.frames[0].filename : NULL;
+	out->lineno = g->key.n ? key_lineno(&g->key, 0) : 0;
+	return 0;
+}
+
 void report__json_stats(struct json *j, const struct report_stats *st,
 			const struct report_opts *o)
 {

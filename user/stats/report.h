@@ -78,6 +78,13 @@ int report__stats(const struct snapshot *snap, const struct snapshot *old,
 		  const struct report_opts *o, struct report_stats **out);
 void report__stats_free(struct report_stats *st);	/* safe on NULL */
 size_t report__stats_count(const struct report_stats *st);
+/* Statistic I (in report order): its size, count and most recent frame. */
+struct report_stat {
+	uint64_t size, count;
+	const char *filename;		/* NULL: no frame */
+	unsigned int lineno;		/* 0 with the filename key */
+};
+int report__stats_get(const struct report_stats *st, size_t i, struct report_stat *out);
 /* The text block, as report__print_top / report__print_diff print it. */
 int report__print_stats(FILE *out, const struct report_stats *st,
 			const struct report_opts *o);

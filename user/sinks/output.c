@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "output.h"
+#include "pprof.h"
+#include "session.h"
+#include "snapshot.h"
+#include "tracee.h"
+#include "util.h"
+
+int output__parse_format(const char *s)
+{
+	if (!strcmp(s, "pickle"))
+		return OUTPUT_PICKLE;
+	if (!strcmp(s, "pprof"))
+		return OUTPUT_PPROF;
+	return -1;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), m = strlen(tail);
+
+	return n >= m && !strcmp(s + n - m, tail);
+}
+
+int output__init(struct output *o)
+{
+	struct stat st;
+
+	if (!o->path)
+		return 0;
+	o->dir = ends_with(o->path, "/") || (!stat(o->path, &st) && S_ISDIR(st.st_mode));
+	if (o->format == OUTPUT_AUTO)
+		/* A directory holds profiles unless told otherwise: it is for fleets. */
+		o->format = o->dir || ends_with(o->path, ".pb.gz") ||
+			    ends_with(o->path, ".pprof") ? OUTPUT_PPROF : OUTPUT_PICKLE;
+	if (!o->dir)
+		return 0;
+	if (mkdir(o->path, 0755) && errno != EEXIST) {
+		warn("cannot create %s: %s", o->path, strerror(errno));
+		return -errno;
+	}
+	if (stat(o->path, &st) || !S_ISDIR(st.st_mode) || access(o->path, W_OK | X_OK)) {
+		warn("%s: not a writable directory", o->path);
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
+static int write_pprof(const char *path, struct session *s, struct tracee *tr,
+		       const struct snapshot *snap, int frames)
+{
+	struct pprof_proc p = { .live = snap, .pid = tr->pid, .container = tr->container };
+	struct pprof_opts po = {
+		.period = tr->sample_rate,
+		.time_nanos = (int64_t)(real_now() * 1e9),
+		.duration_nanos = (int64_t)((real_now() - tr->attached_at) * 1e9),
+		.pid_label = true,
+	};
+	struct snapshot *allocs = NULL;
+	int err;
+
+	if (tr->sample_rate) {
+		allocs = session__alloc_snapshot(s, tr, frames);
+		if (!allocs)
+			return -errno;
+		p.allocs = allocs;
+	}
+	err = pprof__write(path, &p, 1, &po);
+	snapshot__free(allocs);
+	return err;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Files of process PID in DIR beyond the KEEP newest go. */
+static void prune(const char *dir, pid_t pid, const char *suffix, int keep)
+{
+	char prefix[32], **names = NULL, **nn, path[4096];
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(prefix, sizeof(prefix), "heap-%d-", pid);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, prefix, strlen(prefix)) || !ends_with(de->d_name, suffix))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			nn = realloc(names, cap * sizeof(*names));
+			if (!nn)
+				break;
+			names = nn;
+		}
+		names[n] = strdup(de->d_name);
+		if (names[n])
+			n++;
+	}
+	closedir(d);
+	/* The names sort by time: the time stamp has a fixed width. */
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_names);
+	for (i = 0; n > (size_t)keep && i < n - keep; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (unlink(path) && errno != ENOENT)
+			warn("cannot remove %s: %s", path, strerror(errno));
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+int output__write(const struct output *o, struct session *s, struct tracee *tr,
+		  const struct snapshot *snap, bool final)
+{
+	const char *suffix = o->format == OUTPUT_PPROF ? ".pb.gz" : ".pytm";
+	char path[4096], stamp[32];
+	struct timespec ts;
+	struct tm tm;
+	int err;
+
+	if (!o->path || (!o->dir && !final))
+		return 0;
+	if (o->dir) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+		snprintf(path, sizeof(path), "%s%sheap-%d-%s.%03ldZ%s", o->path,
+			 ends_with(o->path, "/") ? "" : "/", tr->pid, stamp,
+			 ts.tv_nsec / 1000000, suffix);
+	} else {
+		snprintf(path, sizeof(path), "%s", o->path);
+	}
+	if (o->format == OUTPUT_PPROF)
+		err = write_pprof(path, s, tr, snap, o->frames);
+	else
+		err = snapshot__write(snap, path, o->pickle ?: tr->pickle);
+	if (err) {
+		warn("cannot write %s: %s", path, strerror(-err));
+		return err;
+	}
+	if (o->dir && o->keep > 0)
+		prune(o->path, tr->pid, suffix, o->keep);
+	return 0;
+}
