@@ -340,6 +340,43 @@ def python(request):
     return path
 
 
+def ready_pid(target):
+    """The pid the workload reports for itself (os.getpid())."""
+    return int(target.expect("ready", timeout=T_START).split()[1])
+
+
+def start_namespaced(procs, python, script, args, env):
+    """PYTHON SCRIPT ARGS as pid 1 of new mount and pid namespaces, under
+    `unshare --kill-child` (which takes the child down with it). Returns
+    (the unshare Target, the interpreter's pid on the host)."""
+    # Target runs [python, script] + args: here /usr/bin/unshare and its
+    # options, then the interpreter and the workload.
+    t = Target("/usr/bin/unshare", "--mount",
+               ["--pid", "--fork", "--mount-proc", "--kill-child", python,
+                os.path.join(WORKLOADS, script)] + list(args), env=env,
+               desc="namespaced %s %s" % (python, script))
+    procs.items.append(t)
+    nspid = ready_pid(t)
+    host_pid = None
+    deadline = time.monotonic() + T_START
+    while host_pid is None and time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                if ppid == t.pid and os.readlink("/proc/%s/exe" % entry) \
+                        == python:
+                    host_pid = int(entry)
+            except (OSError, ValueError):
+                continue
+        if host_pid is None:
+            time.sleep(0.1)
+    assert host_pid, "no child %s of unshare %d" % (python, t.pid)
+    return t, nspid, host_pid
+
+
 def run_cmd(cmd, timeout=T_CMD, check=True, **kw):
     """subprocess.run with a timeout; registered like every other process."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -34,8 +34,9 @@ import time
 
 import pytest
 
-from conftest import (ROOT, T_ATTACH, T_CMD, T_START, T_STOP, T_WORK,
-                      THRESHOLD, WORKLOADS, Target, _show, pyenv, run_cmd)
+from conftest import (ROOT, T_ATTACH, T_CMD, T_STOP, T_WORK, THRESHOLD,
+                      WORKLOADS, _show, pyenv, ready_pid, run_cmd,
+                      start_namespaced)
 
 # The interpreters of the multi-version test (a missing one fails it).
 V39, V311, V312, V313 = "3.9.18", "3.11.7", "3.12.1", "3.13.0"
@@ -304,44 +305,7 @@ def skipped(err, pid):
 
 
 # --------------------------------------------------------------------------
-# Processes.
-
-def ready_pid(target):
-    """The pid the workload reports for itself (os.getpid())."""
-    return int(target.expect("ready", timeout=T_START).split()[1])
-
-
-def start_namespaced(procs, python, script, args, env):
-    """PYTHON SCRIPT ARGS as pid 1 of new mount and pid namespaces, under
-    `unshare --kill-child` (which takes the child down with it). Returns
-    (the unshare Target, the interpreter's pid on the host)."""
-    # Target runs [python, script] + args: here /usr/bin/unshare and its
-    # options, then the interpreter and the workload.
-    t = Target("/usr/bin/unshare", "--mount",
-               ["--pid", "--fork", "--mount-proc", "--kill-child", python,
-                os.path.join(WORKLOADS, script)] + list(args), env=env,
-               desc="namespaced %s %s" % (python, script))
-    procs.items.append(t)
-    nspid = ready_pid(t)
-    host_pid = None
-    deadline = time.monotonic() + T_START
-    while host_pid is None and time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry) as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-                if ppid == t.pid and os.readlink("/proc/%s/exe" % entry) \
-                        == python:
-                    host_pid = int(entry)
-            except (OSError, ValueError):
-                continue
-        if host_pid is None:
-            time.sleep(0.1)
-    assert host_pid, "no child %s of unshare %d" % (python, t.pid)
-    return t, nspid, host_pid
-
+# Processes (ready_pid and start_namespaced are in conftest).
 
 def kill_pid(pid):
     """SIGKILL one process this test started, by pid (a namespace's pid 1

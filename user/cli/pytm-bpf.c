@@ -607,7 +607,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = sig_handler };
 	struct session_opts so;
 	double start, next_report = 0;
-	bool stop = false, single;
+	bool stop = false, single, front_held = false;
 	int i, err;
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
@@ -664,6 +664,20 @@ int main(int argc, char **argv)
 	err = session__open(&st.s, &so);
 	if (err)
 		goto cleanup;
+	/*
+	 * Listen before touching any target (a port in use is said first);
+	 * requests wait for the front lock until the targets are attached.
+	 */
+	pthread_mutex_lock(&st.s->front);
+	front_held = true;
+	if (env.serve) {
+		env.http.metrics_top = env.metrics_top;
+		env.http.frames = env.frames;
+		env.http.pickle = env.pickle;
+		err = http__start(&st.http, st.s, &env.http);
+		if (err)
+			goto cleanup;
+	}
 	if (env.all)
 		session__scan_all(st.s);
 	for (i = 0; i < env.npids; i++) {
@@ -679,16 +693,11 @@ int main(int argc, char **argv)
 		st.ctl = (struct control){ .s = st.s, .tr = &st.s->tracees[0],
 					   .frames = env.frames, .pickle = env.pickle };
 
-	if (env.serve) {
-		env.http.metrics_top = env.metrics_top;
-		env.http.frames = env.frames;
-		env.http.pickle = env.pickle;
-		err = http__start(&st.http, st.s, &env.http);
-		if (err)
-			goto cleanup;
+	if (st.http)
 		fprintf(stderr, "pytm-bpf: serving %s/metrics, /debug/pprof/heap, /snapshot?pid=N\n",
 			http__url(st.http));
-	}
+	pthread_mutex_unlock(&st.s->front);
+	front_held = false;
 
 	start = mono_now();
 	if (env.interval)
@@ -717,6 +726,8 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&st.s->front);
 
 cleanup:
+	if (front_held)
+		pthread_mutex_unlock(&st.s->front);
 	/* ...then stop serving and reading events, and take the probes out. */
 	http__stop(st.http);
 	session__close(st.s);

@@ -188,7 +188,7 @@ static void line_families(struct expo *e, const struct row *rows, int n)
 		if (bytes)
 			family(e, "pytm_line_memory_bytes", "gauge", "bytes",
 			       "Traced memory allocated by a line (the most recent frame), "
-			       "the --metrics-top largest per process; line=\"\" sums the rest");
+			       "the --metrics-top largest per process; filename=\"" PROM_OTHER_LINES "\" sums the rest");
 		else
 			family(e, "pytm_line_blocks", "gauge", NULL,
 			       "Live blocks allocated by a line, as pytm_line_memory_bytes");
@@ -216,8 +216,8 @@ static void line_families(struct expo *e, const struct row *rows, int n)
 			first = true;
 			fputs(bytes ? "pytm_line_memory_bytes" : "pytm_line_blocks", e->out);
 			process_labels(e->out, &first, rows[i].tr);
-			put_label(e->out, &first, "filename", "");
-			put_label(e->out, &first, "line", "");
+			put_label(e->out, &first, "filename", PROM_OTHER_LINES);
+			put_label(e->out, &first, "line", "0");
 			sample_u(e->out, first, bytes ? rest_size : rest_count);
 		}
 	}

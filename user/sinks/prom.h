@@ -18,6 +18,9 @@ struct prom_opts {
 	int top;			/* lines per process as series; 0: none */
 };
 
+/* The filename label of the series that sums the lines beyond --metrics-top. */
+#define PROM_OTHER_LINES	"<other>"
+
 #define PROM_CONTENT_TYPE	"text/plain; version=0.0.4; charset=utf-8"
 #define PROM_OM_CONTENT_TYPE	"application/openmetrics-text; version=1.0.0; charset=utf-8"
 
