@@ -372,8 +372,8 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "-p and --all exclude each other");
 		if (env.control && (env.all || env.npids > 1))
 			argp_error(state, "--control takes exactly one -p");
-		if (env.out.path && output__init(&env.out))
-			argp_error(state, "invalid -o: %s", env.out.path);
+		if (env.out.path)
+			output__init(&env.out);
 		if (env.out.path && !env.out.dir && (env.all || env.npids > 1))
 			argp_error(state, "-o FILE takes exactly one -p (-o DIR/ takes any)");
 		if (env.out.keep && !env.out.dir)
@@ -384,6 +384,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
 		if (env.sample && env.no_inject)
 			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
+		/* Last: the only check that changes something (makes DIR/). */
+		if (output__prepare(&env.out))
+			argp_error(state, "invalid -o: %s", error__last());
 		break;
 	default:
 		return ARGP_ERR_UNKNOWN;

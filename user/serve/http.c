@@ -209,9 +209,17 @@ static void get_pprof(struct http *h, struct tracee *tr, bool allocs, struct ans
 		}
 		if (t->sample_rate) {
 			p->allocs = session__alloc_snapshot(s, t, h->o.frames);
-			/* One period for the profile: the rate, if they share one. */
-			po.period = !po.period || po.period == t->sample_rate ? t->sample_rate : 0;
+			if (!p->allocs) {
+				err = -errno;
+				n++;
+				break;
+			}
 		}
+		/* One period for the profile: the rate, if they all share one. */
+		if (!n)
+			po.period = t->sample_rate;
+		else if (po.period != t->sample_rate)
+			po.period = 0;
 		p->pid = t->pid;
 		p->container = t->container;
 		if (!since || t->attached_at < since)
@@ -431,6 +439,8 @@ respond:
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, a.type);
+	if (a.status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 	if (a.disposition[0])
 		MHD_add_response_header(resp, "Content-Disposition", a.disposition);
 	ret = MHD_queue_response(c, a.status, resp);
@@ -466,7 +476,8 @@ int http__start(struct http **out, struct session *s, const struct http_opts *o)
 	h->s = s;
 	h->o = *o;
 	h->d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
-				(o->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+				/* [::] takes IPv4 too, as most servers do. */
+				(o->addr.ss_family == AF_INET6 ? MHD_USE_DUAL_STACK : 0),
 				0, NULL, NULL, handle, h,
 				MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&o->addr,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->max_conns,

@@ -26,7 +26,7 @@ static int kernel_supports(void)
 	/* Needed map types and helpers, probed rather than guessed from the version. */
 	err = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL);
 	if (err < 0) {
-		warn("cannot use BPF: %s (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)",
+		warn("cannot use BPF: %s (run as root, or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_SYS_ADMIN)",
 		     strerror(-err));
 		return -EOPNOTSUPP;
 	}
@@ -113,9 +113,15 @@ static void add_pending(struct session *s, pid_t pid, double delay)
 		s->pending[s->npending++] = (struct session_pending){ pid, mono_now() + delay, 0 };
 }
 
-/* Under --all: a CPython we do not trace is worth a line; anything else is not. */
-static void say_skipped(pid_t pid, int err)
+static void count_skip(struct session *s, int err);
+
+/*
+ * Under --all, a process given up on: counted by reason; a CPython we do
+ * not trace is worth a line, anything else is not.
+ */
+static void say_skipped(struct session *s, pid_t pid, int err)
 {
+	count_skip(s, err);
 	if (err != -ENOEXEC && err != -ESRCH && err != -EACCES)
 		warn("skipping pid %d: %s", pid, error__last());
 }
@@ -158,7 +164,6 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 			warn("too many processes (--max-procs %d)", s->o.max_procs);
 		else
 			error__set(-E2BIG, "--max-procs %d reached", s->o.max_procs);
-		count_skip(s, -E2BIG);
 		return -E2BIG;
 	}
 	tr = &s->tracees[i];
@@ -174,8 +179,6 @@ int session__add(struct session *s, pid_t pid, bool quiet)
 		err = tracee__attach(tr, s->skel, &s->o.topts);
 		if (err)
 			s->counts.attach_failed++;
-	} else {
-		count_skip(s, err);
 	}
 	error__quiet(false);
 	if (!err)
@@ -221,7 +224,7 @@ void session__scan_all(struct session *s)
 			continue;
 		err = session__add(s, pid, true);
 		if (err)
-			say_skipped(pid, err);
+			say_skipped(s, pid, err);
 	}
 	closedir(d);
 }
@@ -256,7 +259,7 @@ void session__poll_pending(struct session *s)
 				s->pending[s->npending++] = p;
 			pthread_mutex_unlock(&s->lock);
 		} else if (err) {
-			say_skipped(p.pid, err);
+			say_skipped(s, p.pid, err);
 		}
 	}
 }

@@ -42,16 +42,19 @@ int output__init(struct output *o)
 		/* A directory holds profiles unless told otherwise: it is for fleets. */
 		o->format = o->dir || ends_with(o->path, ".pb.gz") ||
 			    ends_with(o->path, ".pprof") ? OUTPUT_PPROF : OUTPUT_PICKLE;
-	if (!o->dir)
+	return 0;
+}
+
+int output__prepare(const struct output *o)
+{
+	struct stat st;
+
+	if (!o->path || !o->dir)
 		return 0;
-	if (mkdir(o->path, 0755) && errno != EEXIST) {
-		warn("cannot create %s: %s", o->path, strerror(errno));
-		return -errno;
-	}
-	if (stat(o->path, &st) || !S_ISDIR(st.st_mode) || access(o->path, W_OK | X_OK)) {
-		warn("%s: not a writable directory", o->path);
-		return -ENOTDIR;
-	}
+	if (mkdir(o->path, 0755) && errno != EEXIST)
+		return error__set(-errno, "cannot create %s: %s", o->path, strerror(errno));
+	if (stat(o->path, &st) || !S_ISDIR(st.st_mode) || access(o->path, W_OK | X_OK))
+		return error__set(-ENOTDIR, "%s is not a directory we can write to", o->path);
 	return 0;
 }
 

@@ -31,11 +31,10 @@ struct output {
 
 /* Parse "pickle" / "pprof"; -1 if neither. */
 int output__parse_format(const char *s);
-/*
- * Fill in dir from path (a trailing '/', or an existing directory, made if
- * missing) and the format from the name. Negative errno with a message.
- */
+/* Fill in dir from path (a trailing '/', or an existing directory) and the format. */
 int output__init(struct output *o);
+/* -o DIR/: make it if missing, check it can be written. Negative errno; why in error__last(). */
+int output__prepare(const struct output *o);
 /*
  * Write SNAP (TR's, just taken) where O says; FINAL: the run's last report
  * (a file is written only then; a directory gets every report). 0 or a

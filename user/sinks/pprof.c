@@ -4,15 +4,18 @@
  * hand: varint fields, length-delimited fields and nested messages are all
  * the format needs, so no protobuf library is a dependency.
  *
- * Two passes. The first interns strings, functions, locations (one per
- * distinct frame), stacks (sequences of location ids) and samples (a
- * stack, a domain, a process: where the live and the allocs traces of the
- * same code meet). The second writes the message, gzipped 64 KiB at a time.
+ * Two passes. The first interns strings, functions and locations (one per
+ * distinct frame) for the whole profile; stacks (sequences of location ids,
+ * where the live and the allocs tracebacks of the same code meet) and
+ * their samples (one per domain) process by process. The second writes the
+ * message, gzipped 64 KiB at a time.
  *
  * Snapshots intern their strings and tracebacks, and all of them are alive
  * while we encode, so a pointer stands for its content: a trace finds its
  * stack through its traceback pointer and a frame its location through its
  * string pointers; content is hashed only the first time a pointer shows up.
+ * What costs is memory latency (a million traces come in hash order), so
+ * the tables a trace goes through are per process, hence small.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -287,13 +290,19 @@ struct tb_ent {
 	uint32_t stack;
 };
 
+/*
+ * A stack (location ids) of one process: stacks are interned per process,
+ * so that a stack's samples (one per domain) hang off it.
+ */
 struct stack {
 	size_t off;			/* in enc.ids */
 	uint32_t n;
+	uint32_t sample;		/* its first sample (index + 1), or 0 */
 };
 
 struct sample {
 	uint32_t stack, domain, proc;
+	uint32_t next;			/* the stack's next sample (index + 1), or 0 */
 	int64_t v[V_N];
 };
 
@@ -305,7 +314,15 @@ struct proc_labels {
 struct enc {
 	uint64_t seed;
 	/* Each table maps a hash to an index + 1 into the array beside it. */
-	struct htab str_t, func_t, loc_t, frame_t, tb_t, stack_t, sample_t;
+	struct htab str_t, func_t, loc_t, frame_t;
+	struct htab stack_t, tb_t;	/* the current process's */
+	/*
+	 * The current process has allocs: its live and allocs tracebacks
+	 * (different pointers) meet by content. Without, a snapshot's
+	 * tracebacks are distinct already (it interned them), and content
+	 * is not looked up: a table less of the size of everything.
+	 */
+	bool merge;
 	const char **strs;
 	size_t nstr, capstr;
 	struct func *funcs;
@@ -314,8 +331,6 @@ struct enc {
 	size_t nloc, caploc;
 	struct frame_ent *frames;
 	size_t nframe, capframe;
-	struct tb_ent *tbs;
-	size_t ntb, captb;
 	struct stack *stacks;
 	size_t nstack, capstack;
 	uint32_t *ids;			/* every stack's location ids, end to end */
@@ -323,9 +338,8 @@ struct enc {
 	struct sample *samples;
 	size_t nsample, capsample;
 	struct proc_labels *procs;
-	/* Traces of one traceback often come in runs. */
-	const struct pytm_traceback *last_tb;
-	uint32_t last_stack;
+	struct tb_ent *tbs;		/* the current process's tracebacks */
+	size_t ntb, captb;
 };
 
 /* Ids are 32-bit, and htab values index + 1: plenty (4G frames, samples). */
@@ -479,31 +493,20 @@ static int frame_loc(struct enc *e, const struct pytm_frame_info *f, uint32_t *l
 }
 
 /*
- * The stack of traceback TB: its location ids, most recent call first
- * (pprof's order too). A traceback cut at the traceback limit
- * (total_nframe > nframe) stays as it is: pprof has no mark for a
+ * The stack of traceback TB in the current process: its location ids, most
+ * recent call first (pprof's order too). A traceback cut at the traceback
+ * limit (total_nframe > nframe) stays as it is: pprof has no mark for a
  * truncated stack, and its root is then the outermost frame kept.
  */
 static int tb_stack(struct enc *e, const struct pytm_traceback *tb, uint32_t *stack)
 {
-	uint64_t h, v;
 	size_t cur = 0, off, cap, k;
-	struct tb_ent *te;
 	struct stack *st;
 	uint32_t *ids;
+	uint64_t h, v;
 	int err;
 
-	if (tb == e->last_tb) {
-		*stack = e->last_stack;
-		return 0;
-	}
-	h = hash__mix64(e->seed ^ (uintptr_t)tb);
-	while ((v = htab__next(&e->tb_t, h, &cur)))
-		if (e->tbs[v - 1].tb == tb) {
-			*stack = e->tbs[v - 1].stack;
-			goto found;
-		}
-	/* New traceback: its ids go at the end of the pool, kept if new. */
+	/* Its ids go at the end of the pool, kept if they are a new stack. */
 	off = e->nid;
 	if (tb->nframe > e->capid - off) {
 		cap = e->capid ? e->capid : 4096;
@@ -523,60 +526,48 @@ static int tb_stack(struct enc *e, const struct pytm_traceback *tb, uint32_t *st
 		if (err)
 			return err;
 	}
-	h = hash__bytes(e->seed, e->ids + off, tb->nframe * sizeof(*ids));
-	cur = 0;
-	while ((v = htab__next(&e->stack_t, h, &cur))) {
+	h = e->merge ? hash__bytes(e->seed, e->ids + off, tb->nframe * sizeof(*ids)) : 0;
+	while (e->merge && (v = htab__next(&e->stack_t, h, &cur))) {
 		st = &e->stacks[v - 1];
 		if (st->n == tb->nframe &&
-		    !memcmp(e->ids + st->off, e->ids + off, st->n * sizeof(*ids)))
-			break;
-	}
-	if (v) {
-		*stack = v - 1;
-	} else {
-		st = PUSH(e, stacks, nstack, capstack);
-		if (!st || htab__add(&e->stack_t, h, e->nstack)) {
-			e->nstack -= !!st;
-			return -ENOMEM;
+		    !memcmp(e->ids + st->off, e->ids + off, st->n * sizeof(*ids))) {
+			*stack = v - 1;
+			return 0;
 		}
-		st->off = off;
-		st->n = tb->nframe;
-		e->nid += tb->nframe;
-		*stack = e->nstack - 1;
 	}
-	te = PUSH(e, tbs, ntb, captb);
-	if (!te || htab__add(&e->tb_t, hash__mix64(e->seed ^ (uintptr_t)tb), e->ntb)) {
-		e->ntb -= !!te;
+	st = PUSH(e, stacks, nstack, capstack);
+	if (!st || (e->merge && htab__add(&e->stack_t, h, e->nstack))) {
+		e->nstack -= !!st;
 		return -ENOMEM;
 	}
-	te->tb = tb;
-	te->stack = *stack;
-found:
-	e->last_tb = tb;
-	e->last_stack = *stack;
+	st->off = off;
+	st->n = tb->nframe;
+	e->nid += tb->nframe;
+	*stack = e->nstack - 1;
 	return 0;
 }
 
+/* The sample of STACK (the current process's) in DOMAIN. */
 static struct sample *sample_get(struct enc *e, uint32_t stack,
 				 unsigned int domain, uint32_t proc)
 {
-	uint64_t h = mix3(e->seed, stack, domain, proc), v;
 	struct sample *sp;
-	size_t cur = 0;
+	uint32_t i;
 
-	while ((v = htab__next(&e->sample_t, h, &cur))) {
-		sp = &e->samples[v - 1];
-		if (sp->stack == stack && sp->domain == domain && sp->proc == proc)
+	/* Few domains per stack: a short list. */
+	for (i = e->stacks[stack].sample; i; i = sp->next) {
+		sp = &e->samples[i - 1];
+		if (sp->domain == domain)
 			return sp;
 	}
 	sp = PUSH(e, samples, nsample, capsample);
-	if (!sp || htab__add(&e->sample_t, h, e->nsample)) {
-		e->nsample -= !!sp;
+	if (!sp)
 		return NULL;
-	}
 	sp->stack = stack;
 	sp->domain = domain;
 	sp->proc = proc;
+	sp->next = e->stacks[stack].sample;
+	e->stacks[stack].sample = e->nsample;
 	return sp;
 }
 
@@ -586,22 +577,56 @@ static inline void add_sat(int64_t *v, uint64_t x)
 	*v = x > (uint64_t)(INT64_MAX - *v) ? INT64_MAX : *v + (int64_t)x;
 }
 
+/* The stack of traceback TB (of the current process), looked up by pointer. */
+static int tb_stack_cached(struct enc *e, const struct pytm_traceback *tb, uint32_t *stack)
+{
+	uint64_t h = hash__mix64(e->seed ^ (uintptr_t)tb), v;
+	struct tb_ent *te;
+	size_t cur = 0;
+	int err;
+
+	while ((v = htab__next(&e->tb_t, h, &cur)))
+		if (e->tbs[v - 1].tb == tb) {
+			*stack = e->tbs[v - 1].stack;
+			return 0;
+		}
+	err = tb_stack(e, tb, stack);
+	if (err)
+		return err;
+	te = PUSH(e, tbs, ntb, captb);
+	if (!te || htab__add(&e->tb_t, h, e->ntb)) {
+		e->ntb -= !!te;
+		return -ENOMEM;
+	}
+	te->tb = tb;
+	te->stack = *stack;
+	return 0;
+}
+
 /* Every trace of S into process PROC's samples, at values V and V + 1. */
 static int add_snapshot(struct enc *e, const struct snapshot *s, uint32_t proc, int v)
 {
 	const struct pytm_trace *t = snapshot__traces(s);
+	const struct pytm_traceback *tb = NULL;
 	size_t n = snapshot__count(s), i;
-	struct sample *sp;
-	uint32_t stack;
+	struct sample *sp = NULL;
+	uint32_t stack = 0;
 	int err;
 
 	for (i = 0; i < n; i++) {
-		err = tb_stack(e, t[i].tb, &stack);
-		if (err)
-			return err;
-		sp = sample_get(e, stack, t[i].domain, proc);
-		if (!sp)
-			return -ENOMEM;
+		/* Traces of a traceback often come in runs. */
+		if (t[i].tb != tb) {
+			tb = t[i].tb;
+			err = tb_stack_cached(e, tb, &stack);
+			if (err)
+				return err;
+			sp = NULL;
+		}
+		if (!sp || t[i].domain != sp->domain) {
+			sp = sample_get(e, stack, t[i].domain, proc);
+			if (!sp)
+				return -ENOMEM;
+		}
 		add_sat(&sp->v[v], t[i].count);
 		add_sat(&sp->v[v + 1], t[i].size);
 	}
@@ -614,18 +639,17 @@ static void enc__free(struct enc *e)
 	htab__free(&e->func_t);
 	htab__free(&e->loc_t);
 	htab__free(&e->frame_t);
-	htab__free(&e->tb_t);
 	htab__free(&e->stack_t);
-	htab__free(&e->sample_t);
+	htab__free(&e->tb_t);
 	free(e->strs);
 	free(e->funcs);
 	free(e->locs);
 	free(e->frames);
-	free(e->tbs);
 	free(e->stacks);
 	free(e->ids);
 	free(e->samples);
 	free(e->procs);
+	free(e->tbs);
 }
 
 /* ======================= the message ======================= */
@@ -808,6 +832,11 @@ int pprof__encode(const struct pprof_proc *procs, int n,
 		goto cleanup;
 	}
 	for (i = 0; i < n; i++) {
+		/* Stacks are per process: their samples hang off them. */
+		htab__free(&e.stack_t);
+		htab__free(&e.tb_t);
+		e.ntb = 0;
+		e.merge = procs[i].allocs != NULL;
 		e.procs[i].pid = procs[i].pid;
 		if (procs[i].container && procs[i].container[0]) {
 			err = str_id(&e, procs[i].container, &e.procs[i].container);

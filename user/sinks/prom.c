@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +59,19 @@ static void put_value(FILE *out, const char *v, size_t max)
 	fputc('"', out);
 }
 
-static void put_label(FILE *out, bool *first, const char *name, const char *v)
+/* Label NAME="V", V cut at MAX bytes. */
+static void put_label_max(FILE *out, bool *first, const char *name, const char *v,
+			  size_t max)
 {
 	fprintf(out, "%s%s=", *first ? "{" : ",", name);
-	put_value(out, v, CMDLINE_LABEL_MAX);
+	put_value(out, v, max);
 	*first = false;
+}
+
+/* Whole: a cut value could make two series one. */
+static void put_label(FILE *out, bool *first, const char *name, const char *v)
+{
+	put_label_max(out, first, name, v, SIZE_MAX);
 }
 
 /* The labels that say which process: the same on each of its series. */
@@ -74,7 +83,8 @@ static void process_labels(FILE *out, bool *first, const struct tracee *tr)
 	put_label(out, first, "pid", num);
 	snprintf(num, sizeof(num), "%d", tr->nspid);
 	put_label(out, first, "nspid", num);
-	put_label(out, first, "command", tr->cmdline);
+	/* Long command lines would weigh on every series; the pid tells them apart. */
+	put_label_max(out, first, "command", tr->cmdline, CMDLINE_LABEL_MAX);
 	put_label(out, first, "container", tr->container);
 	put_label(out, first, "cgroup", tr->cgroup);
 	put_label(out, first, "python", tr->version);
@@ -338,7 +348,7 @@ static void health(struct expo *e, struct session *s, int ntraced, double took)
 	single(e, "pytm_processes_exited_total", "counter", NULL,
 	       "Traced processes that exited", s->counts.exited);
 	family(e, "pytm_processes_skipped_total", "counter", NULL,
-	       "Processes not traced, by reason");
+	       "Processes not traced, by reason (-p or --all, each once given up on)");
 	for (i = 0; i < SESSION_SKIP_MAX; i++) {
 		first = true;
 		fputs("pytm_processes_skipped_total", e->out);
