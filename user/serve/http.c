@@ -186,7 +186,7 @@ static void get_pprof(struct http *h, struct tracee *tr, bool allocs, struct ans
 	struct session *s = h->s;
 	struct pprof_proc *procs;
 	struct pprof_opts po = { .time_nanos = (int64_t)(real_now() * 1e9),
-				 .pid_label = true };
+				 .pid_label = true, .alloc_default = allocs };
 	struct pprof_buf buf = {};
 	double since = 0;
 	int i, n = 0, err = 0;

@@ -291,8 +291,8 @@ struct tb_ent {
 };
 
 /*
- * A stack (location ids) of one process: stacks are interned per process,
- * so that a stack's samples (one per domain) hang off it.
+ * A stack (location ids) of one process: stacks are per process, so that
+ * a stack's samples (one per domain) hang off it.
  */
 struct stack {
 	size_t off;			/* in enc.ids */
@@ -302,7 +302,7 @@ struct stack {
 
 struct sample {
 	uint32_t stack, domain, proc;
-	uint32_t next;			/* the stack's next sample (index + 1), or 0 */
+	uint32_t next;			/* the stack's next one (index + 1), or 0 */
 	int64_t v[V_N];
 };
 
@@ -319,8 +319,8 @@ struct enc {
 	/*
 	 * The current process has allocs: its live and allocs tracebacks
 	 * (different pointers) meet by content. Without, a snapshot's
-	 * tracebacks are distinct already (it interned them), and content
-	 * is not looked up: a table less of the size of everything.
+	 * tracebacks are distinct already (it interned them): no content
+	 * lookups, and no table as big as the tracebacks to fill.
 	 */
 	bool merge;
 	const char **strs;
@@ -368,7 +368,8 @@ static void *push(void **v, size_t *n, size_t *cap, size_t elem)
 	return p;
 }
 
-#define PUSH(e, arr, n, cap) push((void **)&(e)->arr, &(e)->n, &(e)->cap, sizeof(*(e)->arr))
+#define PUSH(e, arr, n, cap) \
+	push((void **)&(e)->arr, &(e)->n, &(e)->cap, sizeof(*(e)->arr))
 
 static uint64_t mix3(uint64_t seed, uint64_t a, uint64_t b, uint64_t c)
 {
@@ -457,6 +458,7 @@ static int frame_loc(struct enc *e, const struct pytm_frame_info *f, uint32_t *l
 	uint64_t h = mix3(e->seed, (uintptr_t)f->filename, (uintptr_t)f->name,
 			  (uint64_t)f->lineno << 32 | f->firstlineno), v;
 	uint32_t name, filename, func;
+	const char *unknown;
 	struct frame_ent *fe;
 	size_t cur = 0;
 	int err;
@@ -470,9 +472,10 @@ static int frame_loc(struct enc *e, const struct pytm_frame_info *f, uint32_t *l
 		}
 	}
 	/* No name (a frame loaded from a pickle): tracemalloc's word for it. */
-	err = str_id(e, f->name ? f->name : fixed_strs[S_UNKNOWN], &name);
+	unknown = fixed_strs[S_UNKNOWN];
+	err = str_id(e, f->name ? f->name : unknown, &name);
 	if (!err)
-		err = str_id(e, f->filename ? f->filename : fixed_strs[S_UNKNOWN], &filename);
+		err = str_id(e, f->filename ? f->filename : unknown, &filename);
 	if (!err)
 		err = func_id(e, name, filename, f->firstlineno, &func);
 	if (!err)
@@ -502,8 +505,8 @@ static int tb_stack(struct enc *e, const struct pytm_traceback *tb, uint32_t *st
 {
 	size_t cur = 0, off, cap, k;
 	struct stack *st;
+	uint64_t h = 0, v;
 	uint32_t *ids;
-	uint64_t h, v;
 	int err;
 
 	/* Its ids go at the end of the pool, kept if they are a new stack. */
@@ -526,13 +529,15 @@ static int tb_stack(struct enc *e, const struct pytm_traceback *tb, uint32_t *st
 		if (err)
 			return err;
 	}
-	h = e->merge ? hash__bytes(e->seed, e->ids + off, tb->nframe * sizeof(*ids)) : 0;
-	while (e->merge && (v = htab__next(&e->stack_t, h, &cur))) {
-		st = &e->stacks[v - 1];
-		if (st->n == tb->nframe &&
-		    !memcmp(e->ids + st->off, e->ids + off, st->n * sizeof(*ids))) {
-			*stack = v - 1;
-			return 0;
+	if (e->merge) {
+		h = hash__bytes(e->seed, e->ids + off, tb->nframe * sizeof(*ids));
+		while ((v = htab__next(&e->stack_t, h, &cur))) {
+			st = &e->stacks[v - 1];
+			if (st->n == tb->nframe && !memcmp(e->ids + st->off, e->ids + off,
+							   st->n * sizeof(*ids))) {
+				*stack = v - 1;
+				return 0;
+			}
 		}
 	}
 	st = PUSH(e, stacks, nstack, capstack);
@@ -578,7 +583,8 @@ static inline void add_sat(int64_t *v, uint64_t x)
 }
 
 /* The stack of traceback TB (of the current process), looked up by pointer. */
-static int tb_stack_cached(struct enc *e, const struct pytm_traceback *tb, uint32_t *stack)
+static int tb_stack_cached(struct enc *e, const struct pytm_traceback *tb,
+			   uint32_t *stack)
 {
 	uint64_t h = hash__mix64(e->seed ^ (uintptr_t)tb), v;
 	struct tb_ent *te;
@@ -754,7 +760,8 @@ static void emit_profile(struct pb *w, const struct enc *e, const struct pprof_o
 	}
 	emit_value_type(w, PROFILE_SAMPLE_TYPE, S_INUSE_OBJECTS, S_COUNT);
 	emit_value_type(w, PROFILE_SAMPLE_TYPE, S_INUSE_SPACE, S_BYTES);
-	pb_uint(w, PROFILE_DEFAULT_SAMPLE_TYPE, S_INUSE_SPACE);
+	pb_uint(w, PROFILE_DEFAULT_SAMPLE_TYPE,
+		allocs && o->alloc_default ? S_ALLOC_SPACE : S_INUSE_SPACE);
 	emit_value_type(w, PROFILE_PERIOD_TYPE, S_SPACE, S_BYTES);
 	pb_uint(w, PROFILE_PERIOD, o->period > INT64_MAX ? INT64_MAX : o->period);
 	pb_uint(w, PROFILE_TIME_NANOS, (uint64_t)o->time_nanos);

@@ -38,6 +38,11 @@ struct pprof_opts {
 	 * process (several always are: their samples must stay apart).
 	 */
 	bool pid_label;
+	/*
+	 * Default sample type alloc_space rather than inuse_space, as Go's
+	 * /debug/pprof/allocs (when some process has allocs; else inuse).
+	 */
+	bool alloc_default;
 };
 
 struct pprof_buf {
