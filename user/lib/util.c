@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include "hash.h"
 #include "util.h"
 
 bool pytm_verbose;
@@ -234,4 +237,92 @@ double real_now(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void *array__push(void **v, size_t *n, size_t *cap, size_t elem)
+{
+	size_t c;
+	void *p;
+
+	if (*n == *cap) {
+		c = *cap ? *cap * 2 : 256;
+		if (c > SIZE_MAX / elem)
+			return NULL;
+		p = realloc(*v, c * elem);
+		if (!p)
+			return NULL;
+		*v = p;
+		*cap = c;
+	}
+	p = (char *)*v + (*n)++ * elem;
+	memset(p, 0, elem);
+	return p;
+}
+
+int atomic_file__open(struct atomic_file *af, const char *path)
+{
+	size_t len = strlen(path) + sizeof(".0123456789abcdef");
+	int fd = -1, tries, err;
+
+	memset(af, 0, sizeof(*af));
+	af->path = path;
+	af->tmp = malloc(len);
+	if (!af->tmp)
+		return -ENOMEM;
+	/*
+	 * Same directory, so that rename() is atomic. O_EXCL rather than
+	 * mkstemp(), whose files are 0600: the umask decides, as for any
+	 * file the user asks for.
+	 */
+	for (tries = 0; fd < 0 && tries < 16; tries++) {
+		snprintf(af->tmp, len, "%s.%016llx", path, (unsigned long long)hash__seed());
+		fd = open(af->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		err = -errno;
+		free(af->tmp);
+		af->tmp = NULL;
+		return err;
+	}
+	af->f = fdopen(fd, "wb");
+	if (!af->f) {
+		err = -errno;
+		close(fd);
+		atomic_file__abort(af);
+		return err;
+	}
+	return 0;
+}
+
+int atomic_file__commit(struct atomic_file *af)
+{
+	int err = 0;
+
+	if (fflush(af->f) || ferror(af->f) || fsync(fileno(af->f)))
+		err = errno ? -errno : -EIO;
+	if (fclose(af->f) && !err)
+		err = -errno;
+	af->f = NULL;
+	if (!err && rename(af->tmp, af->path))
+		err = -errno;
+	if (err) {
+		atomic_file__abort(af);
+		return err;
+	}
+	free(af->tmp);
+	af->tmp = NULL;
+	return 0;
+}
+
+void atomic_file__abort(struct atomic_file *af)
+{
+	if (af->f)
+		fclose(af->f);
+	af->f = NULL;
+	if (af->tmp)
+		unlink(af->tmp);
+	free(af->tmp);
+	af->tmp = NULL;
 }

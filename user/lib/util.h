@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define ERROR_MAX 512
 
@@ -64,6 +65,24 @@ int parse_size(const char *s, long long min, long long max, long long *out);
 double mono_now(void);
 /* Wall clock: seconds since the epoch. */
 double real_now(void);
+
+/* Append a zeroed element of ELEM bytes to the array *V of *N (capacity *CAP); NULL: no memory. */
+void *array__push(void **v, size_t *n, size_t *cap, size_t elem);
+
+/*
+ * A file that readers see whole or not at all: written on f, a temporary
+ * file beside PATH (mode 0666 less the umask), renamed over PATH by
+ * atomic_file__commit (after fsync). Both free the temporary name;
+ * atomic_file__abort removes the file, safe after either.
+ */
+struct atomic_file {
+	FILE *f;
+	char *tmp;
+	const char *path;
+};
+int atomic_file__open(struct atomic_file *af, const char *path);
+int atomic_file__commit(struct atomic_file *af);
+void atomic_file__abort(struct atomic_file *af);
 
 /*
  * FN(ITEMS[i]) for every i < N, each in a thread of its own (inline when a

@@ -696,24 +696,6 @@ static void w_snapshot(struct writer *w, const struct snapshot *s,
 	w_op(w, OP_STOP);
 }
 
-/* The mode open(2) would give a new file: 0666 & ~umask, read thread-safely. */
-static mode_t new_file_mode(void)
-{
-	unsigned int mask = 022;
-	char line[128];
-	FILE *f;
-
-	f = fopen("/proc/self/status", "re");
-	if (!f)
-		return 0644;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "Umask: %o", &mask) == 1)
-			break;
-	}
-	fclose(f);
-	return 0666 & ~mask;
-}
-
 /* The pickle of S on F (not flushed). */
 static int write_stream(const struct snapshot *s, FILE *f, enum pytm_pickle_layout layout)
 {
@@ -750,64 +732,21 @@ int snapshot__write_stream(const struct snapshot *s, FILE *f, enum pytm_pickle_l
 int snapshot__write(const struct snapshot *s, const char *path,
 		    enum pytm_pickle_layout layout)
 {
-	char *tmp = NULL;
-	bool made_tmp = false;
-	FILE *f = NULL;
-	int fd = -1, err;
-	size_t len;
+	struct atomic_file af;
+	int err;
 
 	if (!s || !path ||
 	    (layout != PYTM_PICKLE_38 && layout != PYTM_PICKLE_39))
 		return -EINVAL;
-	len = strlen(path);
-	tmp = malloc(len + sizeof(".XXXXXX"));
-	if (!tmp)
-		return -ENOMEM;
-	/* Same directory, so that rename() is atomic. */
-	memcpy(tmp, path, len);
-	memcpy(tmp + len, ".XXXXXX", sizeof(".XXXXXX"));
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		err = -errno;
-		goto cleanup;
-	}
-	made_tmp = true;
-	if (fchmod(fd, new_file_mode())) {
-		err = -errno;
-		goto cleanup;
-	}
-	f = fdopen(fd, "wb");
-	if (!f) {
-		err = -errno;
-		goto cleanup;
-	}
-	fd = -1;	/* owned by f now */
-	err = write_stream(s, f, layout);
+	err = atomic_file__open(&af, path);
 	if (err)
-		goto cleanup;
-	if (fflush(f) || fsync(fileno(f))) {
-		err = -errno;
-		goto cleanup;
+		return err;
+	err = write_stream(s, af.f, layout);
+	if (err) {
+		atomic_file__abort(&af);
+		return err;
 	}
-	err = fclose(f) ? -errno : 0;
-	f = NULL;
-	if (err)
-		goto cleanup;
-	if (rename(tmp, path)) {
-		err = -errno;
-		goto cleanup;
-	}
-	made_tmp = false;
-
-cleanup:
-	if (f)
-		fclose(f);
-	if (fd >= 0)
-		close(fd);
-	if (made_tmp)
-		unlink(tmp);
-	free(tmp);
-	return err;
+	return atomic_file__commit(&af);
 }
 
 /* ======================= reader ======================= */

@@ -54,10 +54,35 @@ static size_t cache_slot(const struct tb_cache *c, uint64_t id)
 	return j;
 }
 
-static const struct pytm_traceback *traceback_of(struct tb_cache *c, int stacks_fd,
-		uint64_t id, struct snapshot *s, struct resolver *r,
-		struct pytm_stack *st, struct pytm_frame_info *fi, int frames)
+/* What turning stack ids into tracebacks needs: a cache and scratch space. */
+struct tb_ctx {
+	struct tb_cache cache;
+	struct pytm_stack *st;
+	struct pytm_frame_info *fi;
+};
+
+static int tb_ctx__init(struct tb_ctx *c)
 {
+	memset(c, 0, sizeof(*c));
+	c->st = calloc(1, sizeof(*c->st));
+	c->fi = calloc(PYTM_MAX_FRAMES, sizeof(*c->fi));
+	return c->st && c->fi && !cache_grow(&c->cache) ? 0 : -ENOMEM;
+}
+
+static void tb_ctx__free(struct tb_ctx *c)
+{
+	free(c->st);
+	free(c->fi);
+	free(c->cache.ids);
+	free(c->cache.tbs);
+}
+
+static const struct pytm_traceback *traceback_of(struct tb_ctx *ctx, int stacks_fd,
+		uint64_t id, struct snapshot *s, struct resolver *r, int frames)
+{
+	struct tb_cache *c = &ctx->cache;
+	struct pytm_stack *st = ctx->st;
+	struct pytm_frame_info *fi = ctx->fi;
 	const struct pytm_traceback *tb;
 	unsigned int i, n;
 	size_t j = 0;
@@ -110,21 +135,17 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r)
 {
 	struct pytm_block_key *keys = NULL, next, *in = NULL;
-	struct pytm_frame_info *fi = NULL;
 	struct pytm_block *vals = NULL;
-	struct pytm_stack *st = NULL;
-	struct tb_cache cache = {};
 	struct snapshot *s = NULL;
 	const struct pytm_traceback *tb;
+	struct tb_ctx c;
 	__u32 count, i;
-	int err = 0;
+	int err = tb_ctx__init(&c);
 
 	s = snapshot__new(frames);
 	keys = calloc(BATCH, sizeof(*keys));
 	vals = calloc(BATCH, sizeof(*vals));
-	st = calloc(1, sizeof(*st));
-	fi = calloc(PYTM_MAX_FRAMES, sizeof(*fi));
-	if (!s || !keys || !vals || !st || !fi || cache_grow(&cache)) {
+	if (err || !s || !keys || !vals) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
@@ -138,7 +159,7 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 		for (i = 0; i < count; i++) {
 			if (keys[i].pid != (__u32)pid)
 				continue;
-			tb = traceback_of(&cache, stacks_fd, vals[i].stack_id, s, r, st, fi, frames);
+			tb = traceback_of(&c, stacks_fd, vals[i].stack_id, s, r, frames);
 			if (!tb || snapshot__add_estimate(s, keys[i].domain, vals[i].weight,
 							  blocks_of(&keys[i], &vals[i]), tb)) {
 				err = -ENOMEM;
@@ -153,10 +174,7 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 cleanup:
 	free(keys);
 	free(vals);
-	free(st);
-	free(fi);
-	free(cache.ids);
-	free(cache.tbs);
+	tb_ctx__free(&c);
 	if (err) {
 		snapshot__free(s);
 		errno = -err;
@@ -169,20 +187,16 @@ struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
 				 int frames, struct resolver *r)
 {
 	struct pytm_alloc_key key, next;
-	struct pytm_frame_info *fi = NULL;
-	struct pytm_stack *st = NULL;
-	struct tb_cache cache = {};
 	struct snapshot *s = NULL;
 	const struct pytm_traceback *tb;
 	struct pytm_alloc a;
+	struct tb_ctx c;
 	bool first = true;
 	uint64_t objs;
-	int err = 0;
+	int err = tb_ctx__init(&c);
 
 	s = snapshot__new(frames);
-	st = calloc(1, sizeof(*st));
-	fi = calloc(PYTM_MAX_FRAMES, sizeof(*fi));
-	if (!s || !st || !fi || cache_grow(&cache)) {
+	if (err || !s) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
@@ -194,17 +208,14 @@ struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
 			continue;
 		/* Round the fixed-point count to the nearest object. */
 		objs = (a.objects + (1ULL << (PYTM_ALLOC_OBJ_SHIFT - 1))) >> PYTM_ALLOC_OBJ_SHIFT;
-		tb = traceback_of(&cache, stacks_fd, key.stack_id, s, r, st, fi, frames);
+		tb = traceback_of(&c, stacks_fd, key.stack_id, s, r, frames);
 		if (!tb || snapshot__add_estimate(s, key.domain, a.bytes, objs ?: 1, tb)) {
 			err = -ENOMEM;
 			goto cleanup;
 		}
 	}
 cleanup:
-	free(st);
-	free(fi);
-	free(cache.ids);
-	free(cache.tbs);
+	tb_ctx__free(&c);
 	if (err) {
 		snapshot__free(s);
 		errno = -err;

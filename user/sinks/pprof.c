@@ -345,31 +345,9 @@ struct enc {
 /* Ids are 32-bit, and htab values index + 1: plenty (4G frames, samples). */
 #define ID_MAX		(UINT32_MAX - 1)
 
-/* Append a zeroed element to the array *V of *N (capacity *CAP). */
-static void *push(void **v, size_t *n, size_t *cap, size_t elem)
-{
-	size_t c;
-	void *p;
-
-	if (*n >= ID_MAX)
-		return NULL;
-	if (*n == *cap) {
-		c = *cap ? *cap * 2 : 256;
-		if (c > SIZE_MAX / elem)
-			return NULL;
-		p = realloc(*v, c * elem);
-		if (!p)
-			return NULL;
-		*v = p;
-		*cap = c;
-	}
-	p = (char *)*v + (*n)++ * elem;
-	memset(p, 0, elem);
-	return p;
-}
 
 #define PUSH(e, arr, n, cap) \
-	push((void **)&(e)->arr, &(e)->n, &(e)->cap, sizeof(*(e)->arr))
+	array__push((void **)&(e)->arr, &(e)->n, &(e)->cap, sizeof(*(e)->arr))
 
 static uint64_t mix3(uint64_t seed, uint64_t a, uint64_t b, uint64_t c)
 {
@@ -897,73 +875,26 @@ void pprof_buf__free(struct pprof_buf *b)
 int pprof__write(const char *path, const struct pprof_proc *procs, int n,
 		 const struct pprof_opts *o)
 {
+	struct atomic_file af;
 	struct pprof_buf b = {};
-	char *tmp = NULL;
-	bool made_tmp = false;
-	size_t len, off;
-	int fd = -1, err, tries;
-	ssize_t k;
+	int err;
 
 	if (!path)
 		return error__set(-EINVAL, "invalid argument");
 	err = pprof__encode(procs, n, o, &b);
 	if (err)
 		return err;		/* its reason is set */
-	len = strlen(path) + sizeof(".0123456789abcdef");
-	tmp = malloc(len);
-	if (!tmp) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	/*
-	 * Same directory, so that rename() is atomic. O_EXCL rather than
-	 * mkstemp(), whose files are 0600: the umask decides, as for any
-	 * file the user asks for.
-	 */
-	for (tries = 0; fd < 0 && tries < 16; tries++) {
-		snprintf(tmp, len, "%s.%016llx", path, (unsigned long long)hash__seed());
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd < 0 && errno != EEXIST)
-			break;
-	}
-	if (fd < 0) {
-		err = -errno;
-		goto cleanup;
-	}
-	made_tmp = true;
-	for (off = 0; off < b.len; off += k) {
-		k = write(fd, b.data + off, b.len - off);
-		if (k < 0 && errno == EINTR) {
-			k = 0;
-			continue;
-		}
-		if (k <= 0) {
-			err = k < 0 ? -errno : -EIO;
-			goto cleanup;
+	err = atomic_file__open(&af, path);
+	if (!err) {
+		if (fwrite(b.data, 1, b.len, af.f) != b.len) {
+			err = -errno ?: -EIO;
+			atomic_file__abort(&af);
+		} else {
+			err = atomic_file__commit(&af);
 		}
 	}
-	if (fsync(fd)) {
-		err = -errno;
-		goto cleanup;
-	}
-	err = close(fd) ? -errno : 0;
-	fd = -1;
-	if (err)
-		goto cleanup;
-	if (rename(tmp, path)) {
-		err = -errno;
-		goto cleanup;
-	}
-	made_tmp = false;
-
-cleanup:
-	if (fd >= 0)
-		close(fd);
-	if (made_tmp)
-		unlink(tmp);
 	if (err)
 		error__set(err, "%s: %s", path, strerror(-err));
-	free(tmp);
 	pprof_buf__free(&b);
 	return err;
 }

@@ -887,23 +887,6 @@ static struct group *groups__find(const struct groups *g,
 }
 
 /* Append a zeroed element to the array *V of *N (capacity *CAP). */
-static void *grow_array(void **v, size_t *n, size_t *cap, size_t elem)
-{
-	void *p;
-
-	if (*n == *cap) {
-		size_t c = *cap ? *cap * 2 : 256;
-
-		p = realloc(*v, c * elem);
-		if (!p)
-			return NULL;
-		*v = p;
-		*cap = c;
-	}
-	p = (char *)*v + (*n)++ * elem;
-	memset(p, 0, elem);
-	return p;
-}
 
 /* stats[traceback] += (size, count) */
 static int groups__add(struct groups *g, const struct gkey *k, u128 size,
@@ -917,7 +900,7 @@ static int groups__add(struct groups *g, const struct gkey *k, u128 size,
 		x->count += count;
 		return 0;
 	}
-	x = grow_array((void **)&g->v, &g->n, &g->cap, sizeof(*x));
+	x = array__push((void **)&g->v, &g->n, &g->cap, sizeof(*x));
 	if (!x || htab__add(&g->index, h, g->n))
 		return -ENOMEM;
 	x->key = *k;
@@ -970,7 +953,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 			x->count += t[i].count;
 			continue;
 		}
-		x = grow_array((void **)&e->v, &e->n, &e->cap, sizeof(*x));
+		x = array__push((void **)&e->v, &e->n, &e->cap, sizeof(*x));
 		if (!x || htab__add(&e->index, h, e->n))
 			return -ENOMEM;
 		x->tb = t[i].tb;
