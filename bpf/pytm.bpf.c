@@ -187,17 +187,36 @@ int handle_exec(void *ctx)
 	return 0;
 }
 
-/* A traced process is gone once its last thread exits. */
+/* Entry of Py_FinalizeEx: keep the live set as it is now. */
+SEC("uprobe")
+int BPF_KPROBE(finalize_enter)
+{
+	struct pytm_proc *p;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (p)
+		p->frozen = 1;
+	return 0;
+}
+
+/* A traced process is gone once its last thread exits: say how. */
 SEC("raw_tp/sched_process_exit")
 int handle_exit(void *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct pytm_proc *p;
 
-	if (!bpf_map_lookup_elem(&procs, &pid))
+	p = bpf_map_lookup_elem(&procs, &pid);
+	if (!p)
 		return 0;
-	if (BPF_CORE_READ(task, signal, live.counter) == 0)
+	if (BPF_CORE_READ(task, signal, live.counter) == 0) {
+		/* Set before this tracepoint: the status a parent's wait() sees. */
+		p->exit_code = BPF_CORE_READ(task, exit_code);
+		p->exited = 1;
 		announce(PYTM_EV_EXIT, pid);
+	}
 	return 0;
 }
 

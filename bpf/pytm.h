@@ -111,13 +111,30 @@ struct pytm_proc {
 	__u32 tstate_read;		/* bytes of a PyThreadState head read at once */
 	__u32 frame_read;		/* bytes of a frame head read at once */
 	__u32 sampled;			/* sampled mode: sizes are weighted */
-	__u32 pad2;
+	/*
+	 * Interpreter finalization began (Py_FinalizeEx): the live set stays
+	 * as it was then (the snapshot the final report takes), while the
+	 * counters go on to the end (see PYTM_DOMAIN_LATE).
+	 */
+	__u32 frozen;
 	__s64 current;			/* traced bytes now (estimated when sampled) */
 	__s64 peak;			/* maximum of current */
 	__u64 nevents;			/* allocator events seen */
 	__u64 lost[PYTM_LOST_MAX];
+	__u32 exited;			/* its last thread exited... */
+	__u32 exit_code;		/* ...with this wait status */
 	struct pytm_offsets off;
 };
+
+/*
+ * Block keys while frozen, in the domain's top bits: blocks allocated after
+ * the freeze (LATE: counted, not in the snapshot), and blocks of the frozen
+ * set freed since (GONE: in the snapshot, no longer counted; their address
+ * may be reused by a LATE block). Snapshots skip LATE and clear GONE.
+ */
+#define PYTM_DOMAIN_LATE	0x80000000u
+#define PYTM_DOMAIN_GONE	0x40000000u
+#define PYTM_DOMAIN_MASK	0x3fffffffu
 
 /* Live block key: tracemalloc's (domain, address), per process. */
 struct pytm_block_key {

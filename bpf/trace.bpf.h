@@ -11,13 +11,36 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 					 __u32 domain, __u64 addr)
 {
 	struct pytm_block_key key = { .pid = pid, .domain = domain, .addr = addr };
-	struct pytm_block *b;
+	struct pytm_block *b, gone;
 	void *map;
 	__s64 size;
 
 	map = bpf_map_lookup_elem(&blocks, &pid);
 	if (!map)
 		return;
+	if (p->frozen) {
+		/* A block born after the freeze goes as any block would... */
+		key.domain = domain | PYTM_DOMAIN_LATE;
+		b = bpf_map_lookup_elem(map, &key);
+		if (b) {
+			size = b->weight;
+			if (bpf_map_delete_elem(map, &key) == 0)
+				account(p, -size);
+			return;
+		}
+		/* ...one of the frozen set stays in it, under another key. */
+		key.domain = domain;
+		b = bpf_map_lookup_elem(map, &key);
+		if (!b)
+			return;
+		gone = *b;
+		if (bpf_map_delete_elem(map, &key))
+			return;
+		account(p, -(__s64)gone.weight);
+		key.domain = domain | PYTM_DOMAIN_GONE;
+		bpf_map_update_elem(map, &key, &gone, BPF_ANY);
+		return;
+	}
 	b = bpf_map_lookup_elem(map, &key);
 	if (!b)
 		return;
@@ -59,10 +82,17 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 
 	nb.size = size;
 	nb.weight = weight;
-	nb.stack_id = walk_stack(p, t, key->pid);
+	if (p->frozen) {
+		/* Finalizing: counted to the end, kept out of the frozen set. */
+		key->domain |= PYTM_DOMAIN_LATE;
+		nb.stack_id = 0;
+	} else {
+		nb.stack_id = walk_stack(p, t, key->pid);
+	}
 	if (p->sampled) {
 		struct pytm_alloc_key ak = {
-			.pid = key->pid, .domain = key->domain, .stack_id = nb.stack_id,
+			.pid = key->pid, .domain = key->domain & PYTM_DOMAIN_MASK,
+			.stack_id = nb.stack_id,
 		};
 
 		count_alloc(p, &ak, size, weight);
@@ -79,7 +109,9 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	}
 	b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
 	if (!b) {
-		count_lost(p, PYTM_LOST_BLOCKS_FULL);
+		/* Late blocks are not reported: no room for them loses nothing shown. */
+		if (!p->frozen)
+			count_lost(p, PYTM_LOST_BLOCKS_FULL);
 		return;
 	}
 	/* Already tracked (tracemalloc_add_trace does the same). */

@@ -513,6 +513,15 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		if (err)
 			goto fail;
 	}
+	/*
+	 * Finalization frees what the program held: the live set is kept as
+	 * it was when it began. No symbol (an embedder's own build): the end
+	 * is reported as it comes.
+	 */
+	addr = target__symbol(t, "Py_FinalizeEx");
+	if (addr && (err = attach_one(pr, skel->progs.finalize_enter, t, addr, false,
+				      "Py_FinalizeEx")))
+		goto fail;
 	/* C extensions report their own buffers here (numpy: domain 389047). */
 	addr = target__symbol(t, "PyTraceMalloc_Track");
 	if (addr && (err = attach_one(pr, skel->progs.track_enter, t, addr, false,

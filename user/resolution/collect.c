@@ -157,8 +157,10 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 			goto cleanup;
 		}
 		for (i = 0; i < count; i++) {
-			if (keys[i].pid != (__u32)pid)
+			/* Blocks born while finalizing are not in the frozen set. */
+			if (keys[i].pid != (__u32)pid || (keys[i].domain & PYTM_DOMAIN_LATE))
 				continue;
+			keys[i].domain &= ~PYTM_DOMAIN_GONE;
 			tb = traceback_of(&c, stacks_fd, vals[i].stack_id, s, r, frames);
 			if (!tb || snapshot__add_estimate(s, keys[i].domain, vals[i].weight,
 							  blocks_of(&keys[i], &vals[i]), tb)) {

@@ -59,10 +59,12 @@ static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
 	return 0;
 }
 
-/* Command line, pid in its own namespace, container id. */
+static void find_oom_file(struct tracee *tr, const char *v1_memory_path);
+
+/* Command line, pid in its own namespace, container id, cgroups. */
 static void read_identity(struct tracee *tr)
 {
-	char path[64], buf[4096], *p, *id;
+	char path[64], buf[4096], memcg[256] = "", *p, *id;
 	size_t n, i;
 	FILE *f;
 
@@ -103,6 +105,12 @@ static void read_identity(struct tracee *tr)
 				n = strcspn(p + 1, "\n");
 				str_sanitize(tr->cgroup, sizeof(tr->cgroup), p + 1, n);
 			}
+			/* "N:memory:/path": cgroup v1's memory controller. */
+			id = strstr(buf, ":memory:");
+			if (id && !memcg[0]) {
+				n = strcspn(id + 8, "\n");
+				snprintf(memcg, sizeof(memcg), "%.*s", (int)n, id + 8);
+			}
 			/* docker-<64 hex>.scope, /docker/<id>, libpod-<id>, cri-containerd-<id> */
 			for (p = buf; *p && !tr->container[0]; p++) {
 				for (id = p, n = 0; (id[n] >= '0' && id[n] <= '9') ||
@@ -117,6 +125,79 @@ static void read_identity(struct tracee *tr)
 		}
 		fclose(f);
 	}
+	find_oom_file(tr, memcg);
+}
+
+/*
+ * Where the memory cgroup of TR counts its OOM kills: cgroup v2's
+ * memory.events (at /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
+ * hosts), else v1's memory.oom_control. Found at attach: /proc/PID is
+ * gone by the time the count matters.
+ */
+static void find_oom_file(struct tracee *tr, const char *v1_memory_path)
+{
+	char path[sizeof(tr->oom_file)];
+	const char *const v2_roots[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+	size_t i;
+
+	for (i = 0; tr->cgroup[0] && i < sizeof(v2_roots) / sizeof(v2_roots[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s/memory.events", v2_roots[i], tr->cgroup);
+		if (!access(path, R_OK)) {
+			memcpy(tr->oom_file, path, sizeof(path));
+			return;
+		}
+	}
+	if (v1_memory_path[0]) {
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.oom_control",
+			 v1_memory_path);
+		if (!access(path, R_OK))
+			memcpy(tr->oom_file, path, sizeof(path));
+	}
+}
+
+/* OOM kills counted in TR's memory cgroup, or -1: none to read. */
+static long long oom_kills(const struct tracee *tr)
+{
+	char line[128];
+	long long n = -1;
+	FILE *f;
+
+	if (!tr->oom_file[0])
+		return -1;
+	f = fopen(tr->oom_file, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "oom_kill %lld", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+const char *tracee__end(const struct tracee *tr, const struct pytm_proc *p, char *buf,
+			size_t len, int *status, int *signal, bool *oom)
+{
+	int sig = p->exit_code & 0x7f;
+	long long now;
+
+	*status = -1;
+	*signal = 0;
+	*oom = false;
+	buf[0] = 0;
+	if (!p->exited)
+		return buf;
+	if (!sig) {
+		*status = (p->exit_code >> 8) & 0xff;
+		snprintf(buf, len, "exited with status %d", *status);
+		return buf;
+	}
+	*signal = sig;
+	/* Its cgroup counted a kill meanwhile: the OOM killer's SIGKILL. */
+	now = oom_kills(tr);
+	*oom = sig == SIGKILL && tr->oom_kills >= 0 && now > tr->oom_kills;
+	snprintf(buf, len, "killed by signal %d (SIG%s)%s", sig, sigabbrev_np(sig) ?: "?",
+		 *oom ? " by the OOM killer" : "");
+	return buf;
 }
 
 /* Bytes that cover the given fields (0xffff: absent), for a one-read head. */
@@ -185,6 +266,7 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 		return err;
 	tr->pickle = tr->t.hexversion < 0x03090000 ? PYTM_PICKLE_38 : PYTM_PICKLE_39;
 	read_identity(tr);
+	tr->oom_kills = oom_kills(tr);
 	tr->r = resolver__new(&tr->t, &tr->off);
 	if (!tr->r)
 		return -ENOMEM;
@@ -390,6 +472,17 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 			cur, peak, (long long)p.current, (long long)p.peak,
 			(unsigned long long)p.nevents);
 	}
+	if (p.frozen)
+		fprintf(out, "Snapshot: at interpreter finalization (Py_FinalizeEx), before it freed "
+			"what the program held; traced memory counts on to the end\n");
+	if (p.exited) {
+		char how[96];
+		int status, sig;
+		bool oom;
+
+		fprintf(out, "Process %s\n", tracee__end(tr, &p, how, sizeof(how), &status,
+						       &sig, &oom));
+	}
 	fprintf(out, "Lost events:");
 	if (c.lost_full) {
 		report__format_size(lostb, sizeof(lostb), (double)c.lost_bytes, false);
@@ -523,6 +616,32 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__name(j, "events");
 	json__uint(j, p.nevents);
 	json__end_object(j);
+	json__name(j, "snapshot_at");
+	json__string(j, p.frozen ? "finalization" : "now");
+	json__name(j, "end");
+	if (p.exited) {
+		char how[96];
+		int status, sig;
+		bool oom;
+
+		tracee__end(tr, &p, how, sizeof(how), &status, &sig, &oom);
+		json__begin_object(j);
+		json__name(j, "status");
+		if (status >= 0)
+			json__int(j, status);
+		else
+			json__null(j);
+		json__name(j, "signal");
+		if (sig)
+			json__int(j, sig);
+		else
+			json__null(j);
+		json__name(j, "oom_kill");
+		json__bool(j, oom);
+		json__end_object(j);
+	} else {
+		json__null(j);
+	}
 	json__name(j, "lost");
 	json__begin_object(j);
 	n = tracee__lost(tr, &p, lost, TRACEE_MAX_COUNTS);

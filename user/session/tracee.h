@@ -46,6 +46,8 @@ struct tracee {
 	char container[80];		/* container id from the cgroup path, or "" */
 	char cgroup[256];		/* its cgroup (v2 path, or the first v1 line's), or "" */
 	double attached_at;		/* wall clock (s since the epoch) of the attach */
+	char oom_file[320];		/* where its memory cgroup counts OOM kills, or "" */
+	long long oom_kills;		/* that count at attach; -1: none */
 	struct snapshot *baseline;	/* --compare: the first report's snapshot */
 	uint64_t sample_rate;		/* 0: exact */
 };
@@ -69,7 +71,14 @@ struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out);
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
-/* "Traced memory: ..." and "Lost events: ..." lines. */
+/*
+ * How the process ended, from P (tracee__stats): "" while it runs, else
+ * "exited with status N" or "killed by signal N (SIGNAME)[ by the OOM
+ * killer]". Its fields in *STATUS (-1 none), *SIGNAL (0 none), *OOM.
+ */
+const char *tracee__end(const struct tracee *tr, const struct pytm_proc *p, char *buf,
+			size_t len, int *status, int *signal, bool *oom);
+/* "Traced memory: ..." and "Lost events: ..." lines (and how the snapshot was taken). */
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out);
 struct json;
 /* The members pid, nspid, container, python, interpreter, cmdline. */
