@@ -30,8 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from benchlib import Failed, end, pyenv_python, start_tracer  # noqa: E402
-from bench_procs import (Target, WORKLOAD, finish_targets,  # noqa: E402
-                         proc_mem_kib, report_figures)
+from bench_procs import (Target, WORKLOAD, cpu_of,  # noqa: E402
+                         finish_targets, proc_mem_kib, proc_cpu_seconds,
+                         report_figures)
 
 ROOT = os.path.dirname(HERE)
 
@@ -48,7 +49,9 @@ def main():
     ap.add_argument("--procs", type=int, default=50)
     ap.add_argument("--ring", type=int, default=10000,
                     help="slots per process (two live blocks each)")
-    ap.add_argument("--rate", type=int, default=1000)
+    # 250 keeps the targets under the machine's 2 CPUs here (about 1.2);
+    # at 1000 they take both and every scrape waits for CPU.
+    ap.add_argument("--rate", type=int, default=250)
     ap.add_argument("--scrapes", type=int, default=5)
     ap.add_argument("--python", default=None)
     ap.add_argument("--pytm", default=os.environ.get("PYTM_BPF") or
@@ -87,6 +90,9 @@ def main():
         time.sleep(fill + 2)
         times = {"/metrics": [], "/debug/pprof/heap": []}
         blocks, size = 0, 0
+        pids = [t.pid for t in targets]
+        c0, tc0, w0 = cpu_of(pids), proc_cpu_seconds(tracer.pid), \
+            time.monotonic()
         for _ in range(args.scrapes):
             for path in times:
                 dt, body = fetch(url + path)
@@ -97,6 +103,8 @@ def main():
                 else:
                     size = len(body)
                 time.sleep(2)
+        load = (cpu_of(pids) - c0) / (time.monotonic() - w0)
+        tload = (proc_cpu_seconds(tracer.pid) - tc0) / (time.monotonic() - w0)
         rss = proc_mem_kib(tracer.pid)
         for t in targets:
             t.out.wait_for("done", seconds + 120)
@@ -121,6 +129,8 @@ def main():
         print("%-18s %s s (max %.3f s; target < 1 s: %s)"
               % (path + ":", " ".join("%.3f" % t for t in ts), max(ts),
                  "met" if max(ts) < 1 else "NOT met"))
+    print("CPU while scraped: targets %.2f CPUs (allocating, probes "
+          "running), pytm-bpf %.2f CPUs, of %d" % (load, tload, os.cpu_count()))
     print("tracer memory:     VmRSS %d MiB, VmHWM %d MiB"
           % (rss["VmRSS"] // 1024, rss["VmHWM"] // 1024))
     print("lost events:       %s" % ("none" if not lost else lost))
