@@ -158,6 +158,10 @@ int control(struct pytm_ctl *ctl)
 	} else if (ctl->op == PYTM_CTL_CLEAR) {
 		p->current = 0;
 		p->peak = 0;
+	} else if (ctl->op == PYTM_CTL_INHERIT) {
+		account(p, ctl->arg);
+	} else if (ctl->op == PYTM_CTL_INHERITED) {
+		p->inheriting = 0;
 	} else {
 		return -22;	/* -EINVAL */
 	}
@@ -178,12 +182,71 @@ static __always_inline void announce(__u32 type, __u32 pid)
 	bpf_ringbuf_submit(ev, 0);
 }
 
-/* --all: every new program might be a Python to trace. Raw tracepoints
- * attach by name, without tracefs. */
+/*
+ * A traced process that execs is another program now; under --all every
+ * new program might be a Python to trace. Raw tracepoints attach by name,
+ * without tracefs.
+ */
 SEC("raw_tp/sched_process_exec")
 int handle_exec(void *ctx)
 {
-	announce(PYTM_EV_EXEC, bpf_get_current_pid_tgid() >> 32);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct pytm_proc *p = bpf_map_lookup_elem(&procs, &pid);
+
+	if (p)
+		p->execed = 1;
+	announce(PYTM_EV_EXEC, pid);
+	return 0;
+}
+
+/*
+ * A traced process forked: its child (a process of its own, not a thread,
+ * and not a vfork child that shares its memory until it execs) is one to
+ * follow. Runs in the parent, before the child first runs.
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ppid = BPF_CORE_READ(parent, tgid), cpid = BPF_CORE_READ(child, tgid);
+	struct pytm_proc *pp, *cp;
+	struct pytm_event *ev;
+
+	if (cpid == ppid || BPF_CORE_READ(child, mm) == BPF_CORE_READ(parent, mm))
+		return 0;
+	pp = bpf_map_lookup_elem(&procs, &ppid);
+	if (!pp || pp->execed)
+		return 0;
+	/*
+	 * Exact mode: the child passes the page's children's sites from its
+	 * first allocation on, as a process of its own whose blocks go to its
+	 * parent's map; it starts with none (user space copies what it
+	 * inherited). Sampled, it waits for its own attach.
+	 */
+	if (!pp->sampled && !bpf_map_update_elem(&procs, &cpid, pp, BPF_NOEXIST)) {
+		cp = bpf_map_lookup_elem(&procs, &cpid);
+		if (cp) {
+			cp->current = 0;
+			cp->peak = 0;
+			cp->nevents = 0;
+			__builtin_memset(cp->lost, 0, sizeof(cp->lost));
+			cp->exited = 0;
+			cp->exit_code = 0;
+			cp->frozen = 0;
+			cp->inheriting = 1;
+			cp->code_parent = ppid;
+			cp->code_fork_id = next_code_id;
+			cp->blocks_pid = bpf_map_lookup_elem(&blocks, &ppid) ? ppid : pp->blocks_pid;
+		}
+	}
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return 0;
+	ev->type = PYTM_EV_FORK;
+	ev->pid = cpid;
+	ev->code_id = 0;
+	ev->pad = 0;
+	ev->code_addr = ppid;
+	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
 

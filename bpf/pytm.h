@@ -123,6 +123,29 @@ struct pytm_proc {
 	__u64 lost[PYTM_LOST_MAX];
 	__u32 exited;			/* its last thread exited... */
 	__u32 exit_code;		/* ...with this wait status */
+	/*
+	 * A forked child whose inherited blocks user space is still copying
+	 * from its parent: a free of an address not yet known leaves a
+	 * tombstone (PYTM_DOMAIN_TOMB), so that the copy skips that block.
+	 */
+	__u32 inheriting;
+	/*
+	 * A forked child's blocks live in its parent's map (the same map
+	 * object, under the child's pid): BPF finds it under this pid until
+	 * user space has entered it under the child's own.
+	 */
+	__u32 blocks_pid;
+	/* It called execve: what it runs now is another program (events ignored). */
+	__u32 execed;
+	/*
+	 * A forked child takes its parent's ids for the code objects it
+	 * inherited (ids up to code_fork_id, given before the fork) instead of
+	 * announcing them again: read from the parent, they need not be read
+	 * from a child that may be gone by then.
+	 */
+	__u32 code_parent;
+	__u32 code_fork_id;
+	__u32 pad;
 	struct pytm_offsets off;
 };
 
@@ -134,7 +157,9 @@ struct pytm_proc {
  */
 #define PYTM_DOMAIN_LATE	0x80000000u
 #define PYTM_DOMAIN_GONE	0x40000000u
-#define PYTM_DOMAIN_MASK	0x3fffffffu
+/* Not a block: see pytm_proc.inheriting. Snapshots skip it. */
+#define PYTM_DOMAIN_TOMB	0x20000000u
+#define PYTM_DOMAIN_MASK	0x1fffffffu
 
 /* Live block key: tracemalloc's (domain, address), per process. */
 struct pytm_block_key {
@@ -197,17 +222,22 @@ struct pytm_code_key {
 enum pytm_ctl_op {
 	PYTM_CTL_RESET_PEAK = 1,	/* peak = current */
 	PYTM_CTL_CLEAR = 2,		/* current = peak = 0 */
+	PYTM_CTL_INHERIT = 3,		/* current += arg (a forked child's inherited blocks) */
+	PYTM_CTL_INHERITED = 4,		/* the inherited set is in: no more tombstones */
 };
 
 struct pytm_ctl {
 	__u32 pid;
 	__u32 op;
+	__s64 arg;
 };
 
 enum pytm_event_type {
 	PYTM_EV_CODE = 1,		/* new code object: read it now */
 	PYTM_EV_EXEC = 2,		/* a process called execve (--all) */
 	PYTM_EV_EXIT = 3,		/* the last thread of a traced process exited */
+	PYTM_EV_FORK = 4,		/* a traced process forked: pid is the child,
+					 * code_addr its parent */
 };
 
 struct pytm_event {

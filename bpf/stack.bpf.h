@@ -130,6 +130,17 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 		/* Another code object at a known address: forget the old one. */
 		bpf_map_delete_elem(&codes, &key);
 		__sync_fetch_and_add(&code_epoch, 1);
+	} else if (p->code_parent) {
+		/* Inherited: the parent's id, if it had one before the fork. */
+		struct pytm_code_key pk = { .pid = p->code_parent, .addr = addr };
+
+		ci = bpf_map_lookup_elem(&codes, &pk);
+		if (ci && ci->id <= p->code_fork_id) {
+			*tmp = *ci;
+			if (bpf_map_update_elem(&codes, &key, tmp, BPF_NOEXIST) == -EEXIST)
+				return bpf_map_lookup_elem(&codes, &key) ?: tmp;
+			return tmp;
+		}
 	}
 
 	tmp->id = __sync_fetch_and_add(&next_code_id, 1) + 1;

@@ -7,6 +7,16 @@
 #include "maps.bpf.h"
 #include "stack.bpf.h"
 
+/* Process PID's live-block map (see pytm_proc.blocks_pid). */
+static __always_inline void *proc_blocks(struct pytm_proc *p, __u32 pid)
+{
+	void *map = bpf_map_lookup_elem(&blocks, &pid);
+
+	if (!map && p->blocks_pid)
+		map = bpf_map_lookup_elem(&blocks, &p->blocks_pid);
+	return map;
+}
+
 static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 					 __u32 domain, __u64 addr)
 {
@@ -15,7 +25,7 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 	void *map;
 	__s64 size;
 
-	map = bpf_map_lookup_elem(&blocks, &pid);
+	map = proc_blocks(p, pid);
 	if (!map)
 		return;
 	if (p->frozen) {
@@ -42,8 +52,16 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 		return;
 	}
 	b = bpf_map_lookup_elem(map, &key);
-	if (!b)
+	if (!b) {
+		if (p->inheriting) {
+			/* Maybe inherited and not copied yet: keep it out of the copy. */
+			static const struct pytm_block tomb;
+
+			key.domain = domain | PYTM_DOMAIN_TOMB;
+			bpf_map_update_elem(map, &key, &tomb, BPF_ANY);
+		}
 		return;
+	}
 	size = b->weight;
 	if (bpf_map_delete_elem(map, &key) == 0)
 		account(p, -size);
@@ -98,7 +116,7 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		count_alloc(p, &ak, size, weight);
 	}
 
-	map = bpf_map_lookup_elem(&blocks, &key->pid);
+	map = proc_blocks(p, key->pid);
 	if (!map)
 		return;
 	/* Usually a new address: one insert, no lookup before it. */
@@ -130,8 +148,12 @@ static __always_inline struct task_ctx *task_ctx(void)
 
 static __always_inline struct pytm_proc *this_proc(__u32 *pid)
 {
+	struct pytm_proc *p;
+
 	*pid = bpf_get_current_pid_tgid() >> 32;
-	return bpf_map_lookup_elem(&procs, pid);
+	p = bpf_map_lookup_elem(&procs, pid);
+	/* After an exec, probes by pid on the same binary see another program. */
+	return p && !p->execed ? p : NULL;
 }
 
 /* This thread's context, or NULL with the event counted as lost. */

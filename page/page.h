@@ -6,8 +6,8 @@
  * mapping in the target. Plain structs only.
  *
  *   0x0000  header: magic, then the original allocator functions
- *   0x0100  code: the exact-mode trampolines (hand-emitted, 12 x 64 bytes)
- *   0x0400  code: the sampler (this directory), both in every page, so
+ *   0x0100  code: the exact-mode trampolines (hand-emitted, 12 x 128 bytes)
+ *   0x0800  code: the sampler (this directory), both in every page, so
  *           that a page's code never changes under a thread running in it,
  *           whichever mode the next tracer chooses
  *   0x2000  inject's stub page (user/attach/inject.c)
@@ -24,7 +24,7 @@
 #define PYTM_PAGE_CODE_LEN	0x2000		/* header + code: two pages */
 #define PYTM_PAGE_ORIG_OFF	0x10		/* void *orig[3][4] */
 #define PYTM_PAGE_CODE_OFF	0x100
-#define PYTM_PAGE_SAMPLER_OFF	0x400
+#define PYTM_PAGE_SAMPLER_OFF	0x800
 #define PYTM_PAGE_DATA_OFF	0x3000		/* code, then inject's stub page */
 
 /* Offsets inside the data region. */

@@ -28,9 +28,9 @@ static const char *const table_syms[] = { "_PyMem_Raw", "_PyMem", "_PyObject" };
 /* Exported functions that call through each table. */
 static const char *const table_users[] = { "PyMem_RawMalloc", "PyMem_Malloc", "PyObject_Malloc" };
 
-static int attach_one(struct probes *pr, struct bpf_program *prog,
-		      const struct target *t, uint64_t addr, bool ret,
-		      const char *what)
+static int attach_one_pid(struct probes *pr, struct bpf_program *prog,
+			  const struct target *t, uint64_t addr, bool ret,
+			  const char *what, pid_t pid)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret);
 	const struct mapping *m = target__mapping(t, addr);
@@ -48,7 +48,7 @@ static int attach_one(struct probes *pr, struct bpf_program *prog,
 	/* uprobes take file offsets; reach the file through the target's root. */
 	off = addr - m->start + m->offset;
 	target__host_path(t, m->path, path, sizeof(path));
-	link = bpf_program__attach_uprobe_opts(prog, t->pid, path, off, &opts);
+	link = bpf_program__attach_uprobe_opts(prog, pid, path, off, &opts);
 	if (!link) {
 		int err = -errno;
 
@@ -60,6 +60,14 @@ static int attach_one(struct probes *pr, struct bpf_program *prog,
 	     (unsigned long long)off);
 	pr->links[pr->nlinks++] = link;
 	return 0;
+}
+
+/* A uprobe (RET: uretprobe) at ADDR for the target only. */
+static int attach_one(struct probes *pr, struct bpf_program *prog,
+		      const struct target *t, uint64_t addr, bool ret,
+		      const char *what)
+{
+	return attach_one_pid(pr, prog, t, addr, ret, what, t->pid);
 }
 
 /* Do the 4 function slots of a PyMemAllocatorEx at ADDR point to code? */
@@ -320,9 +328,14 @@ static int claim_target(pid_t pid)
 	return n < 0 ? -errno : n;
 }
 
-/* A uprobe on the trampoline page at file offset OFF. */
+/*
+ * A uprobe on the trampoline page at file offset OFF, for the target, or
+ * (CHILD) for every process that maps the page: the target's forked
+ * children, that pass the unarmed way's sites until they are traced on
+ * their own (the target itself never does while armed).
+ */
 static int attach_site(struct probes *pr, struct bpf_program *prog, uint64_t off,
-		       int d, int k, const char *which)
+		       int d, int k, const char *which, bool child)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, opts);
 	const struct target *t = pr->target;
@@ -331,7 +344,8 @@ static int attach_site(struct probes *pr, struct bpf_program *prog, uint64_t off
 
 	if (pr->nlinks >= PROBES_MAX)
 		return -E2BIG;
-	link = bpf_program__attach_uprobe_opts(prog, t->pid, redirect__path(&pr->rd), off, &opts);
+	link = bpf_program__attach_uprobe_opts(prog, child ? -1 : t->pid,
+					       redirect__path(&pr->rd), off, &opts);
 	if (!link) {
 		err = -errno;
 		warn("cannot attach a uprobe to the %s %s trampoline%s: %s",
@@ -432,7 +446,18 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 			pr->track_depth = true;
 	for (d = 0; d < REDIRECT_DOMAINS; d++)
 		for (k = 0; k < REDIRECT_KINDS; k++)
-			if ((err = attach_site(pr, site[k], redirect__site(&pr->rd, d, k), d, k, "")))
+			if ((err = attach_site(pr, site[k], redirect__site(&pr->rd, d, k), d, k, "",
+					       false)))
+				return err;
+	/*
+	 * Children's sites: where the kernel would crash a child at the
+	 * armed sites, the wiped data page sends it the unarmed way.
+	 */
+	pr->child_sites = o->follow_forks && pr->rd.page.wipeonfork;
+	for (d = 0; pr->child_sites && d < REDIRECT_DOMAINS; d++)
+		for (k = 0; k < REDIRECT_KINDS; k++)
+			if ((err = attach_site(pr, site[k], redirect__child_site(&pr->rd, d, k), d, k,
+					       " (children's site)", true)))
 				return err;
 	/*
 	 * Entry sites after the exit sites: tables left redirected by a tracer
@@ -442,7 +467,11 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	for (d = 0; pr->track_depth && d < REDIRECT_DOMAINS; d++)
 		for (k = 0; k < REDIRECT_KINDS - 1; k++)
 			if ((err = attach_site(pr, enter,
-					       redirect__entry_site(&pr->rd, d, k), d, k, " entry")))
+					       redirect__entry_site(&pr->rd, d, k), d, k, " entry",
+					       false)) ||
+			    (pr->child_sites &&
+			     (err = attach_site(pr, enter, redirect__child_entry_site(&pr->rd, d, k),
+						d, k, " entry (children's site)", true))))
 				return err;
 swap:
 	/* Only now that every site is probed: no event goes unseen. */
@@ -519,8 +548,12 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 	 * is reported as it comes.
 	 */
 	addr = target__symbol(t, "Py_FinalizeEx");
-	if (addr && (err = attach_one(pr, skel->progs.finalize_enter, t, addr, false,
-				      "Py_FinalizeEx")))
+	/*
+	 * Its forked children too (for every process running this binary:
+	 * one hit at the end of each, ignored for those we do not trace).
+	 */
+	if (addr && (err = attach_one_pid(pr, skel->progs.finalize_enter, t, addr, false,
+					  "Py_FinalizeEx", pr->child_sites ? -1 : t->pid)))
 		goto fail;
 	/* C extensions report their own buffers here (numpy: domain 389047). */
 	addr = target__symbol(t, "PyTraceMalloc_Track");

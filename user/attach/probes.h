@@ -11,7 +11,7 @@ struct pytm_bpf;
 struct target;
 struct bpf_link;
 
-#define PROBES_MAX 32
+#define PROBES_MAX 64
 
 struct probes {
 	struct bpf_link *links[PROBES_MAX];
@@ -20,6 +20,7 @@ struct probes {
 	bool injected;			/* allocator redirected through our page */
 	bool sampled;			/* ...through the sampler */
 	bool track_depth;		/* entry sites probed: nesting counted */
+	bool child_sites;		/* forked children are traced at their sites */
 	struct redirect rd;
 	int claim_fd;			/* our claim on the target (0: none; never 0-2) */
 	const struct target *target;
@@ -40,6 +41,7 @@ struct probes_opts {
 	uint64_t sample_rate;		/* injected: sample by bytes (0: exact) */
 	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
 	bool gil_plain;			/* sampled: one interpreter, one GIL */
+	bool follow_forks;		/* exact: probe the children's sites too */
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -18,7 +18,7 @@
 
 /*
  * Page layout (page/page.h): a header, the original function pointers,
- * one 64-byte exact-mode trampoline per (domain, kind), then the sampler
+ * one 128-byte exact-mode trampoline per (domain, kind), then the sampler
  * (page/sampler.c, linked in at build time). The code is the same for
  * every run of one layout, whatever the mode and site kind (both NOPs are
  * in every site; the tracer probes one), so a page left by an earlier run
@@ -28,10 +28,12 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp4"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf tramp5"	/* 16 bytes with the NUL */
+#define MAGIC4		"pytm-bpf tramp4"	/* the layout before: 64-byte trampolines */
 #define ORIG_OFF	PYTM_PAGE_ORIG_OFF
 #define CODE_OFF	PYTM_PAGE_CODE_OFF
-#define TRAMP_SIZE	64
+#define TRAMP_SIZE	128
+#define TRAMP4_SIZE	64
 #define DATA_OFF	PYTM_PAGE_DATA_OFF
 #define ARMED_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, armed))
 #define MAX_PAGES	8			/* stale pages passed over, at most */
@@ -80,22 +82,31 @@ const char *redirect__site_name(enum redirect_site kind)
  * passes it. A forked child (data page zeroed) skips it, so it never runs
  * what the kernel made of the site in the parent: on 6.18 a probed 5-byte
  * NOP becomes a call into a [uprobes-trampoline] mapping that fork does
- * not copy. Both NOP kinds, the tracer probes one. Returns the site's
- * offset (its 5-byte NOP). Flags are clobbered (free in any call),
- * registers are not.
+ * not copy. Both NOP kinds, the tracer probes one. The unarmed way passes
+ * a third NOP instead, the child site: a 6-byte NOP (never rewritten, so
+ * safe in any child) that the tracer probes for every process mapping the
+ * page when it follows forks, so that a child is traced from its first
+ * allocation on; unprobed it costs a jump. Returns the site's offset (its
+ * 5-byte NOP), the child site's in *CHILD. Flags are clobbered (free in
+ * any call), registers are not.
  */
-static size_t emit_site(struct x86_emitter *e)
+static size_t emit_site(struct x86_emitter *e, uint64_t *child)
 {
 	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0;
 	static const uint8_t nops[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00,
 					0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	static const uint8_t je[2] = { 0x74, sizeof(nops) };
+	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	static const uint8_t je[2] = { 0x74, sizeof(nops) + 2 };
+	static const uint8_t jmp[2] = { 0xeb, sizeof(nop6) };
 	size_t site;
 
 	x86__rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
-	x86__bytes(e, je, sizeof(je));				/* je past the site */
+	x86__bytes(e, je, sizeof(je));				/* je the child site */
 	site = e->at;
 	x86__bytes(e, nops, sizeof(nops));
+	x86__bytes(e, jmp, sizeof(jmp));			/* jmp past it */
+	*child = e->at;
+	x86__bytes(e, nop6, sizeof(nop6));
 	return site;
 }
 
@@ -117,7 +128,8 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	size_t o = orig_off(d, k);
 
 	if (k != PYTM_FREE)
-		rd->entry_site[d][k] = site_nop(rd->site_kind, emit_site(&e));
+		rd->entry_site[d][k] = site_nop(rd->site_kind,
+						emit_site(&e, &rd->child_entry_site[d][k]));
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
 		x86__bytes(&e, &push_rsi, 1);
@@ -137,7 +149,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
 	}
-	rd->site[d][k] = site_nop(rd->site_kind, emit_site(&e));
+	rd->site[d][k] = site_nop(rd->site_kind, emit_site(&e, &rd->child_site[d][k]));
 	if (k == PYTM_FREE)
 		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
 	else
@@ -153,6 +165,16 @@ uint64_t redirect__site(const struct redirect *rd, int d, int k)
 uint64_t redirect__entry_site(const struct redirect *rd, int d, int k)
 {
 	return rd->entry_site[d][k];
+}
+
+uint64_t redirect__child_site(const struct redirect *rd, int d, int k)
+{
+	return rd->child_site[d][k];
+}
+
+uint64_t redirect__child_entry_site(const struct redirect *rd, int d, int k)
+{
+	return rd->child_entry_site[d][k];
 }
 
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
@@ -387,9 +409,12 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			goto out;
 	}
 	/* Slots left redirected to this page by a tracer before us that died. */
-	for (d = 0; d < REDIRECT_DOMAINS; d++)
-		for (k = 0; k < REDIRECT_KINDS; k++)
+	for (d = 0; d < REDIRECT_DOMAINS; d++) {
+		for (k = 0; k < REDIRECT_KINDS; k++) {
 			rd->swapped[d][k] = funcs[d][k + 1] == rd->page.addr + entry_off(rd, d, k);
+			rd->before[d][k] = funcs[d][k + 1];
+		}
+	}
 	vlog("process %d: probe sites: %s: %s", t->pid,
 	     redirect__site_name(rd->site_kind), rd->site_why);
 	if (rd->sample_rate)
@@ -414,7 +439,7 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 {
 	struct inject_session *s = NULL;
 	const uint8_t armed = 1;
-	uint64_t tramp;
+	uint64_t tramp, cur;
 	int d, k, err;
 
 	/* Arm the sites first: a call redirected below passes them at once. */
@@ -433,6 +458,18 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (rd->swapped[d][k])
 				continue;
+			/*
+			 * The slot must still hold what it held when we looked: else
+			 * someone hooked it meanwhile, or the process is not the one
+			 * we read (a forked child that exec'd since).
+			 */
+			if (target__read(t, rd->tables[d] + 8 * (k + 1), &cur, sizeof(cur)) ||
+			    cur != rd->before[d][k]) {
+				warn("process %d: its allocator changed while we attached", t->pid);
+				inject__detach(s);
+				redirect__restore(rd, t);
+				return -ESTALE;
+			}
 			tramp = rd->page.addr + entry_off(rd, d, k);
 			err = inject__store_u64(s, rd->tables[d] + 8 * (k + 1), tramp);
 			if (err) {
@@ -492,11 +529,18 @@ void redirect__close(struct redirect *rd)
 	rd->have_page = false;
 }
 
-/* Which (domain, kind) an entry point at page offset OFF is, in either mode; 12 if none. */
-static uint64_t entry_index(uint64_t off)
+/*
+ * Which (domain, kind) an entry point at page offset OFF is, in either mode,
+ * in a page of this layout (or an exact-mode trampoline of the layout
+ * before, LAYOUT4); 12 if none.
+ */
+static uint64_t entry_index(uint64_t off, bool layout4)
 {
 	int i;
 
+	if (layout4)
+		return off < CODE_OFF || off >= CODE_OFF + 12 * TRAMP4_SIZE ||
+		       (off - CODE_OFF) % TRAMP4_SIZE ? 12 : (off - CODE_OFF) / TRAMP4_SIZE;
 	if (off >= CODE_OFF && off < PYTM_PAGE_SAMPLER_OFF)
 		return (off - CODE_OFF) % TRAMP_SIZE ? 12 : (off - CODE_OFF) / TRAMP_SIZE;
 	for (i = 0; i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
@@ -514,6 +558,7 @@ static uint64_t entry_index(uint64_t off)
 static int original_of(const struct target *t, uint64_t *fn)
 {
 	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
+	char magic[sizeof(MAGIC)];
 	const struct mapping *m;
 	uint64_t idx;
 	int hops;
@@ -522,7 +567,11 @@ static int original_of(const struct target *t, uint64_t *fn)
 		m = target__mapping(t, *fn);
 		if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1))
 			return 0;	/* not our page */
-		idx = entry_index(*fn - m->start);
+		if (target__read(t, m->start, magic, sizeof(magic)))
+			return -EPROTO;
+		if (memcmp(magic, MAGIC, sizeof(MAGIC)) && memcmp(magic, MAGIC4, sizeof(MAGIC4)))
+			return -EPROTO;	/* a layout we do not know */
+		idx = entry_index(*fn - m->start, !memcmp(magic, MAGIC4, sizeof(MAGIC4)));
 		if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
 		    target__read(t, m->start + ORIG_OFF + idx * 8, fn, sizeof(*fn)) || !*fn)
 			return -EPROTO;

@@ -60,6 +60,7 @@ static struct env {
 	bool verbose;			/* -v */
 	bool control;			/* --control: commands on stdin */
 	bool no_inject;			/* --no-inject: plain probes only */
+	bool no_follow_forks;		/* --no-follow-forks */
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
 	enum redirect_site_pref site_pref;	/* --probe-site */
@@ -134,6 +135,7 @@ enum {
 	OPT_METRICS_TOP,
 	OPT_OUTPUT_FORMAT,
 	OPT_KEEP,
+	OPT_NO_FOLLOW_FORKS,
 };
 
 static const struct argp_option opts[] = {
@@ -141,6 +143,8 @@ static const struct argp_option opts[] = {
 	{ "all", OPT_ALL, NULL, 0,
 	  "Trace every CPython process on the host, and those that start later", 0 },
 	{ "max-procs", OPT_MAX_PROCS, "N", 0, "Processes traced at once (default 64)", 0 },
+	{ "no-follow-forks", OPT_NO_FOLLOW_FORKS, NULL, 0,
+	  "Do not trace the children that traced processes fork (traced by default)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
@@ -255,6 +259,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_ALL:
 		env.all = true;
+		break;
+	case OPT_NO_FOLLOW_FORKS:
+		env.no_follow_forks = true;
 		break;
 	case OPT_MAX_PROCS:
 		if (parse_num(arg, 1, 1000, &v))
@@ -461,7 +468,8 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 			     strerror(-err));
 	}
 	if (env.out.path) {
-		int werr = output__write(&env.out, st.s, tr, s, final);
+		/* A forked child that ended has had its final report. */
+		int werr = output__write(&env.out, st.s, tr, s, final || exited);
 
 		err = err ?: werr;
 	}
@@ -508,9 +516,17 @@ static void print_host_summary(void)
 	free(rows);
 }
 
+/* Reports name their process: more than one -p, --all, or forks followed. */
+static bool several(bool single)
+{
+	return !single || st.s->counts.forks > 0 || st.s->counts.execs > 0;
+}
+
 /* A process that exited: its last report, then it leaves the session. */
 static void finish_tracee(struct tracee *tr)
 {
+	/* A forked child that ended before its attach: what it inherited first. */
+	session__settle_one(st.s, tr);
 	/* Its memory is gone: the event thread stops reading it first. */
 	session__mute(st.s, tr);
 	report_tracee(tr, false, true, true);
@@ -561,18 +577,28 @@ static bool round_(bool single, double start, double *next_report)
 	bool stop = false;
 	int i;
 
+	/* First: a forked child that ended already gets what it inherited. */
+	session__poll_pending(st.s);
 	for (i = 0; i < st.s->ntracees; i++) {
 		tr = &st.s->tracees[i];
+		if (tr->registered && tr->execed) {
+			/* Its report, then the program it runs now, if it is a Python. */
+			pid_t pid = tr->pid;
+
+			st.s->counts.execs++;
+			finish_tracee(tr);
+			session__retry(st.s, pid);
+			continue;
+		}
 		if (!tr->registered || !tracee__gone(tr))
 			continue;
-		if (single) {
+		/* -p PID: its end is the run's; a child it forked just leaves. */
+		if (single && !tr->ppid) {
 			warn("process %d exited; reporting what it had allocated", tr->pid);
 			return true;
 		}
 		finish_tracee(tr);
 	}
-	if (env.all)
-		session__poll_pending(st.s);
 	if (!single && !env.all && env.npids) {
 		/* -p several times: done when all are gone. */
 		for (i = 0; i < st.s->ntracees && !st.s->tracees[i].registered; i++)
@@ -589,7 +615,7 @@ static bool round_(bool single, double start, double *next_report)
 			sink__round(stdout, env.cli.format);
 		for (i = 0; i < st.s->ntracees; i++) {
 			if (st.s->tracees[i].registered)
-				report_tracee(&st.s->tracees[i], false, !single, false);
+				report_tracee(&st.s->tracees[i], false, several(single), false);
 			if (!env.control)
 				sink__gap(stdout, env.cli.format);
 		}
@@ -632,6 +658,7 @@ int main(int argc, char **argv)
 		.max_procs = env.max_procs,
 		.max_stacks = env.max_stacks,
 		.follow_exec = env.all,
+		.follow_forks = !env.no_follow_forks,
 		.topts = {
 			.frames = env.frames,
 			.max_total = env.total_frames ? 1024 : env.frames,
@@ -641,6 +668,7 @@ int main(int argc, char **argv)
 			.empty_sites = env.bench_empty,
 			.sample_rate = env.sample,
 			.set_slots = env.set_slots,
+			.follow_forks = !env.no_follow_forks,
 			.overrides = env.overrides,
 			.noverrides = env.noverrides,
 		},
@@ -714,16 +742,17 @@ int main(int argc, char **argv)
 	}
 	/* Report first (events still flow, code objects are still read)... */
 	pthread_mutex_lock(&st.s->front);
+	session__settle(st.s);
 	err = 0;
 	for (i = 0; i < st.s->ntracees; i++) {
 		if (!st.s->tracees[i].registered)
 			continue;
-		if (report_tracee(&st.s->tracees[i], true, !single, false))
+		if (report_tracee(&st.s->tracees[i], true, several(single), false))
 			err = -EIO;
-		if (!single)
+		if (several(single))
 			sink__gap(stdout, env.cli.format);
 	}
-	if (!single && !env.control)
+	if (several(single) && !env.control)
 		print_host_summary();
 	fflush(stdout);
 	pthread_mutex_unlock(&st.s->front);

@@ -9,6 +9,7 @@
 #include "elf.h"
 
 struct elf_file {
+	int refs;			/* targets sharing it (a forked child and its parent) */
 	int fd;
 	Elf *elf;
 	Elf_Scn *symtab;
@@ -29,6 +30,7 @@ struct elf_file *elf__open(const char *path)
 	ef = calloc(1, sizeof(*ef));
 	if (!ef)
 		return NULL;
+	ef->refs = 1;
 	ef->base = UINT64_MAX;
 	ef->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (ef->fd < 0)
@@ -59,9 +61,16 @@ err:
 	return NULL;
 }
 
+struct elf_file *elf__get(struct elf_file *ef)
+{
+	if (ef)
+		__atomic_add_fetch(&ef->refs, 1, __ATOMIC_RELAXED);
+	return ef;
+}
+
 void elf__close(struct elf_file *ef)
 {
-	if (!ef)
+	if (!ef || __atomic_sub_fetch(&ef->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (ef->elf)
 		elf_end(ef->elf);

@@ -10,6 +10,8 @@
 struct elf_file;
 
 struct elf_file *elf__open(const char *path);
+/* One more reference to EF (each elf__close drops one). */
+struct elf_file *elf__get(struct elf_file *ef);
 void elf__close(struct elf_file *ef);	/* safe on NULL */
 /* Address (st_value) and size of symbol NAME, local or global; -ENOENT. */
 int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,

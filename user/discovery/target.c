@@ -278,6 +278,26 @@ int target__open(struct target *t, pid_t pid)
 	return 0;
 }
 
+int target__fork(struct target *t, const struct target *parent, pid_t pid)
+{
+	int i;
+
+	*t = *parent;
+	t->pid = pid;
+	t->maps = calloc(parent->nmaps ? parent->nmaps : 1, sizeof(*t->maps));
+	if (!t->maps) {
+		t->nmaps = 0;
+		t->elf = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < parent->nmaps; i++) {
+		t->maps[i] = parent->maps[i];
+		t->maps[i].path = parent->maps[i].path ? strdup(parent->maps[i].path) : NULL;
+	}
+	t->elf = elf__get(parent->elf);
+	return 0;
+}
+
 void target__close(struct target *t)
 {
 	free_maps(t);

@@ -35,6 +35,12 @@ struct target {
  * version we do not support, -EPERM no privileges.
  */
 int target__open(struct target *t, pid_t pid);
+/*
+ * Child PID forked from PARENT: the same interpreter at the same addresses,
+ * without discovery (the child may be running, or gone already). 0 or
+ * -ENOMEM.
+ */
+int target__fork(struct target *t, const struct target *parent, pid_t pid);
 void target__close(struct target *t);	/* safe on a zeroed target */
 /* Re-read /proc/PID/maps. */
 int target__refresh_maps(struct target *t);

@@ -157,8 +157,12 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 			goto cleanup;
 		}
 		for (i = 0; i < count; i++) {
-			/* Blocks born while finalizing are not in the frozen set. */
-			if (keys[i].pid != (__u32)pid || (keys[i].domain & PYTM_DOMAIN_LATE))
+			/*
+			 * Blocks born while finalizing are not in the frozen set;
+			 * tombstones are no blocks (see pytm_proc.inheriting).
+			 */
+			if (keys[i].pid != (__u32)pid ||
+			    (keys[i].domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)))
 				continue;
 			keys[i].domain &= ~PYTM_DOMAIN_GONE;
 			tb = traceback_of(&c, stacks_fd, vals[i].stack_id, s, r, frames);

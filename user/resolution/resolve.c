@@ -131,26 +131,73 @@ cleanup:
 	return out;
 }
 
+/* Room for code ID. */
+static int grow(struct resolver *r, uint32_t id)
+{
+	struct code *nc;
+	uint32_t n;
+
+	if (id < r->ncodes)
+		return 0;
+	n = r->ncodes ? r->ncodes : 1024;
+	while (n <= id)
+		n *= 2;
+	nc = realloc(r->codes, n * sizeof(*nc));
+	if (!nc)
+		return -ENOMEM;
+	memset(nc + r->ncodes, 0, (n - r->ncodes) * sizeof(*nc));
+	r->codes = nc;
+	r->ncodes = n;
+	return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+int resolver__inherit(struct resolver *r, const struct resolver *from)
+{
+	const struct code *f;
+	struct code *c;
+	uint32_t id;
+
+	/* Code ids are the session's, never reused: the same id is the same code. */
+	for (id = 0; id < from->ncodes; id++) {
+		f = &from->codes[id];
+		if (!f->filename || (id < r->ncodes && r->codes[id].filename))
+			continue;
+		if (grow(r, id))
+			return -ENOMEM;
+		c = &r->codes[id];
+		c->filename = strdup(f->filename);
+		c->name = dup_or_null(f->name);
+		c->firstlineno = f->firstlineno;
+		c->table = f->table_len ? malloc(f->table_len) : NULL;
+		if (!c->filename || (f->name && !c->name) || (f->table_len && !c->table)) {
+			free(c->filename);
+			free(c->name);
+			free(c->table);
+			memset(c, 0, sizeof(*c));
+			return -ENOMEM;
+		}
+		if (c->table)
+			memcpy(c->table, f->table, f->table_len);
+		c->table_len = f->table_len;
+	}
+	return 0;
+}
+
 int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 {
 	const struct pytm_offsets *o = &r->off;
-	struct code c = {}, *nc;
+	struct code c = {};
 	uint64_t type, fname, table;
 	int64_t tlen = 0;
-	uint32_t n;
 	int err = -EINVAL;
 
-	if (id >= r->ncodes) {
-		n = r->ncodes ? r->ncodes : 1024;
-		while (n <= id)
-			n *= 2;
-		nc = realloc(r->codes, n * sizeof(*nc));
-		if (!nc)
-			return -ENOMEM;
-		memset(nc + r->ncodes, 0, (n - r->ncodes) * sizeof(*nc));
-		r->codes = nc;
-		r->ncodes = n;
-	}
+	if (grow(r, id))
+		return -ENOMEM;
 	type = rd_ptr(r, addr + o->object_type);
 	if (!type || (r->code_type && type != r->code_type))
 		goto fail;

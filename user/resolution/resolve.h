@@ -13,6 +13,11 @@ struct resolver;
 struct resolver *resolver__new(const struct target *t,
 			       const struct pytm_offsets *off);
 void resolver__free(struct resolver *r);	/* safe on NULL */
+/*
+ * Take FROM's code objects (a parent's, before its child forked) for ids R
+ * has not read: the child's inherited tracebacks name them. 0 or -ENOMEM.
+ */
+int resolver__inherit(struct resolver *r, const struct resolver *from);
 /* Read the code object ADDR now, under id ID. */
 int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr);
 /*

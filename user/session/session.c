@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <bpf/libbpf.h>
 #include "pytm.h"
 #include "pytm.skel.h"
+#include "resolve.h"
 #include "session.h"
 #include "util.h"
 
@@ -69,6 +71,7 @@ static int load_bpf(struct session *s)
 		return err;
 	}
 	/* Without syscall programs (before 5.14) resets rewrite the entry. */
+	bpf_program__set_autoload(s->skel->progs.handle_fork, o->follow_forks);
 	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SYSCALL, NULL) != 1)
 		bpf_program__set_autoload(s->skel->progs.control, false);
 	err = pytm_bpf__load(s->skel);
@@ -102,7 +105,7 @@ struct tracee *session__find(struct session *s, pid_t pid)
 	return find(s, pid, false);
 }
 
-static void add_pending(struct session *s, pid_t pid, double delay)
+static void add_pending(struct session *s, pid_t pid, pid_t ppid, bool adopt, double delay)
 {
 	int i;
 
@@ -110,7 +113,10 @@ static void add_pending(struct session *s, pid_t pid, double delay)
 		if (s->pending[i].pid == pid)
 			return;
 	if (s->npending < SESSION_MAX_PENDING)
-		s->pending[s->npending++] = (struct session_pending){ pid, mono_now() + delay, 0 };
+		s->pending[s->npending++] = (struct session_pending){
+			pid, ppid, adopt, mono_now() + delay, 0 };
+	else
+		s->counts.skipped[SESSION_SKIP_MAX_PROCS]++;
 }
 
 static void count_skip(struct session *s, int err);
@@ -149,49 +155,219 @@ static void count_skip(struct session *s, int err)
 	s->counts.skipped[why]++;
 }
 
-int session__add(struct session *s, pid_t pid, bool quiet)
+/* A forked child's start: its parent's blocks and the code objects they name. */
+static void inherit(struct session *s, struct tracee *tr)
 {
-	struct tracee *tr;
+	struct tracee *parent = find(s, tr->ppid, false);
+	uint64_t n = 0;
+	int err = 0;
+
+	if (parent && !tr->pr.sampled) {
+		pthread_mutex_lock(&s->lock);
+		err = resolver__inherit(tr->r, parent->r);
+		pthread_mutex_unlock(&s->lock);
+		err = err ?: tracee__inherit(tr, parent, s->skel, &n);
+	} else if (!tr->pr.sampled) {
+		err = tracee__inherit(tr, tr, s->skel, &n);	/* nothing to copy: just end it */
+	}
+	if (err)
+		warn("process %d: cannot copy the blocks it inherited from %d: %s", tr->pid,
+		     tr->ppid, strerror(-err));
+	vlog("process %d: forked from %d, inherited %llu blocks", tr->pid, tr->ppid,
+	     (unsigned long long)n);
+}
+
+/*
+ * Slots: claimed and released under the lock, since the event thread
+ * claims one for a forked child while the front end may be adding one.
+ */
+static struct tracee *claim_slot(struct session *s)
+{
+	struct tracee *tr = NULL;
+	int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->ntracees && s->used[i]; i++)
+		;
+	if (i < s->o.max_procs) {
+		s->used[i] = true;
+		tr = &s->tracees[i];
+		memset(tr, 0, sizeof(*tr));
+		tr->pidfd = tr->blocks_fd = -1;
+		if (i == s->ntracees)
+			s->ntracees++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return tr;
+}
+
+static void release_slot(struct session *s, struct tracee *tr)
+{
+	pthread_mutex_lock(&s->lock);
+	memset(tr, 0, sizeof(*tr));
+	tr->pidfd = tr->blocks_fd = -1;
+	s->used[tr - s->tracees] = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Give up on TR (not traced after all): nothing of it is left behind. */
+static void discard(struct session *s, struct tracee *tr)
+{
+	session__mute(s, tr);
+	tracee__purge(tr, s->skel);
+	tracee__close(tr);
+	release_slot(s, tr);
+}
+
+/*
+ * Did forked child TR exec since? Its interpreter is its parent's, at the
+ * same place, or it is another program.
+ */
+static bool replaced(struct tracee *tr)
+{
+	uint64_t text = 0;
+	const struct mapping *m;
+	int i;
+
+	/* The interpreter's code, where it was in the parent. */
+	for (i = 0; i < tr->t.nmaps && !text; i++)
+		if (tr->t.maps[i].exec && tr->t.maps[i].path &&
+		    !strcmp(tr->t.maps[i].path, tr->t.pymod))
+			text = tr->t.maps[i].start;
+	if (tr->execed || !text || target__refresh_maps(&tr->t))
+		return true;
+	m = target__mapping(&tr->t, text);
+	return !m || !m->exec || !m->path || strcmp(m->path, tr->t.pymod) || m->start != text;
+}
+
+/*
+ * A forked child that BPF traces already (through its parent's page):
+ * what it inherited, then probes of its own (its own page, the cheap
+ * sites). One that is gone by now stays to be reported.
+ */
+static int adopt(struct session *s, struct tracee *tr, bool quiet)
+{
+	int err;
+
+	tr->tried = true;
+	inherit(s, tr);
+	if (tracee__gone(tr))
+		return 0;
+	if (replaced(tr) && !tracee__gone(tr)) {
+		vlog("process %d exec'd before it could be attached", tr->pid);
+		discard(s, tr);
+		return -ENOEXEC;
+	}
+	error__quiet(quiet);
+	err = tracee__attach(tr, s->skel, &s->o.topts);
+	error__quiet(false);
+	if (!err || tracee__gone(tr))
+		return 0;
+	s->counts.attach_failed++;
+	if (replaced(tr) && !tracee__gone(tr)) {
+		discard(s, tr);
+		return err;
+	}
+	/* Still its parent's program: its parent's page keeps tracing it. */
+	vlog("process %d: no probes of its own (%s); traced through its parent's page",
+	     tr->pid, error__last());
+	return 0;
+}
+
+/* Under the lock (the event thread): a traced process forked child PID. */
+static void forked(struct session *s, pid_t pid, pid_t ppid)
+{
+	struct tracee *parent = find(s, ppid, false), *tr;
+	__u32 key = pid;
+	struct pytm_proc p;
 	int err, i;
 
-	if (session__find(s, pid))
-		return 0;
-	/* Reuse the slot of a process that exited. */
-	for (i = 0; i < s->ntracees && s->tracees[i].registered; i++)
+	if (!parent || find(s, pid, false))
+		return;
+	/* Sampled (BPF made no entry): it waits for its own attach. */
+	if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.procs), &key, &p)) {
+		add_pending(s, pid, ppid, false, 0);
+		return;
+	}
+	/* claim_slot takes the lock we hold: the same, inline. */
+	for (i = 0; i < s->ntracees && s->used[i]; i++)
 		;
-	if (i == s->ntracees && s->ntracees == s->o.max_procs) {
+	if (i == s->o.max_procs) {
+		bpf_map_delete_elem(bpf_map__fd(s->skel->maps.procs), &key);
+		s->counts.skipped[SESSION_SKIP_MAX_PROCS]++;
+		return;
+	}
+	tr = &s->tracees[i];
+	err = tracee__fork(tr, parent, pid, s->skel);
+	if (err) {
+		warn("process %d (forked from %d): %s", pid, ppid, strerror(-err));
+		bpf_map_delete_elem(bpf_map__fd(s->skel->maps.procs), &key);
+		tracee__purge(tr, s->skel);
+		tracee__close(tr);
+		memset(tr, 0, sizeof(*tr));
+		tr->pidfd = tr->blocks_fd = -1;
+		return;
+	}
+	s->used[i] = true;
+	if (i == s->ntracees)
+		s->ntracees++;
+	tr->ready = true;
+	s->counts.forks++;
+	s->counts.traced++;
+	add_pending(s, pid, ppid, true, 0);
+}
+
+static int add(struct session *s, pid_t pid, pid_t ppid, bool quiet);
+
+int session__add(struct session *s, pid_t pid, bool quiet)
+{
+	return add(s, pid, 0, quiet);
+}
+
+static int add(struct session *s, pid_t pid, pid_t ppid, bool quiet)
+{
+	struct tracee *tr = session__find(s, pid);
+	int err;
+
+	if (tr)
+		return ppid && tr->ppid && !tr->tried ? adopt(s, tr, quiet) : 0;
+	tr = claim_slot(s);
+	if (!tr) {
 		if (!quiet)
 			warn("too many processes (--max-procs %d)", s->o.max_procs);
 		else
 			error__set(-E2BIG, "--max-procs %d reached", s->o.max_procs);
 		return -E2BIG;
 	}
-	tr = &s->tracees[i];
 	error__quiet(quiet);
-	err = tracee__open(tr, pid, s->skel, &s->o.topts);
+	err = tracee__open(tr, pid, ppid, s->skel, &s->o.topts);
 	if (!err) {
 		/* Code objects are read from the first event on, during attach too. */
-		pthread_mutex_lock(&s->lock);
-		tr->ready = true;
-		if (i == s->ntracees)
-			s->ntracees++;
-		pthread_mutex_unlock(&s->lock);
+		session__unmute(s, tr);
 		err = tracee__attach(tr, s->skel, &s->o.topts);
 		if (err)
 			s->counts.attach_failed++;
 	}
 	error__quiet(false);
-	if (!err)
-		s->counts.traced++;
 	if (err) {
-		session__mute(s, tr);
-		tracee__purge(tr, s->skel);
-		tracee__close(tr);
-		memset(tr, 0, sizeof(*tr));
-		tr->pidfd = tr->blocks_fd = -1;
+		discard(s, tr);
 		return err;
 	}
+	if (ppid) {
+		/* Sampled: nothing is inherited, the tombstones end. */
+		tr->tried = true;
+		inherit(s, tr);
+		s->counts.forks++;
+	}
+	s->counts.traced++;
 	return 0;
+}
+
+void session__unmute(struct session *s, struct tracee *tr)
+{
+	pthread_mutex_lock(&s->lock);
+	tr->ready = true;
+	pthread_mutex_unlock(&s->lock);
 }
 
 void session__mute(struct session *s, struct tracee *tr)
@@ -208,6 +384,7 @@ void session__drop(struct session *s, struct tracee *tr)
 	tracee__purge(tr, s->skel);
 	tracee__detach(tr);
 	tracee__close(tr);
+	release_slot(s, tr);
 }
 
 void session__scan_all(struct session *s)
@@ -229,6 +406,13 @@ void session__scan_all(struct session *s)
 	closedir(d);
 }
 
+void session__retry(struct session *s, pid_t pid)
+{
+	pthread_mutex_lock(&s->lock);
+	add_pending(s, pid, 0, false, 0.3);	/* Python needs a moment to start */
+	pthread_mutex_unlock(&s->lock);
+}
+
 void session__poll_pending(struct session *s)
 {
 	struct session_pending p;
@@ -248,11 +432,22 @@ void session__poll_pending(struct session *s)
 		s->pending[i] = s->pending[--s->npending];
 		pthread_mutex_unlock(&s->lock);
 
-		err = session__add(s, p.pid, true);
-		if (!err)
+		/* A forked child whose tracee is gone already was reported and dropped. */
+		if (p.adopt && !session__find(s, p.pid))
+			continue;
+		/* A sampled child that came and went before its attach: just counted. */
+		if (p.ppid && !p.adopt && kill(p.pid, 0) && errno == ESRCH) {
+			s->counts.skipped[SESSION_SKIP_EXITED]++;
+			continue;
+		}
+		err = add(s, p.pid, p.ppid, true);
+		if (!err && p.ppid)
+			fprintf(stderr, "pytm-bpf: tracing new process %d (forked from %d)\n",
+				p.pid, p.ppid);
+		else if (!err)
 			fprintf(stderr, "pytm-bpf: tracing new process %d\n", p.pid);
 		/* An interpreter still starting has no threads yet: try again. */
-		if (err && err != -ENOEXEC && err != -ESRCH && ++p.tries < 5) {
+		if (err && err != -ENOEXEC && err != -ESRCH && !p.ppid && ++p.tries < 5) {
 			p.due = t + 0.5 * p.tries;
 			pthread_mutex_lock(&s->lock);
 			if (s->npending < SESSION_MAX_PENDING)
@@ -262,6 +457,22 @@ void session__poll_pending(struct session *s)
 			say_skipped(s, p.pid, err);
 		}
 	}
+}
+
+void session__settle_one(struct session *s, struct tracee *tr)
+{
+	if (tr->registered && tr->ppid && !tr->tried) {
+		tr->tried = true;
+		inherit(s, tr);
+	}
+}
+
+void session__settle(struct session *s)
+{
+	int i;
+
+	for (i = 0; i < s->ntracees; i++)
+		session__settle_one(s, &s->tracees[i]);
 }
 
 /* ---- the event thread ---- */
@@ -282,9 +493,14 @@ static int handle_event(void *arg, void *data, size_t size)
 			tracee__code(tr, ev->code_id, ev->code_addr);
 		break;
 	case PYTM_EV_EXEC:
-		/* The interpreter needs a moment before it can be read. */
-		if (!find(s, ev->pid, true))
-			add_pending(s, ev->pid, 0.3);
+		tr = find(s, ev->pid, false);
+		if (tr)
+			tr->execed = true;	/* the front end reports it, then tries again */
+		else if (s->o.follow_exec)
+			add_pending(s, ev->pid, 0, false, 0.3);	/* Python needs a moment to start */
+		break;
+	case PYTM_EV_FORK:
+		forked(s, ev->pid, ev->code_addr);
 		break;
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -417,7 +633,8 @@ int session__open(struct session **out, const struct session_opts *o)
 	pthread_cond_init(&s->sync.cv, NULL);
 	s->sync.kick = -1;
 	s->tracees = calloc(o->max_procs, sizeof(*s->tracees));
-	if (!s->tracees) {
+	s->used = calloc(o->max_procs, sizeof(*s->used));
+	if (!s->tracees || !s->used) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -433,12 +650,20 @@ int session__open(struct session **out, const struct session_opts *o)
 		goto fail;
 	}
 	s->exit_link = bpf_program__attach(s->skel->progs.handle_exit);
-	if (o->follow_exec) {
+	if (o->follow_exec || o->follow_forks) {
 		/* Before any scan, so that nothing starts unseen in between. */
 		s->exec_link = bpf_program__attach(s->skel->progs.handle_exec);
 		if (!s->exec_link) {
 			err = -errno;
 			warn("cannot follow new processes: %s", strerror(-err));
+			goto fail;
+		}
+	}
+	if (o->follow_forks) {
+		s->fork_link = bpf_program__attach(s->skel->progs.handle_fork);
+		if (!s->fork_link) {
+			err = -errno;
+			warn("cannot follow forked processes: %s", strerror(-err));
 			goto fail;
 		}
 	}
@@ -490,11 +715,13 @@ void session__close(struct session *s)
 		close(s->sync.kick);
 	if (s->tracees)
 		detach_all(s);
+	bpf_link__destroy(s->fork_link);
 	bpf_link__destroy(s->exec_link);
 	bpf_link__destroy(s->exit_link);
 	for (i = 0; s->tracees && i < s->ntracees; i++)
 		tracee__close(&s->tracees[i]);
 	free(s->tracees);
+	free(s->used);
 	ring_buffer__free(s->rb);
 	pytm_bpf__destroy(s->skel);
 	pthread_mutex_destroy(&s->lock);

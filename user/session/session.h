@@ -27,6 +27,7 @@ struct session_opts {
 	int max_procs;			/* processes traced at once */
 	long max_stacks;		/* distinct tracebacks */
 	bool follow_exec;		/* --all: notice processes that exec */
+	bool follow_forks;		/* trace the children of traced processes */
 	struct tracee_opts topts;	/* per process */
 };
 
@@ -48,6 +49,7 @@ struct session {
 	struct session_opts o;
 	struct pytm_bpf *skel;
 	struct tracee *tracees;		/* o.max_procs slots, fixed in memory */
+	bool *used;			/* which slots are taken (under lock) */
 	int ntracees;
 	/*
 	 * The event thread reads code objects as BPF announces them (a process
@@ -56,9 +58,15 @@ struct session {
 	 */
 	pthread_mutex_t lock;
 	volatile bool quit;
-	/* --all: processes that exec'd, to try once Python is up. */
+	/*
+	 * Processes to attach from the main loop: under --all those that
+	 * exec'd (tried once Python is up), and forked children of traced
+	 * processes (at once: their parent's interpreter is there).
+	 */
 	struct session_pending {
 		pid_t pid;
+		pid_t ppid;		/* the traced parent it forked from, or 0 */
+		bool adopt;		/* its tracee exists (see session.c: forked) */
 		double due;
 		int tries;
 	} pending[SESSION_MAX_PENDING];
@@ -74,9 +82,11 @@ struct session {
 		unsigned long attach_failed;	/* opened and checked, then failed */
 		unsigned long traced;		/* processes traced, ever */
 		unsigned long exited;		/* traced processes that exited */
+		unsigned long forks;		/* forked children followed */
+		unsigned long execs;		/* traced processes that exec'd */
 	} counts;
 	struct ring_buffer *rb;
-	struct bpf_link *exec_link, *exit_link;
+	struct bpf_link *exec_link, *exit_link, *fork_link;
 	pthread_t events_th;
 	bool have_events_th;
 	/*
@@ -111,6 +121,11 @@ int session__add(struct session *s, pid_t pid, bool quiet);
 void session__scan_all(struct session *s);
 /* --all: try the processes that exec'd a while ago; say which start. */
 void session__poll_pending(struct session *s);
+/* Forked children not attached yet get what they inherited (before a last report). */
+void session__settle(struct session *s);
+void session__settle_one(struct session *s, struct tracee *tr);
+/* Try PID again shortly (it exec'd: maybe into a Python). */
+void session__retry(struct session *s, pid_t pid);
 /* Start reading events in a thread of its own. */
 int session__start_events(struct session *s);
 /* The traced process PID, or NULL. */
@@ -124,6 +139,8 @@ struct snapshot *session__snapshot(struct session *s, struct tracee *tr, int fra
 struct snapshot *session__alloc_snapshot(struct session *s, struct tracee *tr, int frames);
 /* Stop reading TR's code objects: its process exited (then report it). */
 void session__mute(struct session *s, struct tracee *tr);
+/* The event thread may read TR's code objects (again). */
+void session__unmute(struct session *s, struct tracee *tr);
 /* Take out a tracee whose process exited: map entries, probes, slot. */
 void session__drop(struct session *s, struct tracee *tr);
 

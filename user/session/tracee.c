@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -246,7 +247,7 @@ static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
 	return fd;
 }
 
-int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
+int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel,
 		 const struct tracee_opts *o)
 {
 	struct pytm_proc proc = {};
@@ -255,6 +256,7 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 
 	memset(tr, 0, sizeof(*tr));
 	tr->pid = pid;
+	tr->ppid = ppid;
 	tr->pidfd = -1;
 	tr->blocks_fd = -1;
 	err = target__open(&tr->t, pid);
@@ -272,6 +274,12 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 		return -ENOMEM;
 	tr->sample_rate = o->sample_rate;
 	proc.sampled = o->sample_rate != 0;
+	/*
+	 * Sampled, a child inherits nothing: the sampler's set of sampled
+	 * blocks is not inherited (its data page is wiped), so their frees
+	 * would never be seen.
+	 */
+	proc.inheriting = ppid && !proc.sampled;
 	proc.runtime = tr->t.runtime;
 	proc.max_frames = o->frames;
 	proc.max_total = o->max_total > o->frames ? o->max_total : o->frames;
@@ -300,6 +308,45 @@ int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
 	return 0;
 }
 
+int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pytm_bpf *skel)
+{
+	__u32 key = pid;
+	int err;
+
+	memset(tr, 0, sizeof(*tr));
+	tr->pid = pid;
+	tr->ppid = parent->pid;
+	tr->pidfd = -1;
+	tr->blocks_fd = -1;
+	/* Becomes readable when the process exits; before the rest, which may take a while. */
+	tr->pidfd = syscall(SYS_pidfd_open, pid, 0);
+	err = target__fork(&tr->t, &parent->t, pid);
+	if (err)
+		return err;
+	tr->off = parent->off;
+	memcpy(tr->version, parent->version, sizeof(tr->version));
+	tr->pickle = parent->pickle;
+	tr->sample_rate = parent->sample_rate;
+	read_identity(tr);
+	if (!tr->cmdline[0])	/* gone already */
+		memcpy(tr->cmdline, parent->cmdline, sizeof(tr->cmdline));
+	tr->oom_kills = oom_kills(tr);
+	tr->r = resolver__new(&tr->t, &tr->off);
+	if (!tr->r || resolver__inherit(tr->r, parent->r))
+		return -ENOMEM;
+	/* Its parent's map, under its own pid too (see pytm_proc.blocks_pid). */
+	tr->max_blocks = parent->max_blocks;
+	tr->blocks_fd = fcntl(parent->blocks_fd, F_DUPFD_CLOEXEC, 3);
+	if (tr->blocks_fd < 0)
+		return -errno;
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.blocks), &key, &tr->blocks_fd, BPF_ANY))
+		return -errno;
+	tr->shared_map = parent->shared_map = true;
+	tr->registered = true;	/* BPF made its procs entry at the fork */
+	tr->attached_at = real_now();
+	return 0;
+}
+
 /*
  * One interpreter in the process, so one GIL for every obj/mem call (3.12+
  * may give subinterpreters their own). False when unsure.
@@ -324,6 +371,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
 		.gil_plain = o->sample_rate && one_interpreter(tr),
+		.follow_forks = o->follow_forks,
 	});
 	tr->attached = !err;
 	tr->attached_at = real_now();
@@ -389,10 +437,50 @@ static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
 	}
 }
 
-/* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
-static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op)
+#define DELETE_BATCH 4096
+
+/*
+ * Delete PID's entries from the live-block map FD (those with a domain bit
+ * of ONLY, if not 0: its tombstones), by batches.
+ */
+static void delete_blocks_of(int fd, pid_t pid, __u32 only)
 {
-	struct pytm_ctl ctl = { .pid = tr->pid, .op = op };
+	struct pytm_block_key *keys, *del, next, *in = NULL;
+	struct pytm_block *vals;
+	__u32 count, i, n;
+	int err;
+
+	keys = calloc(DELETE_BATCH, sizeof(*keys));
+	del = calloc(DELETE_BATCH, sizeof(*del));
+	vals = calloc(DELETE_BATCH, sizeof(*vals));
+	if (!keys || !del || !vals)
+		goto out;
+	for (;;) {
+		count = DELETE_BATCH;
+		err = bpf_map_lookup_batch(fd, in, &next, keys, vals, &count, NULL);
+		if (err && errno != ENOENT)
+			break;
+		for (i = n = 0; i < count; i++)
+			if (keys[i].pid == (__u32)pid && (!only || (keys[i].domain & only)))
+				del[n++] = keys[i];
+		/* Deleting behind the batch position is safe in a hash map. */
+		for (i = 0; i < n; i++)
+			bpf_map_delete_elem(fd, &del[i]);
+		if (err)
+			break;
+		in = &next;
+	}
+out:
+	free(keys);
+	free(del);
+	free(vals);
+}
+
+/* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
+static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op,
+			__s64 arg)
+{
+	struct pytm_ctl ctl = { .pid = tr->pid, .op = op, .arg = arg };
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctl, .ctx_size_in = sizeof(ctl));
 	int pfd = bpf_map__fd(skel->maps.procs), fd;
 	struct pytm_proc p;
@@ -407,9 +495,16 @@ static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_
 	/* Racy against events in flight: their counts may be overwritten. */
 	if (bpf_map_lookup_elem(pfd, &key, &p))
 		return -errno;
-	if (op == PYTM_CTL_CLEAR)
-		p.current = 0;
-	p.peak = op == PYTM_CTL_CLEAR ? 0 : p.current;
+	if (op == PYTM_CTL_INHERITED) {
+		p.inheriting = 0;
+	} else if (op == PYTM_CTL_INHERIT) {
+		p.current += arg;
+		p.peak = p.current > p.peak ? p.current : p.peak;
+	} else {
+		if (op == PYTM_CTL_CLEAR)
+			p.current = 0;
+		p.peak = op == PYTM_CTL_CLEAR ? 0 : p.current;
+	}
 	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
 }
 
@@ -423,12 +518,86 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 		return fd;
 	close(tr->blocks_fd);
 	tr->blocks_fd = fd;
-	return proc_control(tr, skel, PYTM_CTL_CLEAR);
+	return proc_control(tr, skel, PYTM_CTL_CLEAR, 0);
 }
 
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 {
-	return proc_control(tr, skel, PYTM_CTL_RESET_PEAK);
+	return proc_control(tr, skel, PYTM_CTL_RESET_PEAK, 0);
+}
+
+#define INHERIT_BATCH 4096
+
+/*
+ * A forked child's starting live set: its parent's, as tracemalloc in a
+ * forked child keeps its parent's traces. The child is traced already
+ * (its frees of blocks not yet copied leave tombstones), the parent goes
+ * on: what the parent allocated or freed between the fork and this copy
+ * is the copy's error (none for a parent that forks and waits).
+ */
+int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+		    uint64_t *nblocks)
+{
+	/* Batch positions are opaque: a key's room holds them (as in collect.c). */
+	struct pytm_block_key *keys = NULL, k, next, *in = NULL;
+	struct pytm_block *vals = NULL, tomb;
+	__s64 bytes = 0;
+	__u32 count, i;
+	uint64_t ntombs = 0;
+	int err;
+
+	*nblocks = 0;
+	keys = calloc(INHERIT_BATCH, sizeof(*keys));
+	vals = calloc(INHERIT_BATCH, sizeof(*vals));
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (;;) {
+		count = INHERIT_BATCH;
+		err = bpf_map_lookup_batch(parent->blocks_fd, in, &next, keys, vals, &count, NULL);
+		if (err && errno != ENOENT) {
+			err = -errno;
+			goto cleanup;
+		}
+		for (i = 0; i < count; i++) {
+			k = keys[i];
+			if (k.pid != (__u32)parent->pid ||
+			    (k.domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)))
+				continue;
+			k.pid = tr->pid;
+			k.domain &= PYTM_DOMAIN_MASK;
+			if (bpf_map_update_elem(tr->blocks_fd, &k, &vals[i], BPF_NOEXIST))
+				continue;	/* the child's own block now, or no room */
+			/*
+			 * Freed by the child before this copy: take it out again. (A
+			 * free and a new block at the same address in the microseconds
+			 * between these two calls would lose the new block.)
+			 */
+			k.domain |= PYTM_DOMAIN_TOMB;
+			if (!bpf_map_lookup_elem(tr->blocks_fd, &k, &tomb)) {
+				k.domain &= PYTM_DOMAIN_MASK;
+				bpf_map_delete_elem(tr->blocks_fd, &k);
+				ntombs++;
+				continue;
+			}
+			bytes += vals[i].weight;
+			(*nblocks)++;
+		}
+		if (err)	/* ENOENT: that was the last batch */
+			break;
+		in = &next;
+	}
+	err = proc_control(tr, skel, PYTM_CTL_INHERIT, bytes);
+	vlog("process %d: %llu inherited blocks it had freed already", tr->pid,
+	     (unsigned long long)ntombs);
+cleanup:
+	/* Whatever happened, the child goes on as any process. */
+	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
+	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
+	free(keys);
+	free(vals);
+	return err;
 }
 
 static const char *const lost_names[PYTM_LOST_MAX] = {
@@ -482,6 +651,9 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 
 		fprintf(out, "Process %s\n", tracee__end(tr, &p, how, sizeof(how), &status,
 						       &sig, &oom));
+	} else if (tr->execed) {
+		fprintf(out, "Process called execve: this is the program it replaced, as it "
+			"was then\n");
 	}
 	fprintf(out, "Lost events:");
 	if (c.lost_full) {
@@ -541,6 +713,11 @@ void tracee__json_identity(const struct tracee *tr, struct json *j)
 	json__int(j, tr->pid);
 	json__name(j, "nspid");
 	json__int(j, tr->nspid);
+	json__name(j, "ppid");
+	if (tr->ppid)
+		json__int(j, tr->ppid);
+	else
+		json__null(j);
 	json__name(j, "container");
 	json__string(j, tr->container[0] ? tr->container : NULL);
 	json__name(j, "python");
@@ -617,7 +794,7 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__uint(j, p.nevents);
 	json__end_object(j);
 	json__name(j, "snapshot_at");
-	json__string(j, p.frozen ? "finalization" : "now");
+	json__string(j, p.frozen ? "finalization" : tr->execed ? "exec" : "now");
 	json__name(j, "end");
 	if (p.exited) {
 		char how[96];
@@ -665,8 +842,11 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 
 	if (!tr->registered && tr->blocks_fd < 0)
 		return;
-	/* Its live-block map goes with the last reference to it. */
+	/* Its live-block map goes with the last reference to it... */
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.blocks), &key);
+	/* ...which a forked child or parent may still hold: its blocks go first. */
+	if (tr->blocks_fd >= 0 && tr->shared_map)
+		delete_blocks_of(tr->blocks_fd, tr->pid, 0);
 	if (tr->blocks_fd >= 0)
 		close(tr->blocks_fd);
 	tr->blocks_fd = -1;

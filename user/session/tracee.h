@@ -4,6 +4,7 @@
 #define __PYTM_TRACEE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 #include "probes.h"
@@ -23,12 +24,14 @@ struct tracee_opts {
 	bool empty_sites;		/* --bench-empty: site programs do nothing */
 	uint64_t sample_rate;		/* --sample: mean bytes between samples; 0 exact */
 	unsigned int set_slots;		/* --sample-set: sampled blocks held at once */
+	bool follow_forks;		/* trace forked children from their first event */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };
 
 struct tracee {
 	pid_t pid;
+	pid_t ppid;			/* followed from this parent's fork; 0: not */
 	struct target t;
 	struct pytm_offsets off;
 	struct resolver *r;
@@ -40,6 +43,9 @@ struct tracee {
 	bool registered;		/* in the procs map */
 	bool ready;			/* the event thread may read its code objects */
 	bool attached;
+	bool tried;			/* a forked child's own attach was tried */
+	bool execed;			/* it called execve: another program now */
+	bool shared_map;		/* its live-block map is also a forked child's or parent's */
 	char version[32];		/* "3.11.7" */
 	char cmdline[256];		/* sanitized */
 	pid_t nspid;			/* pid in its innermost pid namespace */
@@ -56,7 +62,8 @@ struct tracee {
  * Open PID, read and check its offsets, register it in SKEL's maps. No
  * probe yet. Negative errno with a message shown (see target__open).
  */
-int tracee__open(struct tracee *tr, pid_t pid, struct pytm_bpf *skel,
+/* PPID: the traced parent PID forked from (its blocks to inherit), or 0. */
+int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel,
 		 const struct tracee_opts *o);
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o);
 /* Read code objects announced for this process. */
@@ -101,6 +108,15 @@ struct tracee_count {
 int tracee__lost(const struct tracee *tr, const struct pytm_proc *p,
 		 struct tracee_count *out, int max);
 /* Remove the probes (and restore a redirected allocator). */
+/*
+ * Child PID just forked from PARENT (exact mode, whose BPF side traces it
+ * already): a tracee at once, without discovery, so that its code objects
+ * are read while it lives; tracee__attach later gives it probes of its own.
+ */
+int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pytm_bpf *skel);
+/* Copy PARENT's live blocks into forked child TR (exact mode); NBLOCKS copied. */
+int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+		    uint64_t *nblocks);
 void tracee__detach(struct tracee *tr);
 /* Drop every map entry of the process: blocks, code ids, its procs entry. */
 void tracee__purge(struct tracee *tr, struct pytm_bpf *skel);

@@ -127,6 +127,28 @@ static void prune(const char *dir, pid_t pid, const char *suffix, int keep)
 	free(names);
 }
 
+/*
+ * -o FILE names the traced process's file; a child it forked gets FILE with
+ * its pid before the extension: heap.pytm -> heap.PID.pytm.
+ */
+static void sibling(char *out, size_t len, const char *path, pid_t pid)
+{
+	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm" };
+	const char *base = strrchr(path, '/'), *ext = NULL;
+	size_t i, n = strlen(path);
+
+	base = base ? base + 1 : path;
+	for (i = 0; i < sizeof(exts) / sizeof(exts[0]) && !ext; i++)
+		if (ends_with(path, exts[i]) && n - strlen(exts[i]) > (size_t)(base - path))
+			ext = path + n - strlen(exts[i]);
+	if (!ext) {
+		ext = strrchr(base, '.');
+		if (!ext || ext == base)
+			ext = path + n;
+	}
+	snprintf(out, len, "%.*s.%d%s", (int)(ext - path), path, (int)pid, ext);
+}
+
 int output__write(const struct output *o, struct session *s, struct tracee *tr,
 		  const struct snapshot *snap, bool final)
 {
@@ -145,6 +167,8 @@ int output__write(const struct output *o, struct session *s, struct tracee *tr,
 		snprintf(path, sizeof(path), "%s%sheap-%d-%s.%03ldZ%s", o->path,
 			 ends_with(o->path, "/") ? "" : "/", tr->pid, stamp,
 			 ts.tv_nsec / 1000000, suffix);
+	} else if (tr->ppid) {
+		sibling(path, sizeof(path), o->path, tr->pid);
 	} else {
 		snprintf(path, sizeof(path), "%s", o->path);
 	}

@@ -12,6 +12,8 @@ static void text_header(FILE *out, const struct tracee *tr)
 	fprintf(out, "== pid %d", tr->pid);
 	if (tr->nspid != tr->pid)
 		fprintf(out, " (pid %d in its namespace)", tr->nspid);
+	if (tr->ppid)
+		fprintf(out, " forked from %d", tr->ppid);
 	if (tr->container[0])
 		fprintf(out, " container %s", tr->container);
 	fprintf(out, ", CPython %s: %s\n", tr->version, tr->cmdline);
@@ -22,7 +24,9 @@ static int text_report(FILE *out, const struct sink_report *r,
 {
 	int err;
 
-	if (r->tr && r->exited)
+	if (r->tr && r->exited && r->tr->execed)
+		fprintf(out, "Process %d called execve: what it ran before.\n", r->tr->pid);
+	else if (r->tr && r->exited)
 		fprintf(out, "Process %d exited.\n", r->tr->pid);
 	if (r->tr && r->header)
 		text_header(out, r->tr);

@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""A prefork master, gunicorn-like: it builds what its workers inherit,
+then forks four workers that each allocate something of their own at
+once, and replaces one that ends. argv[1]: "fork" (os.fork workers) or
+"mp" (multiprocessing, fork start method). With --dump DIR, tracemalloc
+starts at "go" (when a tracer would be attached) and each worker dumps
+its snapshot at exit to DIR/worker-K.pytm: its own ground truth,
+inherited traces included, as tracemalloc keeps them across fork.
+
+    -> "ready PID"   <- "go"   (the master builds what workers inherit)
+    -> "worker K PID"      for K in 0..3, and 4 (the replacement of 0)
+    -> "exited K STATUS"   each worker's wait status
+    -> "done"
+"""
+
+import atexit
+import multiprocessing
+import os
+import sys
+import threading
+import tracemalloc
+
+BASE = []
+KEEP = []
+
+
+def base():
+    for i in range(3000):
+        BASE.append("b%05d" % i + "y" * 700)        # BASE_LINE
+
+
+def work0():
+    for i in range(3000):
+        KEEP.append(bytes(1500) + b"%d" % i)        # W0_LINE
+
+
+def work1():
+    d = {}
+    for i in range(4000):
+        d[i] = "w1-%d" % i + "z" * 300              # W1_LINE
+    KEEP.append(d)
+
+
+def work2():
+    # Frees most of what it inherited, then allocates its own.
+    del BASE[:2500]
+    for i in range(2000):
+        KEEP.append([i] * 200)                      # W2_LINE
+
+
+def work3():
+    def run():
+        for i in range(2000):
+            KEEP.append(bytearray(900 + i % 7))     # W3_LINE
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+
+
+def work4():
+    for i in range(1000):
+        KEEP.append("w4-%d" % i * 40)               # W4_LINE
+
+
+WORK = [work0, work1, work2, work3, work4]
+
+
+def worker(k, dump, at_exit):
+    path = os.path.join(dump, "worker-%d.pytm" % k) if dump else None
+    if path and at_exit:
+        # What it holds when finalization begins, as pytm-bpf reports it.
+        atexit.register(lambda: tracemalloc.take_snapshot().dump(path))
+    WORK[k]()
+    if path and not at_exit:
+        # multiprocessing ends its children with os._exit: no finalization,
+        # pytm-bpf reports them as they were at death, i.e. now.
+        tracemalloc.take_snapshot().dump(path)
+
+
+def fork_worker(k, dump):
+    pid = os.fork()
+    if pid == 0:
+        worker(k, dump, True)
+        sys.stdout.flush()
+        # As a worker ends: finalization runs (atexit, then teardown).
+        sys.exit(0)
+    return pid
+
+
+def mp_worker(k, dump):
+    p = multiprocessing.get_context("fork").Process(target=worker, args=(k, dump, False))
+    p.start()
+    return p
+
+
+def main():
+    how = sys.argv[1]
+    dump = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--dump" else None
+    print("ready %d" % os.getpid(), flush=True)
+    if sys.stdin.readline() != "go\n":
+        sys.exit("expected go")
+    if dump:
+        tracemalloc.start()
+    base()
+    start = fork_worker if how == "fork" else mp_worker
+    workers = {}
+    for k in range(4):
+        w = start(k, dump)
+        workers[k] = w
+        print("worker %d %d" % (k, w if how == "fork" else w.pid), flush=True)
+    # Worker 0 ends first; the master replaces it, as a prefork server does.
+    order = [0, 1, 2, 3]
+    for k in order:
+        w = workers[k]
+        if how == "fork":
+            _, status = os.waitpid(w, 0)
+        else:
+            w.join()
+            status = w.exitcode
+        print("exited %d %d" % (k, status), flush=True)
+        if k == 0:
+            workers[4] = start(4, dump)
+            w4 = workers[4]
+            print("worker 4 %d" % (w4 if how == "fork" else w4.pid), flush=True)
+            order.append(4)
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+if __name__ == "__main__":
+    main()
