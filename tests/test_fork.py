@@ -158,7 +158,10 @@ def test_forked_children_live(key, site):
     if site != "sample":
         missing = sorted(p for p, (st, rnd) in children.items()
                          if rnd not in ("spawn", "after-detach") and p not in reports)
-        assert not missing, "children not reported: %s\n%s" % (missing, detail)
+        err = r["err"].decode("utf-8", "replace").splitlines()
+        assert not missing, "children not reported: %s\ntracer on them:\n%s\n%s" % (
+            missing, "\n".join(l for l in err if any(str(p) in l for p in missing)),
+            detail)
     assert doc["probe_site"] == used, doc
     if site == "sample":
         assert doc["sampling"]["rate"] == 4096, doc["sampling"]

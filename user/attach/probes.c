@@ -454,11 +454,10 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	 * armed sites, the wiped data page sends it the unarmed way.
 	 */
 	pr->child_sites = o->follow_forks && pr->rd.page.wipeonfork;
-	for (d = 0; pr->child_sites && d < REDIRECT_DOMAINS; d++)
-		for (k = 0; k < REDIRECT_KINDS; k++)
-			if ((err = attach_site(pr, site[k], redirect__child_site(&pr->rd, d, k), d, k,
-					       " (children's site)", true)))
-				return err;
+	for (k = 0; pr->child_sites && k < REDIRECT_KINDS; k++)
+		if ((err = attach_site(pr, site[k], redirect__child_site(k), 0, k,
+				       " (children's site)", true)))
+			return err;
 	/*
 	 * Entry sites after the exit sites: tables left redirected by a tracer
 	 * that died send calls through the page already, and an entry counted
@@ -468,11 +467,12 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		for (k = 0; k < REDIRECT_KINDS - 1; k++)
 			if ((err = attach_site(pr, enter,
 					       redirect__entry_site(&pr->rd, d, k), d, k, " entry",
-					       false)) ||
-			    (pr->child_sites &&
-			     (err = attach_site(pr, enter, redirect__child_entry_site(&pr->rd, d, k),
-						d, k, " entry (children's site)", true))))
+					       false)))
 				return err;
+	if (pr->track_depth && pr->child_sites &&
+	    (err = attach_site(pr, enter, redirect__child_entry_site(), 0, 0,
+			       " entry (children's site)", true)))
+		return err;
 swap:
 	/* Only now that every site is probed: no event goes unseen. */
 	err = redirect__swap(&pr->rd, t);

@@ -11,7 +11,7 @@ struct pytm_bpf;
 struct target;
 struct bpf_link;
 
-#define PROBES_MAX 64
+#define PROBES_MAX 32
 
 struct probes {
 	struct bpf_link *links[PROBES_MAX];

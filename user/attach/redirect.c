@@ -37,6 +37,8 @@
 #define DATA_OFF	PYTM_PAGE_DATA_OFF
 #define ARMED_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, armed))
 #define MAX_PAGES	8			/* stale pages passed over, at most */
+_Static_assert(CODE_OFF + 12 * TRAMP_SIZE + 5 * 8 <= PYTM_PAGE_SAMPLER_OFF,
+	       "trampolines and children's sites overlap the sampler");
 
 extern const uint8_t pytm_page_blob[], pytm_page_blob_end[];	/* page/blob.S */
 
@@ -78,36 +80,59 @@ const char *redirect__site_name(enum redirect_site kind)
 }
 
 /*
+ * The children's sites, shared by the trampolines of every domain (BPF
+ * records every injected event under domain 0): one per kind and one for
+ * entries, each a 6-byte NOP and a ret, after the trampolines.
+ */
+#define CHILD_SITES_OFF	(CODE_OFF + REDIRECT_DOMAINS * REDIRECT_KINDS * TRAMP_SIZE)
+#define CHILD_SITE_SIZE	8
+#define CHILD_ENTRY	REDIRECT_KINDS	/* the entry sites' shared one */
+
+static size_t child_site_off(int which)
+{
+	return CHILD_SITES_OFF + which * CHILD_SITE_SIZE;
+}
+
+/*
  * A probe site behind the fork guard: only the process the tracer armed
  * passes it. A forked child (data page zeroed) skips it, so it never runs
  * what the kernel made of the site in the parent: on 6.18 a probed 5-byte
  * NOP becomes a call into a [uprobes-trampoline] mapping that fork does
- * not copy. Both NOP kinds, the tracer probes one. The unarmed way passes
- * a third NOP instead, the child site: a 6-byte NOP (never rewritten, so
- * safe in any child) that the tracer probes for every process mapping the
- * page when it follows forks, so that a child is traced from its first
- * allocation on; unprobed it costs a jump. Returns the site's offset (its
- * 5-byte NOP), the child site's in *CHILD. Flags are clobbered (free in
- * any call), registers are not.
+ * not copy. Both NOP kinds, the tracer probes one. The unarmed way calls
+ * a children's site instead (CHILD: which one): a 6-byte NOP (never
+ * rewritten, so safe in any child) that the tracer probes for every
+ * process mapping the page when it follows forks, so that a child is
+ * traced from its first allocation on; unprobed it costs a call. Returns
+ * the site's offset (its 5-byte NOP). Flags are clobbered (free in any
+ * call), registers are not.
  */
-static size_t emit_site(struct x86_emitter *e, uint64_t *child)
+static size_t emit_site(struct x86_emitter *e, int child)
 {
-	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0;
+	static const uint8_t cmpb[] = { 0x80, 0x3d }, zero = 0, call[] = { 0xe8 };
 	static const uint8_t nops[] = { 0x0f, 0x1f, 0x44, 0x00, 0x00,
 					0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
-	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 };
 	static const uint8_t je[2] = { 0x74, sizeof(nops) + 2 };
-	static const uint8_t jmp[2] = { 0xeb, sizeof(nop6) };
+	static const uint8_t jmp[2] = { 0xeb, 5 };	/* over the call */
 	size_t site;
 
 	x86__rip(e, cmpb, sizeof(cmpb), DATA_OFF + ARMED_OFF, &zero); /* cmpb $0,armed(%rip) */
-	x86__bytes(e, je, sizeof(je));				/* je the child site */
+	x86__bytes(e, je, sizeof(je));				/* je the call */
 	site = e->at;
 	x86__bytes(e, nops, sizeof(nops));
-	x86__bytes(e, jmp, sizeof(jmp));			/* jmp past it */
-	*child = e->at;
-	x86__bytes(e, nop6, sizeof(nop6));
+	x86__bytes(e, jmp, sizeof(jmp));
+	x86__rip(e, call, sizeof(call), child_site_off(child), NULL);	/* call child site */
 	return site;
+}
+
+/* The children's sites: nop6; ret. */
+static void emit_child_sites(uint8_t *page)
+{
+	static const uint8_t site[CHILD_SITE_SIZE] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00,
+						       0xc3, 0xcc };
+	int i;
+
+	for (i = 0; i <= CHILD_ENTRY; i++)
+		memcpy(page + child_site_off(i), site, sizeof(site));
 }
 
 /*
@@ -128,8 +153,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	size_t o = orig_off(d, k);
 
 	if (k != PYTM_FREE)
-		rd->entry_site[d][k] = site_nop(rd->site_kind,
-						emit_site(&e, &rd->child_entry_site[d][k]));
+		rd->entry_site[d][k] = site_nop(rd->site_kind, emit_site(&e, CHILD_ENTRY));
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
 		x86__bytes(&e, &push_rsi, 1);
@@ -149,7 +173,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
 	}
-	rd->site[d][k] = site_nop(rd->site_kind, emit_site(&e, &rd->child_site[d][k]));
+	rd->site[d][k] = site_nop(rd->site_kind, emit_site(&e, k));
 	if (k == PYTM_FREE)
 		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
 	else
@@ -167,14 +191,14 @@ uint64_t redirect__entry_site(const struct redirect *rd, int d, int k)
 	return rd->entry_site[d][k];
 }
 
-uint64_t redirect__child_site(const struct redirect *rd, int d, int k)
+uint64_t redirect__child_site(int k)
 {
-	return rd->child_site[d][k];
+	return child_site_off(k);
 }
 
-uint64_t redirect__child_entry_site(const struct redirect *rd, int d, int k)
+uint64_t redirect__child_entry_site(void)
 {
-	return rd->child_entry_site[d][k];
+	return child_site_off(CHILD_ENTRY);
 }
 
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
@@ -201,6 +225,7 @@ static void build_page(struct redirect *rd, uint8_t page[PAGE_LEN])
 			emit(rd, page, d, k);
 		}
 	}
+	emit_child_sites(page);
 	/* page.lds asserts that it fits */
 	memcpy(page + PYTM_PAGE_SAMPLER_OFF, pytm_page_blob, blob);
 	rd->sample_site[REDIRECT_SAMPLE_ALLOC] = site_nop(rd->site_kind, PYTM_SYM_pytm_site_alloc);

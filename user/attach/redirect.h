@@ -60,9 +60,6 @@ struct redirect {
 	uint64_t site[REDIRECT_DOMAINS][REDIRECT_KINDS];
 	uint64_t entry_site[REDIRECT_DOMAINS][REDIRECT_KINDS];
 	uint64_t before[REDIRECT_DOMAINS][REDIRECT_KINDS];	/* the slots as prepared */
-	/* The unarmed way's sites (forked children): see emit_site. */
-	uint64_t child_site[REDIRECT_DOMAINS][REDIRECT_KINDS];
-	uint64_t child_entry_site[REDIRECT_DOMAINS][REDIRECT_KINDS];
 	enum redirect_site site_kind;
 	const char *site_why;		/* why that kind, for -v */
 	uint64_t sample_rate;		/* 0: exact mode */
@@ -92,9 +89,12 @@ const char *redirect__site_name(enum redirect_site kind);
 uint64_t redirect__site(const struct redirect *rd, int d, int k);
 /* File offset of the entry site of trampoline (D, K), K != free. */
 uint64_t redirect__entry_site(const struct redirect *rd, int d, int k);
-/* File offsets of the children's sites of trampoline (D, K), exit and entry. */
-uint64_t redirect__child_site(const struct redirect *rd, int d, int k);
-uint64_t redirect__child_entry_site(const struct redirect *rd, int d, int k);
+/*
+ * File offsets of the children's sites (the unarmed way: forked children),
+ * shared by the trampolines of every domain: of kind K, and of the entries.
+ */
+uint64_t redirect__child_site(int k);
+uint64_t redirect__child_entry_site(void);
 /* File offset of a sampled-mode site (the chosen NOP of it). */
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
 /*

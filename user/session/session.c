@@ -234,8 +234,11 @@ static bool replaced(struct tracee *tr)
 		if (tr->t.maps[i].exec && tr->t.maps[i].path &&
 		    !strcmp(tr->t.maps[i].path, tr->t.pymod))
 			text = tr->t.maps[i].start;
-	if (tr->execed || !text || target__refresh_maps(&tr->t))
+	if (tr->execed || !text)
 		return true;
+	/* Unreadable: it is exiting, and stays to be reported. */
+	if (target__refresh_maps(&tr->t))
+		return false;
 	m = target__mapping(&tr->t, text);
 	return !m || !m->exec || !m->path || strcmp(m->path, tr->t.pymod) || m->start != text;
 }

@@ -528,6 +528,15 @@ int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 
 #define INHERIT_BATCH 4096
 
+/* Does the map FD hold K's address under K's pid with domain bit BIT? */
+static bool child_has(int fd, struct pytm_block_key k, __u32 bit)
+{
+	struct pytm_block v;
+
+	k.domain |= bit;
+	return !bpf_map_lookup_elem(fd, &k, &v);
+}
+
 /*
  * A forked child's starting live set: its parent's, as tracemalloc in a
  * forked child keeps its parent's traces. The child is traced already
@@ -540,7 +549,7 @@ int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_
 {
 	/* Batch positions are opaque: a key's room holds them (as in collect.c). */
 	struct pytm_block_key *keys = NULL, k, next, *in = NULL;
-	struct pytm_block *vals = NULL, tomb;
+	struct pytm_block *vals = NULL;
 	__s64 bytes = 0;
 	__u32 count, i;
 	uint64_t ntombs = 0;
@@ -570,13 +579,15 @@ int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_
 			if (bpf_map_update_elem(tr->blocks_fd, &k, &vals[i], BPF_NOEXIST))
 				continue;	/* the child's own block now, or no room */
 			/*
-			 * Freed by the child before this copy: take it out again. (A
-			 * free and a new block at the same address in the microseconds
-			 * between these two calls would lose the new block.)
+			 * Freed by the child before this copy (a tombstone), or the
+			 * address is the child's own block, kept at finalization
+			 * (GONE) or born after it (LATE): take it out again. (A free
+			 * and a new block at the same address in the microseconds
+			 * between these calls would lose the new block.)
 			 */
-			k.domain |= PYTM_DOMAIN_TOMB;
-			if (!bpf_map_lookup_elem(tr->blocks_fd, &k, &tomb)) {
-				k.domain &= PYTM_DOMAIN_MASK;
+			if (child_has(tr->blocks_fd, k, PYTM_DOMAIN_TOMB) ||
+			    child_has(tr->blocks_fd, k, PYTM_DOMAIN_GONE) ||
+			    child_has(tr->blocks_fd, k, PYTM_DOMAIN_LATE)) {
 				bpf_map_delete_elem(tr->blocks_fd, &k);
 				ntombs++;
 				continue;
@@ -589,7 +600,7 @@ int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_
 		in = &next;
 	}
 	err = proc_control(tr, skel, PYTM_CTL_INHERIT, bytes);
-	vlog("process %d: %llu inherited blocks it had freed already", tr->pid,
+	vlog("process %d: %llu inherited blocks it had freed or replaced already", tr->pid,
 	     (unsigned long long)ntombs);
 cleanup:
 	/* Whatever happened, the child goes on as any process. */
