@@ -60,6 +60,15 @@ struct {
 } allocs SEC(".maps");
 
 /* What the walk needs of a code object, read once when first seen. */
+/* Blocks freed by processes with children still to copy (pytm_proc.forking). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct pytm_block_key);
+	__type(value, struct pytm_freed);
+} freed SEC(".maps");
+
 struct code_info {
 	__u32 id;
 	__s32 firsttraceable;		/* _co_firsttraceable, 3.11+ */

@@ -162,6 +162,10 @@ int control(struct pytm_ctl *ctl)
 		account(p, ctl->arg);
 	} else if (ctl->op == PYTM_CTL_INHERITED) {
 		p->inheriting = 0;
+	} else if (ctl->op == PYTM_CTL_FORK_DONE) {
+		if (p->forking)
+			__sync_fetch_and_add(&p->forking, -1);
+		return p->forking;
 	} else {
 		return -22;	/* -EINVAL */
 	}
@@ -235,6 +239,10 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			cp->inheriting = 1;
 			cp->code_parent = ppid;
 			cp->code_fork_id = next_code_id;
+			cp->forking = 0;
+			/* From here the parent keeps what it frees: the copy needs it. */
+			__sync_fetch_and_add(&pp->forking, 1);
+			cp->fork_ns = bpf_ktime_get_ns();
 			cp->blocks_pid = bpf_map_lookup_elem(&blocks, &ppid) ? ppid : pp->blocks_pid;
 		}
 	}

@@ -145,7 +145,13 @@ struct pytm_proc {
 	 */
 	__u32 code_parent;
 	__u32 code_fork_id;
-	__u32 pad;
+	/*
+	 * Children forked and not yet given their inherited blocks: while
+	 * any, blocks it frees are kept a while in the freed map (their
+	 * copies need the set as it was at the fork).
+	 */
+	__u32 forking;
+	__u64 fork_ns;			/* a forked child: when (bpf_ktime_get_ns) */
 	struct pytm_offsets off;
 };
 
@@ -173,6 +179,13 @@ struct pytm_block {
 	__u64 stack_id;			/* key in the stacks map; 0: no frames */
 	__u64 weight;			/* bytes it stands for: size, or when
 					 * sampled size / (1 - exp(-size/R)) */
+	__u64 born;			/* bpf_ktime_get_ns() at its allocation */
+};
+
+/* A block its process freed while it had children to copy it to. */
+struct pytm_freed {
+	struct pytm_block b;
+	__u64 freed;			/* bpf_ktime_get_ns() at its free */
 };
 
 /*
@@ -224,6 +237,8 @@ enum pytm_ctl_op {
 	PYTM_CTL_CLEAR = 2,		/* current = peak = 0 */
 	PYTM_CTL_INHERIT = 3,		/* current += arg (a forked child's inherited blocks) */
 	PYTM_CTL_INHERITED = 4,		/* the inherited set is in: no more tombstones */
+	PYTM_CTL_FORK_DONE = 5,		/* a parent: one child less to copy to (returns
+					 * how many are left) */
 };
 
 struct pytm_ctl {

@@ -62,6 +62,12 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 		}
 		return;
 	}
+	if (p->forking) {
+		/* A child forked before may still need it (see tracee__inherit). */
+		struct pytm_freed f = { .b = *b, .freed = bpf_ktime_get_ns() };
+
+		bpf_map_update_elem(&freed, &key, &f, BPF_NOEXIST);
+	}
 	size = b->weight;
 	if (bpf_map_delete_elem(map, &key) == 0)
 		account(p, -size);
@@ -100,6 +106,7 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 
 	nb.size = size;
 	nb.weight = weight;
+	nb.born = bpf_ktime_get_ns();
 	if (p->frozen) {
 		/* Finalizing: counted to the end, kept out of the frozen set. */
 		key->domain |= PYTM_DOMAIN_LATE;

@@ -69,12 +69,13 @@ def final_doc(stdout):
     return docs[0]
 
 
-def test_finalization_snapshot(procs, python, tmp_path):
+@pytest.mark.parametrize("how", ["return", "sysexit"])
+def test_finalization_snapshot(procs, python, tmp_path, how):
     ref = tmp_path / "ref.pytm"
     ours = tmp_path / "ours.pytm"
-    run_target(procs, python, "return", ["--dump", ref],
+    run_target(procs, python, how, ["--dump", ref],
                env={"PYTHONTRACEMALLOC": "1"})
-    rc, out, err = run_target(procs, python, "return", tracer_args=[],
+    rc, out, err = run_target(procs, python, how, tracer_args=[],
                               out=ours)
     assert rc == 0, _show(err)
     doc = final_doc(out)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Builds 4 MB of strings after "go", then ends (argv[1]): "return" =
-the interpreter finalizes (and frees them all), "_exit" = os._exit(3),
+the interpreter finalizes (and frees them all), "sysexit" = the same
+through sys.exit (SystemExit), "_exit" = os._exit(3),
 "kill" = SIGKILL to itself. With --dump PATH (and tracemalloc started by
 -X tracemalloc), an atexit hook dumps tracemalloc's snapshot first: what
 the program held when finalization began.
@@ -37,6 +38,8 @@ def main():
     os.write(1, b"built\n")
     if os.read(0, 4) != b"end\n":
         sys.exit("expected end")
+    if how == "sysexit":
+        sys.exit(0)     # SystemExit: Py_Exit (3.13's skips Py_FinalizeEx)
     if how == "_exit":
         os._exit(3)
     if how == "kill":

@@ -492,7 +492,7 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		   const struct target *t, const struct probes_opts *o)
 {
 	uint64_t funcs[3][ALLOC_SLOTS], tables[3], addr;
-	int err;
+	int err, i;
 
 	memset(pr, 0, sizeof(*pr));
 	pr->target = t;
@@ -547,14 +547,20 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 	 * it was when it began. No symbol (an embedder's own build): the end
 	 * is reported as it comes.
 	 */
-	addr = target__symbol(t, "Py_FinalizeEx");
 	/*
-	 * Its forked children too (for every process running this binary:
-	 * one hit at the end of each, ignored for those we do not trace).
+	 * Py_Exit too (sys.exit, SystemExit): 3.13's calls the finalization
+	 * without Py_FinalizeEx. Its forked children too (for every process
+	 * running this binary: one hit at the end of each, ignored for those
+	 * we do not trace).
 	 */
-	if (addr && (err = attach_one_pid(pr, skel->progs.finalize_enter, t, addr, false,
-					  "Py_FinalizeEx", pr->child_sites ? -1 : t->pid)))
-		goto fail;
+	for (i = 0; i < 2; i++) {
+		const char *fn = i ? "Py_Exit" : "Py_FinalizeEx";
+
+		addr = target__symbol(t, fn);
+		if (addr && (err = attach_one_pid(pr, skel->progs.finalize_enter, t, addr, false,
+						  fn, pr->child_sites ? -1 : t->pid)))
+			goto fail;
+	}
 	/* C extensions report their own buffers here (numpy: domain 389047). */
 	addr = target__symbol(t, "PyTraceMalloc_Track");
 	if (addr && (err = attach_one(pr, skel->progs.track_enter, t, addr, false,

@@ -168,7 +168,7 @@ static void inherit(struct session *s, struct tracee *tr)
 		pthread_mutex_unlock(&s->lock);
 		err = err ?: tracee__inherit(tr, parent, s->skel, &n);
 	} else if (!tr->pr.sampled) {
-		err = tracee__inherit(tr, tr, s->skel, &n);	/* nothing to copy: just end it */
+		tracee__inherit_none(tr, s->skel);	/* its parent is gone: nothing to copy */
 	}
 	if (err)
 		warn("process %d: cannot copy the blocks it inherited from %d: %s", tr->pid,
@@ -297,6 +297,7 @@ static void forked(struct session *s, pid_t pid, pid_t ppid)
 		;
 	if (i == s->o.max_procs) {
 		bpf_map_delete_elem(bpf_map__fd(s->skel->maps.procs), &key);
+		tracee__fork_done(ppid, s->skel);
 		s->counts.skipped[SESSION_SKIP_MAX_PROCS]++;
 		return;
 	}
@@ -305,6 +306,7 @@ static void forked(struct session *s, pid_t pid, pid_t ppid)
 	if (err) {
 		warn("process %d (forked from %d): %s", pid, ppid, strerror(-err));
 		bpf_map_delete_elem(bpf_map__fd(s->skel->maps.procs), &key);
+		tracee__fork_done(ppid, s->skel);
 		tracee__purge(tr, s->skel);
 		tracee__close(tr);
 		memset(tr, 0, sizeof(*tr));

@@ -477,14 +477,13 @@ out:
 }
 
 /* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
-static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op,
-			__s64 arg)
+static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __s64 arg)
 {
-	struct pytm_ctl ctl = { .pid = tr->pid, .op = op, .arg = arg };
+	struct pytm_ctl ctl = { .pid = pid, .op = op, .arg = arg };
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &ctl, .ctx_size_in = sizeof(ctl));
 	int pfd = bpf_map__fd(skel->maps.procs), fd;
 	struct pytm_proc p;
-	__u32 key = tr->pid;
+	__u32 key = pid;
 
 	fd = bpf_program__fd(skel->progs.control);
 	if (fd >= 0) {
@@ -497,6 +496,8 @@ static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_
 		return -errno;
 	if (op == PYTM_CTL_INHERITED) {
 		p.inheriting = 0;
+	} else if (op == PYTM_CTL_FORK_DONE) {
+		p.forking -= p.forking > 0;
 	} else if (op == PYTM_CTL_INHERIT) {
 		p.current += arg;
 		p.peak = p.current > p.peak ? p.current : p.peak;
@@ -505,7 +506,37 @@ static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_
 			p.current = 0;
 		p.peak = op == PYTM_CTL_CLEAR ? 0 : p.current;
 	}
-	return bpf_map_update_elem(pfd, &key, &p, BPF_EXIST) ? -errno : 0;
+	if (bpf_map_update_elem(pfd, &key, &p, BPF_EXIST))
+		return -errno;
+	return op == PYTM_CTL_FORK_DONE ? (int)p.forking : 0;
+}
+
+static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op,
+			__s64 arg)
+{
+	return pid_control(tr->pid, skel, op, arg);
+}
+
+/* Blocks PID freed while it had children to copy them to (the freed map). */
+static void delete_freed_of(struct pytm_bpf *skel, pid_t pid)
+{
+	int fd = bpf_map__fd(skel->maps.freed);
+	struct pytm_block_key key, next;
+	bool first = true;
+
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		if (next.pid == (__u32)pid && !bpf_map_delete_elem(fd, &next))
+			continue;
+		first = false;
+		key = next;
+	}
+}
+
+void tracee__fork_done(pid_t parent, struct pytm_bpf *skel)
+{
+	/* The last child copied: what the parent kept for them goes. */
+	if (pid_control(parent, skel, PYTM_CTL_FORK_DONE, 0) == 0)
+		delete_freed_of(skel, parent);
 }
 
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
@@ -544,7 +575,60 @@ static bool child_has(int fd, struct pytm_block_key k, __u32 bit)
  * on: what the parent allocated or freed between the fork and this copy
  * is the copy's error (none for a parent that forks and waits).
  */
-int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+/*
+ * Copy block K (a parent's key, made the child's) with value V into the
+ * child's map, unless the child has it in any form already: its own block
+ * now, freed by it before this copy (a tombstone), kept at finalization
+ * (GONE) or born after it (LATE). (A free and a new block at the same
+ * address in the microseconds between these calls would lose the new
+ * block.) True if copied.
+ */
+static bool copy_inherited(int fd, struct pytm_block_key k, const struct pytm_block *v,
+			   uint64_t *nskipped)
+{
+	if (bpf_map_update_elem(fd, &k, v, BPF_NOEXIST))
+		return false;	/* the child's own block now, or no room */
+	if (child_has(fd, k, PYTM_DOMAIN_TOMB) || child_has(fd, k, PYTM_DOMAIN_GONE) ||
+	    child_has(fd, k, PYTM_DOMAIN_LATE)) {
+		bpf_map_delete_elem(fd, &k);
+		(*nskipped)++;
+		return false;
+	}
+	return true;
+}
+
+void tracee__inherit_none(struct tracee *tr, struct pytm_bpf *skel)
+{
+	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
+	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
+}
+
+/* Blocks of PARENT's set at FORK_NS that it freed since (the freed map), into TR. */
+static void copy_freed(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+		       uint64_t fork_ns, __s64 *bytes, uint64_t *nblocks, uint64_t *nskipped)
+{
+	int fd = bpf_map__fd(skel->maps.freed);
+	struct pytm_block_key key, next, k;
+	struct pytm_freed f;
+	bool first = true;
+
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		first = false;
+		key = next;
+		if (next.pid != (__u32)parent->pid || bpf_map_lookup_elem(fd, &next, &f) ||
+		    f.b.born >= fork_ns || f.freed < fork_ns)
+			continue;
+		k = next;
+		k.pid = tr->pid;
+		k.domain &= PYTM_DOMAIN_MASK;
+		if (copy_inherited(tr->blocks_fd, k, &f.b, nskipped)) {
+			*bytes += f.b.weight;
+			(*nblocks)++;
+		}
+	}
+}
+
+int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
 		    uint64_t *nblocks)
 {
 	/* Batch positions are opaque: a key's room holds them (as in collect.c). */
@@ -552,10 +636,14 @@ int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_
 	struct pytm_block *vals = NULL;
 	__s64 bytes = 0;
 	__u32 count, i;
-	uint64_t ntombs = 0;
+	uint64_t ntombs = 0, fork_ns = 0;
+	struct pytm_proc p;
 	int err;
 
 	*nblocks = 0;
+	/* 0: not forked under our eyes (sampled): the parent's set as it is. */
+	if (!tracee__stats(tr, skel, &p))
+		fork_ns = p.fork_ns;
 	keys = calloc(INHERIT_BATCH, sizeof(*keys));
 	vals = calloc(INHERIT_BATCH, sizeof(*vals));
 	if (!keys || !vals) {
@@ -571,39 +659,35 @@ int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_
 		}
 		for (i = 0; i < count; i++) {
 			k = keys[i];
+			/* The parent's blocks at the fork: not those born since. */
 			if (k.pid != (__u32)parent->pid ||
-			    (k.domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)))
+			    (k.domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)) ||
+			    (fork_ns && vals[i].born >= fork_ns))
 				continue;
 			k.pid = tr->pid;
 			k.domain &= PYTM_DOMAIN_MASK;
-			if (bpf_map_update_elem(tr->blocks_fd, &k, &vals[i], BPF_NOEXIST))
-				continue;	/* the child's own block now, or no room */
-			/*
-			 * Freed by the child before this copy (a tombstone), or the
-			 * address is the child's own block, kept at finalization
-			 * (GONE) or born after it (LATE): take it out again. (A free
-			 * and a new block at the same address in the microseconds
-			 * between these calls would lose the new block.)
-			 */
-			if (child_has(tr->blocks_fd, k, PYTM_DOMAIN_TOMB) ||
-			    child_has(tr->blocks_fd, k, PYTM_DOMAIN_GONE) ||
-			    child_has(tr->blocks_fd, k, PYTM_DOMAIN_LATE)) {
-				bpf_map_delete_elem(tr->blocks_fd, &k);
-				ntombs++;
-				continue;
+			if (copy_inherited(tr->blocks_fd, k, &vals[i], &ntombs)) {
+				bytes += vals[i].weight;
+				(*nblocks)++;
 			}
-			bytes += vals[i].weight;
-			(*nblocks)++;
 		}
 		if (err)	/* ENOENT: that was the last batch */
 			break;
 		in = &next;
 	}
+	/* ...and those it has freed since. */
+	if (fork_ns)
+		copy_freed(tr, parent, skel, fork_ns, &bytes, nblocks, &ntombs);
 	err = proc_control(tr, skel, PYTM_CTL_INHERIT, bytes);
+	if (fork_ns)
+		tracee__fork_done(parent->pid, skel);
+	fork_ns = 0;
 	vlog("process %d: %llu inherited blocks it had freed or replaced already", tr->pid,
 	     (unsigned long long)ntombs);
 cleanup:
 	/* Whatever happened, the child goes on as any process. */
+	if (fork_ns)
+		tracee__fork_done(parent->pid, skel);
 	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
 	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
 	free(keys);

@@ -115,8 +115,12 @@ int tracee__lost(const struct tracee *tr, const struct pytm_proc *p,
  */
 int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pytm_bpf *skel);
 /* Copy PARENT's live blocks into forked child TR (exact mode); NBLOCKS copied. */
-int tracee__inherit(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
 		    uint64_t *nblocks);
+/* TR's parent is gone: it starts with nothing inherited. */
+void tracee__inherit_none(struct tracee *tr, struct pytm_bpf *skel);
+/* PARENT has one forked child less to copy its blocks to (without a copy). */
+void tracee__fork_done(pid_t parent, struct pytm_bpf *skel);
 void tracee__detach(struct tracee *tr);
 /* Drop every map entry of the process: blocks, code ids, its procs entry. */
 void tracee__purge(struct tracee *tr, struct pytm_bpf *skel);

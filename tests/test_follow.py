@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""Forked children and exec, followed (issue: nothing missed when the target
+ends or forks).
+
+Prefork: tests/workloads/wl_prefork.py is a gunicorn-like master that builds
+what its workers inherit, forks four workers that allocate at once (plain
+os.fork, or multiprocessing's fork start method), and replaces one that
+ended, all while traced with `-p MASTER -o DIR/heap.pytm`. Ground truth: the
+same workload untraced with tracemalloc started at "go", each worker dumping
+its own snapshot (tracemalloc keeps its parent's traces across fork) when
+it ends: at finalization for os.fork workers (an atexit hook, as pytm-bpf
+snapshots at Py_FinalizeEx), at the end of its work for multiprocessing
+ones (they end with os._exit: pytm-bpf reports them as they were at death).
+Each worker's file (heap.PID.pytm) must agree with its ground truth on
+>= 99.9% of the bytes at the workload's lines, the master's reports say
+which workers it forked, and without following (--no-follow-forks) no worker
+is traced while the master still is.
+
+Exec: tests/workloads/wl_exec.py replaces itself with another Python
+version (os.execv) while traced by -p: the program before is reported as it
+was at the exec, the new interpreter is attached and reported.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+from conftest import (INTERPRETERS, T_START, T_WORK, WORKLOADS, batch_result,
+                      isolated, snaptool)
+
+PREFORK = os.path.join(WORKLOADS, "wl_prefork.py")
+EXEC = os.path.join(WORKLOADS, "wl_exec.py")
+# (interpreter, how): every frame layout, both ways of forking
+CASES = [("debian-3.11", "fork"), ("3.8", "mp"), ("3.9", "fork"),
+         ("3.10", "mp"), ("3.11", "fork"), ("3.12", "mp"), ("3.13", "fork"),
+         ("debian-3.11", "mp")]
+WORKERS = 5             # four, and the replacement of the first
+EXEC_CASES = [("3.12", "debian-3.11"), ("3.9", "3.13")]
+
+
+def marked_line(path, mark):
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if line.rstrip().endswith("# " + mark):
+                return n
+    raise AssertionError("no %r in %s" % (mark, path))
+
+
+def workers_of(lines):
+    return dict((int(m.group(1)), int(m.group(2))) for m in
+                (re.match(r"worker (\d) (\d+)$", l) for l in lines) if m)
+
+
+def prefork_run(procs, python, how, tmp, follow=True):
+    ref_dir = os.path.join(tmp, "ref")
+    run_dir = os.path.join(tmp, "run")
+    os.makedirs(ref_dir)
+    os.makedirs(run_dir)
+    res = {"ref_dir": ref_dir, "run_dir": run_dir}
+    # Ground truth, untraced.
+    ref = procs.target(python, PREFORK, [how, "--dump", ref_dir])
+    ref.expect("ready", timeout=T_START)
+    ref.send("go")
+    ref.expect("done", timeout=T_WORK)
+    ref.send("quit")
+    assert ref.wait(timeout=T_WORK) == 0, ref.err.text()
+    res["ref_workers"] = workers_of(ref.seen)
+    # Traced.
+    tgt = procs.target(python, PREFORK, [how])
+    tgt.expect("ready", timeout=T_START)
+    args = ["-p", tgt.pid, "-o", os.path.join(run_dir, "heap.pytm"), "--format",
+            "json", "-v"]
+    tr = procs.tracer(args + ([] if follow else ["--no-follow-forks"]))
+    tr.wait_tracing()
+    tgt.send("go")
+    tgt.expect("done", timeout=T_WORK)
+    res["rc"], res["out"], res["err"] = tr.stop()
+    tgt.send("quit")
+    res["target_rc"] = tgt.wait(timeout=T_WORK)
+    res["pid"] = tgt.pid
+    res["lines"] = list(tgt.seen)
+    res["workers"] = workers_of(tgt.seen)
+    return res
+
+
+def reports_of(out):
+    docs = [json.loads(l) for l in out.decode().splitlines() if l.strip()]
+    return dict((d["process"]["pid"], d) for d in docs if d.get("type") == "report")
+
+
+@pytest.mark.parametrize("key,how", CASES, ids=["%s-%s" % c for c in CASES])
+def test_prefork_workers(key, how, tmp_path_factory):
+    python = INTERPRETERS[key]
+    if not os.access(python, os.X_OK):
+        pytest.fail("expected interpreter %s missing: %s" % (key, python))
+
+    def make_jobs():
+        return dict(((k, h), isolated(prefork_run, INTERPRETERS[k], h,
+                                      str(tmp_path_factory.mktemp("prefork"))))
+                    for k, h in CASES)
+    r = batch_result(("prefork",), (key, how), make_jobs)
+    detail = "workload said: %s\ntracer stderr (tail): %s" % (
+        r["lines"], r["err"].decode("utf-8", "replace")[-4000:])
+    assert r["rc"] == 0 and r["target_rc"] == 0, detail
+    assert sorted(r["workers"]) == list(range(WORKERS)), detail
+    assert all("exited %d 0" % k in r["lines"] for k in range(4)), detail
+
+    # One report per worker, each saying whose child it is.
+    reports = reports_of(r["out"])
+    assert r["pid"] in reports, detail
+    for k, pid in sorted(r["workers"].items()):
+        assert pid in reports, "worker %d (pid %d) not reported\n%s" % (k, pid, detail)
+        doc = reports[pid]
+        assert doc["process"]["ppid"] == r["pid"], doc["process"]
+        assert doc["end"] and doc["end"]["status"] == 0, doc["end"]
+        # os.fork workers finalize (sys.exit); multiprocessing's os._exit.
+        assert doc["snapshot_at"] == ("finalization" if how == "fork" else "now")
+
+    # Each worker against its own tracemalloc, in the target's interpreter.
+    for k, pid in sorted(r["workers"].items()):
+        ours = os.path.join(r["run_dir"], "heap.%d.pytm" % pid)
+        ref = os.path.join(r["ref_dir"], "worker-%d.pytm" % k)
+        assert os.path.exists(ours), "no %s\n%s" % (ours, detail)
+        c = snaptool(python, "compare", ours, ref, PREFORK)
+        print("%s %s worker %d: %.5f of bytes, %.5f of blocks agree (%d B ours, "
+              "%d B tracemalloc)" % (key, how, k, c["bytes_agreement"],
+                                      c["count_agreement"], c["size_ours"],
+                                      c["size_ref"]))
+        assert c["bytes_agreement"] >= 0.999, "worker %d: %s\n%s" % (k, c, detail)
+        # Its own line and what it inherited (worker 2 freed most of that).
+        st = snaptool(python, "stats", ours, "lineno", 0)
+        at = dict(((t["traceback"][0][0], t["traceback"][0][1]), t["count"]) for t in st)
+        own = at.get((PREFORK, marked_line(PREFORK, "W%d_LINE" % k)), 0)
+        base = at.get((PREFORK, marked_line(PREFORK, "BASE_LINE")), 0)
+        assert own >= 990 and base >= (500 if k == 2 else 3000), (k, own, base, detail)
+        assert k != 2 or base < 600, (base, detail)
+
+
+def test_prefork_not_followed(tmp_path):
+    """--no-follow-forks: the master only; its workers run as without us."""
+    from conftest import Procs
+    procs = Procs()
+    try:
+        r = prefork_run(procs, INTERPRETERS["debian-3.11"], "fork", str(tmp_path),
+                        follow=False)
+    finally:
+        procs.end_all()
+    detail = r["err"].decode("utf-8", "replace")[-3000:]
+    assert r["rc"] == 0 and r["target_rc"] == 0, detail
+    assert all("exited %d 0" % k in r["lines"] for k in range(4)), r["lines"]
+    reports = reports_of(r["out"])
+    assert list(reports) == [r["pid"]], (list(reports), detail)
+    assert os.listdir(r["run_dir"]) == ["heap.pytm"], os.listdir(r["run_dir"])
+    assert b"forked from" not in r["err"], detail
+
+
+def exec_run(procs, first, second):
+    tgt = procs.target(first, EXEC, [second])
+    tgt.expect("ready", timeout=T_START)
+    tr = procs.tracer(["-p", tgt.pid, "--format", "json"])
+    tr.wait_tracing()
+    tgt.send("go")
+    tgt.expect("built1", timeout=T_WORK)
+    tgt.send("exec")
+    tgt.expect("ready2", timeout=T_START)
+    # "pytm-bpf: tracing new process PID": the new interpreter is attached.
+    line = tr.wait_tracing()
+    tgt.send("go2")
+    tgt.expect("built2", timeout=T_WORK)
+    rc, out, err = tr.stop()
+    tgt.send("end")
+    return {"pid": tgt.pid, "rc": rc, "out": out, "err": err, "line": line,
+            "target_rc": tgt.wait(timeout=T_WORK)}
+
+
+@pytest.mark.parametrize("first,second", EXEC_CASES,
+                         ids=["%s-to-%s" % c for c in EXEC_CASES])
+def test_exec_into_another_python(first, second):
+    def make_jobs():
+        return dict(((a, b), isolated(exec_run, INTERPRETERS[a], INTERPRETERS[b]))
+                    for a, b in EXEC_CASES)
+    r = batch_result(("exec",), (first, second), make_jobs)
+    err = r["err"].decode("utf-8", "replace")
+    assert r["rc"] == 0 and r["target_rc"] == 0, err[-3000:]
+    assert "tracing new process %d" % r["pid"] in r["line"], r["line"]
+    docs = [json.loads(l) for l in r["out"].decode().splitlines() if l.strip()]
+    reports = [d for d in docs if d.get("type") == "report"]
+    assert [d["process"]["pid"] for d in reports] == [r["pid"]] * 2, docs
+    before, after = reports
+
+    def count_at(doc, mark):
+        line = marked_line(EXEC, mark)
+        return sum(s["count"] for s in doc["statistics"]
+                   if s["traceback"][-1] == {"filename": EXEC, "lineno": line})
+
+    # The program it replaced, as it was then, in its own version...
+    assert before["snapshot_at"] == "exec" and before["exited"], before
+    assert before["process"]["python"].startswith(first.split("python")[-1]) or \
+        first.endswith("python3.11"), before["process"]
+    assert count_at(before, "FIRST_LINE") >= 2000, before["statistics"][:3]
+    # ...then the new interpreter, attached again under the same pid.
+    assert after["process"]["python"] != before["process"]["python"], \
+        (before["process"], after["process"])
+    assert count_at(after, "SECOND_LINE") >= 3000, after["statistics"][:3]
+    assert count_at(after, "FIRST_LINE") == 0
+    print("%s -> %s: %d blocks before exec, %d after, same pid %d" % (
+        before["process"]["python"], after["process"]["python"],
+        count_at(before, "FIRST_LINE"), count_at(after, "SECOND_LINE"), r["pid"]))
