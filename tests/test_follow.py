@@ -24,6 +24,7 @@ was at the exec, the new interpreter is attached and reported.
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -208,3 +209,39 @@ def test_exec_into_another_python(first, second):
     print("%s -> %s: %d blocks before exec, %d after, same pid %d" % (
         before["process"]["python"], after["process"]["python"],
         count_at(before, "FIRST_LINE"), count_at(after, "SECOND_LINE"), r["pid"]))
+
+
+def test_followed_children_exported(procs, tmp_path):
+    """Followed workers in /metrics (with ppid) and in pprof (a ppid label),
+    while they live; the forked-process counter counts them."""
+    from test_serve import get, pprof, serving_url
+    python = INTERPRETERS["debian-3.11"]
+    tgt = procs.target(python, PREFORK, ["fork", "--hold"])
+    tgt.expect("ready", timeout=T_START)
+    tr = procs.tracer(["-p", tgt.pid, "--serve", "127.0.0.1:0"])
+    tr.wait_tracing()
+    url = serving_url(tr)
+    tgt.send("go")
+    tgt.expect("held", timeout=T_WORK)
+    workers = workers_of(tgt.seen)
+    assert sorted(workers) == [0, 1, 2, 3], tgt.seen
+    time.sleep(1.5)                     # the answer cache: 0.5 s
+    status, _, body = get(url + "/metrics")
+    assert status == 200
+    text = body.decode()
+    for k, pid in workers.items():
+        m = re.search(r'^pytm_traced_memory_bytes\{pid="%d",nspid="%d",ppid="%d",[^}]*\} (\d+)'
+                      % (pid, pid, tgt.pid), text, re.M)
+        assert m, "worker %d (pid %d) not in /metrics:\n%s" % (k, pid, text[:3000])
+        assert int(m.group(1)) > 1000000, m.group(0)
+    m = re.search(r"^pytm_processes_forked_total (\d+)", text, re.M)
+    assert m and int(m.group(1)) >= 4, text[:2000]
+    # pprof: go tool pprof shows the label on the worker's samples.
+    out = pprof(tmp_path, "-traces", "%s/debug/pprof/heap?pid=%d" % (url, workers[0]))
+    assert re.search(r"^\s*ppid:\s+%d$" % tgt.pid, out, re.M), out[:2000]
+    tgt.send("release")
+    tgt.expect("done", timeout=T_WORK)
+    rc, out, err = tr.stop()
+    assert rc == 0, err[-2000:]
+    tgt.send("quit")
+    assert tgt.wait(timeout=T_WORK) == 0

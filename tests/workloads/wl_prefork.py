@@ -11,6 +11,8 @@ inherited traces included, as tracemalloc keeps them across fork.
     -> "worker K PID"      for K in 0..3, and 4 (the replacement of 0)
     -> "exited K STATUS"   each worker's wait status
     -> "done"
+With --hold (after the mode), workers 0-3 wait once their work is done:
+    -> "held" (all four done)   <- "release"   then as above.
 """
 
 import atexit
@@ -65,12 +67,22 @@ def work4():
 WORK = [work0, work1, work2, work3, work4]
 
 
+# "ready": write end the workers report on; "release": read end they wait
+# on, until the master closes "release_w"
+HOLD = {}
+
+
 def worker(k, dump, at_exit):
     path = os.path.join(dump, "worker-%d.pytm" % k) if dump else None
     if path and at_exit:
         # What it holds when finalization begins, as pytm-bpf reports it.
         atexit.register(lambda: tracemalloc.take_snapshot().dump(path))
+    if HOLD:
+        os.close(HOLD["release_w"])     # only the master holds it open
     WORK[k]()
+    if HOLD:
+        os.write(HOLD["ready"], b"x")
+        os.read(HOLD["release"], 1)      # EOF once the master lets go
     if path and not at_exit:
         # multiprocessing ends its children with os._exit: no finalization,
         # pytm-bpf reports them as they were at death, i.e. now.
@@ -95,7 +107,11 @@ def mp_worker(k, dump):
 
 def main():
     how = sys.argv[1]
-    dump = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--dump" else None
+    hold = "--hold" in sys.argv
+    dump = sys.argv[sys.argv.index("--dump") + 1] if "--dump" in sys.argv else None
+    if hold:
+        ready_r, HOLD["ready"] = os.pipe()
+        HOLD["release"], HOLD["release_w"] = os.pipe()
     print("ready %d" % os.getpid(), flush=True)
     if sys.stdin.readline() != "go\n":
         sys.exit("expected go")
@@ -108,6 +124,14 @@ def main():
         w = start(k, dump)
         workers[k] = w
         print("worker %d %d" % (k, w if how == "fork" else w.pid), flush=True)
+    if hold:
+        got = b""
+        while len(got) < 4:
+            got += os.read(ready_r, 4 - len(got))
+        print("held", flush=True)
+        if sys.stdin.readline() != "release\n":
+            sys.exit("expected release")
+        os.close(HOLD["release_w"])      # the replacement will not wait
     # Worker 0 ends first; the master replaces it, as a prefork server does.
     order = [0, 1, 2, 3]
     for k in order:

@@ -221,6 +221,7 @@ static void get_pprof(struct http *h, struct tracee *tr, bool allocs, struct ans
 		else if (po.period != t->sample_rate)
 			po.period = 0;
 		p->pid = t->pid;
+		p->ppid = t->ppid;
 		p->container = t->container;
 		if (!since || t->attached_at < since)
 			since = t->attached_at;

@@ -61,7 +61,8 @@ int output__prepare(const struct output *o)
 static int write_pprof(const char *path, struct session *s, struct tracee *tr,
 		       const struct snapshot *snap, int frames)
 {
-	struct pprof_proc p = { .live = snap, .pid = tr->pid, .container = tr->container };
+	struct pprof_proc p = { .live = snap, .pid = tr->pid, .ppid = tr->ppid,
+				 .container = tr->container };
 	struct pprof_opts po = {
 		.period = tr->sample_rate,
 		.time_nanos = (int64_t)(real_now() * 1e9),

@@ -77,7 +77,7 @@ enum {
 	S_EMPTY,			/* string_table[0] must be "" */
 	S_ALLOC_OBJECTS, S_ALLOC_SPACE, S_INUSE_OBJECTS, S_INUSE_SPACE,
 	S_COUNT, S_BYTES, S_SPACE,
-	S_PID, S_CONTAINER, S_DOMAIN,
+	S_PID, S_PPID, S_CONTAINER, S_DOMAIN,
 	S_PYTHON, S_UNKNOWN,
 	S_FIXED
 };
@@ -86,7 +86,8 @@ static const char *const fixed_strs[S_FIXED] = {
 	[S_ALLOC_OBJECTS] = "alloc_objects", [S_ALLOC_SPACE] = "alloc_space",
 	[S_INUSE_OBJECTS] = "inuse_objects", [S_INUSE_SPACE] = "inuse_space",
 	[S_COUNT] = "count", [S_BYTES] = "bytes", [S_SPACE] = "space",
-	[S_PID] = "pid", [S_CONTAINER] = "container", [S_DOMAIN] = "domain",
+	[S_PID] = "pid", [S_PPID] = "ppid", [S_CONTAINER] = "container",
+	[S_DOMAIN] = "domain",
 	[S_PYTHON] = "python", [S_UNKNOWN] = "<unknown>",
 };
 
@@ -308,6 +309,7 @@ struct sample {
 
 struct proc_labels {
 	int64_t pid;
+	int64_t ppid;			/* 0: none */
 	uint32_t container;		/* string id; 0: none */
 };
 
@@ -719,6 +721,8 @@ static void emit_sample(struct pb *w, const struct enc *e, const struct sample *
 	pb_end(w);
 	if (pid_label)
 		emit_label(w, S_PID, 0, pl->pid);
+	if (pl->ppid)
+		emit_label(w, S_PPID, 0, pl->ppid);
 	if (pl->container)
 		emit_label(w, S_CONTAINER, pl->container, 0);
 	if (sp->domain)
@@ -823,6 +827,7 @@ int pprof__encode(const struct pprof_proc *procs, int n,
 		e.ntb = 0;
 		e.merge = procs[i].allocs != NULL;
 		e.procs[i].pid = procs[i].pid;
+		e.procs[i].ppid = procs[i].ppid;
 		if (procs[i].container && procs[i].container[0]) {
 			err = str_id(&e, procs[i].container, &e.procs[i].container);
 			if (err)

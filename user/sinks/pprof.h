@@ -26,6 +26,7 @@ struct pprof_proc {			/* one process in a profile */
 					 * (trace count = estimated objects, size =
 					 * estimated bytes), or NULL (exact mode) */
 	int pid;
+	int ppid;			/* a forked child followed: its parent; 0: none */
 	const char *container;		/* container id, "" or NULL: none */
 };
 

@@ -83,6 +83,11 @@ static void process_labels(FILE *out, bool *first, const struct tracee *tr)
 	put_label(out, first, "pid", num);
 	snprintf(num, sizeof(num), "%d", tr->nspid);
 	put_label(out, first, "nspid", num);
+	if (tr->ppid) {
+		/* A forked child followed: whose. */
+		snprintf(num, sizeof(num), "%d", tr->ppid);
+		put_label(out, first, "ppid", num);
+	}
 	/* Long command lines would weigh on every series; the pid tells them apart. */
 	put_label_max(out, first, "command", tr->cmdline, CMDLINE_LABEL_MAX);
 	put_label(out, first, "container", tr->container);
@@ -347,6 +352,10 @@ static void health(struct expo *e, struct session *s, int ntraced, double took)
 	       "Processes the tracer attached to since it started", s->counts.traced);
 	single(e, "pytm_processes_exited_total", "counter", NULL,
 	       "Traced processes that exited", s->counts.exited);
+	single(e, "pytm_processes_forked_total", "counter", NULL,
+	       "Children of traced processes followed from their fork", s->counts.forks);
+	single(e, "pytm_processes_execed_total", "counter", NULL,
+	       "Traced processes that called execve (traced again if Python)", s->counts.execs);
 	family(e, "pytm_processes_skipped_total", "counter", NULL,
 	       "Processes not traced, by reason (-p or --all, each once given up on)");
 	for (i = 0; i < SESSION_SKIP_MAX; i++) {
