@@ -150,6 +150,7 @@ bench: all
 	$(Q)$(PYTHON) tools/bench.py
 	$(Q)if [ -f tools/bench_events.py ]; then $(PYTHON) tools/bench_events.py; fi
 	$(Q)if [ -f tools/bench_procs.py ]; then $(PYTHON) tools/bench_procs.py; fi
+	$(Q)$(PYTHON) tools/bench_fork.py
 	$(Q)$(PYTHON) tools/bench_serve.py
 
 demo: deps
