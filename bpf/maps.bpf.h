@@ -184,8 +184,42 @@ static __always_inline void account(struct pytm_proc *p, __s64 delta)
 	__s64 cur = __sync_fetch_and_add(&p->current, delta) + delta;
 
 	/* Racy between CPUs, like any peak; off by at most one event. */
-	if (cur > p->peak)
+	if (cur > p->peak) {
 		p->peak = cur;
+		/* --peak: a new mark when the peak grew by a step. */
+		if (p->peak_step && (__u64)cur * 1000000 >
+				    (__u64)p->peak_mark * (1000000 + p->peak_step)) {
+			p->peak_mark = cur;
+			p->peak_ns = bpf_ktime_get_ns();
+		}
+	}
+}
+
+/*
+ * Blocks live at a process's peak mark (born by its peak_ns) that it freed
+ * since, with when (pytm_freed.freed): the peak snapshot's other half.
+ * Entries freed before the latest mark are stale; user space clears them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct pytm_block_key);
+	__type(value, struct pytm_freed);
+} peak_freed SEC(".maps");
+
+/* Block B of KEY goes (freed, or replaced at its address): keep it if the peak had it. */
+static __always_inline void peak_keep(struct pytm_proc *p, const struct pytm_block_key *key,
+				      const struct pytm_block *b)
+{
+	struct pytm_freed f;
+
+	if (!p->peak_ns || b->born > p->peak_ns)
+		return;
+	f.b = *b;
+	f.freed = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&peak_freed, key, &f, BPF_ANY))
+		count_lost(p, PYTM_LOST_PEAK_FULL);
 }
 
 #endif /* __PYTM_MAPS_BPF_H__ */

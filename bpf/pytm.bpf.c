@@ -240,6 +240,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			cp->code_parent = ppid;
 			cp->code_fork_id = next_code_id;
 			cp->forking = 0;
+			cp->peak_mark = 0;
+			cp->peak_ns = 0;
 			/* From here the parent keeps what it frees: the copy needs it. */
 			__sync_fetch_and_add(&pp->forking, 1);
 			cp->fork_ns = bpf_ktime_get_ns();

@@ -100,6 +100,7 @@ enum pytm_lost {
 	PYTM_LOST_NO_TSTATE,		/* no thread state found (frames unknown) */
 	PYTM_LOST_TASK_STORAGE,		/* no per-thread storage: event dropped */
 	PYTM_LOST_ALLOCS_FULL,		/* sampled: allocation-totals map full */
+	PYTM_LOST_PEAK_FULL,		/* --peak: freed-since-peak map full */
 	PYTM_LOST_MAX,
 };
 
@@ -152,6 +153,16 @@ struct pytm_proc {
 	 */
 	__u32 forking;
 	__u64 fork_ns;			/* a forked child: when (bpf_ktime_get_ns) */
+	/*
+	 * --peak: the live set is known as it was at peak_ns, when traced
+	 * memory last reached peak_mark, the first value above the mark
+	 * before by more than peak_step millionths: blocks born by then and
+	 * still live, and those freed since (the peak_freed map).
+	 */
+	__u32 peak_step;		/* ppm; 0: not kept */
+	__u32 pad3;
+	__s64 peak_mark;
+	__u64 peak_ns;
 	struct pytm_offsets off;
 };
 

@@ -62,6 +62,7 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 		}
 		return;
 	}
+	peak_keep(p, &key, b);
 	if (p->forking) {
 		/* A child forked before may still need it (see tracee__inherit). */
 		struct pytm_freed f = { .b = *b, .freed = bpf_ktime_get_ns() };
@@ -140,10 +141,12 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		return;
 	}
 	/* Already tracked (tracemalloc_add_trace does the same). */
+	peak_keep(p, key, b);
 	old = b->weight;
 	b->size = nb.size;
 	b->weight = nb.weight;
 	b->stack_id = nb.stack_id;
+	b->born = nb.born;
 	account(p, (__s64)weight - old);
 }
 

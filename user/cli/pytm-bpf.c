@@ -61,6 +61,7 @@ static struct env {
 	bool control;			/* --control: commands on stdin */
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool no_follow_forks;		/* --no-follow-forks */
+	bool peak;			/* --peak: keep the set at the peak */
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
 	enum redirect_site_pref site_pref;	/* --probe-site */
@@ -78,6 +79,9 @@ static struct env {
 	.metrics_top = 10,
 	.http = { .max_conns = 256, .timeout = 10 },
 };
+
+/* --peak: a new peak mark when traced memory exceeds the last by 1%. */
+#define PEAK_STEP_PPM		10000
 
 /* --all samples unless told otherwise: what a fleet can leave on. */
 #define ALL_SAMPLE_DEFAULT	(512 << 10)
@@ -136,6 +140,7 @@ enum {
 	OPT_OUTPUT_FORMAT,
 	OPT_KEEP,
 	OPT_NO_FOLLOW_FORKS,
+	OPT_PEAK,
 };
 
 static const struct argp_option opts[] = {
@@ -143,6 +148,9 @@ static const struct argp_option opts[] = {
 	{ "all", OPT_ALL, NULL, 0,
 	  "Trace every CPython process on the host, and those that start later", 0 },
 	{ "max-procs", OPT_MAX_PROCS, "N", 0, "Processes traced at once (default 64)", 0 },
+	{ "peak", OPT_PEAK, NULL, 0,
+	  "Keep the live set as it was at the highest traced memory (within 1%): "
+	  "reported at the end, and -o FILE gets a .peak sibling", 0 },
 	{ "no-follow-forks", OPT_NO_FOLLOW_FORKS, NULL, 0,
 	  "Do not trace the children that traced processes fork (traced by default)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
@@ -262,6 +270,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_NO_FOLLOW_FORKS:
 		env.no_follow_forks = true;
+		break;
+	case OPT_PEAK:
+		env.peak = true;
 		break;
 	case OPT_MAX_PROCS:
 		if (parse_num(arg, 1, 1000, &v))
@@ -433,6 +444,37 @@ static void wait_a_moment(void)
 	poll(&pfd, env.control ? 1 : 0, 100);
 }
 
+/* --peak: the set at the peak, after a process's last report, and its file. */
+static int report_peak(struct tracee *tr)
+{
+	uint64_t peak_ns = 0;
+	struct snapshot *s;
+	int err = 0;
+
+	s = session__peak_snapshot(st.s, tr, env.frames, &peak_ns);
+	if (!s) {
+		err = -errno;
+		warn("cannot read the peak of process %d: %s", tr->pid, strerror(-err));
+		return err;
+	}
+	if (!env.control && peak_ns) {
+		struct sink_report r = {
+			.snap = s, .o = &env.cli.opts, .tr = tr, .skel = st.s->skel,
+			.peak_at = real_now() - (mono_now() - peak_ns / 1e9),
+		};
+
+		sink__gap(stdout, env.cli.format);
+		err = sink__report(stdout, env.cli.format, &r);
+	}
+	if (env.out.path) {
+		int werr = output__write_peak(&env.out, st.s, tr, s);
+
+		err = err ?: werr;
+	}
+	snapshot__free(s);
+	return err;
+}
+
 /* A report on one tracee; FINAL also writes -o. */
 static int report_tracee(struct tracee *tr, bool final, bool header, bool exited)
 {
@@ -473,6 +515,8 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 
 		err = err ?: werr;
 	}
+	if (env.peak && (final || exited) && !err)
+		err = report_peak(tr);
 	/* --compare alone: the first report is what later ones compare to. */
 	if (env.compare && !env.compare_file && !tr->baseline) {
 		tr->baseline = s;
@@ -573,6 +617,7 @@ static void say_tracing(bool single)
  */
 static bool round_(bool single, double start, double *next_report)
 {
+	static double next_tidy;
 	struct tracee *tr;
 	bool stop = false;
 	int i;
@@ -605,6 +650,13 @@ static bool round_(bool single, double start, double *next_report)
 			;
 		if (i == st.s->ntracees)
 			return true;
+	}
+	if (env.peak && mono_now() >= next_tidy) {
+		/* Blocks freed before the latest peak mark are kept for nothing. */
+		for (i = 0; i < st.s->ntracees; i++)
+			if (st.s->tracees[i].registered)
+				tracee__peak_tidy(&st.s->tracees[i], st.s->skel);
+		next_tidy = mono_now() + 2;
 	}
 	if (env.duration && mono_now() - start >= env.duration)
 		return true;
@@ -669,6 +721,7 @@ int main(int argc, char **argv)
 			.sample_rate = env.sample,
 			.set_slots = env.set_slots,
 			.follow_forks = !env.no_follow_forks,
+			.peak_step = env.peak ? PEAK_STEP_PPM : 0,
 			.overrides = env.overrides,
 			.noverrides = env.noverrides,
 		},

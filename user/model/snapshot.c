@@ -364,6 +364,16 @@ size_t snapshot__count(const struct snapshot *s)
 	return s ? s->ntraces : 0;
 }
 
+uint64_t snapshot__total_size(const struct snapshot *s)
+{
+	uint64_t total = 0;
+	size_t i;
+
+	for (i = 0; s && i < s->ntraces; i++)
+		total += s->traces[i].size;
+	return total;
+}
+
 const struct pytm_trace *snapshot__traces(const struct snapshot *s)
 {
 	return s ? s->traces : NULL;

@@ -65,6 +65,8 @@ int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t siz
 			   uint64_t count, const struct pytm_traceback *tb);
 int snapshot__traceback_limit(const struct snapshot *s);
 size_t snapshot__count(const struct snapshot *s);
+/* The sum of its traces' sizes. */
+uint64_t snapshot__total_size(const struct snapshot *s);
 const struct pytm_trace *snapshot__traces(const struct snapshot *s);
 /* Write as tracemalloc's pickle to PATH (temporary file + rename). */
 int snapshot__write(const struct snapshot *s, const char *path,

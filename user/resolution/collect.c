@@ -131,13 +131,32 @@ static uint64_t blocks_of(const struct pytm_block_key *k, const struct pytm_bloc
 			0x1p-53 < frac);
 }
 
-struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
-				   int frames, struct resolver *r)
+/* One live block into S. */
+static int add_block(struct snapshot *s, struct tb_ctx *c, int stacks_fd,
+		     const struct pytm_block_key *key, const struct pytm_block *b,
+		     struct resolver *r, int frames)
+{
+	const struct pytm_traceback *tb;
+
+	tb = traceback_of(c, stacks_fd, b->stack_id, s, r, frames);
+	if (!tb || snapshot__add_estimate(s, key->domain & PYTM_DOMAIN_MASK, b->weight,
+					  blocks_of(key, b), tb))
+		return -ENOMEM;
+	return 0;
+}
+
+/*
+ * The live blocks of PID in BLOCKS_FD; with PEAK_NS, only those born by
+ * then, and those of FREED_FD (freed since, with when) that were: its set
+ * at that moment.
+ */
+static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
+				uint64_t peak_ns, int frames, struct resolver *r)
 {
 	struct pytm_block_key *keys = NULL, next, *in = NULL;
 	struct pytm_block *vals = NULL;
+	struct pytm_freed *fvals = NULL;
 	struct snapshot *s = NULL;
-	const struct pytm_traceback *tb;
 	struct tb_ctx c;
 	__u32 count, i;
 	int err = tb_ctx__init(&c);
@@ -145,7 +164,8 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 	s = snapshot__new(frames);
 	keys = calloc(BATCH, sizeof(*keys));
 	vals = calloc(BATCH, sizeof(*vals));
-	if (err || !s || !keys || !vals) {
+	fvals = peak_ns ? calloc(BATCH, sizeof(*fvals)) : NULL;
+	if (err || !s || !keys || !vals || (peak_ns && !fvals)) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
@@ -162,12 +182,10 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 			 * tombstones are no blocks (see pytm_proc.inheriting).
 			 */
 			if (keys[i].pid != (__u32)pid ||
-			    (keys[i].domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)))
+			    (keys[i].domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)) ||
+			    (peak_ns && vals[i].born > peak_ns))
 				continue;
-			keys[i].domain &= ~PYTM_DOMAIN_GONE;
-			tb = traceback_of(&c, stacks_fd, vals[i].stack_id, s, r, frames);
-			if (!tb || snapshot__add_estimate(s, keys[i].domain, vals[i].weight,
-							  blocks_of(&keys[i], &vals[i]), tb)) {
+			if (add_block(s, &c, stacks_fd, &keys[i], &vals[i], r, frames)) {
 				err = -ENOMEM;
 				goto cleanup;
 			}
@@ -176,10 +194,30 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 			break;
 		in = &next;
 	}
+	in = NULL;
+	for (err = 0; peak_ns && !err;) {
+		count = BATCH;
+		err = bpf_map_lookup_batch(freed_fd, in, &next, keys, fvals, &count, NULL);
+		if (err && errno != ENOENT) {
+			err = -errno;
+			goto cleanup;
+		}
+		for (i = 0; i < count; i++) {
+			if (keys[i].pid != (__u32)pid || fvals[i].b.born > peak_ns ||
+			    fvals[i].freed <= peak_ns)
+				continue;
+			if (add_block(s, &c, stacks_fd, &keys[i], &fvals[i].b, r, frames)) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+		}
+		in = &next;
+	}
 	err = 0;
 cleanup:
 	free(keys);
 	free(vals);
+	free(fvals);
 	tb_ctx__free(&c);
 	if (err) {
 		snapshot__free(s);
@@ -187,6 +225,18 @@ cleanup:
 		return NULL;
 	}
 	return s;
+}
+
+struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
+				   int frames, struct resolver *r)
+{
+	return collect(blocks_fd, -1, stacks_fd, pid, 0, frames, r);
+}
+
+struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
+			       uint64_t peak_ns, int frames, struct resolver *r)
+{
+	return collect(blocks_fd, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r);
 }
 
 struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,

@@ -3,6 +3,7 @@
 #ifndef __PYTM_COLLECT_H
 #define __PYTM_COLLECT_H
 
+#include <stdint.h>
 #include <sys/types.h>
 #include "snapshot.h"
 
@@ -14,6 +15,14 @@ struct resolver;
  */
 struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r);
+
+/*
+ * --peak: the live blocks of PID as they were at PEAK_NS (bpf_ktime_get_ns):
+ * those of BLOCKS_FD born by then, and those of FREED_FD (the peak_freed
+ * map) freed since.
+ */
+struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
+			       uint64_t peak_ns, int frames, struct resolver *r);
 
 /*
  * Sampled mode: the allocations of PID since attach, from the map

@@ -112,6 +112,7 @@ struct args {
 	const char *path;
 	const char *const *allowed;	/* parameters this path takes */
 	const char *pid;
+	const char *peak;		/* /snapshot: "1" for the set at the peak */
 	const char *bad;		/* the first parameter it does not take */
 };
 
@@ -130,6 +131,8 @@ static enum MHD_Result arg_iter(void *cls, enum MHD_ValueKind kind,
 	}
 	if (!strcmp(key, "pid"))
 		a->pid = value ?: "";
+	if (!strcmp(key, "peak"))
+		a->peak = value ?: "";
 	return MHD_YES;
 }
 
@@ -249,9 +252,11 @@ static void get_pprof(struct http *h, struct tracee *tr, bool allocs, struct ans
 		 allocs ? "allocs.pb.gz" : "heap.pb.gz");
 }
 
-static void get_snapshot(struct http *h, struct tracee *tr, struct answer *a)
+static void get_snapshot(struct http *h, struct tracee *tr, bool peak, struct answer *a)
 {
-	struct snapshot *snap = session__snapshot(h->s, tr, h->o.frames);
+	uint64_t peak_ns;
+	struct snapshot *snap = peak ? session__peak_snapshot(h->s, tr, h->o.frames, &peak_ns) :
+				       session__snapshot(h->s, tr, h->o.frames);
 	FILE *f;
 	int err;
 
@@ -272,7 +277,7 @@ static void get_snapshot(struct http *h, struct tracee *tr, struct answer *a)
 	a->status = MHD_HTTP_OK;
 	a->type = "application/octet-stream";
 	snprintf(a->disposition, sizeof(a->disposition),
-		 "attachment; filename=\"pid-%d.pytm\"", tr->pid);
+		 "attachment; filename=\"pid-%d%s.pytm\"", tr->pid, peak ? ".peak" : "");
 }
 
 static void get_index(struct http *h, struct answer *a)
@@ -288,7 +293,8 @@ static void get_index(struct http *h, struct answer *a)
 		"/metrics                     Prometheus metrics (OpenMetrics on request)\n"
 		"/debug/pprof/heap[?pid=N]    pprof heap profile, in use (gzipped protobuf)\n"
 		"/debug/pprof/allocs[?pid=N]  the same, allocations since attach first (sampled)\n"
-		"/snapshot?pid=N              tracemalloc snapshot (Snapshot.load)\n\n"
+		"/snapshot?pid=N              tracemalloc snapshot (Snapshot.load)\n"
+		"/snapshot?pid=N&peak=1       the same, at the peak (with --peak)\n\n"
 		"Traced processes:\n");
 	for (i = 0; i < h->s->ntracees; i++) {
 		const struct tracee *t = &h->s->tracees[i];
@@ -305,7 +311,7 @@ static void route(struct http *h, struct MHD_Connection *c, const char *url,
 		  struct answer *a)
 {
 	static const char *const none[] = { NULL };
-	static const char *const pid_only[] = { "pid", NULL };
+	static const char *const snapshot_args[] = { "pid", "peak", NULL };
 	/* Go's handlers take gc=1 and debug=0: accepted, nothing to do. */
 	static const char *const pprof_args[] = { "pid", "gc", "debug", NULL };
 	struct args args = { .path = url, .allowed = none };
@@ -313,7 +319,7 @@ static void route(struct http *h, struct MHD_Connection *c, const char *url,
 	const char *debug;
 
 	if (!strcmp(url, "/snapshot"))
-		args.allowed = pid_only;
+		args.allowed = snapshot_args;
 	else if (!strcmp(url, "/debug/pprof/heap") || !strcmp(url, "/debug/pprof/allocs"))
 		args.allowed = pprof_args;
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, arg_iter, &args);
@@ -338,9 +344,18 @@ static void route(struct http *h, struct MHD_Connection *c, const char *url,
 	} else if (!strcmp(url, "/metrics")) {
 		get_metrics(h, c, a);
 	} else if (!strcmp(url, "/snapshot")) {
+		if (args.peak && strcmp(args.peak, "0") && strcmp(args.peak, "1")) {
+			answer_text(a, MHD_HTTP_BAD_REQUEST, "error: peak takes 0 or 1\n");
+			return;
+		}
 		tr = pid_arg(h, &args, false, a);
+		if (tr && args.peak && !strcmp(args.peak, "1") && !tr->peak_step) {
+			answer_text(a, MHD_HTTP_BAD_REQUEST,
+				    "error: the peak is kept only with --peak\n");
+			return;
+		}
 		if (tr)
-			get_snapshot(h, tr, a);
+			get_snapshot(h, tr, args.peak && !strcmp(args.peak, "1"), a);
 	} else {
 		tr = pid_arg(h, &args, true, a);
 		if (tr || !args.pid)

@@ -609,6 +609,18 @@ struct snapshot *session__snapshot(struct session *s, struct tracee *tr, int fra
 	return snap;
 }
 
+struct snapshot *session__peak_snapshot(struct session *s, struct tracee *tr, int frames,
+				       uint64_t *peak_ns)
+{
+	struct snapshot *snap;
+
+	events_sync(s);
+	pthread_mutex_lock(&s->lock);
+	snap = tracee__peak_snapshot(tr, s->skel, frames, peak_ns);
+	pthread_mutex_unlock(&s->lock);
+	return snap;
+}
+
 struct snapshot *session__alloc_snapshot(struct session *s, struct tracee *tr, int frames)
 {
 	struct snapshot *snap;

@@ -121,6 +121,9 @@ int session__add(struct session *s, pid_t pid, bool quiet);
 void session__scan_all(struct session *s);
 /* --all: try the processes that exec'd a while ago; say which start. */
 void session__poll_pending(struct session *s);
+/* --peak: TR's set at its latest peak mark (*PEAK_NS), as session__snapshot. */
+struct snapshot *session__peak_snapshot(struct session *s, struct tracee *tr, int frames,
+				       uint64_t *peak_ns);
 /* Forked children not attached yet get what they inherited (before a last report). */
 void session__settle(struct session *s);
 void session__settle_one(struct session *s, struct tracee *tr);

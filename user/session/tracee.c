@@ -23,6 +23,9 @@
 #include "util.h"
 #include "validate.h"
 
+#define DELETE_BATCH	4096	/* map entries read at once when deleting */
+#define INHERIT_BATCH	4096	/* ...and when copying a parent's blocks */
+
 /* Offsets for the target, and a check that they match its memory. */
 static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
 {
@@ -274,6 +277,7 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 		return -ENOMEM;
 	tr->sample_rate = o->sample_rate;
 	proc.sampled = o->sample_rate != 0;
+	proc.peak_step = tr->peak_step = o->peak_step;
 	/*
 	 * Sampled, a child inherits nothing: the sampler's set of sampled
 	 * blocks is not inherited (its data page is wiped), so their frees
@@ -327,6 +331,7 @@ int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pyt
 	memcpy(tr->version, parent->version, sizeof(tr->version));
 	tr->pickle = parent->pickle;
 	tr->sample_rate = parent->sample_rate;
+	tr->peak_step = parent->peak_step;
 	read_identity(tr);
 	if (!tr->cmdline[0])	/* gone already */
 		memcpy(tr->cmdline, parent->cmdline, sizeof(tr->cmdline));
@@ -398,6 +403,49 @@ struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int 
 				 tr->pid, frames, tr->r);
 }
 
+struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames,
+				      uint64_t *peak_ns)
+{
+	struct pytm_proc p;
+
+	*peak_ns = 0;
+	if (!tracee__stats(tr, skel, &p))
+		*peak_ns = p.peak_ns;
+	/* No mark yet (nothing traced): an empty snapshot. */
+	if (!*peak_ns)
+		return snapshot__new(frames);
+	return collect__peak(tr->blocks_fd, bpf_map__fd(skel->maps.peak_freed),
+			     bpf_map__fd(skel->maps.stacks), tr->pid, *peak_ns, frames, tr->r);
+}
+
+void tracee__peak_tidy(struct tracee *tr, struct pytm_bpf *skel)
+{
+	int fd = bpf_map__fd(skel->maps.peak_freed);
+	struct pytm_block_key *keys, next, *in = NULL;
+	struct pytm_freed *vals;
+	struct pytm_proc p;
+	__u32 count, i;
+	int err;
+
+	if (!tr->peak_step || tracee__stats(tr, skel, &p) || !p.peak_ns)
+		return;
+	keys = calloc(DELETE_BATCH, sizeof(*keys));
+	vals = calloc(DELETE_BATCH, sizeof(*vals));
+	for (err = 0; keys && vals && !err;) {
+		count = DELETE_BATCH;
+		err = bpf_map_lookup_batch(fd, in, &next, keys, vals, &count, NULL);
+		if (err && errno != ENOENT)
+			break;
+		/* Freed before the latest mark: not in the peak's set. */
+		for (i = 0; i < count; i++)
+			if (keys[i].pid == (__u32)tr->pid && vals[i].freed <= p.peak_ns)
+				bpf_map_delete_elem(fd, &keys[i]);
+		in = &next;
+	}
+	free(keys);
+	free(vals);
+}
+
 struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
 {
 	return collect__allocs(bpf_map__fd(skel->maps.allocs), bpf_map__fd(skel->maps.stacks),
@@ -437,7 +485,6 @@ static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
 	}
 }
 
-#define DELETE_BATCH 4096
 
 /*
  * Delete PID's entries from the live-block map FD (those with a domain bit
@@ -557,7 +604,6 @@ int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 	return proc_control(tr, skel, PYTM_CTL_RESET_PEAK, 0);
 }
 
-#define INHERIT_BATCH 4096
 
 /* Does the map FD hold K's address under K's pid with domain bit BIT? */
 static bool child_has(int fd, struct pytm_block_key k, __u32 bit)
@@ -705,6 +751,7 @@ static const char *const lost_names[PYTM_LOST_MAX] = {
 	[PYTM_LOST_NO_TSTATE] = "no Python thread state",
 	[PYTM_LOST_TASK_STORAGE] = "no per-thread storage",
 	[PYTM_LOST_ALLOCS_FULL] = "allocation-totals map full",
+	[PYTM_LOST_PEAK_FULL] = "peak map full",
 };
 
 void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
@@ -790,6 +837,7 @@ static const char *const lost_keys[PYTM_LOST_MAX] = {
 	[PYTM_LOST_NO_TSTATE] = "no_thread_state",
 	[PYTM_LOST_TASK_STORAGE] = "no_task_storage",
 	[PYTM_LOST_ALLOCS_FULL] = "alloc_totals_full",
+	[PYTM_LOST_PEAK_FULL] = "peak_map_full",
 };
 
 /* The sampler's lost counts in JSON documents (see the man page). */
@@ -947,6 +995,12 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 	tr->blocks_fd = -1;
 	delete_pid_keys(bpf_map__fd(skel->maps.codes), sizeof(struct pytm_code_key), tr->pid);
 	delete_pid_keys(bpf_map__fd(skel->maps.allocs), sizeof(struct pytm_alloc_key), tr->pid);
+	if (tr->peak_step)
+		delete_pid_keys(bpf_map__fd(skel->maps.peak_freed), sizeof(struct pytm_block_key),
+				tr->pid);
+	if (tr->shared_map || tr->ppid)
+		delete_pid_keys(bpf_map__fd(skel->maps.freed), sizeof(struct pytm_block_key),
+				tr->pid);
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.procs), &key);
 	/* Per-CPU code caches hold (pid, address): a reused pid must miss. */
 	__sync_fetch_and_add(&skel->bss->code_epoch, 1);

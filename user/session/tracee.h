@@ -25,6 +25,7 @@ struct tracee_opts {
 	uint64_t sample_rate;		/* --sample: mean bytes between samples; 0 exact */
 	unsigned int set_slots;		/* --sample-set: sampled blocks held at once */
 	bool follow_forks;		/* trace forked children from their first event */
+	unsigned int peak_step;		/* --peak: ppm between peak marks; 0 off */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };
@@ -56,6 +57,7 @@ struct tracee {
 	long long oom_kills;		/* that count at attach; -1: none */
 	struct snapshot *baseline;	/* --compare: the first report's snapshot */
 	uint64_t sample_rate;		/* 0: exact */
+	unsigned int peak_step;		/* --peak: ppm; 0: the peak's set is not kept */
 };
 
 /*
@@ -74,6 +76,14 @@ struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int 
  * Sampled mode: every allocation since attach, freed or not, as estimated
  * traces (count: objects, size: bytes) per traceback.
  */
+/*
+ * --peak: the live set as it was at the latest peak mark (*PEAK_NS, its
+ * bpf_ktime_get_ns; 0 and an empty snapshot before any).
+ */
+struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames,
+				      uint64_t *peak_ns);
+/* --peak: forget blocks freed before the latest mark (kept for nothing). */
+void tracee__peak_tidy(struct tracee *tr, struct pytm_bpf *skel);
 struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out);
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);

@@ -130,9 +130,10 @@ static void prune(const char *dir, pid_t pid, const char *suffix, int keep)
 
 /*
  * -o FILE names the traced process's file; a child it forked gets FILE with
- * its pid before the extension: heap.pytm -> heap.PID.pytm.
+ * its pid before the extension (heap.pytm -> heap.PID.pytm), a peak
+ * snapshot ".peak" there (heap.peak.pytm, heap.PID.peak.pytm): INSERT.
  */
-static void sibling(char *out, size_t len, const char *path, pid_t pid)
+static void sibling(char *out, size_t len, const char *path, const char *insert)
 {
 	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm" };
 	const char *base = strrchr(path, '/'), *ext = NULL;
@@ -147,7 +148,43 @@ static void sibling(char *out, size_t len, const char *path, pid_t pid)
 		if (!ext || ext == base)
 			ext = path + n;
 	}
-	snprintf(out, len, "%.*s.%d%s", (int)(ext - path), path, (int)pid, ext);
+	snprintf(out, len, "%.*s%s%s", (int)(ext - path), path, insert, ext);
+}
+
+/* Write SNAP as O's format to PATH. */
+static int write_to(const struct output *o, struct session *s, struct tracee *tr,
+		    const struct snapshot *snap, const char *path)
+{
+	int err;
+
+	if (o->format == OUTPUT_PPROF)
+		err = write_pprof(path, s, tr, snap, o->frames);
+	else
+		err = snapshot__write(snap, path, o->pickle ?: tr->pickle);
+	if (err)
+		warn("cannot write %s: %s", path, strerror(-err));
+	return err;
+}
+
+int output__write_peak(const struct output *o, struct session *s, struct tracee *tr,
+		       const struct snapshot *snap)
+{
+	const char *suffix = o->format == OUTPUT_PPROF ? ".pb.gz" : ".pytm";
+	char path[4096], insert[32];
+
+	if (!o->path)
+		return 0;
+	if (o->dir) {
+		snprintf(path, sizeof(path), "%s%speak-%d%s", o->path,
+			 ends_with(o->path, "/") ? "" : "/", tr->pid, suffix);
+	} else {
+		if (tr->ppid)
+			snprintf(insert, sizeof(insert), ".%d.peak", (int)tr->pid);
+		else
+			snprintf(insert, sizeof(insert), ".peak");
+		sibling(path, sizeof(path), o->path, insert);
+	}
+	return write_to(o, s, tr, snap, path);
 }
 
 int output__write(const struct output *o, struct session *s, struct tracee *tr,
@@ -169,18 +206,16 @@ int output__write(const struct output *o, struct session *s, struct tracee *tr,
 			 ends_with(o->path, "/") ? "" : "/", tr->pid, stamp,
 			 ts.tv_nsec / 1000000, suffix);
 	} else if (tr->ppid) {
-		sibling(path, sizeof(path), o->path, tr->pid);
+		char insert[32];
+
+		snprintf(insert, sizeof(insert), ".%d", (int)tr->pid);
+		sibling(path, sizeof(path), o->path, insert);
 	} else {
 		snprintf(path, sizeof(path), "%s", o->path);
 	}
-	if (o->format == OUTPUT_PPROF)
-		err = write_pprof(path, s, tr, snap, o->frames);
-	else
-		err = snapshot__write(snap, path, o->pickle ?: tr->pickle);
-	if (err) {
-		warn("cannot write %s: %s", path, strerror(-err));
+	err = write_to(o, s, tr, snap, path);
+	if (err)
 		return err;
-	}
 	if (o->dir && o->keep > 0)
 		prune(o->path, tr->pid, suffix, o->keep);
 	return 0;

@@ -43,4 +43,11 @@ int output__prepare(const struct output *o);
 int output__write(const struct output *o, struct session *s, struct tracee *tr,
 		  const struct snapshot *snap, bool final);
 
+/*
+ * --peak: SNAP, TR's set at its peak, next to its file: FILE with ".peak"
+ * before the extension (heap.peak.pytm), or DIR/peak-PID.pytm.
+ */
+int output__write_peak(const struct output *o, struct session *s, struct tracee *tr,
+		       const struct snapshot *snap);
+
 #endif /* __PYTM_OUTPUT_H */

@@ -24,6 +24,17 @@ static int text_report(FILE *out, const struct sink_report *r,
 {
 	int err;
 
+	if (r->peak_at) {
+		char when[32], total[32];
+		time_t t = (time_t)r->peak_at;
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+		report__format_size(total, sizeof(total), (double)snapshot__total_size(r->snap),
+				    false);
+		fprintf(out, "Peak of process %d: the live set at %s, when traced memory last "
+			"grew past its peak by 1%% (%s)\n", r->tr->pid, when, total);
+		return report__print_stats(out, st, r->o);
+	}
 	if (r->tr && r->exited && r->tr->execed)
 		fprintf(out, "Process %d called execve: what it ran before.\n", r->tr->pid);
 	else if (r->tr && r->exited)
@@ -55,7 +66,13 @@ static int json_report(FILE *out, const struct sink_report *r,
 	struct json j;
 
 	json__init(&j, out);
-	json_begin(&j, "report");
+	json_begin(&j, r->peak_at ? "peak" : "report");
+	if (r->peak_at) {
+		json__name(&j, "at");
+		json__double(&j, r->peak_at);
+		json__name(&j, "size");
+		json__uint(&j, snapshot__total_size(r->snap));
+	}
 	json__name(&j, "final");
 	json__bool(&j, r->final);
 	json__name(&j, "exited");

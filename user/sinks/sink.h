@@ -29,6 +29,8 @@ struct sink_report {
 	bool header;			/* text: "== pid ..." first (several processes) */
 	bool final;			/* the last report of the run */
 	bool exited;			/* the process exited: its last report */
+	double peak_at;			/* --peak: SNAP is the set at the peak mark, at
+					 * this wall-clock time; 0: a report of now */
 	const char *file;
 };
 
