@@ -102,6 +102,8 @@ static const char doc[] =
 "                                     # 30 s, then a tracemalloc snapshot file\n"
 "    pytm-bpf -p 1234 --interval 10 --key filename\n"
 "                                     # a report every 10 s, by file\n"
+"    pytm-bpf -p 1234 --peak -o heap.pytm\n"
+"                                     # also heap.peak.pytm: the set at the peak\n"
 "    pytm-bpf -p 1234 --sample 512k   # production: sample by bytes, ~1 sample\n"
 "                                     # per 512 KiB allocated, estimates\n"
 "    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
