@@ -59,7 +59,6 @@ struct {
 	__type(value, struct pytm_alloc);
 } allocs SEC(".maps");
 
-/* What the walk needs of a code object, read once when first seen. */
 /* Blocks freed by processes with children still to copy (pytm_proc.forking). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -69,6 +68,7 @@ struct {
 	__type(value, struct pytm_freed);
 } freed SEC(".maps");
 
+/* What the walk needs of a code object, read once when first seen. */
 struct code_info {
 	__u32 id;
 	__s32 firsttraceable;		/* _co_firsttraceable, 3.11+ */

@@ -377,6 +377,15 @@ def start_namespaced(procs, python, script, args, env):
     return t, nspid, host_pid
 
 
+def marked_line(path, mark):
+    """Number of the line of PATH that ends with the comment '# MARK'."""
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if line.rstrip().endswith("# " + mark):
+                return n
+    raise AssertionError("no line marked %r in %s" % (mark, path))
+
+
 def run_cmd(cmd, timeout=T_CMD, check=True, **kw):
     """subprocess.run with a timeout; registered like every other process."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -29,7 +29,7 @@ import time
 import pytest
 
 from conftest import (INTERPRETERS, T_START, T_WORK, WORKLOADS, batch_result,
-                      isolated, snaptool)
+                      isolated, marked_line, snaptool)
 
 PREFORK = os.path.join(WORKLOADS, "wl_prefork.py")
 EXEC = os.path.join(WORKLOADS, "wl_exec.py")
@@ -39,14 +39,6 @@ CASES = [("debian-3.11", "fork"), ("3.8", "mp"), ("3.9", "fork"),
          ("debian-3.11", "mp")]
 WORKERS = 5             # four, and the replacement of the first
 EXEC_CASES = [("3.12", "debian-3.11"), ("3.9", "3.13")]
-
-
-def marked_line(path, mark):
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if line.rstrip().endswith("# " + mark):
-                return n
-    raise AssertionError("no %r in %s" % (mark, path))
 
 
 def workers_of(lines):

@@ -18,18 +18,10 @@ import urllib.request
 import pytest
 
 from conftest import (INTERPRETERS, T_START, T_WORK, WORKLOADS, batch_result,
-                      isolated, snaptool)
+                      isolated, marked_line, snaptool)
 
 WORKLOAD = os.path.join(WORKLOADS, "wl_peak.py")
 KEYS = ["debian-3.11", "3.8", "3.13"]
-
-
-def marked_line(mark):
-    with open(WORKLOAD) as fh:
-        for n, line in enumerate(fh, 1):
-            if line.rstrip().endswith("# " + mark):
-                return n
-    raise AssertionError(mark)
 
 
 def peak_run(procs, python, tmp):
@@ -79,7 +71,8 @@ def test_peak_snapshot(key, tmp_path_factory):
                     for k in KEYS)
     r = batch_result(("peak",), key, make_jobs)
     assert r["rc"] == 0, r["err"][-3000:]
-    peak_line, after_line = marked_line("PEAK_LINE"), marked_line("AFTER_LINE")
+    peak_line = marked_line(WORKLOAD, "PEAK_LINE")
+    after_line = marked_line(WORKLOAD, "AFTER_LINE")
     ref = at_lines(python, r["ref"])
     total_ref = snaptool(python, "summary", r["ref"])["size"]
     for name in ("peak", "served"):
