@@ -691,7 +691,7 @@ static void expect_top(const struct agg *a, size_t n, int v, const char *name,
 static void test_profile(void)
 {
 	struct snapshot *snaps[2][2] = {};
-	struct pprof_proc procs[2];
+	struct pprof_proc procs[2] = {};
 	struct pprof_opts o = {
 		.period = 524288,
 		.time_nanos = 1700000000123456789LL,
