@@ -345,10 +345,11 @@ def test_fleet(procs, tmp_path):
     # ---- One process exits: gone from the next scrape, the others stay.
     a.send("exit")
     a.wait()
-    prom.wait('pytm_traced_memory_bytes{pid="%d"}' % a.pid, lambda r: not r,
-              timeout=30, what="exited process gone")
-    assert {int(x["metric"]["pid"])
-            for x in prom.query("pytm_traced_memory_bytes")} == {b.pid, c_pid}
+    # (One condition: a scrape that fails on a loaded machine empties every
+    # series for a moment, which alone would look like "gone".)
+    prom.wait("pytm_traced_memory_bytes",
+              lambda r: {int(x["metric"]["pid"]) for x in r} == {b.pid, c_pid},
+              timeout=30, what="exited process gone, the others there")
     assert float(prom.query("pytm_processes_exited_total")[0]["value"][1]) == 1
 
     rc, out, err = tr.stop()
