@@ -667,14 +667,16 @@ int session__open(struct session **out, const struct session_opts *o)
 		goto fail;
 	}
 	s->exit_link = bpf_program__attach(s->skel->progs.handle_exit);
-	if (o->follow_exec || o->follow_forks) {
-		/* Before any scan, so that nothing starts unseen in between. */
-		s->exec_link = bpf_program__attach(s->skel->progs.handle_exec);
-		if (!s->exec_link) {
-			err = -errno;
-			warn("cannot follow new processes: %s", strerror(-err));
-			goto fail;
-		}
+	/*
+	 * Always: a traced process that execs is another program (and maybe a
+	 * Python to trace again). Before any scan, so that nothing starts
+	 * unseen in between.
+	 */
+	s->exec_link = bpf_program__attach(s->skel->progs.handle_exec);
+	if (!s->exec_link) {
+		err = -errno;
+		warn("cannot follow new processes: %s", strerror(-err));
+		goto fail;
 	}
 	if (o->follow_forks) {
 		s->fork_link = bpf_program__attach(s->skel->progs.handle_fork);

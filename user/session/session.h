@@ -26,7 +26,7 @@ struct snapshot;
 struct session_opts {
 	int max_procs;			/* processes traced at once */
 	long max_stacks;		/* distinct tracebacks */
-	bool follow_exec;		/* --all: notice processes that exec */
+	bool follow_exec;		/* --all: trace processes that exec into a Python */
 	bool follow_forks;		/* trace the children of traced processes */
 	struct tracee_opts topts;	/* per process */
 };
