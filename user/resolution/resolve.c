@@ -25,6 +25,7 @@ struct resolver {
 	struct code *codes;		/* by id */
 	uint32_t ncodes;
 	uint64_t nread, nfailed;
+	bool retry;			/* a failed read is tried again elsewhere */
 };
 
 struct resolver *resolver__new(const struct target *t,
@@ -190,7 +191,14 @@ int resolver__inherit(struct resolver *r, const struct resolver *from)
 
 int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 {
+	return resolver__add_code_from(r, NULL, id, addr);
+}
+
+int resolver__add_code_from(struct resolver *r, const struct target *from, uint32_t id,
+			    uint64_t addr)
+{
 	const struct pytm_offsets *o = &r->off;
+	const struct target *own = r->t;
 	struct code c = {};
 	uint64_t type, fname, table;
 	int64_t tlen = 0;
@@ -198,6 +206,8 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 
 	if (grow(r, id))
 		return -ENOMEM;
+	if (from)
+		r->t = from;	/* the readers below read r->t */
 	type = rd_ptr(r, addr + o->object_type);
 	if (!type || (r->code_type && type != r->code_type))
 		goto fail;
@@ -225,12 +235,22 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 	free(r->codes[id].table);
 	r->codes[id] = c;
 	r->nread++;
+	r->t = own;
 	return 0;
 fail:
 	free(c.filename);
-	r->nfailed++;
-	vlog("code object %u at 0x%llx: unreadable", id, (unsigned long long)addr);
+	r->t = own;
+	/* The caller may try elsewhere: only a last try counts as a failure. */
+	if (from || !r->retry) {
+		r->nfailed++;
+		vlog("code object %u at 0x%llx: unreadable", id, (unsigned long long)addr);
+	}
 	return err;
+}
+
+void resolver__set_retry(struct resolver *r, bool retry)
+{
+	r->retry = retry;
 }
 
 void resolver__frame(struct resolver *r, uint64_t frame, struct snapshot *s,

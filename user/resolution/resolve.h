@@ -3,6 +3,7 @@
 #ifndef __PYTM_RESOLVE_H
 #define __PYTM_RESOLVE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "pytm.h"
 #include "snapshot.h"
@@ -20,6 +21,14 @@ void resolver__free(struct resolver *r);	/* safe on NULL */
 int resolver__inherit(struct resolver *r, const struct resolver *from);
 /* Read the code object ADDR now, under id ID. */
 int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr);
+/*
+ * The same, read from FROM's memory (a forked child's code object that
+ * its parent has at the same address, the child gone already).
+ */
+int resolver__add_code_from(struct resolver *r, const struct target *from, uint32_t id,
+			    uint64_t addr);
+/* RETRY: a failed resolver__add_code is not counted (a _from call follows). */
+void resolver__set_retry(struct resolver *r, bool retry);
 /*
  * (filename, lineno) of FRAME (PYTM_FRAME(id, lasti)) as tracemalloc would
  * record it; filename interned in S. Unknown code: ("<unknown>", 0).

@@ -495,7 +495,8 @@ static int handle_event(void *arg, void *data, size_t size)
 	case PYTM_EV_CODE:
 		tr = find(s, ev->pid, true);
 		if (tr)
-			tracee__code(tr, ev->code_id, ev->code_addr);
+			tracee__code(tr, ev->code_id, ev->code_addr,
+				     tr->ppid ? find(s, tr->ppid, true) : NULL);
 		break;
 	case PYTM_EV_EXEC:
 		tr = find(s, ev->pid, false);

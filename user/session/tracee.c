@@ -383,9 +383,20 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 	return err;
 }
 
-void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr)
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct tracee *parent)
 {
-	resolver__add_code(tr->r, id, addr);
+	int err;
+
+	resolver__set_retry(tr->r, parent != NULL);
+	err = resolver__add_code(tr->r, id, addr);
+	resolver__set_retry(tr->r, false);
+	/*
+	 * A forked child that is gone already (multiprocessing's workers end
+	 * with os._exit the moment their work is done): a code object it
+	 * inherited is at the same address in its parent.
+	 */
+	if (err && parent)
+		resolver__add_code_from(tr->r, &parent->t, id, addr);
 }
 
 bool tracee__gone(struct tracee *tr)

@@ -69,7 +69,8 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 		 const struct tracee_opts *o);
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o);
 /* Read code objects announced for this process. */
-void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr);
+/* Read code object ID at ADDR now; from PARENT's memory if TR's is gone (or NULL). */
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct tracee *parent);
 bool tracee__gone(struct tracee *tr);
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
 /*
