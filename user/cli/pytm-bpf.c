@@ -633,7 +633,11 @@ static bool round_(bool single, double start, double *next_report)
 			pid_t pid = tr->pid;
 
 			st.s->counts.execs++;
-			finish_tracee(tr);
+			/* A child forked to exec at once (subprocess) is no news. */
+			if (tr->ppid && !tr->tried)
+				session__forget(st.s, tr);
+			else
+				finish_tracee(tr);
 			session__retry(st.s, pid);
 			continue;
 		}

@@ -214,9 +214,16 @@ static void release_slot(struct session *s, struct tracee *tr)
 static void discard(struct session *s, struct tracee *tr)
 {
 	session__mute(s, tr);
+	if (tr->ppid && !tr->tried)
+		tracee__fork_done(tr->ppid, s->skel);	/* its copy will not be made */
 	tracee__purge(tr, s->skel);
 	tracee__close(tr);
 	release_slot(s, tr);
+}
+
+void session__forget(struct session *s, struct tracee *tr)
+{
+	discard(s, tr);
 }
 
 /*

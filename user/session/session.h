@@ -146,5 +146,7 @@ void session__mute(struct session *s, struct tracee *tr);
 void session__unmute(struct session *s, struct tracee *tr);
 /* Take out a tracee whose process exited: map entries, probes, slot. */
 void session__drop(struct session *s, struct tracee *tr);
+/* TR without a report (a forked child that exec'd at once): gone, not counted as exited. */
+void session__forget(struct session *s, struct tracee *tr);
 
 #endif /* __PYTM_SESSION_H */
