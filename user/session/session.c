@@ -243,8 +243,8 @@ static bool replaced(struct tracee *tr)
 			text = tr->t.maps[i].start;
 	if (tr->execed || !text)
 		return true;
-	/* Unreadable: it is exiting, and stays to be reported. */
-	if (target__refresh_maps(&tr->t))
+	/* Unreadable, or no mappings left: it is exiting, and stays to be reported. */
+	if (target__refresh_maps(&tr->t) || !tr->t.nmaps)
 		return false;
 	m = target__mapping(&tr->t, text);
 	return !m || !m->exec || !m->path || strcmp(m->path, tr->t.pymod) || m->start != text;
