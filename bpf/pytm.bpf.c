@@ -221,12 +221,12 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!pp || pp->execed)
 		return 0;
 	/*
-	 * Exact mode: the child passes the page's children's sites from its
-	 * first allocation on, as a process of its own whose blocks go to its
-	 * parent's map; it starts with none (user space copies what it
-	 * inherited). Sampled, it waits for its own attach.
+	 * The child passes the page's children's sites from its first
+	 * allocation on (sampled: its first sample), as a process of its own
+	 * whose blocks go to its parent's map; it starts with none (user
+	 * space copies what it inherited).
 	 */
-	if (!pp->sampled && !bpf_map_update_elem(&procs, &cpid, pp, BPF_NOEXIST)) {
+	if (!bpf_map_update_elem(&procs, &cpid, pp, BPF_NOEXIST)) {
 		cp = bpf_map_lookup_elem(&procs, &cpid);
 		if (cp) {
 			cp->current = 0;

@@ -11,10 +11,15 @@
  *           that a page's code never changes under a thread running in it,
  *           whichever mode the next tracer chooses
  *   0x2000  inject's stub page (user/attach/inject.c)
- *   0x3000  data: private anonymous, zeroed in forked children
- *           (MADV_WIPEONFORK): struct pytm_page_ctl, then the sampled
- *           set's bucket counts, then its buckets. Untouched pages cost the
- *           target nothing; reading them maps the shared zero page.
+ *   0x3000  data: private anonymous. Its first page is zeroed in forked
+ *           children (MADV_WIPEONFORK): struct pytm_page_ctl, what is the
+ *           process's own (armed, counters). The rest a child inherits:
+ *           struct pytm_page_keep (whether it stays redirected, the
+ *           sampler's configuration and Poisson processes), then the
+ *           sampled set's bucket counts, then its buckets, so that a child
+ *           traced from its first allocation on knows which of the blocks
+ *           it inherited were sampled. Untouched pages cost the target
+ *           nothing; reading them maps the shared zero page.
  */
 #ifndef __PYTM_PAGE_H
 #define __PYTM_PAGE_H
@@ -29,42 +34,66 @@
 
 /* Offsets inside the data region. */
 #define PYTM_DATA_CTL		0x0
-#define PYTM_DATA_COUNTS	0x1000		/* uint8_t per bucket */
+#define PYTM_DATA_WIPED		0x1000		/* the part zeroed in children */
+#define PYTM_DATA_KEEP		0x1000
+#define PYTM_DATA_COUNTS	0x2000		/* uint8_t per bucket */
 #define PYTM_SET_MAX_BUCKETS	(1u << 16)
 #define PYTM_SET_WAYS		8		/* slots per bucket: one cache line */
 #define PYTM_DATA_SLOTS		(PYTM_DATA_COUNTS + PYTM_SET_MAX_BUCKETS)
 #define PYTM_DATA_LEN		(PYTM_DATA_SLOTS + PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8)
 
 /*
- * The sampler's control block: configuration written by the tracer while
- * `armed` is 0, state and counters updated by the target's threads with
+ * The process's own part (wiped in forked children): `armed` and `set_up`
+ * written by the tracer, the rest updated by the target's threads with
  * atomics. Groups that different threads write sit on their own lines.
  */
 struct pytm_page_ctl {
-	/* line 0: configuration */
+	/* line 0: written by the tracer */
 	uint8_t armed;			/* a tracer is attached: pass the sites */
-	uint8_t pad_mode;		/* unused */
-	uint8_t set_shift;		/* 64 - log2(buckets in use) */
-	uint8_t gil_plain;		/* obj/mem calls are serialized by one GIL:
-					 * their countdown needs no locked op */
-	uint8_t pad0[4];
-	uint64_t rate;			/* R: mean bytes between samples */
-	uint64_t pad1[6];
-	/* line 1: the Poisson processes over allocated bytes */
-	int64_t countdown;		/* raw domain: bytes before the next point */
-	int64_t countdown_gil;		/* obj and mem domains: the same */
-	uint64_t prng;			/* splitmix64 counter (fetch-add) */
-	uint64_t pad2[5];
-	/* line 2: the thread inside an obj/mem call of ours (its %fs:0) */
+	uint8_t set_up;			/* a tracer set this process's sampler up:
+					 * 0 in a forked child (page/sampler.c) */
+	uint8_t pad0[6];
+	uint64_t pad1[7];
+	/* line 1: the thread inside an obj/mem call of ours (its %fs:0) */
 	uint64_t outer;
-	uint64_t pad3[7];
-	/* line 3: counters, read by the tracer */
+	uint64_t pad2[7];
+	/* line 2: counters, read by the tracer */
 	uint64_t samples;		/* sampled blocks passed to the alloc site */
 	uint64_t frees;			/* frees of sampled blocks passed to the free site */
 	uint64_t lost_full;		/* sampled, but their bucket was full: not recorded */
 	uint64_t lost_bytes;		/* estimated bytes those stood for */
 	uint64_t realloc_failed;	/* a sampled block's realloc failed: trace dropped */
-	uint64_t pad4[3];
+	uint64_t pad3[3];
+};
+
+/*
+ * What a forked child inherits, written by the tracer before it redirects
+ * the tables (configuration) and by the target's threads (line 1).
+ *
+ * A child finds its own part wiped (not armed, not set up). Unless its
+ * parent's tracer follows forks, it points the tables that still lead to
+ * the page back at the originals at its first allocator call, so that it
+ * pays nothing more (page/sampler.c, pg_unhook). Else it goes on as its
+ * parent did, through the children's sites, which the tracer probes for
+ * every process (the parent's own sites may be what the kernel made of
+ * them for the parent alone), with the sampled set as it was at the fork.
+ * The table addresses are the parent's, hence the child's.
+ */
+struct pytm_page_keep {
+	/* line 0: configuration */
+	uint8_t follow;			/* the tracer follows forks: stay redirected */
+	uint8_t set_shift;		/* 64 - log2(buckets in use) */
+	uint8_t gil_plain;		/* obj/mem calls are serialized by one GIL:
+					 * their countdown needs no locked op */
+	uint8_t pad0[5];
+	uint64_t tables[3];		/* PyMemAllocatorEx of raw, mem, obj; 0: none */
+	uint64_t rate;			/* R: mean bytes between samples; 0: exact */
+	uint64_t pad1[3];
+	/* line 1: the Poisson processes over allocated bytes */
+	int64_t countdown;		/* raw domain: bytes before the next point */
+	int64_t countdown_gil;		/* obj and mem domains: the same */
+	uint64_t prng;			/* splitmix64 counter (fetch-add) */
+	uint64_t pad2[5];
 };
 
 #endif /* __PYTM_PAGE_H */

@@ -8,7 +8,7 @@
  * process with its own definitions of the symbols declared below.
  *
  * Each allocation of S bytes is a segment of a Poisson process over
- * allocated bytes with mean interval R (pytm_ctl.rate): it is sampled if
+ * allocated bytes with mean interval R (pytm_keep.rate): it is sampled if
  * a point falls in it, with probability 1 - exp(-S/R). A countdown of
  * bytes to the next point; after a sample it restarts from a fresh
  * exponential draw (memoryless). Two processes, one per lock regime, each
@@ -21,6 +21,12 @@
  * entry), with its weight S / (1 - exp(-S/R)); its address goes into a
  * set so that only its free passes the free site. An unsampled free costs
  * a hash and one byte load.
+ *
+ * A forked child (its own part of the data region wiped: not armed, not
+ * set up) that its parent's tracer follows goes on sampling with what it
+ * inherited (configuration, sample points, the set) past the children's
+ * sites, until the tracer moves it to a page of its own; one that is not
+ * followed puts its tables back (pg_unhook).
  *
  * Nesting: pymalloc hands large blocks to the raw domain through the
  * table, i.e. through our raw trampolines, inside our obj/mem call. obj
@@ -44,9 +50,16 @@ extern void *pytm_orig[3 * 4] HIDDEN;	/* in the read-only header */
 extern struct pytm_page_ctl pytm_ctl HIDDEN;
 extern uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS] HIDDEN;
 extern uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS] HIDDEN;
-/* The probe sites (page/sites.S): a NOP each, registers as the arguments. */
+extern struct pytm_page_keep pytm_keep HIDDEN;	/* not wiped in children */
+extern uint8_t pytm_exact_tramps[] HIDDEN;	/* 12 x 128 bytes (user/attach/redirect.c) */
+/*
+ * The probe sites (page/sites.S): a NOP each, registers as the arguments;
+ * the children's, for a forked child that its parent's tracer follows.
+ */
 void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
 void pytm_site_free(uint64_t ptr) HIDDEN;
+void pytm_site_child_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
+void pytm_site_child_free(uint64_t ptr) HIDDEN;
 
 typedef void *(*malloc_fn)(void *ctx, size_t size);
 typedef void *(*calloc_fn)(void *ctx, size_t nelem, size_t elsize);
@@ -127,7 +140,7 @@ INLINE double pg_one_minus_exp_neg(double x)
 /* splitmix64 of a counter shared by every thread: each call its own value. */
 INLINE uint64_t pg_random(void)
 {
-	uint64_t z = ADD(&pytm_ctl.prng, 0x9e3779b97f4a7c15ULL) + 0x9e3779b97f4a7c15ULL;
+	uint64_t z = ADD(&pytm_keep.prng, 0x9e3779b97f4a7c15ULL) + 0x9e3779b97f4a7c15ULL;
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -159,7 +172,7 @@ INLINE int pg_take_atomic(int64_t *cd, int64_t s)
 				return 0;
 			continue;
 		}
-		n = pg_draw(LOAD(&pytm_ctl.rate));
+		n = pg_draw(LOAD(&pytm_keep.rate));
 		if (__atomic_compare_exchange_n(cd, &c, n, 1,
 						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
 			return 1;
@@ -170,14 +183,14 @@ INLINE int pg_take(int d, uint64_t size)
 {
 	int64_t s = size > (uint64_t)SIZE_CAP ? SIZE_CAP : (int64_t)size, c;
 
-	if (d == RAW || !LOAD(&pytm_ctl.gil_plain))
-		return pg_take_atomic(d == RAW ? &pytm_ctl.countdown : &pytm_ctl.countdown_gil, s);
-	c = LOAD(&pytm_ctl.countdown_gil);	/* under the GIL: no other writer */
+	if (d == RAW || !LOAD(&pytm_keep.gil_plain))
+		return pg_take_atomic(d == RAW ? &pytm_keep.countdown : &pytm_keep.countdown_gil, s);
+	c = LOAD(&pytm_keep.countdown_gil);	/* under the GIL: no other writer */
 	if (c >= s) {
-		STORE(&pytm_ctl.countdown_gil, c - s);
+		STORE(&pytm_keep.countdown_gil, c - s);
 		return 0;
 	}
-	STORE(&pytm_ctl.countdown_gil, pg_draw(LOAD(&pytm_ctl.rate)));
+	STORE(&pytm_keep.countdown_gil, pg_draw(LOAD(&pytm_keep.rate)));
 	return 1;
 }
 
@@ -185,7 +198,7 @@ INLINE int pg_take(int d, uint64_t size)
 COLD uint64_t pg_weight(uint64_t size)
 {
 	double s = (double)size;
-	double w = s / pg_one_minus_exp_neg(s / (double)LOAD(&pytm_ctl.rate));
+	double w = s / pg_one_minus_exp_neg(s / (double)LOAD(&pytm_keep.rate));
 
 	return (uint64_t)(w + 0.5);
 }
@@ -195,7 +208,7 @@ COLD uint64_t pg_weight(uint64_t size)
 INLINE uint64_t pg_bucket(uint64_t ptr)
 {
 	/* The mask keeps a bad shift inside the set. */
-	return (((ptr >> 4) * 0x9e3779b97f4a7c15ULL) >> LOAD(&pytm_ctl.set_shift)) &
+	return (((ptr >> 4) * 0x9e3779b97f4a7c15ULL) >> LOAD(&pytm_keep.set_shift)) &
 	       (PYTM_SET_MAX_BUCKETS - 1);
 }
 
@@ -249,10 +262,84 @@ INLINE uint64_t pg_self(void)
 	return tp;
 }
 
-/* Pass straight through: not armed (no tracer, or a forked child), or nested. */
-INLINE int pg_bypass(uint64_t self)
+/*
+ * A forked child (its data page wiped) whose parent's tracer does not
+ * follow forks: the table slots that still lead to this page (exact or
+ * sampled entries) get their originals back, so that from its next call
+ * on the child pays nothing. One compare-and-swap a slot: a hook put on
+ * top of ours since (tracemalloc started in the child) keeps chaining
+ * through the page, unarmed. The tables are the interpreter's own, at the
+ * addresses its parent had; no other thread can be inside one of ours
+ * that is not a call already under way (which still reaches the original).
+ */
+#define DECLARE_TRAMPS(name)							\
+void *pytm_tramp_##name##_malloc(void *ctx, size_t size) HIDDEN;		\
+void *pytm_tramp_##name##_calloc(void *ctx, size_t n, size_t e) HIDDEN;	\
+void *pytm_tramp_##name##_realloc(void *ctx, void *p, size_t size) HIDDEN;	\
+void pytm_tramp_##name##_free(void *ctx, void *p) HIDDEN;
+DECLARE_TRAMPS(raw)
+DECLARE_TRAMPS(mem)
+DECLARE_TRAMPS(obj)
+
+/* Slot K of table D back to its original if it leads here (exact or SAMPLED). */
+INLINE void pg_unhook_slot(int d, int k, uint64_t sampled)
 {
-	return !LOAD(&pytm_ctl.armed) || LOAD(&pytm_ctl.outer) == self;
+	uint64_t table = LOAD(&pytm_keep.tables[d]), *slot, want;
+
+	if (!table)
+		return;
+	slot = (uint64_t *)table + 1 + k;
+	want = LOAD(slot);
+	if (want == (uint64_t)(pytm_exact_tramps + (d * 4 + k) * 128) || want == sampled)
+		__atomic_compare_exchange_n(slot, &want, (uint64_t)pytm_orig[d * 4 + k], 0,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+/* Unrolled: each entry's address RIP-relative (the page has no relocations). */
+#define UNHOOK_DOMAIN(name, d)						\
+	do {								\
+		pg_unhook_slot(d, MALLOC, (uint64_t)pytm_tramp_##name##_malloc);	\
+		pg_unhook_slot(d, CALLOC, (uint64_t)pytm_tramp_##name##_calloc);	\
+		pg_unhook_slot(d, REALLOC, (uint64_t)pytm_tramp_##name##_realloc);	\
+		pg_unhook_slot(d, FREE, (uint64_t)pytm_tramp_##name##_free);	\
+	} while (0)
+
+void pg_unhook(void) HIDDEN;
+void pg_unhook(void)
+{
+	if (LOAD(&pytm_keep.follow))
+		return;
+	UNHOOK_DOMAIN(raw, RAW);
+	UNHOOK_DOMAIN(mem, MEM);
+	UNHOOK_DOMAIN(obj, OBJ);
+}
+
+/* How a call goes: straight through, or sampled, past which sites. */
+enum { BYPASS = 0, ARMED = 1, CHILD = 2 };
+
+/*
+ * Not armed: no tracer (a disarmed process the tracer set up), or a forked
+ * child (its own part wiped): one whose parent's tracer follows forks is
+ * sampled as its parent was, past the children's sites, until its own
+ * attach; any other puts its tables back (pg_unhook).
+ */
+COLD int pg_unarmed(void)
+{
+	if (LOAD(&pytm_ctl.set_up))
+		return BYPASS;
+	if (!LOAD(&pytm_keep.follow)) {
+		pg_unhook();
+		return BYPASS;
+	}
+	return LOAD(&pytm_keep.rate) ? CHILD : BYPASS;
+}
+
+/* Pass straight through (BYPASS) when not armed or nested. */
+INLINE int pg_mode(uint64_t self)
+{
+	int mode = LOAD(&pytm_ctl.armed) ? ARMED : pg_unarmed();
+
+	return mode && LOAD(&pytm_ctl.outer) == self ? BYPASS : mode;
 }
 
 /*
@@ -272,8 +359,8 @@ INLINE void pg_leave(int d)
 		STORE(&pytm_ctl.outer, 0);
 }
 
-/* A sampled block: into the set, then past the alloc site. */
-COLD void pg_sampled(void *p, uint64_t size)
+/* A sampled block: into the set, then past the alloc site (MODE's). */
+COLD void pg_sampled(void *p, uint64_t size, int mode)
 {
 	uint64_t w = pg_weight(size);
 
@@ -283,27 +370,33 @@ COLD void pg_sampled(void *p, uint64_t size)
 		return;
 	}
 	ADD(&pytm_ctl.samples, 1);
-	pytm_site_alloc((uint64_t)p, size, w);
+	if (mode == CHILD)
+		pytm_site_child_alloc((uint64_t)p, size, w);
+	else
+		pytm_site_alloc((uint64_t)p, size, w);
 }
 
 /* A block was allocated in domain D: sample it, and if so record it. */
-INLINE void pg_allocated(int d, void *p, uint64_t size)
+INLINE void pg_allocated(int d, void *p, uint64_t size, int mode)
 {
 	if (p && pg_take(d, size))
-		pg_sampled(p, size);
+		pg_sampled(p, size, mode);
 }
 
 /* A sampled block goes: tell the tracer before the address can be reused. */
-COLD void pg_sampled_free(void *p)
+COLD void pg_sampled_free(void *p, int mode)
 {
 	ADD(&pytm_ctl.frees, 1);
-	pytm_site_free((uint64_t)p);
+	if (mode == CHILD)
+		pytm_site_child_free((uint64_t)p);
+	else
+		pytm_site_free((uint64_t)p);
 }
 
-INLINE void pg_freeing(void *p)
+INLINE void pg_freeing(void *p, int mode)
 {
 	if (p && pg_remove((uint64_t)p))
-		pg_sampled_free(p);
+		pg_sampled_free(p, mode);
 }
 
 #define ORIG(d, k)	pytm_orig[(d) * 4 + (k)]
@@ -312,14 +405,15 @@ INLINE void *pg_malloc(int d, void *ctx, size_t size)
 {
 	malloc_fn f = (malloc_fn)ORIG(d, MALLOC);
 	uint64_t self = pg_self();
+	int mode = pg_mode(self);
 	void *p;
 
-	if (pg_bypass(self))
+	if (!mode)
 		return f(ctx, size);
 	pg_enter(d, self);
 	p = f(ctx, size);
 	pg_leave(d);
-	pg_allocated(d, p, size);
+	pg_allocated(d, p, size, mode);
 	return p;
 }
 
@@ -327,16 +421,17 @@ INLINE void *pg_calloc(int d, void *ctx, size_t nelem, size_t elsize)
 {
 	calloc_fn f = (calloc_fn)ORIG(d, CALLOC);
 	uint64_t self = pg_self();
+	int mode = pg_mode(self);
 	size_t size;
 	void *p;
 
-	if (pg_bypass(self))
+	if (!mode)
 		return f(ctx, nelem, elsize);
 	pg_enter(d, self);
 	p = f(ctx, nelem, elsize);
 	pg_leave(d);
 	if (!__builtin_mul_overflow(nelem, elsize, &size))
-		pg_allocated(d, p, size);
+		pg_allocated(d, p, size, mode);
 	return p;
 }
 
@@ -344,15 +439,15 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 {
 	realloc_fn f = (realloc_fn)ORIG(d, REALLOC);
 	uint64_t self = pg_self();
-	int was = 0;
+	int mode = pg_mode(self), was = 0;
 	void *p;
 
-	if (pg_bypass(self))
+	if (!mode)
 		return f(ctx, old, size);
 	/* Out of the set before the call: a moved block's address is free at once. */
 	if (old && pg_remove((uint64_t)old)) {
 		was = 1;
-		pg_sampled_free(old);
+		pg_sampled_free(old, mode);
 	}
 	pg_enter(d, self);
 	p = f(ctx, old, size);
@@ -363,16 +458,17 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 		return p;
 	}
 	/* The new block is a new segment, as tracemalloc makes it a new trace. */
-	pg_allocated(d, p, size);
+	pg_allocated(d, p, size, mode);
 	return p;
 }
 
 INLINE void pg_free(int d, void *ctx, void *p)
 {
 	free_fn f = (free_fn)ORIG(d, FREE);
+	int mode = pg_mode(pg_self());
 
-	if (!pg_bypass(pg_self()))
-		pg_freeing(p);
+	if (mode)
+		pg_freeing(p, mode);
 	f(ctx, p);
 }
 
@@ -382,16 +478,12 @@ INLINE void pg_free(int d, void *ctx, void *p)
  * through the table) is not told apart: none of CPython's own does.
  */
 #define DOMAIN_TRAMPS(name, d)							\
-void *pytm_tramp_##name##_malloc(void *ctx, size_t size) HIDDEN;		\
 void *pytm_tramp_##name##_malloc(void *ctx, size_t size)			\
 { return pg_malloc(d, ctx, size); }						\
-void *pytm_tramp_##name##_calloc(void *ctx, size_t n, size_t e) HIDDEN;	\
 void *pytm_tramp_##name##_calloc(void *ctx, size_t n, size_t e)		\
 { return pg_calloc(d, ctx, n, e); }						\
-void *pytm_tramp_##name##_realloc(void *ctx, void *p, size_t size) HIDDEN;	\
 void *pytm_tramp_##name##_realloc(void *ctx, void *p, size_t size)		\
 { return pg_realloc(d, ctx, p, size); }					\
-void pytm_tramp_##name##_free(void *ctx, void *p) HIDDEN;			\
 void pytm_tramp_##name##_free(void *ctx, void *p)				\
 { pg_free(d, ctx, p); }
 

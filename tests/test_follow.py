@@ -16,12 +16,19 @@ Each worker's file (heap.PID.pytm) must agree with its ground truth on
 which workers it forked, and without following (--no-follow-forks) no worker
 is traced while the master still is.
 
+Sampled (--sample R), the same workload: each worker's estimate of its own
+line and of what it inherited (the master's base, which worker 2 frees
+mostly) within 4 standard errors (and two steps of the estimator) of its
+tracemalloc ground truth; the model's standard error of a line of n blocks
+of mean size S is sqrt(n S^2 (1 - p) / p), p = 1 - exp(-S/R).
+
 Exec: tests/workloads/wl_exec.py replaces itself with another Python
 version (os.execv) while traced by -p: the program before is reported as it
 was at the exec, the new interpreter is attached and reported.
 """
 
 import json
+import math
 import os
 import re
 import time
@@ -46,7 +53,7 @@ def workers_of(lines):
                 (re.match(r"worker (\d) (\d+)$", l) for l in lines) if m)
 
 
-def prefork_run(procs, python, how, tmp, follow=True):
+def prefork_run(procs, python, how, tmp, follow=True, extra=(), tracer_args=()):
     ref_dir = os.path.join(tmp, "ref")
     run_dir = os.path.join(tmp, "run")
     os.makedirs(ref_dir)
@@ -61,11 +68,12 @@ def prefork_run(procs, python, how, tmp, follow=True):
     assert ref.wait(timeout=T_WORK) == 0, ref.err.text()
     res["ref_workers"] = workers_of(ref.seen)
     # Traced.
-    tgt = procs.target(python, PREFORK, [how])
+    tgt = procs.target(python, PREFORK, [how] + list(extra))
     tgt.expect("ready", timeout=T_START)
     args = ["-p", tgt.pid, "-o", os.path.join(run_dir, "heap.pytm"), "--format",
             "json", "-v"]
-    tr = procs.tracer(args + ([] if follow else ["--no-follow-forks"]))
+    tr = procs.tracer(args + list(tracer_args) +
+                      ([] if follow else ["--no-follow-forks"]))
     tr.wait_tracing()
     tgt.send("go")
     tgt.expect("done", timeout=T_WORK)
@@ -131,15 +139,74 @@ def test_prefork_workers(key, how, tmp_path_factory):
         assert k != 2 or base < 600, (base, detail)
 
 
+SAMPLE_RATE = 16384
+SAMPLED_CASES = [("debian-3.11", "fork"), ("3.12", "mp")]
+
+
+def line_stats(python, path):
+    """{lineno: (bytes, blocks)} at the workload's lines of a snapshot."""
+    st = snaptool(python, "stats", path, "lineno", 0)
+    return dict((t["traceback"][0][1], (t["size"], t["count"])) for t in st
+                if t["traceback"][0][0] == PREFORK)
+
+
+@pytest.mark.parametrize("key,how", SAMPLED_CASES, ids=["%s-%s" % c for c in SAMPLED_CASES])
+def test_prefork_workers_sampled(key, how, tmp_path):
+    """Sampled: each worker traced from its first allocation, with the
+    sampled blocks it inherited, against its own tracemalloc."""
+    from conftest import Procs
+    python = INTERPRETERS[key]
+    if not os.access(python, os.X_OK):
+        pytest.fail("expected interpreter %s missing: %s" % (key, python))
+    procs = Procs()
+    try:
+        r = prefork_run(procs, python, how, str(tmp_path),
+                        tracer_args=["--sample", str(SAMPLE_RATE)])
+    finally:
+        procs.end_all()
+    detail = "workload said: %s\ntracer stderr (tail): %s" % (
+        r["lines"], r["err"].decode("utf-8", "replace")[-3000:])
+    assert r["rc"] == 0 and r["target_rc"] == 0, detail
+    assert sorted(r["workers"]) == list(range(WORKERS)), detail
+    reports = reports_of(r["out"])
+    bad, rows = [], []
+    for k, pid in sorted(r["workers"].items()):
+        assert pid in reports, "worker %d (pid %d) not reported\n%s" % (k, pid, detail)
+        assert reports[pid]["process"]["ppid"] == r["pid"], reports[pid]["process"]
+        ours = line_stats(python, os.path.join(r["run_dir"], "heap.%d.pytm" % pid))
+        ref = line_stats(python, os.path.join(r["ref_dir"], "worker-%d.pytm" % k))
+        for mark in ("W%d_LINE" % k, "BASE_LINE"):
+            line = marked_line(PREFORK, mark)
+            exact, n = ref.get(line, (0, 0))
+            assert n > 100, (k, mark, ref)
+            size = exact / n
+            p = 1 - math.exp(-size / SAMPLE_RATE)
+            se = math.sqrt(n * size * size * (1 - p) / p)
+            est = ours.get(line, (0, 0))[0]
+            z = (est - exact) / se
+            rows.append("worker %d %-9s exact %9d B (%5d blocks), estimate %9d B, "
+                        "SE %5.1f%%, z %+5.2f" % (k, mark, exact, n, est,
+                                                   100 * se / exact, z))
+            if abs(est - exact) > 4 * se + 2 * size / p:
+                bad.append(rows[-1])
+    print("\n%s %s, R = %d:\n%s" % (key, how, SAMPLE_RATE, "\n".join(rows)))
+    assert not bad, "\n".join(bad) + "\n" + detail
+
+
 def test_prefork_not_followed(tmp_path):
-    """--no-follow-forks: the master only; its workers run as without us."""
+    """--no-follow-forks: the master only; its workers run as without us:
+    each put its allocator tables back at its first call (none of its 12
+    slots leads into the page, while all of the master's do)."""
     from conftest import Procs
     procs = Procs()
     try:
         r = prefork_run(procs, INTERPRETERS["debian-3.11"], "fork", str(tmp_path),
-                        follow=False)
+                        follow=False, extra=["--hooks"])
     finally:
         procs.end_all()
+    hooks = dict(l.split()[1:] for l in r["lines"] if l.startswith("hooks "))
+    assert hooks == {"master": "12", "0": "0", "1": "0", "2": "0", "3": "0",
+                     "4": "0"}, r["lines"]
     detail = r["err"].decode("utf-8", "replace")[-3000:]
     assert r["rc"] == 0 and r["target_rc"] == 0, detail
     assert all("exited %d 0" % k in r["lines"] for k in range(4)), r["lines"]

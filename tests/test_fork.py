@@ -151,17 +151,14 @@ def test_forked_children_live(key, site):
     assert doc["mode"] == "injected"
     followed = [d for p, d in reports.items() if d["process"]["ppid"] == r["pid"]]
     print("%s %s: children followed and reported: %d" % (key, site, len(followed)))
-    # Exact: every child, from its first allocation. Sampled: children are
-    # attached when the tracer gets to them; the short-lived may be gone.
-    # (The held child is forked just before the tracer stops: sampled, it
-    # may not be attached yet.)
-    if site != "sample":
-        missing = sorted(p for p, (st, rnd) in children.items()
-                         if rnd not in ("spawn", "after-detach") and p not in reports)
-        err = r["err"].decode("utf-8", "replace").splitlines()
-        assert not missing, "children not reported: %s\ntracer on them:\n%s\n%s" % (
-            missing, "\n".join(l for l in err if any(str(p) in l for p in missing)),
-            detail)
+    # Every child, from its first allocation (sampled too: from its first
+    # sample), short-lived ones included.
+    missing = sorted(p for p, (st, rnd) in children.items()
+                     if rnd not in ("spawn", "after-detach") and p not in reports)
+    err = r["err"].decode("utf-8", "replace").splitlines()
+    assert not missing, "children not reported: %s\ntracer on them:\n%s\n%s" % (
+        missing, "\n".join(l for l in err if any(str(p) in l for p in missing)),
+        detail)
     assert doc["probe_site"] == used, doc
     if site == "sample":
         assert doc["sampling"]["rate"] == 4096, doc["sampling"]

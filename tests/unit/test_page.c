@@ -7,7 +7,7 @@
  * allocator kind; the nesting rule (a raw call inside our obj call is the
  * obj call's block, counted once); the set (frees of sampled blocks only,
  * full buckets counted); realloc both ways and failing; threads hammering
- * the shared countdown and set at once.
+ * the shared countdown and set at once; a forked child's unhooking.
  */
 #include <math.h>
 #include <pthread.h>
@@ -21,6 +21,8 @@ void *pytm_orig[3 * 4];
 struct pytm_page_ctl pytm_ctl;
 uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS];
 uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS];
+struct pytm_page_keep pytm_keep;
+uint8_t pytm_exact_tramps[12 * 128];
 
 /* What the probes would see. */
 static atomic_ulong n_alloc_sites, n_free_sites, weight_sum, bad_free;
@@ -78,6 +80,21 @@ void pytm_site_free(uint64_t ptr)
 	pthread_mutex_unlock(&live_lock);
 }
 
+/* The children's sites: the same bookkeeping, counted apart. */
+static atomic_ulong n_child_allocs, n_child_frees;
+
+void pytm_site_child_alloc(uint64_t ptr, uint64_t size, uint64_t weight)
+{
+	n_child_allocs++;
+	pytm_site_alloc(ptr, size, weight);
+}
+
+void pytm_site_child_free(uint64_t ptr)
+{
+	n_child_frees++;
+	pytm_site_free(ptr);
+}
+
 #include "../../page/sampler.c"
 
 /* The "original" allocators: libc, and a pymalloc-like obj domain. */
@@ -111,17 +128,20 @@ static int gil_plain = 1;
 static void setup(uint64_t rate, unsigned int bucket_bits, uint64_t seed)
 {
 	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	memset(&pytm_keep, 0, sizeof(pytm_keep));
 	memset(pytm_counts, 0, sizeof(pytm_counts));
 	memset(pytm_slots, 0, sizeof(pytm_slots));
 	memset(live, 0, LIVE_MAX * sizeof(*live));
 	n_alloc_sites = n_free_sites = weight_sum = bad_free = 0;
-	pytm_ctl.rate = rate;
-	pytm_ctl.set_shift = 64 - bucket_bits;
-	pytm_ctl.prng = seed;
-	pytm_ctl.countdown = pg_draw(rate);
-	pytm_ctl.countdown_gil = pg_draw(rate);
-	pytm_ctl.gil_plain = gil_plain;
+	n_child_allocs = n_child_frees = 0;
+	pytm_keep.rate = rate;
+	pytm_keep.set_shift = 64 - bucket_bits;
+	pytm_keep.prng = seed;
+	pytm_keep.countdown = pg_draw(rate);
+	pytm_keep.countdown_gil = pg_draw(rate);
+	pytm_keep.gil_plain = gil_plain;
 	pytm_ctl.armed = 1;
+	pytm_ctl.set_up = 1;
 }
 
 static void test_numbers(void)
@@ -149,7 +169,7 @@ static void test_numbers(void)
 	}
 	CHECK(worst < 1e-13, "1-exp(-x): worst relative error %g", worst);
 	/* The weight of a block far above R is its size; far below, about R. */
-	pytm_ctl.rate = 65536;
+	pytm_keep.rate = 65536;
 	CHECK(pg_weight(1 << 30) == 1 << 30, "%llu", (unsigned long long)pg_weight(1 << 30));
 	CHECK(pg_weight(16) == 65536 + 8, "%llu", (unsigned long long)pg_weight(16));
 }
@@ -162,7 +182,7 @@ static void test_draws(void)
 	int i;
 
 	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
-	pytm_ctl.prng = 12345;
+	pytm_keep.prng = 12345;
 	for (i = 0; i < n; i++) {
 		int64_t d = pg_draw(1000);
 
@@ -268,8 +288,8 @@ static void test_calloc_realloc(void)
 	CHECK(n_alloc_sites == 0 && n_free_sites == 0 && moved > 0,
 	      "unsampled reallocs: %lu allocs, %lu frees, %d moved",
 	      (unsigned long)n_alloc_sites, (unsigned long)n_free_sites, moved);
-	pytm_ctl.rate = 1;
-	pytm_ctl.countdown = 0;
+	pytm_keep.rate = 1;
+	pytm_keep.countdown = 0;
 	q = pytm_tramp_raw_realloc(NULL, p, 1 << 16);
 	CHECK(n_alloc_sites == 1 && n_free_sites == 0 && set_used() == 1,
 	      "unsampled -> sampled");
@@ -311,6 +331,95 @@ static void test_full_and_disarmed(void)
 	pytm_tramp_raw_free(NULL, p[0]);
 	pytm_tramp_raw_free(NULL, p[1]);
 	CHECK(n_free_sites == 1 && !bad_free, "frees");
+}
+
+/*
+ * A forked child (not armed) whose tracer does not follow: each slot that
+ * leads to the page (an exact trampoline or a sampler entry) gets its
+ * original back at its first call; a hook of somebody else's stays; with
+ * following, nothing changes.
+ */
+static void test_unhook(void)
+{
+	uint64_t table[3][5], want[3][5], before[3][5], other = 0x1234560;
+	void *const sampled[12] = {
+		pytm_tramp_raw_malloc, pytm_tramp_raw_calloc, pytm_tramp_raw_realloc, pytm_tramp_raw_free,
+		pytm_tramp_mem_malloc, pytm_tramp_mem_calloc, pytm_tramp_mem_realloc, pytm_tramp_mem_free,
+		pytm_tramp_obj_malloc, pytm_tramp_obj_calloc, pytm_tramp_obj_realloc, pytm_tramp_obj_free,
+	};
+	void *p;
+	int d, k, round;
+
+	for (round = 0; round < 2; round++) {
+		for (d = 0; d < 3; d++) {
+			table[d][0] = 0xc0;	/* ctx: never touched */
+			for (k = 0; k < 4; k++) {
+				int i = d * 4 + k;
+
+				table[d][k + 1] = i % 3 == 0 ? (uint64_t)(pytm_exact_tramps + i * 128) :
+						  i % 3 == 1 ? (uint64_t)sampled[i] : other + i;
+			}
+		}
+		memcpy(want, table, sizeof(want));
+		memcpy(before, table, sizeof(before));
+		for (d = 0; d < 3; d++)
+			for (k = 0; round == 1 && k < 4; k++)
+				if ((d * 4 + k) % 3 != 2)
+					want[d][k + 1] = (uint64_t)pytm_orig[d * 4 + k];
+		setup(1, 16, 6);
+		pytm_ctl.armed = 0;
+		pytm_keep.follow = round == 0;
+		for (d = 0; d < 3; d++)
+			pytm_keep.tables[d] = (uint64_t)table[d];
+		p = pytm_tramp_mem_malloc(NULL, 100);	/* a disarmed parent */
+		pytm_tramp_mem_free(NULL, p);
+		CHECK(!memcmp(table, before, sizeof(before)), "the parent keeps its tables");
+		CHECK(!n_alloc_sites, "the parent, disarmed, samples nothing");
+		pytm_ctl.set_up = 0;	/* a child's own part is wiped */
+		p = pytm_tramp_mem_malloc(NULL, 100);	/* through the page, unarmed */
+		pytm_tramp_mem_free(NULL, p);
+		CHECK(!memcmp(table, want, sizeof(want)) && (round || n_alloc_sites == 1),
+		      "%s: the tables as expected", round ? "not following" : "following");
+	}
+	memset(&pytm_keep, 0, sizeof(pytm_keep));
+}
+
+/*
+ * A forked child that its parent's tracer follows samples as its parent
+ * did, with the set it inherited, past the children's sites; its parent
+ * disarmed (set up, not armed) passes straight through.
+ */
+static void test_child(void)
+{
+	void *parent[1000], *p[1000];
+	unsigned long inherited;
+	int i;
+
+	setup(4096, 16, 7);
+	for (i = 0; i < 1000; i++)
+		parent[i] = pytm_tramp_obj_malloc(NULL, 2000);
+	inherited = n_alloc_sites;
+	/* The fork: the process's own part wiped, the rest as it was. */
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	pytm_keep.follow = 1;
+	for (i = 0; i < 1000; i++)
+		p[i] = pytm_tramp_raw_malloc(NULL, 3000);
+	CHECK(n_child_allocs == n_alloc_sites - inherited && n_child_allocs > 500 &&
+	      pytm_ctl.samples == n_child_allocs, "child: %lu samples at its sites",
+	      (unsigned long)n_child_allocs);
+	for (i = 0; i < 1000; i++) {
+		pytm_tramp_obj_free(NULL, parent[i]);	/* what it inherited */
+		pytm_tramp_raw_free(NULL, p[i]);
+	}
+	CHECK(n_child_frees == n_alloc_sites && n_free_sites == n_alloc_sites && !bad_free &&
+	      set_used() == 0, "child: every sampled block's free, inherited ones too");
+	/* The parent, disarmed by its tracer: nothing. */
+	pytm_ctl.set_up = 1;
+	p[0] = pytm_tramp_raw_malloc(NULL, 1 << 20);
+	pytm_tramp_raw_free(NULL, p[0]);
+	CHECK(n_free_sites == n_alloc_sites && pytm_ctl.samples == n_child_allocs,
+	      "disarmed parent: nothing sampled");
+	memset(&pytm_keep, 0, sizeof(pytm_keep));
 }
 
 #define THREADS 4
@@ -384,6 +493,8 @@ int main(void)
 	test_rates();
 	test_calloc_realloc();
 	test_full_and_disarmed();
+	test_unhook();
+	test_child();
 	test_threads();
 	free(live);
 	return unit_done("test_page");

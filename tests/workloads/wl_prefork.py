@@ -13,6 +13,10 @@ inherited traces included, as tracemalloc keeps them across fork.
     -> "done"
 With --hold (after the mode), workers 0-3 wait once their work is done:
     -> "held" (all four done)   <- "release"   then as above.
+With --hooks, the master once its base is built and each worker once its
+work is done say how many of their allocator table slots (3 domains x 4)
+lead into a pytm-bpf page:
+    -> "hooks master N", "hooks K N"
 """
 
 import atexit
@@ -24,6 +28,31 @@ import tracemalloc
 
 BASE = []
 KEEP = []
+HOOKS = "--hooks" in sys.argv
+
+
+def hooks():
+    """Table slots (PyMem_GetAllocator, every domain) into a pytm-bpf page."""
+    import ctypes
+
+    class Allocator(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_void_p) for n in
+                    ("ctx", "malloc", "calloc", "realloc", "free")]
+    pages = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("/memfd:pytm-bpf (deleted)"):
+                lo, hi = line.split()[0].split("-")
+                pages.append((int(lo, 16), int(hi, 16)))
+    get = ctypes.pythonapi.PyMem_GetAllocator
+    get.restype = None
+    n = 0
+    for domain in range(3):
+        a = Allocator()
+        get(domain, ctypes.byref(a))
+        for fn in (a.malloc, a.calloc, a.realloc, a.free):
+            n += any(lo <= (fn or 0) < hi for lo, hi in pages)
+    return n
 
 
 def base():
@@ -80,6 +109,8 @@ def worker(k, dump, at_exit):
     if HOLD:
         os.close(HOLD["release_w"])     # only the master holds it open
     WORK[k]()
+    if HOOKS:
+        print("hooks %d %d" % (k, hooks()), flush=True)
     if HOLD:
         os.write(HOLD["ready"], b"x")
         os.read(HOLD["release"], 1)      # EOF once the master lets go
@@ -118,6 +149,8 @@ def main():
     if dump:
         tracemalloc.start()
     base()
+    if HOOKS:
+        print("hooks master %d" % hooks(), flush=True)
     start = fork_worker if how == "fork" else mp_worker
     workers = {}
     for k in range(4):

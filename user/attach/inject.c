@@ -1336,7 +1336,7 @@ int inject__session_create_page(struct inject_session *s, const char *name,
 	 * A forked child gets the data page zeroed (4.14+): code in the page
 	 * can tell the process it was set up in from a child of it.
 	 */
-	err = sys_raw(s, &ret, NR_madvise, data, INJECT_DATA_LEN, MADV_WIPEONFORK, 0, 0, 0);
+	err = sys_raw(s, &ret, NR_madvise, data, INJECT_DATA_WIPED, MADV_WIPEONFORK, 0, 0, 0);
 	if (err)
 		goto cleanup;
 	wipeonfork = ret == 0;
@@ -1474,19 +1474,28 @@ int inject__find_page_after(pid_t pid, const char *name, uint64_t after,
 	while (fgets(line, sizeof(line), f)) {
 		n = 0;
 		if (match) {
-			/* The data page: the anonymous mapping right after the stub. */
-			match = false;
+			/*
+			 * The data page: the anonymous mapping right after the
+			 * stub, in two parts when the wipe took (their flags
+			 * differ): the second, if any, is on the next line.
+			 */
 			if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %n", &dstart,
-				   &dend, perms, &ino, &n) >= 4 && dstart == out->addr +
-			    out->len + PAGE_SZ && !strcmp(perms, "rw-p") && !ino &&
-			    dend - dstart >= PAGE_SZ) {
-				out->data = dstart;
-				out->data_len = dend - dstart < INJECT_DATA_LEN ?
-						dend - dstart : INJECT_DATA_LEN;
+				   &dend, perms, &ino, &n) >= 4 && dstart == (out->data ?
+				   out->data + out->data_len : out->addr + out->len + PAGE_SZ) &&
+			    !strcmp(perms, "rw-p") && !ino && dend - dstart >= PAGE_SZ) {
+				if (!out->data)
+					out->data = dstart;
+				out->data_len += dend - dstart;
 				err = 0;
+				if (out->data_len < INJECT_DATA_LEN)
+					continue;	/* its kept part may follow */
+				out->data_len = INJECT_DATA_LEN;
 				break;
 			}
+			if (!err)
+				break;
 			/* No data page (an older layout): this line may be the next page. */
+			match = false;
 			n = 0;
 		}
 		if (sscanf(line, "%llx-%llx %7s %llx %*s %llu %n", &start, &end,

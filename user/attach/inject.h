@@ -41,8 +41,12 @@
 #include <sys/types.h>
 #include "page.h"
 
-/* The data region's length: the sampler's control block and set (page.h). */
+/*
+ * The data region's length: the sampler's control block and set, wiped in
+ * forked children, then what they keep (page.h).
+ */
 #define INJECT_DATA_LEN		PYTM_DATA_LEN
+#define INJECT_DATA_WIPED	PYTM_DATA_WIPED
 
 /* An executable page in a target, backed by a memfd we hold open. */
 struct inject_page {
@@ -53,8 +57,9 @@ struct inject_page {
 				   mapping has one more page, inject's own) */
 	/*
 	 * The data page: private, anonymous, read-write, right after inject's
-	 * page (code in the page reaches it RIP-relative), zeroed in a child
-	 * forked from the target when WIPEONFORK (MADV_WIPEONFORK took).
+	 * page (code in the page reaches it RIP-relative); its first
+	 * INJECT_DATA_WIPED bytes are zeroed in a child forked from the
+	 * target when WIPEONFORK (MADV_WIPEONFORK took).
 	 */
 	uint64_t data;
 	size_t data_len;		/* INJECT_DATA_LEN, or less in an older page */

@@ -374,20 +374,26 @@ static bool nop5_fork_safe(struct pytm_bpf *skel)
 	return safe;
 }
 
-/* A uprobe on the sampler's site WHICH. */
+/*
+ * A uprobe on the sampler's site WHICH, for the target (or CHILD: its
+ * children's site, for every process that maps the page).
+ */
 static int attach_sample_site(struct probes *pr, struct bpf_program *prog,
-			      enum redirect_sample_site which)
+			      enum redirect_sample_site which, bool child)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, opts);
 	struct bpf_link *link;
 
 	if (pr->nlinks >= PROBES_MAX)
 		return -E2BIG;
-	link = bpf_program__attach_uprobe_opts(prog, pr->target->pid, redirect__path(&pr->rd),
-					       redirect__sample_site(&pr->rd, which), &opts);
+	link = bpf_program__attach_uprobe_opts(prog, child ? -1 : pr->target->pid,
+					       redirect__path(&pr->rd),
+					       child ? redirect__child_sample_site(which) :
+						       redirect__sample_site(&pr->rd, which), &opts);
 	if (!link) {
-		warn("cannot attach a uprobe to the sampler's %s site: %s",
-		     which == REDIRECT_SAMPLE_FREE ? "free" : "alloc", strerror(errno));
+		warn("cannot attach a uprobe to the sampler's %s site%s: %s",
+		     which == REDIRECT_SAMPLE_FREE ? "free" : "alloc",
+		     child ? " (children's)" : "", strerror(errno));
 		return -errno;
 	}
 	pr->links[pr->nlinks++] = link;
@@ -414,6 +420,8 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		.sample_rate = o->sample_rate,
 		.set_slots = o->set_slots,
 		.gil_plain = o->gil_plain,
+		.follow_forks = o->follow_forks,
+		.adopt = o->adopt,
 	};
 	int d, k, err;
 
@@ -428,10 +436,16 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	err = redirect__prepare(&pr->rd, t, tables, (const uint64_t (*)[5])funcs, &ro);
 	if (err)
 		return err;
+	/* Children's sites: see struct pytm_page_keep. */
+	pr->child_sites = o->follow_forks && pr->rd.page.wipeonfork;
 	if (o->sample_rate) {
 		/* Free first: a block sampled meanwhile is then always seen going. */
-		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE)) ||
-		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC)))
+		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, false)) ||
+		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, false)))
+			return err;
+		if (pr->child_sites &&
+		    ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, true)) ||
+		     (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, true))))
 			return err;
 		pr->sampled = true;
 		goto swap;
@@ -453,7 +467,6 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	 * Children's sites: where the kernel would crash a child at the
 	 * armed sites, the wiped data page sends it the unarmed way.
 	 */
-	pr->child_sites = o->follow_forks && pr->rd.page.wipeonfork;
 	for (k = 0; pr->child_sites && k < REDIRECT_KINDS; k++)
 		if ((err = attach_site(pr, site[k], redirect__child_site(k), 0, k,
 				       " (children's site)", true)))

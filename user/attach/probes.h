@@ -41,7 +41,11 @@ struct probes_opts {
 	uint64_t sample_rate;		/* injected: sample by bytes (0: exact) */
 	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
 	bool gil_plain;			/* sampled: one interpreter, one GIL */
-	bool follow_forks;		/* exact: probe the children's sites too */
+	bool follow_forks;		/* exact: probe the children's sites too; any
+				 * mode: children stay redirected, else they
+				 * put their tables back */
+	bool adopt;			/* a forked child, traced through its
+					 * parent's page already (redirect_opts) */
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -28,8 +28,9 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp5"	/* 16 bytes with the NUL */
-#define MAGIC4		"pytm-bpf tramp4"	/* the layout before: 64-byte trampolines */
+#define MAGIC		"pytm-bpf tramp6"	/* 16 bytes with the NUL */
+#define MAGIC5		"pytm-bpf tramp5"	/* before: no kept page */
+#define MAGIC4		"pytm-bpf tramp4"	/* before that: 64-byte trampolines */
 #define ORIG_OFF	PYTM_PAGE_ORIG_OFF
 #define CODE_OFF	PYTM_PAGE_CODE_OFF
 #define TRAMP_SIZE	128
@@ -37,7 +38,8 @@
 #define DATA_OFF	PYTM_PAGE_DATA_OFF
 #define ARMED_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, armed))
 #define MAX_PAGES	8			/* stale pages passed over, at most */
-_Static_assert(CODE_OFF + 12 * TRAMP_SIZE + 5 * 8 <= PYTM_PAGE_SAMPLER_OFF,
+#define KEEP_FOLLOW_OFF	(PYTM_DATA_KEEP + offsetof(struct pytm_page_keep, follow))
+_Static_assert(CODE_OFF + 12 * TRAMP_SIZE + 5 * 16 <= PYTM_PAGE_SAMPLER_OFF,
 	       "trampolines and children's sites overlap the sampler");
 
 extern const uint8_t pytm_page_blob[], pytm_page_blob_end[];	/* page/blob.S */
@@ -82,10 +84,12 @@ const char *redirect__site_name(enum redirect_site kind)
 /*
  * The children's sites, shared by the trampolines of every domain (BPF
  * records every injected event under domain 0): one per kind and one for
- * entries, each a 6-byte NOP and a ret, after the trampolines.
+ * entries, each a 6-byte NOP and a jump to the sampler's
+ * pytm_child_tail (page/sites.S: returns at once when the tracer follows
+ * forks, else puts the child's tables back), after the trampolines.
  */
 #define CHILD_SITES_OFF	(CODE_OFF + REDIRECT_DOMAINS * REDIRECT_KINDS * TRAMP_SIZE)
-#define CHILD_SITE_SIZE	8
+#define CHILD_SITE_SIZE	16
 #define CHILD_ENTRY	REDIRECT_KINDS	/* the entry sites' shared one */
 
 static size_t child_site_off(int which)
@@ -102,7 +106,9 @@ static size_t child_site_off(int which)
  * a children's site instead (CHILD: which one): a 6-byte NOP (never
  * rewritten, so safe in any child) that the tracer probes for every
  * process mapping the page when it follows forks, so that a child is
- * traced from its first allocation on; unprobed it costs a call. Returns
+ * traced from its first allocation on. When it does not follow, the
+ * child puts its tables back at its first call there (pytm_child_tail),
+ * and pays nothing after. Returns
  * the site's offset (its 5-byte NOP). Flags are clobbered (free in any
  * call), registers are not.
  */
@@ -124,15 +130,19 @@ static size_t emit_site(struct x86_emitter *e, int child)
 	return site;
 }
 
-/* The children's sites: nop6; ret. */
+/* The children's sites: nop6; jmp pytm_child_tail; int3 to the end. */
 static void emit_child_sites(uint8_t *page)
 {
-	static const uint8_t site[CHILD_SITE_SIZE] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00,
-						       0xc3, 0xcc };
+	static const uint8_t nop6[] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 }, jmp[] = { 0xe9 };
+	struct x86_emitter e = { page, 0 };
 	int i;
 
-	for (i = 0; i <= CHILD_ENTRY; i++)
-		memcpy(page + child_site_off(i), site, sizeof(site));
+	for (i = 0; i <= CHILD_ENTRY; i++) {
+		e.at = child_site_off(i);
+		memset(page + e.at, 0xcc, CHILD_SITE_SIZE);
+		x86__bytes(&e, nop6, sizeof(nop6));
+		x86__rip(&e, jmp, sizeof(jmp), PYTM_SYM_pytm_child_tail, NULL);
+	}
 }
 
 /*
@@ -201,6 +211,12 @@ uint64_t redirect__child_entry_site(void)
 	return child_site_off(CHILD_ENTRY);
 }
 
+uint64_t redirect__child_sample_site(enum redirect_sample_site which)
+{
+	return which == REDIRECT_SAMPLE_FREE ? PYTM_SYM_pytm_site_child_free
+					     : PYTM_SYM_pytm_site_child_alloc;
+}
+
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
 {
 	return rd->sample_site[which];
@@ -242,11 +258,23 @@ static void build_page(struct redirect *rd, uint8_t page[PAGE_LEN])
  */
 static int fill_page(struct redirect *rd, const uint8_t page[PAGE_LEN])
 {
+	static const char none[sizeof(MAGIC)];
+	char magic[sizeof(MAGIC)];
 	uint8_t *seen;
 	int err;
 
-	/* Another layout: its code may be running, leave it be. */
+	/*
+	 * Another layout: its code may be running, leave it be. Its data
+	 * region may also be shorter than it seems (what follows it in the
+	 * address space is somebody else's): only a page of this layout, or
+	 * a new one, is known to have the kept part.
+	 */
 	if (rd->page.len != PAGE_LEN || rd->page.data_len < INJECT_DATA_LEN)
+		return -ESTALE;
+	err = inject__read_page(&rd->page, 0, magic, sizeof(magic));
+	if (err)
+		return err;
+	if (memcmp(magic, MAGIC, sizeof(MAGIC)) && memcmp(magic, none, sizeof(none)))
 		return -ESTALE;
 	seen = malloc(PAGE_LEN);
 	if (!seen)
@@ -266,72 +294,133 @@ static int64_t exp_draw(uint64_t bits, uint64_t rate)
 	return (int64_t)(-log(((double)(bits >> 11) + 0.5) * 0x1p-53) * (double)rate);
 }
 
+#define SET_UP_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, set_up))
+_Static_assert(SET_UP_OFF == ARMED_OFF + 1, "armed and set_up are written together");
+
 /*
- * Sampled mode: configure the sampler while the sites are disarmed, and
- * empty its set of what a tracer before us left (only the buckets in use
- * are written: the rest of the region stays untouched, unallocated).
+ * Empty the sampled set of what a tracer before us left, in PAGE's data
+ * region, or (FROM, not 0: the data region of the page a forked child
+ * inherited, in its address space) make it a copy of that one. Only
+ * buckets in use are written: the rest stays untouched, unallocated.
  */
-static int setup_sampler(struct redirect *rd, pid_t pid)
+static int fill_set(const struct inject_page *page, const struct target *t, uint64_t from)
 {
-	const size_t nb = rd->set_slots < 2 * PYTM_SET_WAYS ? 2 :
-			  rd->set_slots > PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS ?
-			  PYTM_SET_MAX_BUCKETS : rd->set_slots / PYTM_SET_WAYS;
-	struct pytm_page_ctl ctl;
-	uint64_t zeros[PYTM_SET_WAYS] = { 0 }, *slots = NULL;
-	uint8_t *counts = NULL, disarmed = 0;
-	unsigned int bits = 0;
-	uint64_t seed[3];
-	size_t b;
+	static const uint64_t zeros[PYTM_SET_WAYS];
+	uint64_t *slots = NULL, *mine = NULL;
+	uint8_t *counts = NULL;
+	size_t b, slots_len = (size_t)PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8;
 	int err;
 
-	while (((size_t)1 << bits) < nb)
-		bits++;
-	err = inject__write_data(&rd->page, ARMED_OFF, &disarmed, 1);
-	if (err)
-		return err;
 	counts = malloc(PYTM_SET_MAX_BUCKETS);
-	slots = malloc((size_t)PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8);
-	if (!counts || !slots) {
+	slots = malloc(slots_len);
+	mine = from ? malloc(slots_len) : NULL;
+	if (!counts || !slots || (from && !mine)) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
 	/* Reading untouched pages maps the zero page: nothing is allocated. */
-	err = inject__read_data(&rd->page, PYTM_DATA_COUNTS, counts, PYTM_SET_MAX_BUCKETS);
-	if (!err)
-		err = inject__read_data(&rd->page, PYTM_DATA_SLOTS, slots,
-					(size_t)PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8);
-	for (b = 0; !err && b < PYTM_SET_MAX_BUCKETS; b++) {
-		if (!counts[b] && !memcmp(&slots[b * PYTM_SET_WAYS], zeros, sizeof(zeros)))
-			continue;
-		err = inject__write_data(&rd->page, PYTM_DATA_SLOTS + b * sizeof(zeros),
-					 zeros, sizeof(zeros));
+	if (from) {
+		err = target__read(t, from + PYTM_DATA_COUNTS, counts, PYTM_SET_MAX_BUCKETS) ?:
+		      target__read(t, from + PYTM_DATA_SLOTS, slots, slots_len) ?:
+		      inject__read_data(page, PYTM_DATA_SLOTS, mine, slots_len);
 		if (!err)
-			err = inject__write_data(&rd->page, PYTM_DATA_COUNTS + b, zeros, 1);
+			err = inject__write_data(page, PYTM_DATA_COUNTS, counts, PYTM_SET_MAX_BUCKETS);
+	} else {
+		err = inject__read_data(page, PYTM_DATA_COUNTS, counts, PYTM_SET_MAX_BUCKETS) ?:
+		      inject__read_data(page, PYTM_DATA_SLOTS, slots, slots_len);
+		mine = slots;
 	}
+	for (b = 0; !err && b < PYTM_SET_MAX_BUCKETS; b++) {
+		const uint64_t *want = from ? &slots[b * PYTM_SET_WAYS] : zeros;
+
+		if (!memcmp(&mine[b * PYTM_SET_WAYS], want, sizeof(zeros)) &&
+		    (from || !counts[b]))
+			continue;
+		err = inject__write_data(page, PYTM_DATA_SLOTS + b * sizeof(zeros), want,
+					 sizeof(zeros));
+		if (!err && !from)
+			err = inject__write_data(page, PYTM_DATA_COUNTS + b, zeros, 1);
+	}
+cleanup:
+	if (mine != slots)
+		free(mine);
+	free(counts);
+	free(slots);
+	return err;
+}
+
+/*
+ * Sampled mode: disarm, say the process is set up (its forked children
+ * will not be), empty the set and fill KEEP's configuration and first
+ * sample points; the caller writes KEEP.
+ */
+static int setup_sampler(struct redirect *rd, const struct target *t,
+			 struct pytm_page_keep *keep)
+{
+	const size_t nb = rd->set_slots < 2 * PYTM_SET_WAYS ? 2 :
+			  rd->set_slots > PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS ?
+			  PYTM_SET_MAX_BUCKETS : rd->set_slots / PYTM_SET_WAYS;
+	static const uint8_t head[2] = { 0, 1 };	/* not armed, set up */
+	struct pytm_page_ctl ctl;
+	unsigned int bits = 0;
+	uint64_t seed[3];
+	int err;
+
+	while (((size_t)1 << bits) < nb)
+		bits++;
+	err = inject__write_data(&rd->page, ARMED_OFF, head, sizeof(head)) ?:
+	      fill_set(&rd->page, t, 0);
 	if (err)
-		goto cleanup;
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.set_shift = 64 - bits;
-	ctl.rate = rd->sample_rate;
-	ctl.gil_plain = rd->gil_plain;
+		goto out;
+	keep->set_shift = 64 - bits;
+	keep->rate = rd->sample_rate;
+	keep->gil_plain = rd->gil_plain;
 	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
 		seed[0] = hash__mix64((uint64_t)(mono_now() * 1e9) ^ (uint64_t)getpid() << 32);
 		seed[1] = hash__mix64(seed[0]);
 		seed[2] = hash__mix64(seed[1]);
 	}
-	ctl.prng = seed[0];
+	keep->prng = seed[0];
 	/* The first points: exponential draws, as after every sample. */
-	ctl.countdown = exp_draw(seed[1], rd->sample_rate);
-	ctl.countdown_gil = exp_draw(seed[2], rd->sample_rate);
-	/* Everything but `armed` (redirect__swap sets it). */
-	err = inject__write_data(&rd->page, PYTM_DATA_CTL + 1, (const uint8_t *)&ctl + 1,
-				 sizeof(ctl) - 1);
-cleanup:
-	free(counts);
-	free(slots);
+	keep->countdown = exp_draw(seed[1], rd->sample_rate);
+	keep->countdown_gil = exp_draw(seed[2], rd->sample_rate);
+	/* The rest of the process's own part: nobody inside, counters at 0. */
+	memset(&ctl, 0, sizeof(ctl));
+	err = inject__write_data(&rd->page, SET_UP_OFF + 1, (const uint8_t *)&ctl + SET_UP_OFF + 1,
+				 sizeof(ctl) - SET_UP_OFF - 1);
+out:
 	if (err)
-		warn("process %d: cannot configure the sampler: %s", pid,
+		warn("process %d: cannot configure the sampler: %s", t->pid,
 		     err == -ENOMEM ? "out of memory" : error__last());
+	return err;
+}
+
+/*
+ * A forked child's sampler moves to its own page (under a ptrace stop, so
+ * that its thread does not sample meanwhile): the configuration, the
+ * sample points and the set it inherited, as they are now in the page its
+ * tables lead to, then "set up".
+ */
+static int adopt_sampler(struct redirect *rd, const struct target *t)
+{
+	static const uint8_t one = 1;
+	struct pytm_page_keep keep;
+	uint64_t from = rd->inherited + PYTM_PAGE_DATA_OFF;
+	int err = 0;
+
+	if (rd->inherited != rd->page.addr) {
+		err = target__read(t, from + PYTM_DATA_KEEP, &keep, sizeof(keep)) ? -EIO : 0;
+		if (!err) {
+			keep.follow = 1;	/* until redirect__swap is done */
+			err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep)) ?:
+			      fill_set(&rd->page, t, from);
+		}
+	}
+	if (!err)
+		err = inject__write_data(&rd->page, SET_UP_OFF, &one, 1);
+	if (err)
+		warn("process %d: cannot take over the sampler it inherited: %s", t->pid,
+		     err == -EIO ? "its page is unreadable" : error__last());
 	return err;
 }
 
@@ -358,17 +447,36 @@ static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
 	}
 }
 
+/*
+ * The page of ours (this layout) that a forked child's tables lead to in
+ * sampled mode: its parent's, whose sampler it runs. 0 if none.
+ */
+static uint64_t inherited_page(const struct target *t, const uint64_t funcs[REDIRECT_DOMAINS][5])
+{
+	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
+	const struct mapping *m = target__mapping(t, funcs[0][1]);
+	char magic[sizeof(MAGIC)];
+
+	if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1) ||
+	    funcs[0][1] != m->start + sampler_entry[0][0] ||
+	    target__read(t, m->start, magic, sizeof(magic)) || memcmp(magic, MAGIC, sizeof(MAGIC)))
+		return 0;
+	return m->start;
+}
+
 int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t tables[REDIRECT_DOMAINS],
 		      const uint64_t funcs[REDIRECT_DOMAINS][5],
 		      const struct redirect_opts *o)
 {
 	uint64_t orig[REDIRECT_DOMAINS][5], after = 0;
+	struct pytm_page_keep keep = { 0 };
 	uint8_t *page = NULL;
 	int d, k, err, tries;
 
 	memset(rd, 0, sizeof(*rd));
 	memcpy(rd->tables, tables, sizeof(rd->tables));
+	rd->follow_forks = o->follow_forks;
 	rd->sample_rate = o->sample_rate;
 	rd->set_slots = o->set_slots;
 	rd->gil_plain = o->gil_plain;
@@ -420,19 +528,34 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			goto out;
 		}
 	}
-	if (rd->sample_rate) {
+	if (rd->sample_rate && !rd->page.wipeonfork) {
 		/* A child forked with the sampler armed would share nothing but
 		 * run it: its set, countdown and sites are its parent's copies. */
-		if (!rd->page.wipeonfork) {
-			warn("process %d: sampling needs MADV_WIPEONFORK (Linux 4.14 or later) "
-			     "to keep forked children out of the sampler", t->pid);
-			err = -EOPNOTSUPP;
-			goto out;
-		}
-		err = setup_sampler(rd, t->pid);
-		if (err)
-			goto out;
+		warn("process %d: sampling needs MADV_WIPEONFORK (Linux 4.14 or later) "
+		     "to keep forked children out of the sampler", t->pid);
+		err = -EOPNOTSUPP;
+		goto out;
 	}
+	/*
+	 * What children inherit: the tables, and for now "stay redirected":
+	 * a tracer before us may have left them pointing here, and a page
+	 * disarmed below (sampled) must not put them back under us. The
+	 * real choice is written once the tables are ours (redirect__swap).
+	 * A forked child's sampler is taken over there, as it is then.
+	 */
+	keep.follow = 1;
+	memcpy(keep.tables, rd->tables, sizeof(keep.tables));
+	if (rd->sample_rate && o->adopt)
+		rd->inherited = inherited_page(t, funcs);
+	if (rd->sample_rate && !rd->inherited)
+		err = setup_sampler(rd, t, &keep);
+	if (!err && rd->inherited != rd->page.addr) {
+		err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep));
+		if (err)
+			warn("process %d: %s", t->pid, error__last());
+	}
+	if (err)
+		goto out;
 	/* Slots left redirected to this page by a tracer before us that died. */
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
@@ -479,6 +602,11 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 		warn("process %d: %s", t->pid, error__last());
 		return err;
 	}
+	if (rd->inherited && adopt_sampler(rd, t)) {
+		inject__detach(s);
+		redirect__restore(rd, t);
+		return -EIO;
+	}
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (rd->swapped[d][k])
@@ -508,6 +636,11 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 		}
 	}
 	inject__detach(s);
+	/* Children forked from now on: see struct pytm_page_keep. */
+	if (!rd->follow_forks && inject__write_data(&rd->page, KEEP_FOLLOW_OFF,
+						    &rd->follow_forks, 1))
+		vlog("process %d: %s: its forked children stay redirected", t->pid,
+		     error__last());
 	return 0;
 }
 
@@ -555,20 +688,17 @@ void redirect__close(struct redirect *rd)
 }
 
 /*
- * Which (domain, kind) an entry point at page offset OFF is, in either mode,
- * in a page of this layout (or an exact-mode trampoline of the layout
- * before, LAYOUT4); 12 if none.
+ * Which (domain, kind) an entry point at page offset OFF is, in a page of
+ * this layout (either mode) or of an older one (TSIZE-byte exact-mode
+ * trampolines; their sampler, if any, is not this build's); 12 if none.
  */
-static uint64_t entry_index(uint64_t off, bool layout4)
+static uint64_t entry_index(uint64_t off, size_t tsize, bool ours)
 {
 	int i;
 
-	if (layout4)
-		return off < CODE_OFF || off >= CODE_OFF + 12 * TRAMP4_SIZE ||
-		       (off - CODE_OFF) % TRAMP4_SIZE ? 12 : (off - CODE_OFF) / TRAMP4_SIZE;
-	if (off >= CODE_OFF && off < PYTM_PAGE_SAMPLER_OFF)
-		return (off - CODE_OFF) % TRAMP_SIZE ? 12 : (off - CODE_OFF) / TRAMP_SIZE;
-	for (i = 0; i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
+	if (off >= CODE_OFF && off < CODE_OFF + 12 * tsize)
+		return (off - CODE_OFF) % tsize ? 12 : (off - CODE_OFF) / tsize;
+	for (i = 0; ours && i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
 		if (sampler_entry[i / REDIRECT_KINDS][i % REDIRECT_KINDS] == off)
 			return i;
 	return 12;
@@ -594,9 +724,14 @@ static int original_of(const struct target *t, uint64_t *fn)
 			return 0;	/* not our page */
 		if (target__read(t, m->start, magic, sizeof(magic)))
 			return -EPROTO;
-		if (memcmp(magic, MAGIC, sizeof(MAGIC)) && memcmp(magic, MAGIC4, sizeof(MAGIC4)))
+		if (!memcmp(magic, MAGIC, sizeof(MAGIC)))
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, true);
+		else if (!memcmp(magic, MAGIC5, sizeof(MAGIC5)))
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, false);
+		else if (!memcmp(magic, MAGIC4, sizeof(MAGIC4)))
+			idx = entry_index(*fn - m->start, TRAMP4_SIZE, false);
+		else
 			return -EPROTO;	/* a layout we do not know */
-		idx = entry_index(*fn - m->start, !memcmp(magic, MAGIC4, sizeof(MAGIC4)));
 		if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||
 		    target__read(t, m->start + ORIG_OFF + idx * 8, fn, sizeof(*fn)) || !*fn)
 			return -EPROTO;

@@ -41,6 +41,11 @@ struct redirect_opts {
 	uint64_t sample_rate;		/* mean bytes between samples; 0: exact */
 	unsigned int set_slots;		/* sampled: the sampled-block set's slots */
 	bool gil_plain;			/* sampled: obj/mem calls share one GIL */
+	bool follow_forks;		/* forked children stay redirected (else
+					 * they put their tables back) */
+	bool adopt;			/* a forked child that the page it inherited
+					 * traces already: sampled, its sampler goes
+					 * on as it is (see redirect__swap) */
 };
 
 /* Sampled mode's two probe sites (page/sites.S). */
@@ -65,6 +70,9 @@ struct redirect {
 	uint64_t sample_rate;		/* 0: exact mode */
 	unsigned int set_slots;
 	bool gil_plain;
+	bool follow_forks;		/* see struct redirect_opts */
+	uint64_t inherited;		/* adopted, sampled: the page whose sampler
+					 * it runs (0: none) */
 	uint64_t sample_site[2];	/* enum redirect_sample_site */
 };
 
@@ -95,6 +103,8 @@ uint64_t redirect__entry_site(const struct redirect *rd, int d, int k);
  */
 uint64_t redirect__child_site(int k);
 uint64_t redirect__child_entry_site(void);
+/* File offset of a sampled-mode children's site (a 6-byte NOP). */
+uint64_t redirect__child_sample_site(enum redirect_sample_site which);
 /* File offset of a sampled-mode site (the chosen NOP of it). */
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
 /*

@@ -6,6 +6,7 @@
 #include "pytm.h"
 #include "collect.h"
 #include "hash.h"
+#include "mapbatch.h"
 #include "resolve.h"
 
 #define BATCH 4096
@@ -153,30 +154,26 @@ static int add_block(struct snapshot *s, struct tb_ctx *c, int stacks_fd,
 static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
 				uint64_t peak_ns, int frames, struct resolver *r)
 {
-	struct pytm_block_key *keys = NULL, next, *in = NULL;
-	struct pytm_block *vals = NULL;
-	struct pytm_freed *fvals = NULL;
+	struct map_batch b = { 0 }, f = { 0 };
 	struct snapshot *s = NULL;
 	struct tb_ctx c;
-	__u32 count, i;
+	__u32 i;
 	int err = tb_ctx__init(&c);
 
 	s = snapshot__new(frames);
-	keys = calloc(BATCH, sizeof(*keys));
-	vals = calloc(BATCH, sizeof(*vals));
-	fvals = peak_ns ? calloc(BATCH, sizeof(*fvals)) : NULL;
-	if (err || !s || !keys || !vals || (peak_ns && !fvals)) {
+	if (err || !s ||
+	    map_batch__init(&b, blocks_fd, sizeof(struct pytm_block_key),
+			    sizeof(struct pytm_block), BATCH) ||
+	    (peak_ns && map_batch__init(&f, freed_fd, sizeof(struct pytm_block_key),
+					sizeof(struct pytm_freed), BATCH))) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	for (;;) {
-		count = BATCH;
-		err = bpf_map_lookup_batch(blocks_fd, in, &next, keys, vals, &count, NULL);
-		if (err && errno != ENOENT) {
-			err = -errno;
-			goto cleanup;
-		}
-		for (i = 0; i < count; i++) {
+	while (!err && map_batch__next(&b)) {
+		const struct pytm_block_key *keys = b.keys;
+		const struct pytm_block *vals = b.vals;
+
+		for (i = 0; i < b.count && !err; i++) {
 			/*
 			 * Blocks born while finalizing are not in the frozen set;
 			 * tombstones are no blocks (see pytm_proc.inheriting).
@@ -185,39 +182,27 @@ static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_
 			    (keys[i].domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)) ||
 			    (peak_ns && vals[i].born > peak_ns))
 				continue;
-			if (add_block(s, &c, stacks_fd, &keys[i], &vals[i], r, frames)) {
+			if (add_block(s, &c, stacks_fd, &keys[i], &vals[i], r, frames))
 				err = -ENOMEM;
-				goto cleanup;
-			}
 		}
-		if (err)	/* ENOENT: that was the last batch */
-			break;
-		in = &next;
 	}
-	in = NULL;
-	for (err = 0; peak_ns && !err;) {
-		count = BATCH;
-		err = bpf_map_lookup_batch(freed_fd, in, &next, keys, fvals, &count, NULL);
-		if (err && errno != ENOENT) {
-			err = -errno;
-			goto cleanup;
-		}
-		for (i = 0; i < count; i++) {
-			if (keys[i].pid != (__u32)pid || fvals[i].b.born > peak_ns ||
-			    fvals[i].freed <= peak_ns)
+	err = err ?: b.err;
+	while (!err && peak_ns && map_batch__next(&f)) {
+		const struct pytm_block_key *keys = f.keys;
+		const struct pytm_freed *vals = f.vals;
+
+		for (i = 0; i < f.count && !err; i++) {
+			if (keys[i].pid != (__u32)pid || vals[i].b.born > peak_ns ||
+			    vals[i].freed <= peak_ns)
 				continue;
-			if (add_block(s, &c, stacks_fd, &keys[i], &fvals[i].b, r, frames)) {
+			if (add_block(s, &c, stacks_fd, &keys[i], &vals[i].b, r, frames))
 				err = -ENOMEM;
-				goto cleanup;
-			}
 		}
-		in = &next;
 	}
-	err = 0;
+	err = err ?: f.err;
 cleanup:
-	free(keys);
-	free(vals);
-	free(fvals);
+	map_batch__free(&b);
+	map_batch__free(&f);
 	tb_ctx__free(&c);
 	if (err) {
 		snapshot__free(s);

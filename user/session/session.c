@@ -294,7 +294,7 @@ static void forked(struct session *s, pid_t pid, pid_t ppid)
 
 	if (!parent || find(s, pid, false))
 		return;
-	/* Sampled (BPF made no entry): it waits for its own attach. */
+	/* BPF made no entry (its process map is full): it waits for its own attach. */
 	if (bpf_map_lookup_elem(bpf_map__fd(s->skel->maps.procs), &key, &p)) {
 		add_pending(s, pid, ppid, false, 0);
 		return;

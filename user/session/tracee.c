@@ -18,6 +18,7 @@
 #include "report.h"
 #include "resolve.h"
 #include "json.h"
+#include "mapbatch.h"
 #include "tracee.h"
 #include "page.h"
 #include "util.h"
@@ -279,9 +280,9 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 	proc.sampled = o->sample_rate != 0;
 	proc.peak_step = tr->peak_step = o->peak_step;
 	/*
-	 * Sampled, a child inherits nothing: the sampler's set of sampled
-	 * blocks is not inherited (its data page is wiped), so their frees
-	 * would never be seen.
+	 * Sampled, a child attached late (BPF made no entry at its fork)
+	 * inherits nothing: it ran its sampler on its own meanwhile, and the
+	 * frees of what it inherited may have gone unseen.
 	 */
 	proc.inheriting = ppid && !proc.sampled;
 	proc.runtime = tr->t.runtime;
@@ -348,6 +349,7 @@ int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pyt
 		return -errno;
 	tr->shared_map = parent->shared_map = true;
 	tr->registered = true;	/* BPF made its procs entry at the fork */
+	tr->forked = true;
 	tr->attached_at = real_now();
 	return 0;
 }
@@ -376,7 +378,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
 		.gil_plain = o->sample_rate && one_interpreter(tr),
-		.follow_forks = o->follow_forks,
+		.follow_forks = o->follow_forks, .adopt = tr->forked,
 	});
 	tr->attached = !err;
 	tr->attached_at = real_now();
@@ -431,30 +433,25 @@ struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel,
 
 void tracee__peak_tidy(struct tracee *tr, struct pytm_bpf *skel)
 {
-	int fd = bpf_map__fd(skel->maps.peak_freed);
-	struct pytm_block_key *keys, next, *in = NULL;
-	struct pytm_freed *vals;
+	struct map_batch b;
 	struct pytm_proc p;
-	__u32 count, i;
-	int err;
+	__u32 i;
 
 	if (!tr->peak_step || tracee__stats(tr, skel, &p) || !p.peak_ns)
 		return;
-	keys = calloc(DELETE_BATCH, sizeof(*keys));
-	vals = calloc(DELETE_BATCH, sizeof(*vals));
-	for (err = 0; keys && vals && !err;) {
-		count = DELETE_BATCH;
-		err = bpf_map_lookup_batch(fd, in, &next, keys, vals, &count, NULL);
-		if (err && errno != ENOENT)
-			break;
+	if (map_batch__init(&b, bpf_map__fd(skel->maps.peak_freed),
+			    sizeof(struct pytm_block_key), sizeof(struct pytm_freed), DELETE_BATCH))
+		return;
+	while (map_batch__next(&b)) {
+		const struct pytm_block_key *keys = b.keys;
+		const struct pytm_freed *vals = b.vals;
+
 		/* Freed before the latest mark: not in the peak's set. */
-		for (i = 0; i < count; i++)
+		for (i = 0; i < b.count; i++)
 			if (keys[i].pid == (__u32)tr->pid && vals[i].freed <= p.peak_ns)
-				bpf_map_delete_elem(fd, &keys[i]);
-		in = &next;
+				bpf_map_delete_elem(b.fd, &keys[i]);
 	}
-	free(keys);
-	free(vals);
+	map_batch__free(&b);
 }
 
 struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
@@ -503,35 +500,21 @@ static void delete_pid_keys(int fd, size_t ksz, pid_t pid)
  */
 static void delete_blocks_of(int fd, pid_t pid, __u32 only)
 {
-	struct pytm_block_key *keys, *del, next, *in = NULL;
-	struct pytm_block *vals;
-	__u32 count, i, n;
-	int err;
+	struct map_batch b;
+	__u32 i;
 
-	keys = calloc(DELETE_BATCH, sizeof(*keys));
-	del = calloc(DELETE_BATCH, sizeof(*del));
-	vals = calloc(DELETE_BATCH, sizeof(*vals));
-	if (!keys || !del || !vals)
-		goto out;
-	for (;;) {
-		count = DELETE_BATCH;
-		err = bpf_map_lookup_batch(fd, in, &next, keys, vals, &count, NULL);
-		if (err && errno != ENOENT)
-			break;
-		for (i = n = 0; i < count; i++)
+	if (map_batch__init(&b, fd, sizeof(struct pytm_block_key), sizeof(struct pytm_block),
+			    DELETE_BATCH))
+		return;
+	/* Deleting behind the batch position is safe in a hash map. */
+	while (map_batch__next(&b)) {
+		const struct pytm_block_key *keys = b.keys;
+
+		for (i = 0; i < b.count; i++)
 			if (keys[i].pid == (__u32)pid && (!only || (keys[i].domain & only)))
-				del[n++] = keys[i];
-		/* Deleting behind the batch position is safe in a hash map. */
-		for (i = 0; i < n; i++)
-			bpf_map_delete_elem(fd, &del[i]);
-		if (err)
-			break;
-		in = &next;
+				bpf_map_delete_elem(fd, &keys[i]);
 	}
-out:
-	free(keys);
-	free(del);
-	free(vals);
+	map_batch__free(&b);
 }
 
 /* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
@@ -578,16 +561,7 @@ static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_
 /* Blocks PID freed while it had children to copy them to (the freed map). */
 static void delete_freed_of(struct pytm_bpf *skel, pid_t pid)
 {
-	int fd = bpf_map__fd(skel->maps.freed);
-	struct pytm_block_key key, next;
-	bool first = true;
-
-	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
-		if (next.pid == (__u32)pid && !bpf_map_delete_elem(fd, &next))
-			continue;
-		first = false;
-		key = next;
-	}
+	delete_pid_keys(bpf_map__fd(skel->maps.freed), sizeof(struct pytm_block_key), pid);
 }
 
 void tracee__fork_done(pid_t parent, struct pytm_bpf *skel)
@@ -664,57 +638,55 @@ void tracee__inherit_none(struct tracee *tr, struct pytm_bpf *skel)
 static void copy_freed(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
 		       uint64_t fork_ns, __s64 *bytes, uint64_t *nblocks, uint64_t *nskipped)
 {
-	int fd = bpf_map__fd(skel->maps.freed);
-	struct pytm_block_key key, next, k;
-	struct pytm_freed f;
-	bool first = true;
+	struct pytm_block_key k;
+	struct map_batch b;
+	__u32 i;
 
-	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
-		first = false;
-		key = next;
-		if (next.pid != (__u32)parent->pid || bpf_map_lookup_elem(fd, &next, &f) ||
-		    f.b.born >= fork_ns || f.freed < fork_ns)
-			continue;
-		k = next;
-		k.pid = tr->pid;
-		k.domain &= PYTM_DOMAIN_MASK;
-		if (copy_inherited(tr->blocks_fd, k, &f.b, nskipped)) {
-			*bytes += f.b.weight;
-			(*nblocks)++;
+	if (map_batch__init(&b, bpf_map__fd(skel->maps.freed), sizeof(struct pytm_block_key),
+			    sizeof(struct pytm_freed), INHERIT_BATCH))
+		return;
+	while (map_batch__next(&b)) {
+		const struct pytm_block_key *keys = b.keys;
+		const struct pytm_freed *f = b.vals;
+
+		for (i = 0; i < b.count; i++) {
+			if (keys[i].pid != (__u32)parent->pid || f[i].b.born >= fork_ns ||
+			    f[i].freed < fork_ns)
+				continue;
+			k = keys[i];
+			k.pid = tr->pid;
+			k.domain &= PYTM_DOMAIN_MASK;
+			if (copy_inherited(tr->blocks_fd, k, &f[i].b, nskipped)) {
+				*bytes += f[i].b.weight;
+				(*nblocks)++;
+			}
 		}
 	}
+	map_batch__free(&b);
 }
 
 int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
 		    uint64_t *nblocks)
 {
-	/* Batch positions are opaque: a key's room holds them (as in collect.c). */
-	struct pytm_block_key *keys = NULL, k, next, *in = NULL;
-	struct pytm_block *vals = NULL;
+	struct pytm_block_key k;
+	struct map_batch b;
 	__s64 bytes = 0;
-	__u32 count, i;
+	__u32 i;
 	uint64_t ntombs = 0, fork_ns = 0;
 	struct pytm_proc p;
 	int err;
 
 	*nblocks = 0;
-	/* 0: not forked under our eyes (sampled): the parent's set as it is. */
+	/* 0: not forked under our eyes (attached late): the parent's set as it is. */
 	if (!tracee__stats(tr, skel, &p))
 		fork_ns = p.fork_ns;
-	keys = calloc(INHERIT_BATCH, sizeof(*keys));
-	vals = calloc(INHERIT_BATCH, sizeof(*vals));
-	if (!keys || !vals) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	for (;;) {
-		count = INHERIT_BATCH;
-		err = bpf_map_lookup_batch(parent->blocks_fd, in, &next, keys, vals, &count, NULL);
-		if (err && errno != ENOENT) {
-			err = -errno;
-			goto cleanup;
-		}
-		for (i = 0; i < count; i++) {
+	err = map_batch__init(&b, parent->blocks_fd, sizeof(struct pytm_block_key),
+			      sizeof(struct pytm_block), INHERIT_BATCH);
+	while (!err && map_batch__next(&b)) {
+		const struct pytm_block_key *keys = b.keys;
+		const struct pytm_block *vals = b.vals;
+
+		for (i = 0; i < b.count; i++) {
 			k = keys[i];
 			/* The parent's blocks at the fork: not those born since. */
 			if (k.pid != (__u32)parent->pid ||
@@ -728,10 +700,10 @@ int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *s
 				(*nblocks)++;
 			}
 		}
-		if (err)	/* ENOENT: that was the last batch */
-			break;
-		in = &next;
 	}
+	err = err ?: b.err;
+	if (err)
+		goto cleanup;
 	/* ...and those it has freed since. */
 	if (fork_ns)
 		copy_freed(tr, parent, skel, fork_ns, &bytes, nblocks, &ntombs);
@@ -747,8 +719,7 @@ cleanup:
 		tracee__fork_done(parent->pid, skel);
 	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
 	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
-	free(keys);
-	free(vals);
+	map_batch__free(&b);
 	return err;
 }
 

@@ -45,6 +45,8 @@ struct tracee {
 	bool ready;			/* the event thread may read its code objects */
 	bool attached;
 	bool tried;			/* a forked child's own attach was tried */
+	bool forked;			/* made at its fork (tracee__fork): traced
+					 * through its parent's page until attached */
 	bool execed;			/* it called execve: another program now */
 	bool shared_map;		/* its live-block map is also a forked child's or parent's */
 	char version[32];		/* "3.11.7" */
