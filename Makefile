@@ -22,7 +22,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
 	binutils pkg-config python3 python3-pytest python3-numpy util-linux procps \
-	libmicrohttpd-dev prometheus golang-go
+	libmicrohttpd-dev prometheus golang-go chromium
 
 LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)

@@ -31,6 +31,11 @@ KEEP = []
 HOOKS = "--hooks" in sys.argv
 
 
+def say(line):
+    """One write per line: the master and its workers share the pipe."""
+    os.write(1, (line + "\n").encode())
+
+
 def hooks():
     """Table slots (PyMem_GetAllocator, every domain) into a pytm-bpf page."""
     import ctypes
@@ -110,7 +115,7 @@ def worker(k, dump, at_exit):
         os.close(HOLD["release_w"])     # only the master holds it open
     WORK[k]()
     if HOOKS:
-        print("hooks %d %d" % (k, hooks()), flush=True)
+        say("hooks %d %d" % (k, hooks()))
     if HOLD:
         os.write(HOLD["ready"], b"x")
         os.read(HOLD["release"], 1)      # EOF once the master lets go
@@ -143,25 +148,25 @@ def main():
     if hold:
         ready_r, HOLD["ready"] = os.pipe()
         HOLD["release"], HOLD["release_w"] = os.pipe()
-    print("ready %d" % os.getpid(), flush=True)
+    say("ready %d" % os.getpid())
     if sys.stdin.readline() != "go\n":
         sys.exit("expected go")
     if dump:
         tracemalloc.start()
     base()
     if HOOKS:
-        print("hooks master %d" % hooks(), flush=True)
+        say("hooks master %d" % hooks())
     start = fork_worker if how == "fork" else mp_worker
     workers = {}
     for k in range(4):
         w = start(k, dump)
         workers[k] = w
-        print("worker %d %d" % (k, w if how == "fork" else w.pid), flush=True)
+        say("worker %d %d" % (k, w if how == "fork" else w.pid))
     if hold:
         got = b""
         while len(got) < 4:
             got += os.read(ready_r, 4 - len(got))
-        print("held", flush=True)
+        say("held")
         if sys.stdin.readline() != "release\n":
             sys.exit("expected release")
         os.close(HOLD["release_w"])      # the replacement will not wait
@@ -174,13 +179,13 @@ def main():
         else:
             w.join()
             status = w.exitcode
-        print("exited %d %d" % (k, status), flush=True)
+        say("exited %d %d" % (k, status))
         if k == 0:
             workers[4] = start(4, dump)
             w4 = workers[4]
-            print("worker 4 %d" % (w4 if how == "fork" else w4.pid), flush=True)
+            say("worker 4 %d" % (w4 if how == "fork" else w4.pid))
             order.append(4)
-    print("done", flush=True)
+    say("done")
     sys.stdin.readline()
 
 

@@ -350,6 +350,25 @@ cleanup:
 }
 
 /*
+ * A fresh random sequence, and first points drawn from it (exponential, as
+ * after every sample: the process is memoryless, so a new draw at any
+ * time is as good as the countdown it replaces).
+ */
+static void reseed(struct pytm_page_keep *keep, uint64_t rate)
+{
+	uint64_t seed[3];
+
+	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
+		seed[0] = hash__mix64((uint64_t)(mono_now() * 1e9) ^ (uint64_t)getpid() << 32);
+		seed[1] = hash__mix64(seed[0]);
+		seed[2] = hash__mix64(seed[1]);
+	}
+	keep->prng = seed[0];
+	keep->countdown = exp_draw(seed[1], rate);
+	keep->countdown_gil = exp_draw(seed[2], rate);
+}
+
+/*
  * Sampled mode: disarm, say the process is set up (its forked children
  * will not be), empty the set and fill KEEP's configuration and first
  * sample points; the caller writes KEEP.
@@ -363,7 +382,6 @@ static int setup_sampler(struct redirect *rd, const struct target *t,
 	static const uint8_t head[2] = { 0, 1 };	/* not armed, set up */
 	struct pytm_page_ctl ctl;
 	unsigned int bits = 0;
-	uint64_t seed[3];
 	int err;
 
 	while (((size_t)1 << bits) < nb)
@@ -375,15 +393,7 @@ static int setup_sampler(struct redirect *rd, const struct target *t,
 	keep->set_shift = 64 - bits;
 	keep->rate = rd->sample_rate;
 	keep->gil_plain = rd->gil_plain;
-	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
-		seed[0] = hash__mix64((uint64_t)(mono_now() * 1e9) ^ (uint64_t)getpid() << 32);
-		seed[1] = hash__mix64(seed[0]);
-		seed[2] = hash__mix64(seed[1]);
-	}
-	keep->prng = seed[0];
-	/* The first points: exponential draws, as after every sample. */
-	keep->countdown = exp_draw(seed[1], rd->sample_rate);
-	keep->countdown_gil = exp_draw(seed[2], rd->sample_rate);
+	reseed(keep, rd->sample_rate);
 	/* The rest of the process's own part: nobody inside, counters at 0. */
 	memset(&ctl, 0, sizeof(ctl));
 	err = inject__write_data(&rd->page, SET_UP_OFF + 1, (const uint8_t *)&ctl + SET_UP_OFF + 1,
@@ -412,6 +422,8 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 		err = target__read(t, from + PYTM_DATA_KEEP, &keep, sizeof(keep)) ? -EIO : 0;
 		if (!err) {
 			keep.follow = 1;	/* until redirect__swap is done */
+			/* Its siblings forked with the same sequence: its own from now on. */
+			reseed(&keep, keep.rate);
 			err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep)) ?:
 			      fill_set(&rd->page, t, from);
 		}

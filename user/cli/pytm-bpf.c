@@ -113,6 +113,9 @@ static const char doc[] =
 "    pytm-bpf -p 1234 -o heap.pb.gz   # a pprof heap profile: go tool pprof\n"
 "    pytm-bpf --all --interval 60 -o /var/lib/pytm/ --keep 24\n"
 "                                     # a profile per process every minute\n"
+"    pytm-bpf -p 1234 --frames 25 --duration 60 -o heap.html\n"
+"                                     # a flame graph page, for a browser\n"
+"    pytm-bpf report heap.pytm --format folded | flamegraph.pl > heap.svg\n"
 "    pytm-bpf report heap.pytm --key traceback\n"
 "                                     # report on a saved snapshot\n"
 "\n"
@@ -168,7 +171,7 @@ static const struct argp_option opts[] = {
 	  "FILE ends in .pb.gz or .pprof. DIR/: one pprof file per process and report, "
 	  "named heap-PID-TIME", 0 },
 	{ "output-format", OPT_OUTPUT_FORMAT, "FORMAT", 0,
-	  "Format of -o whatever its name: pickle or pprof", 0 },
+	  "Format of -o whatever its name: pickle, pprof, flamegraph (HTML) or folded", 0 },
 	{ "keep", OPT_KEEP, "N", 0, "-o DIR/: keep the N newest files per process (default all)", 0 },
 	{ "serve", OPT_SERVE, "[ADDR:]PORT", 0,
 	  "Serve HTTP: /metrics (Prometheus), /debug/pprof/heap (pprof), /snapshot?pid=N "
@@ -308,7 +311,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case OPT_OUTPUT_FORMAT:
 		v = output__parse_format(arg);
 		if (v < 0)
-			argp_error(state, "invalid --output-format: %s (pickle or pprof)", arg);
+			argp_error(state, "invalid --output-format: %s (pickle, pprof, flamegraph or folded)", arg);
 		env.out.format = v;
 		break;
 	case OPT_KEEP:
@@ -705,6 +708,11 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return 2;
+	if (env.compare && report__format_is_graph(env.cli.format)) {
+		fprintf(stderr, "pytm-bpf: --compare does not go with --format folded or "
+			"flamegraph\n");
+		return 2;
+	}
 	pytm_verbose = env.verbose;
 	env.out.frames = env.frames;
 	env.out.pickle = env.pickle;

@@ -41,8 +41,9 @@ static const struct argp_option options[] = {
 	{ "domain", OPT_DOMAIN, "N", 0, "Keep traces of this domain (DomainFilter)", 0 },
 	{ "exclude-domain", OPT_EXCLUDE_DOMAIN, "N", 0, "Drop traces of this domain", 0 },
 	{ "format", OPT_FORMAT, "FORMAT", 0,
-	  "text (default: tracemalloc's output) or json (one JSON document per "
-	  "report, per line)", 0 },
+	  "text (default: tracemalloc's output), json (one JSON document per "
+	  "report, per line), folded (stacks and bytes, for flamegraph.pl) or "
+	  "flamegraph (a self-contained HTML page)", 0 },
 	{},
 };
 
@@ -124,8 +125,13 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 			c->format = REPORT_FORMAT_TEXT;
 		else if (!strcmp(arg, "json"))
 			c->format = REPORT_FORMAT_JSON;
+		else if (!strcmp(arg, "folded"))
+			c->format = REPORT_FORMAT_FOLDED;
+		else if (!strcmp(arg, "flamegraph"))
+			c->format = REPORT_FORMAT_FLAMEGRAPH;
 		else
-			argp_error(state, "unknown format '%s' (text or json)", arg);
+			argp_error(state, "unknown format '%s' (text, json, folded or flamegraph)",
+				   arg);
 		break;
 	case OPT_DOMAIN:
 	case OPT_EXCLUDE_DOMAIN:

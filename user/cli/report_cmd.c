@@ -117,6 +117,12 @@ int report__main(int argc, char **argv)
 		goto cleanup;
 	}
 	c.cli.opts.escape = isatty(STDOUT_FILENO);
+	if (c.old && report__format_is_graph(c.cli.format)) {
+		fprintf(stderr, "pytm-bpf report: --compare does not go with --format folded "
+			"or flamegraph\n");
+		ret = 2;
+		goto cleanup;
+	}
 
 	snap = load(c.file);
 	if (!snap)

@@ -49,7 +49,7 @@ void json__end_object(struct json *j) { close_(j, '}'); }
 void json__begin_array(struct json *j) { open_(j, '['); }
 void json__end_array(struct json *j) { close_(j, ']'); }
 
-void json__put_escaped(FILE *out, const char *str)
+static void put_escaped(FILE *out, const char *str, bool html)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t len = strlen(str), i = 0, n;
@@ -73,7 +73,9 @@ void json__put_escaped(FILE *out, const char *str)
 			case '\t': fputs("\\t", out); break;
 			case '\r': fputs("\\r", out); break;
 			default:
-				if (s[i] < 0x20 || s[i] == 0x7f)
+				/* In HTML, no "</script>" and no markup. */
+				if (s[i] < 0x20 || s[i] == 0x7f ||
+				    (html && (s[i] == '<' || s[i] == '>' || s[i] == '&')))
 					fprintf(out, "\\u%04x", s[i]);
 				else
 					fputc(s[i], out);
@@ -85,11 +87,16 @@ void json__put_escaped(FILE *out, const char *str)
 	}
 }
 
+void json__put_escaped(FILE *out, const char *str)
+{
+	put_escaped(out, str, false);
+}
+
 void json__name(struct json *j, const char *name)
 {
 	sep(j);
 	fputc('"', j->out);
-	json__put_escaped(j->out, name);
+	put_escaped(j->out, name, j->html);
 	fputs("\":", j->out);
 	j->named = true;
 }
@@ -102,7 +109,7 @@ void json__string(struct json *j, const char *s)
 	}
 	sep(j);
 	fputc('"', j->out);
-	json__put_escaped(j->out, s);
+	put_escaped(j->out, s, j->html);
 	fputc('"', j->out);
 }
 

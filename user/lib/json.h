@@ -23,6 +23,7 @@ struct json {
 	int depth;
 	bool first[JSON_MAX_DEPTH];	/* nothing written yet at this depth */
 	bool named;			/* a member name was just written */
+	bool html;			/* inside an HTML <script>: <, > and & escaped too */
 };
 
 void json__init(struct json *j, FILE *out);

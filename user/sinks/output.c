@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "flame.h"
 #include "output.h"
 #include "pprof.h"
+#include "report.h"
 #include "session.h"
 #include "snapshot.h"
 #include "tracee.h"
@@ -21,7 +23,18 @@ int output__parse_format(const char *s)
 		return OUTPUT_PICKLE;
 	if (!strcmp(s, "pprof"))
 		return OUTPUT_PPROF;
+	if (!strcmp(s, "flamegraph"))
+		return OUTPUT_FLAMEGRAPH;
+	if (!strcmp(s, "folded"))
+		return OUTPUT_FOLDED;
 	return -1;
+}
+
+/* The file name's ending for FORMAT. */
+static const char *suffix_of(enum output_format format)
+{
+	return format == OUTPUT_PPROF ? ".pb.gz" : format == OUTPUT_FLAMEGRAPH ? ".html" :
+	       format == OUTPUT_FOLDED ? ".folded" : ".pytm";
 }
 
 static bool ends_with(const char *s, const char *tail)
@@ -41,7 +54,9 @@ int output__init(struct output *o)
 	if (o->format == OUTPUT_AUTO)
 		/* A directory holds profiles unless told otherwise: it is for fleets. */
 		o->format = o->dir || ends_with(o->path, ".pb.gz") ||
-			    ends_with(o->path, ".pprof") ? OUTPUT_PPROF : OUTPUT_PICKLE;
+			    ends_with(o->path, ".pprof") ? OUTPUT_PPROF :
+			    ends_with(o->path, ".html") ? OUTPUT_FLAMEGRAPH :
+			    ends_with(o->path, ".folded") ? OUTPUT_FOLDED : OUTPUT_PICKLE;
 	return 0;
 }
 
@@ -135,7 +150,7 @@ static void prune(const char *dir, pid_t pid, const char *suffix, int keep)
  */
 static void sibling(char *out, size_t len, const char *path, const char *insert)
 {
-	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm" };
+	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm", ".html", ".folded" };
 	const char *base = strrchr(path, '/'), *ext = NULL;
 	size_t i, n = strlen(path);
 
@@ -151,14 +166,45 @@ static void sibling(char *out, size_t len, const char *path, const char *insert)
 	snprintf(out, len, "%.*s%s%s", (int)(ext - path), path, insert, ext);
 }
 
-/* Write SNAP as O's format to PATH. */
+/*
+ * A flame graph of SNAP (the whole set: -o files are snapshots, unfiltered
+ * like the pickle), written next to PATH and renamed to it when complete.
+ */
+static int write_flame(const char *path, const struct tracee *tr, const struct snapshot *snap,
+		       enum output_format format, bool peak)
+{
+	struct report_opts ro = { 0 };
+	char tmp[4200], title[512];
+	FILE *f;
+	int err;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		return -errno;
+	snprintf(title, sizeof(title), "%s of pid %d (%s), CPython %s",
+		 peak ? "Peak live memory" : "Live memory", tr->pid, tr->cmdline, tr->version);
+	err = format == OUTPUT_FOLDED ? flame__write_folded(f, snap, &ro, NULL)
+				      : flame__write_html(f, snap, &ro, title);
+	if (fclose(f) && !err)
+		err = -errno;
+	if (!err && rename(tmp, path))
+		err = -errno;
+	if (err)
+		unlink(tmp);
+	return err;
+}
+
+/* Write SNAP as O's format to PATH (PEAK: the set at the peak). */
 static int write_to(const struct output *o, struct session *s, struct tracee *tr,
-		    const struct snapshot *snap, const char *path)
+		    const struct snapshot *snap, const char *path, bool peak)
 {
 	int err;
 
 	if (o->format == OUTPUT_PPROF)
 		err = write_pprof(path, s, tr, snap, o->frames);
+	else if (o->format == OUTPUT_FLAMEGRAPH || o->format == OUTPUT_FOLDED)
+		err = write_flame(path, tr, snap, o->format, peak);
 	else
 		err = snapshot__write(snap, path, o->pickle ?: tr->pickle);
 	if (err)
@@ -169,7 +215,7 @@ static int write_to(const struct output *o, struct session *s, struct tracee *tr
 int output__write_peak(const struct output *o, struct session *s, struct tracee *tr,
 		       const struct snapshot *snap)
 {
-	const char *suffix = o->format == OUTPUT_PPROF ? ".pb.gz" : ".pytm";
+	const char *suffix = suffix_of(o->format);
 	char path[4096], insert[32];
 
 	if (!o->path)
@@ -184,13 +230,13 @@ int output__write_peak(const struct output *o, struct session *s, struct tracee 
 			snprintf(insert, sizeof(insert), ".peak");
 		sibling(path, sizeof(path), o->path, insert);
 	}
-	return write_to(o, s, tr, snap, path);
+	return write_to(o, s, tr, snap, path, true);
 }
 
 int output__write(const struct output *o, struct session *s, struct tracee *tr,
 		  const struct snapshot *snap, bool final)
 {
-	const char *suffix = o->format == OUTPUT_PPROF ? ".pb.gz" : ".pytm";
+	const char *suffix = suffix_of(o->format);
 	char path[4096], stamp[32];
 	struct timespec ts;
 	struct tm tm;
@@ -213,7 +259,7 @@ int output__write(const struct output *o, struct session *s, struct tracee *tr,
 	} else {
 		snprintf(path, sizeof(path), "%s", o->path);
 	}
-	err = write_to(o, s, tr, snap, path);
+	err = write_to(o, s, tr, snap, path, false);
 	if (err)
 		return err;
 	if (o->dir && o->keep > 0)

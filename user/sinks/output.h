@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * -o: where snapshots go as files. A file (tracemalloc's pickle, or a pprof
- * profile chosen by its name or --output-format), or a directory (-o DIR/):
+ * -o: where snapshots go as files. A file (tracemalloc's pickle, a pprof
+ * profile, a flame graph page or folded stacks, chosen by its name or
+ * --output-format), or a directory (-o DIR/):
  * one file per process and report, named by pid and time, the oldest
  * removed beyond --keep.
  */
@@ -18,6 +19,8 @@ enum output_format {
 	OUTPUT_AUTO,			/* by the name: .pb.gz, .pprof -> pprof */
 	OUTPUT_PICKLE,
 	OUTPUT_PPROF,
+	OUTPUT_FLAMEGRAPH,		/* .html: the flame graph page (flame.h) */
+	OUTPUT_FOLDED,			/* .folded: folded stacks, bytes */
 };
 
 struct output {
@@ -29,7 +32,7 @@ struct output {
 	int frames;
 };
 
-/* Parse "pickle" / "pprof"; -1 if neither. */
+/* Parse "pickle", "pprof", "flamegraph" or "folded"; -1 if none. */
 int output__parse_format(const char *s);
 /* Fill in dir from path (a trailing '/', or an existing directory) and the format. */
 int output__init(struct output *o);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
 #include <time.h>
+#include "flame.h"
 #include "json.h"
 #include "sink.h"
 #include "snapshot.h"
@@ -104,11 +105,42 @@ static int json_report(FILE *out, const struct sink_report *r,
 	return ferror(out) ? -EIO : 0;
 }
 
+/* What a flame graph is of: "pid N (command), CPython V" or the file's name. */
+static void flame_title(char *buf, size_t len, const struct sink_report *r)
+{
+	if (r->tr)
+		snprintf(buf, len, "%s of pid %d (%s), CPython %s",
+			 r->peak_at ? "Peak live memory" : "Live memory", r->tr->pid,
+			 r->tr->cmdline, r->tr->version);
+	else
+		snprintf(buf, len, "Live memory of %s", r->file ? r->file : "a snapshot");
+}
+
+static int flame_report(FILE *out, enum report_format format, const struct sink_report *r)
+{
+	char title[512], root[32];
+
+	if (format == REPORT_FORMAT_FOLDED) {
+		/* Several processes in one stream: each under a frame of its own. */
+		if (r->tr && r->header)
+			snprintf(root, sizeof(root), "pid %d", r->tr->pid);
+		return flame__write_folded(out, r->snap, r->o, r->tr && r->header ? root : NULL);
+	}
+	flame_title(title, sizeof(title), r);
+	return flame__write_html(out, r->snap, r->o, title);
+}
+
 int sink__report(FILE *out, enum report_format format, const struct sink_report *r)
 {
 	struct report_stats *st;
 	int err;
 
+	if (report__format_is_graph(format)) {
+		err = flame_report(out, format, r);
+		if (!err && fflush(out))
+			err = -errno;
+		return err;
+	}
 	err = report__stats(r->snap, r->old, r->o, &st);
 	if (err)
 		return err;
@@ -144,6 +176,8 @@ void sink__summary(FILE *out, enum report_format format,
 	struct json j;
 	int i;
 
+	if (report__format_is_graph(format))
+		return;		/* the graphs are the whole output */
 	if (format == REPORT_FORMAT_JSON) {
 		json__init(&j, out);
 		json_begin(&j, "summary");

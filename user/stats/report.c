@@ -776,6 +776,23 @@ static int filters__keep(struct filters *fs, unsigned int domain,
 	return 0;
 }
 
+int report__filter_mask(const struct snapshot *s, const struct report_opts *o, bool *keep)
+{
+	const struct pytm_trace *t = snapshot__traces(s);
+	size_t i, n = snapshot__count(s);
+	struct filters fs;
+	int err;
+
+	err = filters__init(&fs, o);
+	for (i = 0; !err && i < n; i++) {
+		keep[i] = true;
+		if (fs.n)
+			err = filters__keep(&fs, t[i].domain, t[i].tb, &keep[i]);
+	}
+	filters__free(&fs);
+	return err;
+}
+
 /* ---------------- grouping ---------------- */
 
 /*
@@ -1058,8 +1075,7 @@ static int diff_cmp(const void *pa, const void *pb)
 
 /* ---------------- printing ---------------- */
 
-/* Untrusted text for a terminal: controls and non-UTF-8 bytes as \xNN. */
-static void put_escaped(FILE *out, const char *str)
+void report__put_escaped(FILE *out, const char *str, const char *also)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t len = strlen(str), i = 0, n;
@@ -1068,7 +1084,7 @@ static void put_escaped(FILE *out, const char *str)
 	while (i < len) {
 		n = utf8_seq(s + i, len - i, &cp);
 		/* Printable ASCII, or a character past the C1 controls, no surrogate. */
-		if (n == 1 ? cp >= 0x20 && cp < 0x7f && cp != '\\' :
+		if (n == 1 ? cp >= 0x20 && cp < 0x7f && cp != '\\' && !(also && strchr(also, cp)) :
 		    n > 1 && cp >= 0xa0 && (cp < 0xd800 || cp > 0xdfff)) {
 			fwrite(s + i, 1, n, out);
 			i += n;
@@ -1085,7 +1101,7 @@ static void put_traceback(FILE *out, const struct gkey *k, bool escape)
 	const struct pytm_frame_info *fr = &k->frames[k->n - 1];
 
 	if (escape)
-		put_escaped(out, fr->filename);
+		report__put_escaped(out, fr->filename, NULL);
 	else
 		fputs(fr->filename, out);
 	fprintf(out, ":%u", key_lineno(k, k->n - 1));

@@ -77,6 +77,11 @@ struct json;
 int report__stats(const struct snapshot *snap, const struct snapshot *old,
 		  const struct report_opts *o, struct report_stats **out);
 void report__stats_free(struct report_stats *st);	/* safe on NULL */
+/*
+ * KEEP[i] for each trace i of S: whether snapshot.filter_traces(O's
+ * filters) keeps it. 0, -ENOMEM or -EINVAL (a bad pattern).
+ */
+int report__filter_mask(const struct snapshot *s, const struct report_opts *o, bool *keep);
 size_t report__stats_count(const struct report_stats *st);
 /* Statistic I (in report order): its size, count and most recent frame. */
 struct report_stat {
@@ -96,6 +101,12 @@ void report__json_stats(struct json *j, const struct report_stats *st,
 			const struct report_opts *o);
 /* tracemalloc._format_size(size, sign) */
 void report__format_size(char *buf, size_t len, double size, bool sign);
+/*
+ * Untrusted text (a target's file or function name) for a terminal or a
+ * line-based format: control characters, bytes that are not UTF-8, a
+ * backslash and the ASCII characters of ALSO (may be NULL) as \xNN.
+ */
+void report__put_escaped(FILE *out, const char *str, const char *also);
 
 /*
  * Fill F from "PATTERN[:LINENO]" (the part after the last ':' is a line
@@ -129,7 +140,15 @@ struct report_spec {
 enum report_format {
 	REPORT_FORMAT_TEXT = 0,		/* tracemalloc's own output */
 	REPORT_FORMAT_JSON,		/* one JSON document per report */
+	REPORT_FORMAT_FOLDED,		/* folded stacks, bytes (user/sinks/flame.c) */
+	REPORT_FORMAT_FLAMEGRAPH,	/* a self-contained HTML flame graph */
 };
+
+/* Folded stacks or a flame graph: a picture of one snapshot, no differences. */
+static inline bool report__format_is_graph(enum report_format f)
+{
+	return f == REPORT_FORMAT_FOLDED || f == REPORT_FORMAT_FLAMEGRAPH;
+}
 
 /* What the shared report options (report__cli_argp) fill in. */
 struct report_cli {
