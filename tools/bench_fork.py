@@ -136,19 +136,28 @@ MODES = ["untraced", "no-follow", "no-follow sampled", "followed", "followed sam
 SAMPLE = 65536
 
 
-def one(python, mode, n, pytm):
-    tgt = subprocess.Popen([python, os.path.abspath(__file__), "--child", str(n)],
+def target(python, how, n):
+    """This file as the target (HOW: --child or --paired): (Popen, its lines)."""
+    tgt = subprocess.Popen([python, os.path.abspath(__file__), how, str(n)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            env=target_env())
+    return tgt, Lines(tgt.stdout)
+
+
+def trace(pytm, pid, follow, sampled):
+    """pytm-bpf on PID, tracing: (Popen, stdout, stderr, line)."""
+    return start_tracer([pytm, "-p", str(pid)] + ([] if follow else ["--no-follow-forks"]) +
+                        (["--sample", str(SAMPLE)] if sampled else []), 120)
+
+
+def one(python, mode, n, pytm):
+    tgt, out = target(python, "--child", n)
     tracer = None
     try:
-        out = Lines(tgt.stdout)
         pid = int(out.wait_for("ready", 60).split()[1])
         if mode != "untraced":
-            cmd = [pytm, "-p", str(pid)] + (
-                ["--no-follow-forks"] if mode.startswith("no-follow") else []) + (
-                ["--sample", str(SAMPLE)] if mode.endswith("sampled") else [])
-            tracer, tout, terr, _ = start_tracer(cmd, 120)
+            tracer, tout, terr, _ = trace(pytm, pid, not mode.startswith("no-follow"),
+                                          mode.endswith("sampled"))
         tgt.stdin.write(b"go\n")
         tgt.stdin.flush()
         line = out.wait_for("child ", 600).split()
@@ -170,19 +179,14 @@ def paired(python, sampled, n, turns, pytm, follow=False):
     """Child B (forked while traced, not followed unless FOLLOW) against
     child A (forked before the attach), turn by turn: (sum B / sum A,
     median of B/A)."""
-    tgt = subprocess.Popen([python, os.path.abspath(__file__), "--paired", str(n)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           env=target_env())
+    tgt, out = target(python, "--paired", n)
     tracer = None
     try:
-        out = Lines(tgt.stdout)
         pid = int(out.wait_for("ready", 60).split()[1])
         tgt.stdin.write(b"fork-a\n")
         tgt.stdin.flush()
         out.wait_for("a", 60)
-        cmd = [pytm, "-p", str(pid)] + ([] if follow else ["--no-follow-forks"]) + (
-            ["--sample", str(SAMPLE)] if sampled else [])
-        tracer, tout, terr, _ = start_tracer(cmd, 120)
+        tracer, tout, terr, _ = trace(pytm, pid, follow, sampled)
         tgt.stdin.write(b"fork-b\nrun %d\n" % turns)
         tgt.stdin.flush()
         out.wait_for("b", 60)

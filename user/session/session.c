@@ -227,23 +227,34 @@ void session__forget(struct session *s, struct tracee *tr)
 }
 
 /*
- * Did forked child TR exec since? Its interpreter is its parent's, at the
- * same place, or it is another program.
+ * Did forked child TR exec since? BPF knows: it registered the child at
+ * its fork and marks an exec (handle_exec) as it happens. Without that
+ * entry, by the mappings: its interpreter's is its parent's, at the same
+ * place, or it is another program. (The mappings alone mislead for a
+ * child that is exiting: read in chunks while the kernel tears them down,
+ * they can come out partial.)
  */
-static bool replaced(struct tracee *tr)
+static bool replaced(struct session *s, struct tracee *tr)
 {
 	uint64_t text = 0;
 	const struct mapping *m;
+	struct pytm_proc p;
 	int i;
 
+	if (tr->execed)
+		return true;
+	if (!tracee__stats(tr, s->skel, &p))
+		return p.execed;
+	/* Mappings read empty: it is exiting, and stays to be reported. */
+	if (!tr->t.nmaps)
+		return false;
 	/* The interpreter's code, where it was in the parent. */
 	for (i = 0; i < tr->t.nmaps && !text; i++)
 		if (tr->t.maps[i].exec && tr->t.maps[i].path &&
 		    !strcmp(tr->t.maps[i].path, tr->t.pymod))
 			text = tr->t.maps[i].start;
-	if (tr->execed || !text)
+	if (!text)
 		return true;
-	/* Unreadable, or no mappings left: it is exiting, and stays to be reported. */
 	if (target__refresh_maps(&tr->t) || !tr->t.nmaps)
 		return false;
 	m = target__mapping(&tr->t, text);
@@ -263,18 +274,20 @@ static int adopt(struct session *s, struct tracee *tr, bool quiet)
 	inherit(s, tr);
 	if (tracee__gone(tr))
 		return 0;
-	if (replaced(tr) && !tracee__gone(tr)) {
+	if (replaced(s, tr) && !tracee__gone(tr)) {
 		vlog("process %d exec'd before it could be attached", tr->pid);
 		discard(s, tr);
 		return -ENOEXEC;
 	}
+	/* Its own mappings now, not its parent's at the fork (the attach reads them). */
+	target__refresh_maps(&tr->t);
 	error__quiet(quiet);
 	err = tracee__attach(tr, s->skel, &s->o.topts);
 	error__quiet(false);
 	if (!err || tracee__gone(tr))
 		return 0;
 	s->counts.attach_failed++;
-	if (replaced(tr) && !tracee__gone(tr)) {
+	if (replaced(s, tr) && !tracee__gone(tr)) {
 		discard(s, tr);
 		return err;
 	}
