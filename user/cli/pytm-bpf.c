@@ -28,6 +28,7 @@
 #include "output.h"
 #include "page.h"
 #include "report.h"
+#include "series.h"
 #include "session.h"
 #include "sink.h"
 #include "snapshot.h"
@@ -50,6 +51,7 @@ static struct env {
 	bool compare;			/* --compare: reports as differences */
 	const char *compare_file;	/* --compare=FILE: from this snapshot */
 	bool reset_peak;		/* --reset-peak after each interval */
+	unsigned int leaks;		/* --leaks: intervals judged; 0 off */
 	struct output out;		/* -o, --output-format, --keep */
 	int pickle;			/* --pickle-version: 38 or 39; 0 = the target's */
 	const char *serve;		/* --serve [ADDR:]PORT */
@@ -146,6 +148,7 @@ enum {
 	OPT_KEEP,
 	OPT_NO_FOLLOW_FORKS,
 	OPT_PEAK,
+	OPT_LEAKS,
 };
 
 static const struct argp_option opts[] = {
@@ -164,6 +167,9 @@ static const struct argp_option opts[] = {
 	{ "compare", OPT_COMPARE, "FILE", OPTION_ARG_OPTIONAL,
 	  "Print differences: from the first report, or from the snapshot FILE "
 	  "(--compare=FILE)", 0 },
+	{ "leaks", OPT_LEAKS, "N", OPTION_ARG_OPTIONAL,
+	  "With --interval: rank the lines that grew steadily over the last N "
+	  "intervals (--leaks=N, default 10), with their oldest blocks' age", 0 },
 	{ "reset-peak", OPT_RESET_PEAK, NULL, 0,
 	  "Reset the peak after each --interval report (tracemalloc.reset_peak())", 0 },
 	{ "output", 'o', "FILE", 0,
@@ -305,6 +311,14 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case OPT_RESET_PEAK:
 		env.reset_peak = true;
 		break;
+	case OPT_LEAKS:
+		env.leaks = SERIES_WINDOW;
+		if (arg && parse_num(arg, SERIES_LEAK_MIN, SERIES_WINDOW_MAX, &v))
+			argp_error(state, "invalid --leaks: %s (intervals, %d to %d)", arg,
+				   SERIES_LEAK_MIN, SERIES_WINDOW_MAX);
+		if (arg)
+			env.leaks = v;
+		break;
 	case 'o':
 		env.out.path = arg;
 		break;
@@ -405,6 +419,10 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--serve and --control exclude each other");
 		if (env.sample < 0)
 			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
+		if (env.leaks && !env.interval)
+			argp_error(state, "--leaks needs --interval (growth is judged per interval)");
+		if (env.leaks && env.compare)
+			argp_error(state, "--leaks and --compare exclude each other");
 		if (env.sample && env.no_inject)
 			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
 		/* Last: the only check that changes something (makes DIR/). */
@@ -439,6 +457,7 @@ static struct state {
 	struct snapshot *compare_base;	/* --compare=FILE */
 	struct http *http;		/* --serve */
 	struct control ctl;		/* --control */
+	struct series *series;		/* --leaks: each line's size, round by round */
 } st;
 
 /* Sleep until the next round, or until a --control command arrives. */
@@ -495,8 +514,23 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 		return err;
 	}
 	base = env.compare_file ? st.compare_base : tr->baseline;
-	/* Under --control, stdout carries only the replies. */
-	if (!env.control) {
+	if (st.series) {
+		/* An exited process is ranked on the rounds it had. */
+		if (!exited)
+			err = series__add(st.series, s, &env.cli.opts, tr->pid);
+		if (!err && !env.control) {
+			struct sink_leaks r = {
+				.se = st.series, .o = &env.cli.opts, .tr = tr, .skel = st.s->skel,
+				.interval = env.interval, .header = header, .final = final,
+				.exited = exited,
+			};
+
+			err = sink__leaks(stdout, env.cli.format, &r);
+		}
+		if (err)
+			warn("cannot rank the growth of process %d: %s", tr->pid, strerror(-err));
+	} else if (!env.control) {
+		/* Under --control, stdout carries only the replies. */
 		struct sink_report r = {
 			.snap = s,
 			.old = env.compare ? base : NULL,
@@ -674,12 +708,16 @@ static bool round_(bool single, double start, double *next_report)
 	if (env.interval && mono_now() >= *next_report) {
 		if (!env.control)
 			sink__round(stdout, env.cli.format);
+		if (st.series)
+			series__begin(st.series, mono_now());
 		for (i = 0; i < st.s->ntracees; i++) {
 			if (st.s->tracees[i].registered)
 				report_tracee(&st.s->tracees[i], false, several(single), false);
 			if (!env.control)
 				sink__gap(stdout, env.cli.format);
 		}
+		if (st.series)
+			series__end(st.series);
 		*next_report += env.interval;
 	}
 	return stop;
@@ -708,9 +746,9 @@ int main(int argc, char **argv)
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
 	if (err)
 		return 2;
-	if (env.compare && report__format_is_graph(env.cli.format)) {
-		fprintf(stderr, "pytm-bpf: --compare does not go with --format folded or "
-			"flamegraph\n");
+	if ((env.compare || env.leaks) && report__format_is_graph(env.cli.format)) {
+		fprintf(stderr, "pytm-bpf: --%s does not go with --format folded or "
+			"flamegraph\n", env.compare ? "compare" : "leaks");
 		return 2;
 	}
 	pytm_verbose = env.verbose;
@@ -745,6 +783,10 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	if (env.leaks && !(st.series = series__new(env.leaks))) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
 	if (env.compare_file && snapshot__load(env.compare_file, &st.compare_base)) {
 		warn("%s: %s", env.compare_file, error__last());
 		err = -EINVAL;
@@ -811,6 +853,8 @@ int main(int argc, char **argv)
 	pthread_mutex_lock(&st.s->front);
 	session__settle(st.s);
 	err = 0;
+	if (st.series)
+		series__begin(st.series, mono_now());
 	for (i = 0; i < st.s->ntracees; i++) {
 		if (!st.s->tracees[i].registered)
 			continue;
@@ -831,6 +875,7 @@ cleanup:
 	http__stop(st.http);
 	session__close(st.s);
 	snapshot__free(st.compare_base);
+	series__free(st.series);
 	report__cli_free(&env.cli);
 	return err ? 1 : 0;
 }

@@ -331,6 +331,12 @@ int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
 int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t size,
 			   uint64_t count, const struct pytm_traceback *tb)
 {
+	return snapshot__add_block(s, domain, size, count, 0, tb);
+}
+
+int snapshot__add_block(struct snapshot *s, unsigned int domain, uint64_t size,
+			uint64_t count, uint64_t born, const struct pytm_traceback *tb)
+{
 	struct pytm_trace *t;
 
 	if (!s || !tb || !owns_tb(s, tb))
@@ -351,6 +357,7 @@ int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t siz
 	t->size = size;
 	t->count = count;
 	t->tb = tb;
+	t->born = born;
 	return 0;
 }
 

@@ -36,6 +36,12 @@ struct pytm_trace {
 	uint64_t count;			/* blocks it stands for: 1, or when
 					 * sampled an unbiased integer estimate */
 	const struct pytm_traceback *tb; /* interned in the snapshot */
+	/*
+	 * Not in tracemalloc's model: when the block was allocated
+	 * (CLOCK_MONOTONIC ns, as bpf_ktime_get_ns), for leak ages; 0 unknown
+	 * (a pickle, an estimate of many blocks).
+	 */
+	uint64_t born;
 };
 
 /* Pickle layouts: what Snapshot.load() of a Python version accepts. */
@@ -63,6 +69,9 @@ int snapshot__add(struct snapshot *s, unsigned int domain, uint64_t size,
  */
 int snapshot__add_estimate(struct snapshot *s, unsigned int domain, uint64_t size,
 			   uint64_t count, const struct pytm_traceback *tb);
+/* The same, with the block's allocation time (pytm_trace.born). */
+int snapshot__add_block(struct snapshot *s, unsigned int domain, uint64_t size,
+			uint64_t count, uint64_t born, const struct pytm_traceback *tb);
 int snapshot__traceback_limit(const struct snapshot *s);
 size_t snapshot__count(const struct snapshot *s);
 /* The sum of its traces' sizes. */

@@ -140,8 +140,8 @@ static int add_block(struct snapshot *s, struct tb_ctx *c, int stacks_fd,
 	const struct pytm_traceback *tb;
 
 	tb = traceback_of(c, stacks_fd, b->stack_id, s, r, frames);
-	if (!tb || snapshot__add_estimate(s, key->domain & PYTM_DOMAIN_MASK, b->weight,
-					  blocks_of(key, b), tb))
+	if (!tb || snapshot__add_block(s, key->domain & PYTM_DOMAIN_MASK, b->weight,
+				       blocks_of(key, b), b->born, tb))
 		return -ENOMEM;
 	return 0;
 }

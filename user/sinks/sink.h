@@ -37,6 +37,21 @@ struct sink_report {
 /* Print report R on OUT in FORMAT. 0 or a negative errno. */
 int sink__report(FILE *out, enum report_format format, const struct sink_report *r);
 
+/*
+ * --leaks: the lines of sustained growth of one process (user/sinks/leaks.c),
+ * in place of its report.
+ */
+struct series;
+struct sink_leaks {
+	struct series *se;
+	const struct report_opts *o;	/* key, top */
+	const struct tracee *tr;
+	struct pytm_bpf *skel;
+	double interval;		/* seconds between rounds */
+	bool header, final, exited;	/* as in sink_report */
+};
+int sink__leaks(FILE *out, enum report_format format, const struct sink_leaks *r);
+
 /* Text only: the time stamp line that begins an --interval round. */
 void sink__round(FILE *out, enum report_format format);
 /* Text only: the blank line between reports. */

@@ -812,6 +812,7 @@ struct group {
 	uint64_t count;
 	s128 size_diff;			/* compare_to */
 	int64_t count_diff;
+	uint64_t born;			/* its oldest block's allocation time; 0 unknown */
 	bool matched;
 };
 
@@ -903,11 +904,15 @@ static struct group *groups__find(const struct groups *g,
 	return NULL;
 }
 
-/* Append a zeroed element to the array *V of *N (capacity *CAP). */
+/* The older of two allocation times, 0 being unknown. */
+static uint64_t born_min(uint64_t a, uint64_t b)
+{
+	return !a ? b : !b ? a : a < b ? a : b;
+}
 
 /* stats[traceback] += (size, count) */
 static int groups__add(struct groups *g, const struct gkey *k, u128 size,
-		       uint64_t count)
+		       uint64_t count, uint64_t born)
 {
 	uint64_t h = key_hash(g->seed, k);
 	struct group *x = groups__find(g, k, h);
@@ -915,6 +920,7 @@ static int groups__add(struct groups *g, const struct gkey *k, u128 size,
 	if (x) {
 		x->size += size;
 		x->count += count;
+		x->born = born_min(x->born, born);
 		return 0;
 	}
 	x = array__push((void **)&g->v, &g->n, &g->cap, sizeof(*x));
@@ -924,6 +930,7 @@ static int groups__add(struct groups *g, const struct gkey *k, u128 size,
 	x->hash = h;
 	x->size = size;
 	x->count = count;
+	x->born = born;
 	return 0;
 }
 
@@ -933,6 +940,7 @@ struct entry {
 	unsigned int domain;
 	u128 size;
 	uint64_t count;
+	uint64_t born;
 };
 
 struct entries {
@@ -968,6 +976,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 		if (x) {
 			x->size += t[i].size;
 			x->count += t[i].count;
+			x->born = born_min(x->born, t[i].born);
 			continue;
 		}
 		x = array__push((void **)&e->v, &e->n, &e->cap, sizeof(*x));
@@ -977,6 +986,7 @@ static int entries__build(struct entries *e, const struct snapshot *s)
 		x->domain = t[i].domain;
 		x->size = t[i].size;
 		x->count = t[i].count;
+		x->born = t[i].born;
 	}
 	return 0;
 }
@@ -1016,7 +1026,7 @@ static int group_by(struct groups *g, const struct snapshot *s,
 			k.frames = x->tb->frames;
 			k.n = o->key == REPORT_KEY_TRACEBACK ? x->tb->nframe : 1;
 			k.zero_lineno = o->key == REPORT_KEY_FILENAME;
-			err = groups__add(g, &k, x->size, x->count);
+			err = groups__add(g, &k, x->size, x->count, x->born);
 			if (err)
 				goto cleanup;
 			continue;
@@ -1026,7 +1036,7 @@ static int group_by(struct groups *g, const struct snapshot *s,
 			k.frames = &x->tb->frames[f];
 			k.n = 1;
 			k.zero_lineno = o->key == REPORT_KEY_FILENAME;
-			err = groups__add(g, &k, x->size, x->count);
+			err = groups__add(g, &k, x->size, x->count, x->born);
 			if (err)
 				goto cleanup;
 		}
@@ -1327,6 +1337,9 @@ int report__stats_get(const struct report_stats *st, size_t i, struct report_sta
 	out->count = g->count;
 	out->filename = g->key.n ? g->key.frames[0].filename : NULL;
 	out->lineno = g->key.n ? key_lineno(&g->key, 0) : 0;
+	out->born = g->born;
+	out->frames = g->key.frames;
+	out->nframe = g->key.n;
 	return 0;
 }
 

@@ -83,11 +83,19 @@ void report__stats_free(struct report_stats *st);	/* safe on NULL */
  */
 int report__filter_mask(const struct snapshot *s, const struct report_opts *o, bool *keep);
 size_t report__stats_count(const struct report_stats *st);
-/* Statistic I (in report order): its size, count and most recent frame. */
+/* Statistic I (in report order): its size, count, key and oldest block. */
 struct report_stat {
 	uint64_t size, count;
 	const char *filename;		/* NULL: no frame */
 	unsigned int lineno;		/* 0 with the filename key */
+	uint64_t born;			/* its oldest block's pytm_trace.born; 0 unknown */
+	/*
+	 * Its key: NFRAME frames, most recent first (one but with the
+	 * traceback key), in the snapshot; their line numbers are the
+	 * trace's even with the filename key (LINENO above is 0).
+	 */
+	const struct pytm_frame_info *frames;
+	unsigned int nframe;
 };
 int report__stats_get(const struct report_stats *st, size_t i, struct report_stat *out);
 /* The text block, as report__print_top / report__print_diff print it. */
