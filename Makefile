@@ -22,7 +22,7 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
 	binutils pkg-config python3 python3-pytest python3-numpy util-linux procps \
-	libmicrohttpd-dev prometheus golang-go chromium
+	libmicrohttpd-dev prometheus golang-go chromium libncurses-dev tmux
 
 LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
@@ -32,7 +32,8 @@ USER_DIRS := $(sort $(dir $(wildcard user/*/*.c user/*/*.h)))
 CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror -std=gnu11 \
 	  -I$(OUTPUT) -Ibpf -Ipage $(addprefix -iquote ,$(USER_DIRS)) $(LIBBPF_CFLAGS)
 MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
-LDLIBS += $(LIBBPF_LIBS) $(MHD_LIBS) -lelf -lz -lpthread -lm
+NCURSES_LIBS := $(shell pkg-config --libs ncursesw 2>/dev/null || echo -lncursesw -ltinfo)
+LDLIBS += $(LIBBPF_LIBS) $(MHD_LIBS) $(NCURSES_LIBS) -lelf -lz -lpthread -lm
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	      -Wall -Werror -I$(OUTPUT) -Ibpf
 

@@ -32,6 +32,7 @@
 #include "session.h"
 #include "sink.h"
 #include "snapshot.h"
+#include "top.h"
 #include "tracee.h"
 #include "util.h"
 
@@ -51,6 +52,7 @@ static struct env {
 	bool compare;			/* --compare: reports as differences */
 	const char *compare_file;	/* --compare=FILE: from this snapshot */
 	bool reset_peak;		/* --reset-peak after each interval */
+	bool top;			/* pytm-bpf top: the full-screen view */
 	unsigned int leaks;		/* --leaks: intervals judged; 0 off */
 	struct output out;		/* -o, --output-format, --keep */
 	int pickle;			/* --pickle-version: 38 or 39; 0 = the target's */
@@ -95,6 +97,7 @@ static const char doc[] =
 "\n"
 "USAGE: pytm-bpf -p PID [-p PID...] [--frames N] [--duration S] [--interval S] [-o FILE]\n"
 "       pytm-bpf --all [--max-procs N] [--duration S] [--interval S]\n"
+"       pytm-bpf top -p PID | --all [--interval S] [--key KEY] [--frames N]\n"
 "       pytm-bpf report FILE [--compare OLD] [--key KEY] ...\n"
 "\n"
 "EXAMPLES:\n"
@@ -104,6 +107,9 @@ static const char doc[] =
 "                                     # 30 s, then a tracemalloc snapshot file\n"
 "    pytm-bpf -p 1234 --interval 10 --key filename\n"
 "                                     # a report every 10 s, by file\n"
+"    pytm-bpf top -p 1234 --frames 10 # a live view: top lines, growth, tracebacks\n"
+"    pytm-bpf -p 1234 --interval 60 --leaks\n"
+"                                     # rank lines that grow steadily (leaks)\n"
 "    pytm-bpf -p 1234 --peak -o heap.pytm\n"
 "                                     # also heap.peak.pytm: the set at the peak\n"
 "    pytm-bpf -p 1234 --sample 512k   # production: sample by bytes, ~1 sample\n"
@@ -419,6 +425,12 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--serve and --control exclude each other");
 		if (env.sample < 0)
 			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
+		if (env.top && (env.control || env.compare || env.leaks || env.peak ||
+				env.cli.format != REPORT_FORMAT_TEXT))
+			argp_error(state, "top is a view of its own: not with --control, --compare, "
+				   "--leaks, --peak or --format");
+		if (env.top && !env.interval)
+			env.interval = 1;
 		if (env.leaks && !env.interval)
 			argp_error(state, "--leaks needs --interval (growth is judged per interval)");
 		if (env.leaks && env.compare)
@@ -458,6 +470,7 @@ static struct state {
 	struct http *http;		/* --serve */
 	struct control ctl;		/* --control */
 	struct series *series;		/* --leaks: each line's size, round by round */
+	struct top *top;		/* pytm-bpf top */
 } st;
 
 /* Sleep until the next round, or until a --control command arrives. */
@@ -465,7 +478,8 @@ static void wait_a_moment(void)
 {
 	struct pollfd pfd = { .fd = 0, .events = POLLIN };
 
-	poll(&pfd, env.control ? 1 : 0, 100);
+	/* Keys of the top view wake it at once, as commands do. */
+	poll(&pfd, env.control || top__fd(st.top) >= 0 ? 1 : 0, 100);
 }
 
 /* --peak: the set at the peak, after a process's last report, and its file. */
@@ -529,8 +543,8 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 		}
 		if (err)
 			warn("cannot rank the growth of process %d: %s", tr->pid, strerror(-err));
-	} else if (!env.control) {
-		/* Under --control, stdout carries only the replies. */
+	} else if (!env.control && !env.top) {
+		/* Under --control, stdout carries only the replies; top, its view. */
 		struct sink_report r = {
 			.snap = s,
 			.old = env.compare ? base : NULL,
@@ -548,7 +562,7 @@ static int report_tracee(struct tracee *tr, bool final, bool header, bool exited
 			warn("cannot print the report of process %d: %s", tr->pid,
 			     strerror(-err));
 	}
-	if (env.out.path) {
+	if (env.out.path && !env.top) {
 		/* A forked child that ended has had its final report. */
 		int werr = output__write(&env.out, st.s, tr, s, final || exited);
 
@@ -705,6 +719,8 @@ static bool round_(bool single, double start, double *next_report)
 		return true;
 	if (env.control)
 		control__poll(&st.ctl, &stop);
+	if (st.top)
+		return stop || top__round(st.top);
 	if (env.interval && mono_now() >= *next_report) {
 		if (!env.control)
 			sink__round(stdout, env.cli.format);
@@ -740,6 +756,11 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "report"))
 		return report__main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "top")) {
+		env.top = true;
+		argc--;
+		argv++;
+	}
 	argp_err_exit_status = 2;
 	/* Messages say "pytm-bpf:", however the tool was started. */
 	argv[0] = "pytm-bpf";
@@ -836,6 +857,18 @@ int main(int argc, char **argv)
 	if (st.http)
 		fprintf(stderr, "pytm-bpf: serving %s/metrics, /debug/pprof/heap, /snapshot?pid=N\n",
 			http__url(st.http));
+	if (env.top) {
+		struct top_opts to = {
+			.interval = env.interval, .frames = env.frames, .ro = &env.cli.opts,
+			.out = &env.out, .pickle = env.pickle,
+		};
+
+		err = top__open(&st.top, st.s, &to);
+		if (err) {
+			warn("%s", error__last()[0] ? error__last() : strerror(-err));
+			goto cleanup;
+		}
+	}
 	pthread_mutex_unlock(&st.s->front);
 	front_held = false;
 
@@ -849,6 +882,11 @@ int main(int argc, char **argv)
 		stop = round_(single, start, &next_report);
 		pthread_mutex_unlock(&st.s->front);
 	}
+	/* The view leaves the terminal first: what follows is plain text. */
+	top__close(st.top);
+	st.top = NULL;
+	if (env.top)
+		goto cleanup;
 	/* Report first (events still flow, code objects are still read)... */
 	pthread_mutex_lock(&st.s->front);
 	session__settle(st.s);
@@ -871,6 +909,7 @@ int main(int argc, char **argv)
 cleanup:
 	if (front_held)
 		pthread_mutex_unlock(&st.s->front);
+	top__close(st.top);
 	/* ...then stop serving and reading events, and take the probes out. */
 	http__stop(st.http);
 	session__close(st.s);
