@@ -92,10 +92,21 @@ def test_no_target_with_options():
 
 
 @pytest.mark.parametrize("args", [["-p", "abc"], ["--key", "nosuchkey"],
-                                  ["--bogus-option"]],
-                         ids=["pid-abc", "bad-key", "unknown-option"])
+                                  ["--bogus-option"], ["--leaks"],
+                                  ["--interval", "1", "--leaks=5"],
+                                  ["--interval", "1", "--leaks=x"],
+                                  ["--interval", "1", "--leaks", "--compare"],
+                                  ["--interval", "1", "--leaks", "--format", "folded"],
+                                  ["top", "--control"], ["top", "--leaks"],
+                                  ["top", "--format", "json"], ["top", "--peak"]],
+                         ids=["pid-abc", "bad-key", "unknown-option", "leaks-no-interval",
+                              "leaks-window-small", "leaks-window-bad", "leaks-compare",
+                              "leaks-folded", "top-control", "top-leaks", "top-json",
+                              "top-peak"])
 def test_other_usage_errors(idle_python, args):
-    if args[0] != "-p":
+    if args[0] == "top":
+        args = ["top", "-p", idle_python] + args[1:]
+    elif args[0] != "-p":
         args = ["-p", idle_python] + args
     check_error(args, 2)
 

@@ -635,7 +635,7 @@ static void finish_tracee(struct tracee *tr)
 static void say_tracing(bool single)
 {
 	struct tracee *tr;
-	int i;
+	int i, n, shown;
 
 	if (single) {
 		char rate[48] = "";
@@ -654,11 +654,14 @@ static void say_tracing(bool single)
 			tr->pr.nlinks, env.frames, env.frames > 1 ? "s" : "");
 		return;
 	}
-	fprintf(stderr, "pytm-bpf: tracing %d process%s", st.s->ntracees,
-		st.s->ntracees == 1 ? "" : "es");
-	for (i = 0; i < st.s->ntracees; i++)
-		fprintf(stderr, "%s%d", i ? ", " : " (pids ", st.s->tracees[i].pid);
-	fprintf(stderr, "%s%s, %d frame%s\n", st.s->ntracees ? ")" : "",
+	/* Slots of processes that went away while being attached are free. */
+	for (i = 0, n = 0; i < st.s->ntracees; i++)
+		n += st.s->tracees[i].registered;
+	fprintf(stderr, "pytm-bpf: tracing %d process%s", n, n == 1 ? "" : "es");
+	for (i = 0, shown = 0; i < st.s->ntracees; i++)
+		if (st.s->tracees[i].registered)
+			fprintf(stderr, "%s%d", shown++ ? ", " : " (pids ", st.s->tracees[i].pid);
+	fprintf(stderr, "%s%s, %d frame%s\n", n ? ")" : "",
 		env.all ? ", following new ones" : "", env.frames,
 		env.frames > 1 ? "s" : "");
 }
