@@ -20,8 +20,9 @@ socket); the test types keys (send-keys) and reads the screen
 - q leaves the terminal as it was (the view's screen gone, the shell's
   back), pytm-bpf exits 0, and the target runs on untouched: no allocator
   slot leads into our page, its checksum is the one it computed untraced.
-A second run (pyenv 3.13, side by side) has stdout on a pipe: plain text
-tables every interval, no escape sequence.
+A second run (pyenv 3.13, sampled at 64 KiB, side by side) has stdout on a
+pipe: plain text tables every interval, no escape sequence, the header
+saying the figures are estimates.
 """
 
 import json
@@ -236,7 +237,8 @@ def scenario(procs, tmp):
 def plain_run(procs):
     tgt = procs.target(INTERPRETERS["3.13"], WORKLOAD)
     tgt.expect("ready", timeout=T_START)
-    tr = procs.tracer(["top", "-p", tgt.pid, "--frames", 5, "--duration", 4.5])
+    tr = procs.tracer(["top", "-p", tgt.pid, "--frames", 5, "--duration", 4.5,
+                       "--sample", "64k"])
     tr.wait_tracing()
     tgt.send("go")
     tgt.expect("built", timeout=T_WORK)
@@ -350,7 +352,8 @@ def test_plain_text_when_not_a_terminal(tmp_path_factory):
     big = ":%d" % marked_line(WORKLOAD, "BIG_LINE")
     last = blocks[-1].splitlines()
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d pid \d+ \(.*\), CPython 3\.13", last[0]), last
-    assert last[1].startswith("traced: current "), last
+    assert "sampled at 1 per 64.0 KiB" in last[0], last
+    assert last[1].startswith("traced (estimated): current ") and " samples/s" in last[1], last
     rows = rows_of(blocks[-1])
     assert rows and rows[0][5].endswith(big), blocks[-1]
     assert len(rows) <= 10
