@@ -22,7 +22,8 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 DEB_PACKAGES := make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
 	binutils pkg-config python3 python3-pytest python3-numpy util-linux procps \
-	libmicrohttpd-dev prometheus golang-go chromium libncurses-dev tmux
+	libmicrohttpd-dev prometheus golang-go chromium libncurses-dev tmux \
+	libclang-rt-14-dev
 
 LIBBPF_CFLAGS := $(shell pkg-config --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf)
@@ -64,7 +65,7 @@ else
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all deps test check unit pytest bench demo install clean
+.PHONY: all deps test check unit unit-san fuzz fuzz-check pytest bench demo install clean
 
 all: pytm-bpf
 
@@ -141,7 +142,55 @@ unit: $(UNIT_BINS)
 pytest: all
 	$(Q)$(PYTHON) -m pytest -ra tests
 
-check: all unit pytest
+# The user-space code again, with AddressSanitizer and UndefinedBehaviorSanitizer
+# (clang's), and coverage for libFuzzer: the unit tests and the fuzz targets
+# link it. Any report ends the program (-fno-sanitize-recover).
+SAN := $(OUTPUT)/san
+SAN_FLAGS := -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all \
+	     -fno-omit-frame-pointer
+SAN_CFLAGS := $(filter-out -O2,$(CFLAGS)) -O1 $(SAN_FLAGS)
+SAN_LIB_OBJS := $(patsubst $(OUTPUT)/%,$(SAN)/%,$(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS))) \
+		$(PAGE_BLOB)
+SAN_UNIT_BINS := $(patsubst tests/unit/%.c,$(SAN)/tests/%,$(UNIT_SRCS))
+# No suppression: leaks are reports too (detect_leaks is on by default).
+SAN_ENV := ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+# The line-table test compares every stdlib code object of 7 interpreters:
+# a twentieth of them under the sanitizers (the full run is make unit's).
+SAN_UNIT_ENV := $(SAN_ENV) PYTM_LINETABLE_EVERY=20
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(SAN)/fuzz/%,$(FUZZ_SRCS))
+# Seconds per fuzz target: make fuzz FUZZ_TIME=600
+FUZZ_TIME ?= 60
+
+$(SAN)/user/%.o: user/%.c $(USER_HDRS) bpf/pytm.h page/page.h $(OUTPUT)/page/page_syms.h $(SKELS)
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(SAN_CFLAGS) -c $< -o $@
+
+$(SAN)/tests/%: tests/unit/%.c $(SAN_LIB_OBJS)
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(SAN_CFLAGS) -Itests/unit $< $(SAN_LIB_OBJS) $(LDLIBS) -o $@
+
+$(SAN)/fuzz/%: tests/fuzz/%.c $(SAN_LIB_OBJS)
+	$(call msg,CC-FUZZ,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(SAN_CFLAGS) -fsanitize=fuzzer $< $(SAN_LIB_OBJS) $(LDLIBS) -o $@
+
+# The unit tests under the sanitizers.
+unit-san: $(SAN_UNIT_BINS)
+	$(Q)$(SAN_UNIT_ENV) sh tests/run_unit.sh $(SAN_UNIT_BINS)
+
+# Each fuzz target for FUZZ_TIME seconds from its corpus (tests/fuzz/corpus/);
+# what they find is left in $(SAN)/fuzz-findings/.
+fuzz: $(FUZZ_BINS)
+	$(Q)$(SAN_ENV) sh tests/run_fuzz.sh $(FUZZ_TIME) $(SAN)/fuzz-findings $(FUZZ_BINS)
+
+# CI: every corpus input once (the regression inputs), then a short run each.
+fuzz-check: $(FUZZ_BINS)
+	$(Q)$(SAN_ENV) sh tests/run_fuzz.sh 15 $(SAN)/fuzz-findings $(FUZZ_BINS)
+
+check: all unit unit-san fuzz-check pytest
 
 test: deps
 	$(MAKE) check

@@ -18,7 +18,7 @@ socket); the test types keys (send-keys) and reads the screen
 - resizing the pane to 72x14 and back keeps every line within the width
   with the header, the column titles and rows in place;
 - q leaves the terminal as it was (the view's screen gone, the shell's
-  back), pytm-bpf exits 0, and the target runs on untouched: no allocator
+  back, echo and canonical input on), pytm-bpf exits 0, and the target runs on untouched: no allocator
   slot leads into our page, its checksum is the one it computed untraced.
 A second run (pyenv 3.13, sampled at 64 KiB, side by side) has stdout on a
 pipe: plain text tables every interval, no escape sequence, the header
@@ -156,7 +156,9 @@ def scenario(procs, tmp):
     tgt = procs.target(py, WORKLOAD)
     tgt.expect("ready", timeout=T_START)
     snap = os.path.join(tmp, "top.pytm")
-    cmd = "%s top -p %d --frames 5 -o %s; echo EXITED $?; sleep 3600" % (PYTM, tgt.pid, snap)
+    # After the view: its exit status, and the terminal's modes (echo, canonical input).
+    cmd = ("%s top -p %d --frames 5 -o %s; echo EXITED $?; echo MODES $(stty -a | tr ' ;' "
+           "'\\n\\n' | grep -E '^-?(icanon|echo|isig)$'); sleep 3600") % (PYTM, tgt.pid, snap)
     pane = Pane(cmd, 150, 35, tmp)
     try:
         pane.wait(lambda t: ("pytm-bpf top - pid %d" % tgt.pid) in t, "the view", 60)
@@ -222,7 +224,7 @@ def scenario(procs, tmp):
                                max(len(l) for l in t.splitlines()) > 72 and t, "the big layout")
 
         pane.keys("q")
-        obs["quit"] = pane.wait(lambda t: "EXITED" in t and t, "pytm-bpf exits", T_STOP)
+        obs["quit"] = pane.wait(lambda t: "MODES" in t and t, "pytm-bpf exits", T_STOP)
         tgt.send("hooks")
         obs["hooks"] = tgt.expect("hooks ")
         tgt.send("sum")
@@ -334,6 +336,8 @@ def test_quit_leaves_all_as_it_was(tmp_path_factory):
     o = get(tmp_path_factory, "view")
     q = o["quit"]
     assert "EXITED 0" in q, q
+    modes = re.search(r"MODES (.*)", q).group(1).split()
+    assert sorted(modes) == ["echo", "icanon", "isig"], q
     assert "pytm-bpf top -" not in q and "SIZE" not in q, q
     assert "pytm-bpf: tracing pid" in q, q
     assert o["hooks"] == "hooks 0", o["hooks"]

@@ -39,6 +39,13 @@ static uint64_t *live_slot(uint64_t p)
 	return &live[h];
 }
 
+/* Declared as page/sampler.c declares them: clang wants the attribute first. */
+#define SITE_DECL __attribute__((visibility("hidden")))
+void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight) SITE_DECL;
+void pytm_site_free(uint64_t ptr) SITE_DECL;
+void pytm_site_child_alloc(uint64_t ptr, uint64_t size, uint64_t weight) SITE_DECL;
+void pytm_site_child_free(uint64_t ptr) SITE_DECL;
+
 void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight)
 {
 	n_alloc_sites++;

@@ -242,7 +242,8 @@ static char *lines__join(struct lines *l, const char *sep)
 	size_t len = 1, i;
 	char *s;
 
-	qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+	if (l->n)
+		qsort(l->v, l->n, sizeof(*l->v), cmp_str);
 	for (i = 0; i < l->n; i++)
 		len += strlen(l->v[i]) + strlen(sep);
 	s = malloc(len);

@@ -1492,10 +1492,8 @@ cleanup:
 
 int snapshot__load(const char *path, struct snapshot **out)
 {
-	struct reader r = {};
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	struct obj *o;
 	int ret;
 
 	if (!path || !out)
@@ -1504,6 +1502,20 @@ int snapshot__load(const char *path, struct snapshot **out)
 	ret = read_file(path, &buf, &len);
 	if (ret)
 		return ret;
+	ret = snapshot__load_mem(buf, len, out);
+	free(buf);
+	return ret;
+}
+
+int snapshot__load_mem(const uint8_t *buf, size_t len, struct snapshot **out)
+{
+	struct reader r = {};
+	struct obj *o;
+	int ret;
+
+	if (!buf || !out)
+		return error__set(-EINVAL, "invalid argument");
+	*out = NULL;
 	r.start = r.p = buf;
 	r.end = buf + len;
 	r.snap = snapshot__new(0);
@@ -1527,6 +1539,5 @@ cleanup:
 	free(r.memo.v);
 	free(r.marks);
 	snapshot__free(r.snap);
-	free(buf);
 	return ret;
 }

@@ -89,5 +89,7 @@ int snapshot__write_stream(const struct snapshot *s, FILE *f,
  * reason (error__last()). Never executes anything.
  */
 int snapshot__load(const char *path, struct snapshot **out);
+/* The same from LEN bytes at BUF (a pickle read elsewhere; the fuzzer's input). */
+int snapshot__load_mem(const uint8_t *buf, size_t len, struct snapshot **out);
 
 #endif /* __PYTM_SNAPSHOT_H */
