@@ -196,9 +196,10 @@ static void test_json_strings(void)
 	size_t n;
 	int b, bad = 0;
 
-	/* Every character but controls, '"' and '\' goes through as it is. */
+	/* Every character but controls (C0, DEL, C1), '"' and '\' goes through as it is. */
 	for (cp = 0x20; cp <= 0x10ffff; cp++) {
-		if (cp == '"' || cp == '\\' || cp == 0x7f || (cp >= 0xd800 && cp <= 0xdfff))
+		if (cp == '"' || cp == '\\' || (cp >= 0x7f && cp < 0xa0) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
 			continue;
 		n = encode(cp, in);
 		in[n] = '\0';
@@ -207,6 +208,16 @@ static void test_json_strings(void)
 			bad++;
 	}
 	CHECK(!bad, "%d code points not written as themselves", bad);
+	/* C1 controls as \\uXXXX: a terminal in UTF-8 acts on U+009B (CSI). */
+	for (cp = 0x80, bad = 0; cp < 0xa0; cp++) {
+		char u[8];
+
+		n = encode(cp, in);
+		in[n] = '\0';
+		snprintf(u, sizeof(u), "\\u%04x", cp);
+		bad += strcmp(escaped((char *)in), u) != 0;
+	}
+	CHECK(!bad, "%d C1 controls not escaped", bad);
 	/* Controls as \uXXXX (or their short forms); quote and backslash escaped. */
 	for (b = 1; b < 0x20; b++) {
 		in[0] = b;

@@ -776,6 +776,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	pytm_verbose = env.verbose;
+	/* A target's file names on a terminal: no control character gets through. */
+	env.cli.opts.escape = isatty(STDOUT_FILENO);
 	env.out.frames = env.frames;
 	env.out.pickle = env.pickle;
 	libbpf_set_print(libbpf_print_fn);

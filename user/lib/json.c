@@ -80,6 +80,9 @@ static void put_escaped(FILE *out, const char *str, bool html)
 				else
 					fputc(s[i], out);
 			}
+		} else if (cp < 0xa0) {
+			/* C1 controls (U+0080-U+009F): terminals act on some (CSI). */
+			fprintf(out, "\\u%04x", cp);
 		} else {
 			fwrite(s + i, 1, n, out);
 		}

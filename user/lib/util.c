@@ -141,12 +141,14 @@ void str_sanitize(char *dst, size_t len, const char *src, size_t srclen)
 {
 	const unsigned char *s = (const unsigned char *)src;
 	size_t i = 0, o = 0, n;
+	uint32_t cp;
 
 	if (!len)
 		return;
 	while (i < srclen && s[i]) {
-		n = utf8_seq(s + i, srclen - i, NULL);
-		if (n == 1 && (s[i] < 0x20 || s[i] == 0x7f))
+		n = utf8_seq(s + i, srclen - i, &cp);
+		/* Controls: C0, DEL, and C1 (U+0080-U+009F, CSI among them). */
+		if (n && (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)))
 			n = 0;
 		if (n) {
 			if (o + n >= len)

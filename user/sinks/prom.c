@@ -36,25 +36,39 @@ struct expo {
 	const struct prom_opts *o;
 };
 
-/* A label value: backslash, double quote and newline escaped. */
+/*
+ * A label value: backslash, double quote and newline escaped as the format
+ * says; a control character (C0, DEL, C1), an encoded surrogate or a byte
+ * that is not UTF-8 (a target's file name) written as the text \\xNN, as
+ * in the tool's other outputs, so that the value is clean UTF-8.
+ */
 static void put_value(FILE *out, const char *v, size_t max)
 {
-	size_t i, n = strlen(v);
+	const unsigned char *s = (const unsigned char *)v;
+	size_t i, n = strlen(v), k;
+	uint32_t cp;
 
 	/* Cut on a character boundary: a label value must stay UTF-8. */
 	if (n > max) {
 		n = max;
-		while (n && ((unsigned char)v[n] & 0xc0) == 0x80)
+		while (n && (s[n] & 0xc0) == 0x80)
 			n--;
 	}
 	fputc('"', out);
-	for (i = 0; i < n; i++) {
-		if (v[i] == '\\' || v[i] == '"')
+	for (i = 0; i < n; i += k) {
+		k = utf8_seq(s + i, n - i, &cp);
+		if (k == 1 && (s[i] == '\\' || s[i] == '"')) {
 			fputc('\\', out);
-		if (v[i] == '\n')
+			fputc(s[i], out);
+		} else if (k == 1 && s[i] == '\n') {
 			fputs("\\n", out);
-		else
-			fputc(v[i], out);
+		} else if (!k || cp < 0x20 || (cp >= 0x7f && cp < 0xa0) ||
+			   (cp >= 0xd800 && cp <= 0xdfff)) {
+			fprintf(out, "\\\\x%02x", s[i]);
+			k = 1;
+		} else {
+			fwrite(s + i, 1, k, out);
+		}
 	}
 	fputc('"', out);
 }
