@@ -29,6 +29,7 @@ import re
 import select
 import subprocess
 import threading
+import time
 
 from conftest import (INTERPRETERS, PYTM, ROOT, T_START, T_STOP, T_WORK, Procs,
                       _register, batch_result, isolated, marked_line, run_cmd)
@@ -222,3 +223,56 @@ def test_hostile_313(tmp_path_factory):
     check(r, "3.13")
     lost = [json.loads(l)["lost"] for l in r["out"].splitlines() if l.strip()][-1]
     print("3.13 lost counts: %s" % {k: v for k, v in lost.items() if v})
+
+
+# A target that dies while it is being attached, at every moment of it:
+# discovery, the offset checks, the BPF load, the page injection, the table
+# swap, the probes. SIGKILL after DELAY seconds of pytm-bpf's run, for a
+# spread of delays over a whole attach (measured first, on the same kind
+# of target).
+DELAYS = [0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3]
+CRASH = re.compile(rb"Segmentation|AddressSanitizer|Aborted|core dumped|runtime error|"
+                   rb"Assertion|double free")
+
+
+def dying_run(procs, python, delay):
+    tgt = procs.target(python, "inj_churn.py")
+    tgt.expect("ready", timeout=T_START)
+    tgt.send("go")
+    tr = procs.tracer(["-p", tgt.pid, "--frames", 5])
+    time.sleep(delay)
+    os.kill(tgt.pid, 9)
+    tgt.wait(timeout=T_WORK)
+    rc, out, err = tr.finish(timeout=T_STOP)
+    return {"delay": delay, "rc": rc, "out": out, "err": err,
+            "traced": b"pytm-bpf: tracing" in err}
+
+
+def test_target_exits_during_attach():
+    import conftest
+    jobs = {}
+    for py in ("debian-3.11", "3.13"):
+        for d in DELAYS:
+            jobs[(py, d)] = isolated(dying_run, INTERPRETERS[py], d)
+    results = {}
+    keys = sorted(jobs)
+    for i in range(0, len(keys), 4):      # four at a time: two cores
+        results.update(conftest.run_parallel({k: jobs[k] for k in keys[i:i + 4]}))
+    seen = {}
+    for k in keys:
+        r = results[k]
+        if isinstance(r, BaseException):
+            raise r
+        shown = "%s after %.2f s: rc=%s\nstderr: %r" % (k[0], k[1], r["rc"], r["err"][-2000:])
+        assert r["rc"] in (0, 1), shown
+        assert not CRASH.search(r["err"]), shown
+        for line in r["err"].splitlines():
+            assert line.startswith(b"pytm-bpf: "), shown
+        if r["rc"] == 1:
+            assert not r["traced"] and r["err"].count(b"\n") == 1, shown
+        else:
+            assert r["out"].startswith(b"[ Top ") or not r["traced"], shown
+        seen.setdefault(k[0], []).append("%.2f:%s" % (k[1], "traced" if r["traced"] else
+                                                       "rc%d" % r["rc"]))
+    for py, s in seen.items():
+        print("%s: %s" % (py, " ".join(s)))

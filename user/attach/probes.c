@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -530,7 +531,12 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		goto fail;
 	if (o->inject) {
 		err = attach_injected(pr, skel, t, funcs, tables, o);
-		if (err == -EBUSY)
+		/* Gone while we injected: nothing to fall back to. */
+		if (err && err != -EBUSY && err != -ESRCH && kill(t->pid, 0) && errno == ESRCH) {
+			warn("process %d exited while being attached", t->pid);
+			err = -ESRCH;
+		}
+		if (err == -EBUSY || err == -ESRCH)
 			goto fail;
 		if (err && o->sample_rate) {
 			/* Plain probes trap on every event: not what sampling is for. */
