@@ -188,7 +188,7 @@ fuzz: $(FUZZ_BINS)
 
 # CI: every corpus input once (the regression inputs), then a short run each.
 fuzz-check: $(FUZZ_BINS)
-	$(Q)$(SAN_ENV) sh tests/run_fuzz.sh 15 $(SAN)/fuzz-findings $(FUZZ_BINS)
+	$(Q)$(SAN_ENV) sh tests/run_fuzz.sh 10 $(SAN)/fuzz-findings $(FUZZ_BINS)
 
 check: all unit unit-san fuzz-check pytest
 
