@@ -241,3 +241,36 @@ def test_flamegraph_in_chromium(tmp_path_factory, tmp_path):
     assert abs(top_["w"] - W) < 1, top_
     print("chromium: %d frames, graph %d px; search 'medium': %s; zoom ok" % (
         len(frames), W, res["matched"]))
+
+
+def test_svg_from_snapshot(tmp_path_factory):
+    """`pytm-bpf report heap.pytm --format svg`: a static picture (no
+    script, no URL but the SVG namespace) whose boxes are as wide as their
+    bytes, the workload's 8, 4 and 1 MiB lines the widest leaves."""
+    import xml.dom.minidom
+    r = run(tmp_path_factory, "html")
+    pickle = os.path.join(r["dir"], "heap.pytm")
+    _, out, _ = run_cmd([PYTM, "report", pickle, "--format", "svg"], timeout=T_CMD)
+    assert b"<script" not in out and out.count(b"http") == 1, out[:500]
+    doc = xml.dom.minidom.parseString(out)
+    svg = doc.documentElement
+    width = float(svg.getAttribute("width"))
+    boxes = []
+    for g in doc.getElementsByTagName("g"):
+        title = g.getElementsByTagName("title")[0].firstChild.data
+        rect = g.getElementsByTagName("rect")[0]
+        m = re.search(r"\((\d+) B, ([\d.]+)%\) in (\d+) blocks", title)
+        assert m, title
+        boxes.append((title.split("\n")[0], int(m.group(1)), float(rect.getAttribute("width")),
+                      float(rect.getAttribute("y"))))
+    total = boxes[0][1]
+    assert boxes[0][0] == "all" and abs(boxes[0][2] - width) < 0.01
+    for label, size, w, _ in boxes:
+        assert abs(w - width * size / total) < 0.01, (label, size, w)
+    # Leaves: boxes with nothing below them (the next box is not deeper).
+    leaves = [b for i, b in enumerate(boxes)
+              if i + 1 == len(boxes) or boxes[i + 1][3] <= b[3]]
+    leaves.sort(key=lambda b: -b[1])
+    lines = [int(re.search(r":(\d+)\)?$", b[0]).group(1)) for b in leaves[:3]]
+    assert lines == [marked_line(WORKLOAD, m) for m in ("BIG_LINE", "MEDIUM_LINE",
+                                                         "SMALL_LINE")], leaves[:3]

@@ -183,7 +183,7 @@ static const struct argp_option opts[] = {
 	  "FILE ends in .pb.gz or .pprof. DIR/: one pprof file per process and report, "
 	  "named heap-PID-TIME", 0 },
 	{ "output-format", OPT_OUTPUT_FORMAT, "FORMAT", 0,
-	  "Format of -o whatever its name: pickle, pprof, flamegraph (HTML) or folded", 0 },
+	  "Format of -o whatever its name: pickle, pprof, flamegraph (HTML), svg or folded", 0 },
 	{ "keep", OPT_KEEP, "N", 0, "-o DIR/: keep the N newest files per process (default all)", 0 },
 	{ "serve", OPT_SERVE, "[ADDR:]PORT", 0,
 	  "Serve HTTP: /metrics (Prometheus), /debug/pprof/heap (pprof), /snapshot?pid=N "
@@ -331,7 +331,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case OPT_OUTPUT_FORMAT:
 		v = output__parse_format(arg);
 		if (v < 0)
-			argp_error(state, "invalid --output-format: %s (pickle, pprof, flamegraph or folded)", arg);
+			argp_error(state, "invalid --output-format: %s (pickle, pprof, flamegraph, svg or folded)", arg);
 		env.out.format = v;
 		break;
 	case OPT_KEEP:
@@ -772,7 +772,7 @@ int main(int argc, char **argv)
 		return 2;
 	if ((env.compare || env.leaks) && report__format_is_graph(env.cli.format)) {
 		fprintf(stderr, "pytm-bpf: --%s does not go with --format folded or "
-			"flamegraph\n", env.compare ? "compare" : "leaks");
+			"flamegraph or svg\n", env.compare ? "compare" : "leaks");
 		return 2;
 	}
 	pytm_verbose = env.verbose;

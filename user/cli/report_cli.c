@@ -43,7 +43,7 @@ static const struct argp_option options[] = {
 	{ "format", OPT_FORMAT, "FORMAT", 0,
 	  "text (default: tracemalloc's output), json (one JSON document per "
 	  "report, per line), folded (stacks and bytes, for flamegraph.pl) or "
-	  "flamegraph (a self-contained HTML page)", 0 },
+	  "flamegraph (a self-contained HTML page) or svg (the same, a static picture)", 0 },
 	{},
 };
 
@@ -129,8 +129,10 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 			c->format = REPORT_FORMAT_FOLDED;
 		else if (!strcmp(arg, "flamegraph"))
 			c->format = REPORT_FORMAT_FLAMEGRAPH;
+		else if (!strcmp(arg, "svg"))
+			c->format = REPORT_FORMAT_SVG;
 		else
-			argp_error(state, "unknown format '%s' (text, json, folded or flamegraph)",
+			argp_error(state, "unknown format '%s' (text, json, folded, flamegraph or svg)",
 				   arg);
 		break;
 	case OPT_DOMAIN:

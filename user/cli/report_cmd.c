@@ -118,8 +118,8 @@ int report__main(int argc, char **argv)
 	}
 	c.cli.opts.escape = isatty(STDOUT_FILENO);
 	if (c.old && report__format_is_graph(c.cli.format)) {
-		fprintf(stderr, "pytm-bpf report: --compare does not go with --format folded "
-			"or flamegraph\n");
+		fprintf(stderr, "pytm-bpf report: --compare does not go with --format folded, "
+			"flamegraph or svg\n");
 		ret = 2;
 		goto cleanup;
 	}

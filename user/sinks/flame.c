@@ -448,3 +448,131 @@ out:
 	tree__free(&t);
 	return err ?: ferror(out) ? -EIO : 0;
 }
+
+/* ---------------- SVG ---------------- */
+
+#define SVG_WIDTH	1200
+#define SVG_ROW		17
+#define SVG_TOP		30	/* the title's band */
+#define SVG_CHAR	7	/* px per character of the 12px monospace labels */
+
+/* Untrusted text in XML: escaped for a terminal first (\xNN), then for XML. */
+static void svg_text(FILE *out, const char *s)
+{
+	char *buf = NULL, *p;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+
+	if (!m)
+		return;
+	report__put_escaped(m, s, NULL);
+	fclose(m);
+	for (p = buf; p && *p; p++) {
+		switch (*p) {
+		case '&': fputs("&amp;", out); break;
+		case '<': fputs("&lt;", out); break;
+		case '>': fputs("&gt;", out); break;
+		case '"': fputs("&quot;", out); break;
+		default: fputc(*p, out);
+		}
+	}
+	free(buf);
+}
+
+/* "function (file:line)", or "file:line", or "all": raw (svg_text escapes). */
+static void svg_label(char *buf, size_t len, const struct pytm_frame_info *f)
+{
+	if (!f)
+		snprintf(buf, len, "all");
+	else if (f->name)
+		snprintf(buf, len, "%s (%s:%u)", f->name, f->filename, f->lineno);
+	else
+		snprintf(buf, len, "%s:%u", f->filename, f->lineno);
+}
+
+/* A warm colour per label (the same frame, the same colour). */
+static void svg_colour(char *buf, size_t len, const char *label)
+{
+	uint64_t h = hash__str(0x9e3779b97f4a7c15ULL, label);
+
+	snprintf(buf, len, "rgb(%u,%u,%u)", 205 + (unsigned)(h % 50), 80 + (unsigned)((h >> 8) % 130),
+		 (unsigned)((h >> 16) % 60));
+}
+
+static int svg_node(FILE *out, const struct tree *t, uint32_t n, double x, double scale)
+{
+	const struct node *v = &t->v[n];
+	double w = v->bytes * scale, cx = x;
+	char label[4096], colour[32], size[32];
+	uint32_t *kids;
+	size_t k, i;
+	int err = 0;
+
+	if (w < 0.1)
+		return 0;
+	svg_label(label, sizeof(label), v->f);
+	svg_colour(colour, sizeof(colour), label);
+	report__format_size(size, sizeof(size), (double)v->bytes, false);
+	fputs("<g><title>", out);
+	svg_text(out, label);
+	fprintf(out, "\n%s (%llu B, %.2f%%) in %llu blocks</title>", size,
+		(unsigned long long)v->bytes, t->v[0].bytes ? 100.0 * v->bytes / t->v[0].bytes : 0,
+		(unsigned long long)v->blocks);
+	fprintf(out, "<rect x=\"%.2f\" y=\"%u\" width=\"%.2f\" height=\"%u\" fill=\"%s\" rx=\"2\"/>",
+		x, SVG_TOP + v->depth * SVG_ROW, w, SVG_ROW - 1, colour);
+	if (w > 3 * SVG_CHAR) {
+		size_t fit = (size_t)(w / SVG_CHAR) - 1;
+
+		/* Cut to the box, whole characters (UTF-8), ".." at the end. */
+		if (strlen(label) > fit) {
+			size_t c = fit > 2 ? fit - 2 : 0;
+
+			while (c && ((unsigned char)label[c] & 0xc0) == 0x80)
+				c--;
+			strcpy(label + c, "..");
+		}
+		fprintf(out, "<text x=\"%.2f\" y=\"%u\">", x + 3, SVG_TOP + v->depth * SVG_ROW + 12);
+		svg_text(out, label);
+		fputs("</text>", out);
+	}
+	fputs("</g>\n", out);
+	kids = sorted_children(t, n, &k);
+	if (!kids)
+		return -ENOMEM;
+	for (i = 0; i < k && !err; i++) {
+		err = svg_node(out, t, kids[i], cx, scale);
+		cx += t->v[kids[i]].bytes * scale;
+	}
+	free(kids);
+	return err;
+}
+
+int flame__write_svg(FILE *out, const struct snapshot *s, const struct report_opts *o,
+		     const char *title)
+{
+	char total[32];
+	struct tree t;
+	unsigned int height;
+	int err;
+
+	err = tree__build(&t, s, o);
+	if (err)
+		return err;
+	height = SVG_TOP + (t.depth + 1) * SVG_ROW + 10;
+	report__format_size(total, sizeof(total), (double)t.v[0].bytes, false);
+	fprintf(out, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%u\" height=\"%u\" "
+		"viewBox=\"0 0 %u %u\">\n"
+		"<style>text { font: 12px monospace; fill: #000; pointer-events: none; } "
+		"rect:hover { stroke: #000; stroke-width: 0.5; }</style>\n"
+		"<rect width=\"100%%\" height=\"100%%\" fill=\"#fdfdf6\"/>\n"
+		"<text x=\"%u\" y=\"20\" style=\"font-size: 15px\">",
+		SVG_WIDTH, height, SVG_WIDTH, height, 4);
+	svg_text(out, title);
+	fprintf(out, " - %s</text>\n", total);
+	if (t.v[0].bytes)
+		err = svg_node(out, &t, 0, 0, (double)SVG_WIDTH / t.v[0].bytes);
+	fputs("</svg>\n", out);
+	tree__free(&t);
+	return err ?: ferror(out) ? -EIO : 0;
+}

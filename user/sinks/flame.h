@@ -20,6 +20,12 @@ struct report_opts;
  */
 int flame__write_folded(FILE *out, const struct snapshot *s, const struct report_opts *o,
 			const char *root);
+/*
+ * A static SVG picture of the same icicle graph (1200 px wide, a tooltip per
+ * frame; no script): for documents and issue trackers.
+ */
+int flame__write_svg(FILE *out, const struct snapshot *s, const struct report_opts *o,
+		     const char *title);
 /* The HTML page of S (O's filters applied), headed TITLE. 0 or a negative errno. */
 int flame__write_html(FILE *out, const struct snapshot *s, const struct report_opts *o,
 		      const char *title);

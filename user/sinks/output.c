@@ -27,6 +27,8 @@ int output__parse_format(const char *s)
 		return OUTPUT_FLAMEGRAPH;
 	if (!strcmp(s, "folded"))
 		return OUTPUT_FOLDED;
+	if (!strcmp(s, "svg"))
+		return OUTPUT_SVG;
 	return -1;
 }
 
@@ -34,7 +36,7 @@ int output__parse_format(const char *s)
 static const char *suffix_of(enum output_format format)
 {
 	return format == OUTPUT_PPROF ? ".pb.gz" : format == OUTPUT_FLAMEGRAPH ? ".html" :
-	       format == OUTPUT_FOLDED ? ".folded" : ".pytm";
+	       format == OUTPUT_FOLDED ? ".folded" : format == OUTPUT_SVG ? ".svg" : ".pytm";
 }
 
 static bool ends_with(const char *s, const char *tail)
@@ -56,7 +58,8 @@ int output__init(struct output *o)
 		o->format = o->dir || ends_with(o->path, ".pb.gz") ||
 			    ends_with(o->path, ".pprof") ? OUTPUT_PPROF :
 			    ends_with(o->path, ".html") ? OUTPUT_FLAMEGRAPH :
-			    ends_with(o->path, ".folded") ? OUTPUT_FOLDED : OUTPUT_PICKLE;
+			    ends_with(o->path, ".folded") ? OUTPUT_FOLDED :
+			    ends_with(o->path, ".svg") ? OUTPUT_SVG : OUTPUT_PICKLE;
 	return 0;
 }
 
@@ -150,7 +153,8 @@ static void prune(const char *dir, pid_t pid, const char *suffix, int keep)
  */
 static void sibling(char *out, size_t len, const char *path, const char *insert)
 {
-	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm", ".html", ".folded" };
+	static const char *const exts[] = { ".pb.gz", ".pprof", ".pytm", ".html", ".folded",
+					    ".svg" };
 	const char *base = strrchr(path, '/'), *ext = NULL;
 	size_t i, n = strlen(path);
 
@@ -184,8 +188,9 @@ static int write_flame(const char *path, const struct tracee *tr, const struct s
 		return -errno;
 	snprintf(title, sizeof(title), "%s of pid %d (%s), CPython %s",
 		 peak ? "Peak live memory" : "Live memory", tr->pid, tr->cmdline, tr->version);
-	err = format == OUTPUT_FOLDED ? flame__write_folded(f, snap, &ro, NULL)
-				      : flame__write_html(f, snap, &ro, title);
+	err = format == OUTPUT_FOLDED ? flame__write_folded(f, snap, &ro, NULL) :
+	      format == OUTPUT_SVG ? flame__write_svg(f, snap, &ro, title)
+				   : flame__write_html(f, snap, &ro, title);
 	if (fclose(f) && !err)
 		err = -errno;
 	if (!err && rename(tmp, path))
@@ -203,7 +208,8 @@ static int write_to(const struct output *o, struct session *s, struct tracee *tr
 
 	if (o->format == OUTPUT_PPROF)
 		err = write_pprof(path, s, tr, snap, o->frames);
-	else if (o->format == OUTPUT_FLAMEGRAPH || o->format == OUTPUT_FOLDED)
+	else if (o->format == OUTPUT_FLAMEGRAPH || o->format == OUTPUT_FOLDED ||
+		 o->format == OUTPUT_SVG)
 		err = write_flame(path, tr, snap, o->format, peak);
 	else
 		err = snapshot__write(snap, path, o->pickle ?: tr->pickle);

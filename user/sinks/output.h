@@ -21,6 +21,7 @@ enum output_format {
 	OUTPUT_PPROF,
 	OUTPUT_FLAMEGRAPH,		/* .html: the flame graph page (flame.h) */
 	OUTPUT_FOLDED,			/* .folded: folded stacks, bytes */
+	OUTPUT_SVG,			/* .svg: the flame graph as a static picture */
 };
 
 struct output {
@@ -32,7 +33,7 @@ struct output {
 	int frames;
 };
 
-/* Parse "pickle", "pprof", "flamegraph" or "folded"; -1 if none. */
+/* Parse "pickle", "pprof", "flamegraph", "folded" or "svg"; -1 if none. */
 int output__parse_format(const char *s);
 /* Fill in dir from path (a trailing '/', or an existing directory) and the format. */
 int output__init(struct output *o);

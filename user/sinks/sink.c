@@ -127,6 +127,8 @@ static int flame_report(FILE *out, enum report_format format, const struct sink_
 		return flame__write_folded(out, r->snap, r->o, r->tr && r->header ? root : NULL);
 	}
 	flame_title(title, sizeof(title), r);
+	if (format == REPORT_FORMAT_SVG)
+		return flame__write_svg(out, r->snap, r->o, title);
 	return flame__write_html(out, r->snap, r->o, title);
 }
 

@@ -150,12 +150,13 @@ enum report_format {
 	REPORT_FORMAT_JSON,		/* one JSON document per report */
 	REPORT_FORMAT_FOLDED,		/* folded stacks, bytes (user/sinks/flame.c) */
 	REPORT_FORMAT_FLAMEGRAPH,	/* a self-contained HTML flame graph */
+	REPORT_FORMAT_SVG,		/* the same as a static SVG picture */
 };
 
 /* Folded stacks or a flame graph: a picture of one snapshot, no differences. */
 static inline bool report__format_is_graph(enum report_format f)
 {
-	return f == REPORT_FORMAT_FOLDED || f == REPORT_FORMAT_FLAMEGRAPH;
+	return f == REPORT_FORMAT_FOLDED || f == REPORT_FORMAT_FLAMEGRAPH || f == REPORT_FORMAT_SVG;
 }
 
 /* What the shared report options (report__cli_argp) fill in. */
