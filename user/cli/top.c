@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <curses.h>
 #include <errno.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -671,6 +672,9 @@ int top__open(struct top **out, struct session *s, const struct top_opts *o)
 	t->tty = isatty(STDOUT_FILENO);
 	if (t->tty) {
 		const char *term = getenv("TERM");
+
+		/* Names in UTF-8 drawn as characters (the environment's locale). */
+		setlocale(LC_CTYPE, "");
 
 		t->scr = newterm(term && *term ? NULL : "xterm", stdout, stdin);
 		if (!t->scr) {
