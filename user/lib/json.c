@@ -58,7 +58,7 @@ static void put_escaped(FILE *out, const char *str, bool html)
 	while (i < len) {
 		n = utf8_seq(s + i, len - i, &cp);
 		/* Encoded surrogates are not text either: escape their bytes. */
-		if (n == 3 && cp >= 0xd800 && cp <= 0xdfff)
+		if (n == 3 && utf8_is_surrogate(cp))
 			n = 0;
 		if (!n) {
 			fprintf(out, "\\udc%02x", s[i]);	/* surrogateescape */
@@ -80,7 +80,7 @@ static void put_escaped(FILE *out, const char *str, bool html)
 				else
 					fputc(s[i], out);
 			}
-		} else if (cp < 0xa0) {
+		} else if (utf8_is_control(cp)) {
 			/* C1 controls (U+0080-U+009F): terminals act on some (CSI). */
 			fprintf(out, "\\u%04x", cp);
 		} else {

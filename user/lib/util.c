@@ -148,7 +148,7 @@ void str_sanitize(char *dst, size_t len, const char *src, size_t srclen)
 	while (i < srclen && s[i]) {
 		n = utf8_seq(s + i, srclen - i, &cp);
 		/* Controls: C0, DEL, and C1 (U+0080-U+009F, CSI among them). */
-		if (n && (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)))
+		if (n && utf8_is_control(cp))
 			n = 0;
 		if (n) {
 			if (o + n >= len)

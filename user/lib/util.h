@@ -50,6 +50,18 @@ void str_sanitize(char *dst, size_t len, const char *src, size_t srclen);
  */
 size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp);
 
+/* A control character (C0, DEL, C1: U+009B is a CSI): never written raw. */
+static inline bool utf8_is_control(uint32_t cp)
+{
+	return cp < 0x20 || (cp >= 0x7f && cp < 0xa0);
+}
+
+/* An encoded surrogate (a file name Python decoded with surrogateescape): not text. */
+static inline bool utf8_is_surrogate(uint32_t cp)
+{
+	return cp >= 0xd800 && cp <= 0xdfff;
+}
+
 /*
  * The one number parser: S is a whole decimal number (digits only, no sign
  * or space) in [MIN, MAX]. 0, or -EINVAL.

@@ -659,7 +659,7 @@ static void emit_label(struct pb *w, uint32_t key, uint32_t str, int64_t num)
 
 static bool utf8_clean(uint32_t cp, size_t n)
 {
-	return n && cp >= 0x20 && (cp < 0x7f || cp >= 0xa0) && (cp < 0xd800 || cp > 0xdfff);
+	return n && !utf8_is_control(cp) && !utf8_is_surrogate(cp);
 }
 
 /*

@@ -62,8 +62,7 @@ static void put_value(FILE *out, const char *v, size_t max)
 			fputc(s[i], out);
 		} else if (k == 1 && s[i] == '\n') {
 			fputs("\\n", out);
-		} else if (!k || cp < 0x20 || (cp >= 0x7f && cp < 0xa0) ||
-			   (cp >= 0xd800 && cp <= 0xdfff)) {
+		} else if (!k || utf8_is_control(cp) || utf8_is_surrogate(cp)) {
 			fprintf(out, "\\\\x%02x", s[i]);
 			k = 1;
 		} else {

@@ -1095,7 +1095,7 @@ void report__put_escaped(FILE *out, const char *str, const char *also)
 		n = utf8_seq(s + i, len - i, &cp);
 		/* Printable ASCII, or a character past the C1 controls, no surrogate. */
 		if (n == 1 ? cp >= 0x20 && cp < 0x7f && cp != '\\' && !(also && strchr(also, cp)) :
-		    n > 1 && cp >= 0xa0 && (cp < 0xd800 || cp > 0xdfff)) {
+		    n > 1 && !utf8_is_control(cp) && !utf8_is_surrogate(cp)) {
 			fwrite(s + i, 1, n, out);
 			i += n;
 		} else {

@@ -13,9 +13,7 @@ struct sline {
 	struct pytm_frame_info *frames;	/* one allocation with their strings */
 	uint64_t hash;
 	int64_t *points;		/* window + 1, by round modulo that */
-	unsigned int born_round;	/* the round it first had a point */
 	uint64_t base;			/* its size in round 0 (grow_first) */
-	bool alive;
 };
 
 struct series {
@@ -25,7 +23,6 @@ struct series {
 	size_t n, cap;
 	struct htab index;		/* hash -> index + 1 in v */
 	uint64_t seed;
-	enum report_key key;		/* of the latest series__add */
 };
 
 struct series *series__new(unsigned int window)
@@ -164,8 +161,6 @@ static struct sline *find_or_add(struct series *se, pid_t pid, const struct repo
 	l->pub.nframe = st->nframe;
 	l->frames = copy_frames(st->frames, st->nframe, zero_lineno);
 	l->points = calloc(se->window + 1, sizeof(*l->points));
-	l->born_round = se->rounds - 1;
-	l->alive = true;
 	if (!l->frames || !l->points || htab__add(&se->index, h, se->n)) {
 		sline__free(l);
 		se->n--;
@@ -192,7 +187,6 @@ int series__add(struct series *se, const struct snapshot *snap,
 	err = report__stats(snap, NULL, &all, &st);
 	if (err)
 		return err;
-	se->key = o->key;
 	n = report__stats_count(st);
 	for (i = 0; i < n && !err; i++) {
 		struct sline *l;
@@ -275,35 +269,39 @@ static void analyse(const struct series *se, struct sline *l)
 		free(sl);
 }
 
+/* Lines FROM on go (their memory too). */
+static void drop_from(struct series *se, size_t from)
+{
+	while (se->n > from)
+		sline__free(&se->v[--se->n]);
+}
+
 void series__end(struct series *se)
 {
-	unsigned int n = se->rounds < se->window + 1 ? se->rounds : se->window + 1;
+	unsigned int n = se->rounds < se->window + 1 ? se->rounds : se->window + 1, r;
 	size_t i, kept = 0;
-	unsigned int r;
+	bool alive;
 
 	for (i = 0; i < se->n; i++) {
-		struct sline *l = &se->v[i];
-
-		l->alive = false;
-		for (r = 0; r < n && !l->alive; r++)
-			l->alive = l->points[r] > 0;
-	}
-	for (i = 0; i < se->n; i++) {
-		if (!se->v[i].alive) {
+		for (alive = false, r = 0; r < n && !alive; r++)
+			alive = se->v[i].points[r] > 0;
+		if (alive)
+			se->v[kept++] = se->v[i];
+		else
 			sline__free(&se->v[i]);
-			continue;
-		}
-		se->v[kept++] = se->v[i];
 	}
-	if (kept != se->n) {
-		htab__free(&se->index);
-		se->n = kept;
-		if (htab__init(&se->index, 256))
-			se->n = 0;	/* no memory: start over rather than lose the index */
-		for (i = 0; i < se->n; i++)
-			if (htab__add(&se->index, se->v[i].hash, i + 1))
-				se->n = i;
+	if (kept == se->n)
+		return;
+	se->n = kept;
+	htab__free(&se->index);
+	/* No memory for the index: start over rather than keep lines it cannot find. */
+	if (htab__init(&se->index, 256)) {
+		drop_from(se, 0);
+		return;
 	}
+	for (i = 0; i < se->n; i++)
+		if (htab__add(&se->index, se->v[i].hash, i + 1))
+			drop_from(se, i);
 }
 
 unsigned int series__rounds(const struct series *se)
