@@ -115,7 +115,7 @@ $(OUTPUT)/page/page.bin: $(OUTPUT)/page/page.elf
 # Page offsets of the entry points and sites, for the tracer.
 $(OUTPUT)/page/page_syms.h: $(OUTPUT)/page/page.elf
 	$(call msg,GEN,$@)
-	$(Q)nm $< | awk '$$3 ~ /^pytm_(tramp|site|child)_/ \
+	$(Q)nm $< | awk '$$3 ~ /^pytm_(tramp|site|child)_|^pytm_reftrace$$/ \
 		{ printf "#define PYTM_SYM_%s 0x%s\n", $$3, $$1 }' > $@.tmp && mv $@.tmp $@
 
 $(PAGE_BLOB): page/blob.S $(OUTPUT)/page/page.bin

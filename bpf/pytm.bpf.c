@@ -75,6 +75,16 @@ int BPF_KPROBE(sample_free, __u64 ptr)
 	return on_free(ptr);
 }
 
+/*
+ * The page's reference tracer (3.13+): an object created in a block
+ * that may be traced, i.e. taken from a free list. rdi = the block.
+ */
+SEC("uprobe")
+int BPF_KPROBE(site_newref, __u64 ptr)
+{
+	return restamp(ptr);
+}
+
 /* void *malloc(void *actx, size_t size) */
 SEC("uprobe")
 int BPF_KPROBE(malloc_enter, void *actx, __u64 size)

@@ -78,7 +78,9 @@ struct pytm_offsets {
 	__u16 unicode_compact_size;	/* sizeof(PyCompactUnicodeObject) */
 	/* _PyRuntimeState: autoTSSkey._key (pthread key of the tstate), <=3.12 */
 	__u16 runtime_tss_key;
-	__u16 pad;
+	/* PyTypeObject: tp_flags, 3.13+ GIL builds (the page's reference
+	 * tracer, not BPF); 0: unknown */
+	__u16 type_flags;
 };
 
 /* Allocator entry points, one BPF program each. */

@@ -211,6 +211,45 @@ static __always_inline int record_block(__u32 domain, __u64 ptr, __u64 size, __u
 }
 
 /*
+ * An object was created in the block at PTR, a block that may be traced
+ * (3.13+: the page's reference tracer, for objects taken from a free
+ * list): as tracemalloc's _PyTraceMalloc_TraceRef does, the block now
+ * belongs to the creating traceback. Its age restarts with it (the old
+ * object is gone). Untraced blocks are left alone.
+ */
+static __always_inline int restamp(__u64 ptr)
+{
+	struct pytm_block_key key;
+	struct pytm_block *b;
+	struct pytm_proc *p;
+	struct task_ctx *t;
+	__u64 id;
+	void *map;
+	__u32 pid;
+
+	p = event_proc(&pid, &t);
+	if (!p || p->frozen)
+		return 0;
+	map = proc_blocks(p, pid);
+	if (!map)
+		return 0;
+	key.pid = pid;
+	key.domain = 0;
+	key.addr = ptr;
+	if (!bpf_map_lookup_elem(map, &key))
+		return 0;
+	id = walk_stack(p, t, pid);
+	/* Looked up again: the walk may take long, the block may be gone. */
+	b = bpf_map_lookup_elem(map, &key);
+	if (!b)
+		return 0;
+	peak_keep(p, &key, b);
+	b->stack_id = id;
+	b->born = bpf_ktime_get_ns();
+	return 0;
+}
+
+/*
  * The stash is indexed with constants only (unrolled loops): the verifier
  * cannot bound an index read back from map memory.
  */

@@ -7,11 +7,11 @@
  *
  *   0x0000  header: magic, then the original allocator functions
  *   0x0100  code: the exact-mode trampolines (hand-emitted, 12 x 128 bytes)
- *   0x0800  code: the sampler (this directory), both in every page, so
- *           that a page's code never changes under a thread running in it,
- *           whichever mode the next tracer chooses
- *   0x2000  inject's stub page (user/attach/inject.c)
- *   0x3000  data: private anonymous. Its first page is zeroed in forked
+ *   0x0800  code: the sampler and the reference tracer (this directory),
+ *           both in every page, so that a page's code never changes under
+ *           a thread running in it, whichever mode the next tracer chooses
+ *   0x3000  inject's stub page (user/attach/inject.c)
+ *   0x4000  data: private anonymous. Its first page is zeroed in forked
  *           children (MADV_WIPEONFORK): struct pytm_page_ctl, what is the
  *           process's own (armed, counters). The rest a child inherits:
  *           struct pytm_page_keep (whether it stays redirected, the
@@ -26,11 +26,11 @@
 
 #include <stdint.h>
 
-#define PYTM_PAGE_CODE_LEN	0x2000		/* header + code: two pages */
+#define PYTM_PAGE_CODE_LEN	0x3000		/* header + code: three pages */
 #define PYTM_PAGE_ORIG_OFF	0x10		/* void *orig[3][4] */
 #define PYTM_PAGE_CODE_OFF	0x100
 #define PYTM_PAGE_SAMPLER_OFF	0x800
-#define PYTM_PAGE_DATA_OFF	0x3000		/* code, then inject's stub page */
+#define PYTM_PAGE_DATA_OFF	0x4000		/* code, then inject's stub page */
 
 /* Offsets inside the data region. */
 #define PYTM_DATA_CTL		0x0
@@ -54,9 +54,13 @@ struct pytm_page_ctl {
 					 * 0 in a forked child (page/sampler.c) */
 	uint8_t pad0[6];
 	uint64_t pad1[7];
-	/* line 1: the thread inside an obj/mem call of ours (its %fs:0) */
-	uint64_t outer;
-	uint64_t pad2[7];
+	/* line 1: written by the GIL holder */
+	uint64_t outer;			/* the thread inside an obj/mem call of
+					 * ours (its %fs:0) */
+	uint64_t last_new;		/* exact: the block the obj domain's
+					 * malloc/calloc returned last (see
+					 * pytm_reftrace) */
+	uint64_t pad2[6];
 	/* line 2: counters, read by the tracer */
 	uint64_t samples;		/* sampled blocks passed to the alloc site */
 	uint64_t frees;			/* frees of sampled blocks passed to the free site */
@@ -88,12 +92,21 @@ struct pytm_page_keep {
 	uint8_t pad0[5];
 	uint64_t tables[3];		/* PyMemAllocatorEx of raw, mem, obj; 0: none */
 	uint64_t rate;			/* R: mean bytes between samples; 0: exact */
-	uint64_t pad1[3];
+	/* 3.13+: the runtime's reference tracer (page/sampler.c, pytm_reftrace) */
+	uint64_t ref_slot;		/* &_PyRuntime.ref_tracer.tracer_func; 0: none */
+	uint64_t ref_prev;		/* the tracer before ours, called first */
+	uint16_t ob_type;		/* offsetof(PyObject, ob_type) */
+	uint16_t tp_flags;		/* offsetof(PyTypeObject, tp_flags) */
+	uint8_t gc_head;		/* sizeof(PyGC_Head): before a GC object */
+	uint8_t pad1[3];
 	/* line 1: the Poisson processes over allocated bytes */
 	int64_t countdown;		/* raw domain: bytes before the next point */
 	int64_t countdown_gil;		/* obj and mem domains: the same */
 	uint64_t prng;			/* splitmix64 counter (fetch-add) */
 	uint64_t pad2[5];
 };
+
+_Static_assert(sizeof(struct pytm_page_ctl) == 192, "ctl: three cache lines");
+_Static_assert(sizeof(struct pytm_page_keep) == 128, "keep: two cache lines");
 
 #endif /* __PYTM_PAGE_H */

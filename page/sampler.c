@@ -231,6 +231,21 @@ INLINE int pg_insert(uint64_t ptr)
 	return 0;
 }
 
+/* 1 if PTR is in the set. */
+INLINE int pg_has(uint64_t ptr)
+{
+	uint64_t b = pg_bucket(ptr), *slot;
+	int i;
+
+	if (!LOAD(&pytm_counts[b]))
+		return 0;
+	slot = &pytm_slots[b * PYTM_SET_WAYS];
+	for (i = 0; i < PYTM_SET_WAYS; i++)
+		if (LOAD(&slot[i]) == ptr)
+			return 1;
+	return 0;
+}
+
 /* 1 if PTR was in the set (and is no more). */
 INLINE int pg_remove(uint64_t ptr)
 {
@@ -304,14 +319,23 @@ INLINE void pg_unhook_slot(int d, int k, uint64_t sampled)
 		pg_unhook_slot(d, FREE, (uint64_t)pytm_tramp_##name##_free);	\
 	} while (0)
 
+int pytm_reftrace(void *op, int event, void *data) HIDDEN;
+
 void pg_unhook(void) HIDDEN;
 void pg_unhook(void)
 {
+	uint64_t *ref = (uint64_t *)LOAD(&pytm_keep.ref_slot), want;
+
 	if (LOAD(&pytm_keep.follow))
 		return;
 	UNHOOK_DOMAIN(raw, RAW);
 	UNHOOK_DOMAIN(mem, MEM);
 	UNHOOK_DOMAIN(obj, OBJ);
+	/* The reference tracer too, if it is still ours (tracer_data was never changed). */
+	want = (uint64_t)pytm_reftrace;
+	if (ref && LOAD(ref) == want)
+		__atomic_compare_exchange_n(ref, &want, LOAD(&pytm_keep.ref_prev), 0,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 /* How a call goes: straight through, or sampled, past which sites. */
@@ -490,3 +514,89 @@ void pytm_tramp_##name##_free(void *ctx, void *p)				\
 DOMAIN_TRAMPS(raw, RAW)
 DOMAIN_TRAMPS(mem, MEM)
 DOMAIN_TRAMPS(obj, OBJ)
+
+/*
+ * ---- objects taken from a free list (3.13+) ----
+ *
+ * tracemalloc gives a block the traceback of the object created in it,
+ * not of the allocation, when the two differ: a tuple, float, list...
+ * taken from a free list reuses a live block with no allocator call.
+ * 3.13's runtime calls a reference tracer at each object creation
+ * (_PyRuntime.ref_tracer, PyRefTracer_CREATE from _Py_NewReference);
+ * tracemalloc's own (_PyTraceMalloc_TraceRef) moves the block's trace to
+ * the current traceback. The tracer points the runtime at this function
+ * (user/attach/redirect.c) under the table swap's stop, keeping the one
+ * it replaced in pytm_keep.ref_prev, called first, with the same data
+ * (tracer_data is left as it was); it puts it back at detach, and a
+ * forked child that is not followed does in pg_unhook.
+ *
+ * Called for every creation and destruction with the GIL held. A block
+ * the obj domain's malloc/calloc just returned already has this stack
+ * (nothing ran Python code in between): the exact trampolines leave it in
+ * pytm_ctl.last_new and it costs an exchange. The equality cannot be
+ * stale: last_new holds an address only until the next creation takes
+ * it, and an allocator returns a block again only after it was freed, so
+ * a block reused from a free list is never the last one returned.
+ * Sampled: only blocks in the set have a trace. Anything else passes the
+ * site with the block's address (pytm_site_newref: one kernel entry, BPF
+ * walks the stack and re-stamps the block if it is traced).
+ */
+void pytm_site_newref(uint64_t ptr) HIDDEN;
+void pytm_site_child_newref(uint64_t ptr) HIDDEN;
+
+typedef int (*reftracer_fn)(void *op, int event, void *data);
+#define REF_CREATE		0		/* PyRefTracer_CREATE */
+#define TPFLAGS_HAVE_GC		(1ULL << 14)
+#define TPFLAGS_PREHEADER	(3ULL << 3)	/* MANAGED_WEAKREF | MANAGED_DICT */
+
+/* Where OP's block starts: op - _PyType_PreHeaderSize(Py_TYPE(op)). */
+INLINE uint64_t pg_block_of(const char *op)
+{
+	const char *type = *(const char *const *)(op + LOAD(&pytm_keep.ob_type));
+	uint64_t flags = *(const uint64_t *)(type + LOAD(&pytm_keep.tp_flags));
+
+	return (uint64_t)op - (flags & TPFLAGS_HAVE_GC ? LOAD(&pytm_keep.gc_head) : 0) -
+	       (flags & TPFLAGS_PREHEADER ? 2 * sizeof(void *) : 0);
+}
+
+/* Not armed: a forked child before its attach (else see pg_unarmed). */
+COLD int pg_ref_unarmed(void)
+{
+	if (LOAD(&pytm_ctl.set_up))
+		return BYPASS;
+	if (!LOAD(&pytm_keep.follow)) {
+		pg_unhook();
+		return BYPASS;
+	}
+	return CHILD;
+}
+
+COLD void pg_created(uint64_t ptr, int mode)
+{
+	if (mode == CHILD)
+		pytm_site_child_newref(ptr);
+	else
+		pytm_site_newref(ptr);
+}
+
+int pytm_reftrace(void *op, int event, void *data)
+{
+	reftracer_fn prev = (reftracer_fn)LOAD(&pytm_keep.ref_prev);
+	int ret = prev ? prev(op, event, data) : 0, mode;
+	uint64_t ptr;
+
+	if (event != REF_CREATE || !op)
+		return ret;
+	mode = LOAD(&pytm_ctl.armed) ? ARMED : pg_ref_unarmed();
+	if (!mode)
+		return ret;
+	ptr = pg_block_of(op);
+	if (LOAD(&pytm_keep.rate)) {
+		if (!pg_has(ptr))
+			return ret;
+	} else if (__atomic_exchange_n(&pytm_ctl.last_new, 0, __ATOMIC_RELAXED) == ptr) {
+		return ret;
+	}
+	pg_created(ptr, mode);
+	return ret;
+}

@@ -26,6 +26,16 @@ pytm_site_free:				/* (ptr) */
 	ret
 	.size	pytm_site_free, . - pytm_site_free
 
+/* An object created in a block that may be traced (pytm_reftrace): (ptr) */
+	.globl	pytm_site_newref
+	.hidden	pytm_site_newref
+	.type	pytm_site_newref, @function
+pytm_site_newref:
+	.byte	0x0f, 0x1f, 0x44, 0x00, 0x00
+	.byte	0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00
+	ret
+	.size	pytm_site_newref, . - pytm_site_newref
+
 /*
  * The same for a forked child that its parent's tracer follows, before
  * its own attach: 6-byte NOPs only, which the tracer probes for every
@@ -46,6 +56,14 @@ pytm_site_child_free:			/* (ptr) */
 	.byte	0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00
 	ret
 	.size	pytm_site_child_free, . - pytm_site_child_free
+
+	.globl	pytm_site_child_newref
+	.hidden	pytm_site_child_newref
+	.type	pytm_site_child_newref, @function
+pytm_site_child_newref:			/* (ptr) */
+	.byte	0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00
+	ret
+	.size	pytm_site_child_newref, . - pytm_site_child_newref
 
 /*
  * The tail of the exact-mode trampolines' children's sites (user/attach/

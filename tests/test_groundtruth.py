@@ -49,17 +49,32 @@ def test_groundtruth_realloc(python, tmp_path_factory):
                     summary)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: tracemalloc re-attributes a block reused from a free list "
-    "(_PyTraceMalloc_NewReference, called from _Py_NewReference only while "
-    "tracemalloc traces); pytm-bpf sees allocator calls only. Strict: a "
-    "pass means the gap is closed and this marker must go."))
-def test_groundtruth_freelist_reuse(python, tmp_path_factory):
+# Before 3.13 a free-list reuse makes no call that a tracer outside can see
+# (_PyTraceMalloc_NewReference runs only while tracemalloc traces, and is
+# inlined away): a known gap, measured in the man page (NOTES).
+FREELIST_GAP = pytest.mark.xfail(strict=True, reason=(
+    "known gap before 3.13: tracemalloc re-attributes a block reused from a "
+    "free list (_PyTraceMalloc_NewReference, called from _Py_NewReference "
+    "only while tracemalloc traces); pytm-bpf sees allocator calls only. "
+    "Strict: a pass means the gap is closed and this marker must go."))
+
+
+def freelist_gap(request, python):
+    """Mark the test a known gap on interpreters before 3.13."""
+    if request.node.callspec.params["python"] not in ("3.13",):
+        request.applymarker(FREELIST_GAP)
+
+
+@pytest.mark.parametrize("mode", ["with", "without"])
+def test_groundtruth_freelist_reuse(request, python, tmp_path_factory, mode):
     """Objects that reuse a free list's memory (tests/workloads/
-    gt_freelist.py): tracemalloc moves the block's trace to the line that
-    created the new object; a tracer that only sees allocator calls leaves
-    it at the line that first allocated the memory."""
-    run, fig, summary = gt_result(python, tmp_path_factory, "with",
+    gt_freelist.py: tuples, floats, lists, dicts, and class instances that
+    come back through the allocator): tracemalloc moves the block's trace
+    to the line that created the new object. 3.13+: so does pytm-bpf,
+    through the runtime's reference tracer (chained to tracemalloc's own
+    in the "with" form, alone in the other)."""
+    freelist_gap(request, python)
+    run, fig, summary = gt_result(python, tmp_path_factory, mode,
                                   "gt_freelist.py", 1)
-    check_agreement("free-list reuse, with tracemalloc, --frames 1", run, fig,
-                    summary)
+    check_agreement("free-list reuse, %s tracemalloc, --frames 1" % mode,
+                    run, fig, summary)

@@ -102,6 +102,22 @@ void pytm_site_child_free(uint64_t ptr)
 	pytm_site_free(ptr);
 }
 
+/* The reference tracer's sites: the blocks they were given, in order. */
+static uint64_t newref_seen[16], child_newref_seen[16];
+static unsigned int n_newref, n_child_newref;
+void pytm_site_newref(uint64_t ptr) SITE_DECL;
+void pytm_site_child_newref(uint64_t ptr) SITE_DECL;
+
+void pytm_site_newref(uint64_t ptr)
+{
+	newref_seen[n_newref++ % 16] = ptr;
+}
+
+void pytm_site_child_newref(uint64_t ptr)
+{
+	child_newref_seen[n_child_newref++ % 16] = ptr;
+}
+
 #include "../../page/sampler.c"
 
 /* The "original" allocators: libc, and a pymalloc-like obj domain. */
@@ -429,6 +445,114 @@ static void test_child(void)
 	memset(&pytm_keep, 0, sizeof(pytm_keep));
 }
 
+/* A reference tracer installed before ours: what it was called with. */
+static void *prev_op, *prev_data;
+static int prev_event, prev_calls;
+
+static int prev_tracer(void *op, int event, void *data)
+{
+	prev_op = op;
+	prev_event = event;
+	prev_data = data;
+	prev_calls++;
+	return 7;
+}
+
+/* A type with tp_flags at 168 (3.13's PyTypeObject), objects with ob_type at 8. */
+struct fake_type {
+	uint64_t words[21];
+	uint64_t tp_flags;
+};
+
+/*
+ * pytm_reftrace: chains to the tracer before it (same data, its result),
+ * finds each kind of object's block (GC header, pre-header, both,
+ * neither), skips the block the obj domain just returned (exact) or a
+ * block not in the set (sampled), passes the site for the rest; unarmed in
+ * a child that is not followed it puts the runtime's tracer back (only if
+ * still ours), in one that is it passes the children's site.
+ */
+static void test_reftrace(void)
+{
+	static const uint64_t flags[4] = { 0, 1ULL << 14, (1ULL << 14) | (3ULL << 3), 1ULL << 4 };
+	static const unsigned int presize[4] = { 0, 16, 32, 16 };
+	struct fake_type types[4];
+	uint8_t mem[4][128] __attribute__((aligned(16)));
+	void *op[4];
+	uint64_t slot, other = 0x1234;
+	int i, ret;
+
+	memset(&pytm_keep, 0, sizeof(pytm_keep));
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	pytm_keep.ob_type = 8;
+	pytm_keep.tp_flags = offsetof(struct fake_type, tp_flags);
+	pytm_keep.gc_head = 16;
+	pytm_keep.ref_prev = (uint64_t)prev_tracer;
+	pytm_keep.follow = 1;
+	pytm_ctl.armed = 1;
+	for (i = 0; i < 4; i++) {
+		memset(&types[i], 0, sizeof(types[i]));
+		types[i].tp_flags = flags[i];
+		op[i] = mem[i] + presize[i];
+		*(void **)((char *)op[i] + 8) = &types[i];
+	}
+	CHECK(offsetof(struct fake_type, tp_flags) == 168, "tp_flags at 168");
+	/* exact: every kind's block, past the site */
+	for (i = 0; i < 4; i++) {
+		prev_calls = 0;
+		ret = pytm_reftrace(op[i], 0, (void *)0xda7a);
+		CHECK(ret == 7 && prev_calls == 1 && prev_op == op[i] && prev_event == 0 &&
+		      prev_data == (void *)0xda7a, "kind %d: chained with its data", i);
+		CHECK(n_newref == (unsigned int)i + 1 && newref_seen[i] == (uint64_t)mem[i],
+		      "kind %d: the block at op - %u", i, presize[i]);
+	}
+	/* just allocated: skipped once, and only that block */
+	pytm_ctl.last_new = (uint64_t)mem[2];
+	pytm_reftrace(op[2], 0, NULL);
+	CHECK(n_newref == 4 && pytm_ctl.last_new == 0, "the block just allocated is skipped");
+	pytm_reftrace(op[2], 0, NULL);
+	CHECK(n_newref == 5, "...once: a later creation in it passes the site");
+	pytm_ctl.last_new = (uint64_t)mem[1];
+	pytm_reftrace(op[2], 0, NULL);
+	CHECK(n_newref == 6 && pytm_ctl.last_new == 0, "another block's creation passes");
+	/* destruction: chained, no site */
+	prev_calls = 0;
+	CHECK(pytm_reftrace(op[0], 1, NULL) == 7 && prev_calls == 1 && prev_event == 1 &&
+	      n_newref == 6, "destruction: chained only");
+	/* no tracer before ours */
+	pytm_keep.ref_prev = 0;
+	CHECK(pytm_reftrace(op[0], 0, NULL) == 0 && n_newref == 7, "alone: returns 0");
+	pytm_keep.ref_prev = (uint64_t)prev_tracer;
+	/* sampled: only blocks in the set */
+	pytm_keep.rate = 4096;
+	pytm_keep.set_shift = 64 - 4;
+	pg_insert((uint64_t)mem[3]);
+	pytm_reftrace(op[1], 0, NULL);
+	CHECK(n_newref == 7, "sampled: a block not in the set is skipped");
+	pytm_reftrace(op[3], 0, NULL);
+	CHECK(n_newref == 8 && newref_seen[7] == (uint64_t)mem[3], "sampled: one in it passes");
+	pg_remove((uint64_t)mem[3]);
+	pytm_keep.rate = 0;
+	/* a forked child: followed, the children's site */
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+	pytm_reftrace(op[1], 0, NULL);
+	CHECK(n_newref == 8 && n_child_newref == 1 && child_newref_seen[0] == (uint64_t)mem[1],
+	      "followed child: the children's site");
+	/* not followed: the tracer goes back (if still ours), no site */
+	pytm_keep.follow = 0;
+	pytm_keep.ref_slot = (uint64_t)&slot;
+	slot = (uint64_t)pytm_reftrace;
+	prev_calls = 0;
+	CHECK(pytm_reftrace(op[1], 0, NULL) == 7 && prev_calls == 1, "child: still chained");
+	CHECK(slot == (uint64_t)prev_tracer && n_newref == 8 && n_child_newref == 1,
+	      "unfollowed child: the tracer before ours is back");
+	pytm_keep.ref_slot = (uint64_t)&other;
+	pytm_reftrace(op[1], 0, NULL);
+	CHECK(other == 0x1234, "unfollowed child: another tracer is left alone");
+	memset(&pytm_keep, 0, sizeof(pytm_keep));
+	memset(&pytm_ctl, 0, sizeof(pytm_ctl));
+}
+
 #define THREADS 4
 #define ROUNDS 200000
 
@@ -502,6 +626,7 @@ int main(void)
 	test_full_and_disarmed();
 	test_unhook();
 	test_child();
+	test_reftrace();
 	test_threads();
 	free(live);
 	return unit_done("test_page");

@@ -567,6 +567,8 @@ static void check_debug_313(const unsigned char *dbg)
 	OFFSET_FIELDS(CMP)
 #undef CMP
 	CHECK(shared >= 30, "%d fields compared", shared);
+	/* Not in the headers' table: PyTypeObject.tp_flags, at 168 on 64-bit since 3.0. */
+	CHECK(got.type_flags == 168, "3.13 type_flags: %u", (unsigned)got.type_flags);
 	printf("pyoffsets: 3.13.0 _Py_DebugOffsets == headers on %d fields\n",
 	       shared);
 

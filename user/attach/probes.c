@@ -376,29 +376,38 @@ static bool nop5_fork_safe(struct pytm_bpf *skel)
 }
 
 /*
- * A uprobe on the sampler's site WHICH, for the target (or CHILD: its
- * children's site, for every process that maps the page).
+ * A uprobe on one of the page's own sites (sampler, reference tracer) at
+ * page offset OFF, for the target (or CHILD: every process that maps the
+ * page, i.e. its forked children, at their children's sites).
  */
-static int attach_sample_site(struct probes *pr, struct bpf_program *prog,
-			      enum redirect_sample_site which, bool child)
+static int attach_page_site(struct probes *pr, struct bpf_program *prog, uint64_t off,
+			    bool child, const char *what)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, opts);
 	struct bpf_link *link;
+	int err;
 
 	if (pr->nlinks >= PROBES_MAX)
 		return -E2BIG;
 	link = bpf_program__attach_uprobe_opts(prog, child ? -1 : pr->target->pid,
-					       redirect__path(&pr->rd),
-					       child ? redirect__child_sample_site(which) :
-						       redirect__sample_site(&pr->rd, which), &opts);
+					       redirect__path(&pr->rd), off, &opts);
 	if (!link) {
-		warn("cannot attach a uprobe to the sampler's %s site%s: %s",
-		     which == REDIRECT_SAMPLE_FREE ? "free" : "alloc",
-		     child ? " (children's)" : "", strerror(errno));
-		return -errno;
+		err = -errno;
+		warn("cannot attach a uprobe to the %s site%s: %s", what,
+		     child ? " (children's)" : "", strerror(-err));
+		return err;
 	}
 	pr->links[pr->nlinks++] = link;
 	return 0;
+}
+
+/* The sampler's site WHICH, for the target (or CHILD: its children's site). */
+static int attach_sample_site(struct probes *pr, struct bpf_program *prog,
+			      enum redirect_sample_site which, bool child)
+{
+	return attach_page_site(pr, prog, child ? redirect__child_sample_site(which) :
+					  redirect__sample_site(&pr->rd, which), child,
+				which == REDIRECT_SAMPLE_FREE ? "sampler's free" : "sampler's alloc");
 }
 
 /*
@@ -423,13 +432,18 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		.gil_plain = o->gil_plain,
 		.follow_forks = o->follow_forks,
 		.adopt = o->adopt,
+		.ref_slot = o->ref_slot,
+		.ob_type = o->ob_type,
+		.tp_flags = o->tp_flags,
+		.gc_head = o->gc_head,
 	};
+	struct bpf_program *newref = skel->progs.site_newref;
 	int d, k, err;
 
 	if (o->empty_sites) {
 		for (k = 0; k < REDIRECT_KINDS; k++)
 			site[k] = skel->progs.site_empty;
-		enter = sample_alloc = sample_free = skel->progs.site_empty;
+		enter = sample_alloc = sample_free = newref = skel->progs.site_empty;
 	}
 	/* Sampled sites are passed rarely: the check is only worth it for exact mode. */
 	ro.nop5_fork_safe = ro.site_pref == REDIRECT_PREFER_AUTO && !o->sample_rate &&
@@ -439,6 +453,14 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		return err;
 	/* Children's sites: see struct pytm_page_keep. */
 	pr->child_sites = o->follow_forks && pr->rd.page.wipeonfork;
+	/* Objects reused from free lists (before the swap installs the tracer). */
+	if (pr->rd.ref_slot &&
+	    ((err = attach_page_site(pr, newref, redirect__newref_site(&pr->rd), false,
+				      "reference tracer's")) ||
+	     (pr->child_sites &&
+	      (err = attach_page_site(pr, newref, redirect__child_newref_site(), true,
+				      "reference tracer's")))))
+		return err;
 	if (o->sample_rate) {
 		/* Free first: a block sampled meanwhile is then always seen going. */
 		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, false)) ||

@@ -11,7 +11,7 @@ struct pytm_bpf;
 struct target;
 struct bpf_link;
 
-#define PROBES_MAX 32
+#define PROBES_MAX 40
 
 struct probes {
 	struct bpf_link *links[PROBES_MAX];
@@ -46,6 +46,10 @@ struct probes_opts {
 				 * put their tables back */
 	bool adopt;			/* a forked child, traced through its
 					 * parent's page already (redirect_opts) */
+	/* 3.13+: the reference tracer (redirect_opts) */
+	uint64_t ref_slot;
+	uint16_t ob_type, tp_flags;
+	uint8_t gc_head;
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -28,8 +28,9 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp6"	/* 16 bytes with the NUL */
-#define MAGIC5		"pytm-bpf tramp5"	/* before: no kept page */
+#define MAGIC		"pytm-bpf tramp7"	/* 16 bytes with the NUL */
+#define MAGIC6		"pytm-bpf tramp6"	/* before: two code pages, no reference tracer */
+#define MAGIC5		"pytm-bpf tramp5"	/* before that: no kept page */
 #define MAGIC4		"pytm-bpf tramp4"	/* before that: 64-byte trampolines */
 #define ORIG_OFF	PYTM_PAGE_ORIG_OFF
 #define CODE_OFF	PYTM_PAGE_CODE_OFF
@@ -39,19 +40,33 @@
 #define ARMED_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, armed))
 #define MAX_PAGES	8			/* stale pages passed over, at most */
 #define KEEP_FOLLOW_OFF	(PYTM_DATA_KEEP + offsetof(struct pytm_page_keep, follow))
+#define KEEP_REF_PREV_OFF (PYTM_DATA_KEEP + offsetof(struct pytm_page_keep, ref_prev))
+#define LAST_NEW_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, last_new))
+#define PYTM_DOMAIN_OBJ	2
 _Static_assert(CODE_OFF + 12 * TRAMP_SIZE + 5 * 16 <= PYTM_PAGE_SAMPLER_OFF,
 	       "trampolines and children's sites overlap the sampler");
 
 extern const uint8_t pytm_page_blob[], pytm_page_blob_end[];	/* page/blob.S */
 
 /* The sampler's entry points, as page offsets (from page/page.lds). */
-static const uint64_t sampler_entry[REDIRECT_DOMAINS][REDIRECT_KINDS] = {
+typedef uint64_t entry_table[REDIRECT_DOMAINS][REDIRECT_KINDS];
+static const entry_table sampler_entry = {
 	{ PYTM_SYM_pytm_tramp_raw_malloc, PYTM_SYM_pytm_tramp_raw_calloc,
 	  PYTM_SYM_pytm_tramp_raw_realloc, PYTM_SYM_pytm_tramp_raw_free },
 	{ PYTM_SYM_pytm_tramp_mem_malloc, PYTM_SYM_pytm_tramp_mem_calloc,
 	  PYTM_SYM_pytm_tramp_mem_realloc, PYTM_SYM_pytm_tramp_mem_free },
 	{ PYTM_SYM_pytm_tramp_obj_malloc, PYTM_SYM_pytm_tramp_obj_calloc,
 	  PYTM_SYM_pytm_tramp_obj_realloc, PYTM_SYM_pytm_tramp_obj_free },
+};
+
+/*
+ * The same in a page of the layout before (tramp6), which a tracer that
+ * died may have left the tables pointing into: its sampler's entries, as
+ * that build had them, so that its originals can still be found.
+ */
+static const entry_table sampler_entry6 = {
+	{ 0xa90, 0xb90, 0xcb0, 0xe60 }, { 0xf70, 0x10b0, 0x1200, 0x1400 },
+	{ 0x1510, 0x1650, 0x17a0, 0x19a0 },
 };
 
 static size_t tramp_off(int d, int k)
@@ -159,6 +174,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	static const uint8_t sub8[] = { 0x48, 0x83, 0xec, 0x08 };	/* sub $8,%rsp */
 	static const uint8_t add8[] = { 0x48, 0x83, 0xc4, 0x08 };	/* add $8,%rsp */
 	static const uint8_t call_mem[] = { 0xff, 0x15 }, jmp_mem[] = { 0xff, 0x25 };
+	static const uint8_t store_rax[] = { 0x48, 0x89, 0x05 };	/* mov %rax,disp(%rip) */
 	struct x86_emitter e = { page, tramp_off(d, k) };
 	size_t o = orig_off(d, k);
 
@@ -169,6 +185,8 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 		x86__bytes(&e, &push_rsi, 1);
 		x86__rip(&e, call_mem, sizeof(call_mem), o, NULL);	/* call *orig(%rip) */
 		x86__bytes(&e, &pop_rsi, 1);
+		if (d == PYTM_DOMAIN_OBJ)	/* see pytm_reftrace */
+			x86__rip(&e, store_rax, sizeof(store_rax), DATA_OFF + LAST_NEW_OFF, NULL);
 		break;
 	case PYTM_CALLOC:	/* calloc(ctx, nelem, elsize) */
 	case PYTM_REALLOC:	/* realloc(ctx, ptr, size) */
@@ -179,6 +197,8 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 		x86__bytes(&e, add8, sizeof(add8));
 		x86__bytes(&e, &pop_rdx, 1);
 		x86__bytes(&e, &pop_rsi, 1);
+		if (d == PYTM_DOMAIN_OBJ && k == PYTM_CALLOC)
+			x86__rip(&e, store_rax, sizeof(store_rax), DATA_OFF + LAST_NEW_OFF, NULL);
 		break;
 	case PYTM_FREE:	/* free(ctx, ptr): the site comes first, rsi = block */
 		break;
@@ -215,6 +235,16 @@ uint64_t redirect__child_sample_site(enum redirect_sample_site which)
 {
 	return which == REDIRECT_SAMPLE_FREE ? PYTM_SYM_pytm_site_child_free
 					     : PYTM_SYM_pytm_site_child_alloc;
+}
+
+uint64_t redirect__newref_site(const struct redirect *rd)
+{
+	return site_nop(rd->site_kind, PYTM_SYM_pytm_site_newref);
+}
+
+uint64_t redirect__child_newref_site(void)
+{
+	return PYTM_SYM_pytm_site_child_newref;
 }
 
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
@@ -422,6 +452,8 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 		err = target__read(t, from + PYTM_DATA_KEEP, &keep, sizeof(keep)) ? -EIO : 0;
 		if (!err) {
 			keep.follow = 1;	/* until redirect__swap is done */
+			keep.ref_slot = rd->keep.ref_slot;	/* this process's own */
+			keep.ref_prev = rd->keep.ref_prev;
 			/* Its siblings forked with the same sequence: its own from now on. */
 			reseed(&keep, keep.rate);
 			err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep)) ?:
@@ -437,6 +469,62 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 }
 
 /* Which site kind for a page: see redirect__prepare. */
+/*
+ * The reference tracer that ours replaces, given the one at the slot now
+ * (FN): FN itself, unless it is the tracer of a page of ours (a tracer
+ * before us died, or a forked child's parent traced it): then the one
+ * that page replaced, and so on. -EPROTO for a page of ours we cannot read
+ * or of another layout (it would chain to it: leave it be).
+ */
+static int ref_previous(const struct target *t, uint64_t fn, uint64_t *prev)
+{
+	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
+	char magic[sizeof(MAGIC)];
+	const struct mapping *m;
+	int hops;
+
+	for (hops = 0; hops <= MAX_PAGES; hops++) {
+		m = target__mapping(t, fn);
+		if (!fn || !m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1)) {
+			*prev = fn;
+			return 0;
+		}
+		if (target__read(t, m->start, magic, sizeof(magic)) ||
+		    memcmp(magic, MAGIC, sizeof(MAGIC)) ||
+		    fn != m->start + PYTM_SYM_pytm_reftrace ||
+		    target__read(t, m->start + DATA_OFF + KEEP_REF_PREV_OFF, &fn, sizeof(fn)))
+			return -EPROTO;
+	}
+	return -EPROTO;
+}
+
+/*
+ * 3.13+: the reference tracer's part of KEEP (see pytm_reftrace), which
+ * redirect__swap installs. Off (rd->ref_slot 0) when the slot cannot be
+ * read or holds what we cannot chain to.
+ */
+static void prepare_reftrace(struct redirect *rd, const struct target *t,
+			     const struct redirect_opts *o, struct pytm_page_keep *keep)
+{
+	uint64_t cur, prev;
+
+	if (target__read(t, o->ref_slot, &cur, sizeof(cur)) || ref_previous(t, cur, &prev)) {
+		vlog("process %d: its reference tracer at %#llx is not one we can chain to: "
+		     "objects reused from free lists keep their first traceback", t->pid,
+		     (unsigned long long)o->ref_slot);
+		return;
+	}
+	rd->ref_slot = o->ref_slot;
+	rd->ref_seen = cur;
+	keep->ref_slot = o->ref_slot;
+	keep->ref_prev = prev;
+	keep->ob_type = o->ob_type;
+	keep->tp_flags = o->tp_flags;
+	keep->gc_head = o->gc_head;
+	rd->keep.ref_slot = keep->ref_slot;
+	rd->keep.ref_prev = keep->ref_prev;
+}
+
 static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
 			bool nop5_fork_safe)
 {
@@ -557,6 +645,8 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 	 */
 	keep.follow = 1;
 	memcpy(keep.tables, rd->tables, sizeof(keep.tables));
+	if (o->ref_slot)
+		prepare_reftrace(rd, t, o, &keep);
 	if (rd->sample_rate && o->adopt)
 		rd->inherited = inherited_page(t, funcs);
 	if (rd->sample_rate && !rd->inherited)
@@ -593,6 +683,35 @@ int redirect__sampler_state(const struct redirect *rd, struct pytm_page_ctl *out
 	if (!rd->have_page || !rd->sample_rate)
 		return -ENOENT;
 	return inject__read_data(&rd->page, PYTM_DATA_CTL, out, sizeof(*out));
+}
+
+/*
+ * Point the runtime's reference tracer at ours (under the tables' stop S),
+ * if it still holds what it held when we prepared, or is ours already.
+ * Not fatal: without it, objects reused from free lists keep the
+ * traceback of their block's allocation.
+ */
+static void swap_reftrace(struct redirect *rd, const struct target *t,
+			  struct inject_session *s)
+{
+	uint64_t ours = rd->page.addr + PYTM_SYM_pytm_reftrace, cur;
+
+	if (!rd->ref_slot)
+		return;
+	if (target__read(t, rd->ref_slot, &cur, sizeof(cur)) ||
+	    (cur != ours && cur != rd->ref_seen)) {
+		vlog("process %d: its reference tracer changed while we attached: not chained",
+		     t->pid);
+		return;
+	}
+	if (cur != ours && inject__store_u64(s, rd->ref_slot, ours)) {
+		warn("process %d: cannot install the reference tracer: %s", t->pid,
+		     error__last());
+		return;
+	}
+	rd->ref_swapped = true;
+	vlog("process %d: reference tracer installed at %#llx (chained to %#llx)", t->pid,
+	     (unsigned long long)rd->ref_slot, (unsigned long long)rd->keep.ref_prev);
 }
 
 int redirect__swap(struct redirect *rd, const struct target *t)
@@ -647,6 +766,7 @@ int redirect__swap(struct redirect *rd, const struct target *t)
 			rd->swapped[d][k] = true;
 		}
 	}
+	swap_reftrace(rd, t, s);
 	inject__detach(s);
 	/* Children forked from now on: see struct pytm_page_keep. */
 	if (!rd->follow_forks && inject__write_data(&rd->page, KEEP_FOLLOW_OFF,
@@ -663,6 +783,15 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 	uint64_t cur;
 	int d, k;
 
+	/* The reference tracer, if it is still ours: tracer_data was never changed. */
+	if (rd->ref_swapped && !target__read(t, rd->ref_slot, &cur, sizeof(cur)) &&
+	    cur == rd->page.addr + PYTM_SYM_pytm_reftrace) {
+		if (inject__attach(t->pid, &s) ||
+		    inject__store_u64(s, rd->ref_slot, rd->keep.ref_prev))
+			warn("process %d: cannot restore its reference tracer: %s", t->pid,
+			     error__last());
+	}
+	rd->ref_swapped = false;
 	for (d = 0; d < REDIRECT_DOMAINS; d++) {
 		for (k = 0; k < REDIRECT_KINDS; k++) {
 			if (!rd->swapped[d][k])
@@ -702,16 +831,17 @@ void redirect__close(struct redirect *rd)
 /*
  * Which (domain, kind) an entry point at page offset OFF is, in a page of
  * this layout (either mode) or of an older one (TSIZE-byte exact-mode
- * trampolines; their sampler, if any, is not this build's); 12 if none.
+ * trampolines; SAMPLER: its sampler's entries, NULL if it had none or
+ * they are not known); 12 if none.
  */
-static uint64_t entry_index(uint64_t off, size_t tsize, bool ours)
+static uint64_t entry_index(uint64_t off, size_t tsize, const entry_table *sampler)
 {
 	int i;
 
 	if (off >= CODE_OFF && off < CODE_OFF + 12 * tsize)
 		return (off - CODE_OFF) % tsize ? 12 : (off - CODE_OFF) / tsize;
-	for (i = 0; ours && i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
-		if (sampler_entry[i / REDIRECT_KINDS][i % REDIRECT_KINDS] == off)
+	for (i = 0; sampler && i < REDIRECT_DOMAINS * REDIRECT_KINDS; i++)
+		if ((*sampler)[i / REDIRECT_KINDS][i % REDIRECT_KINDS] == off)
 			return i;
 	return 12;
 }
@@ -737,11 +867,13 @@ static int original_of(const struct target *t, uint64_t *fn)
 		if (target__read(t, m->start, magic, sizeof(magic)))
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)))
-			idx = entry_index(*fn - m->start, TRAMP_SIZE, true);
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry);
+		else if (!memcmp(magic, MAGIC6, sizeof(MAGIC6)))
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry6);
 		else if (!memcmp(magic, MAGIC5, sizeof(MAGIC5)))
-			idx = entry_index(*fn - m->start, TRAMP_SIZE, false);
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, NULL);
 		else if (!memcmp(magic, MAGIC4, sizeof(MAGIC4)))
-			idx = entry_index(*fn - m->start, TRAMP4_SIZE, false);
+			idx = entry_index(*fn - m->start, TRAMP4_SIZE, NULL);
 		else
 			return -EPROTO;	/* a layout we do not know */
 		if (idx >= REDIRECT_DOMAINS * REDIRECT_KINDS ||

@@ -46,6 +46,11 @@ struct redirect_opts {
 	bool adopt;			/* a forked child that the page it inherited
 					 * traces already: sampled, its sampler goes
 					 * on as it is (see redirect__swap) */
+	/* 3.13+: objects reused from free lists (page/sampler.c, pytm_reftrace) */
+	uint64_t ref_slot;		/* &_PyRuntime.ref_tracer.tracer_func; 0: none */
+	uint16_t ob_type;		/* offsetof(PyObject, ob_type) */
+	uint16_t tp_flags;		/* offsetof(PyTypeObject, tp_flags) */
+	uint8_t gc_head;		/* sizeof(PyGC_Head) */
 };
 
 /* Sampled mode's two probe sites (page/sites.S). */
@@ -74,6 +79,13 @@ struct redirect {
 	uint64_t inherited;		/* adopted, sampled: the page whose sampler
 					 * it runs (0: none) */
 	uint64_t sample_site[2];	/* enum redirect_sample_site */
+	/* The reference tracer (3.13+): see redirect_opts.ref_slot. */
+	uint64_t ref_slot;		/* 0: not hooked */
+	uint64_t ref_seen;		/* what the slot held when prepared */
+	bool ref_swapped;		/* the slot points to our page */
+	struct {
+		uint64_t ref_slot, ref_prev;	/* as in struct pytm_page_keep */
+	} keep;
 };
 
 /*
@@ -105,6 +117,13 @@ uint64_t redirect__child_site(int k);
 uint64_t redirect__child_entry_site(void);
 /* File offset of a sampled-mode children's site (a 6-byte NOP). */
 uint64_t redirect__child_sample_site(enum redirect_sample_site which);
+/*
+ * File offsets of the reference tracer's site (an object created in a
+ * block that may be traced: its chosen NOP) and of its children's site.
+ * Probed when rd->ref_slot is set.
+ */
+uint64_t redirect__newref_site(const struct redirect *rd);
+uint64_t redirect__child_newref_site(void);
 /* File offset of a sampled-mode site (the chosen NOP of it). */
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
 /*

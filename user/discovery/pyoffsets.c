@@ -208,6 +208,7 @@ struct debug_fields {
 	__u64 code_size, filename, name, qualname, linetable, firstlineno;
 	__u64 adaptive, tlbc;
 	__u64 object_size, ob_type;
+	__u64 type_size, tp_flags;
 	__u64 var_size, ob_size;
 	__u64 bytes_size, ob_sval;
 	__u64 unicode_size, state, length, ascii_size;
@@ -241,6 +242,8 @@ struct debug_fields {
 	(f)->adaptive = (d)->code_object.co_code_adaptive;		\
 	(f)->object_size = (d)->pyobject.size;				\
 	(f)->ob_type = (d)->pyobject.ob_type;				\
+	(f)->type_size = (d)->type_object[0];				\
+	(f)->tp_flags = (d)->type_object[3];				\
 	(f)->var_size = (d)->tuple_object.size;				\
 	(f)->ob_size = (d)->tuple_object.ob_size;			\
 	(f)->bytes_size = (d)->bytes_object.size;			\
@@ -363,6 +366,9 @@ static int debug__fill(const struct debug_fields *f,
 	out->unicode_compact_size = compact;
 	/* 3.13+ keep the current tstate in a thread-local, not the TSS key. */
 	out->runtime_tss_key = PYTM_OFF_NONE;
+	/* For the reference tracer's block address (GC header before objects). */
+	if (!f->free_threaded && field_ok(f->tp_flags, 8, f->type_size))
+		out->type_flags = f->tp_flags;
 	return 0;
 }
 

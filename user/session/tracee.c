@@ -23,6 +23,7 @@
 #include "page.h"
 #include "util.h"
 #include "validate.h"
+#include "reftrace.h"
 
 #define DELETE_BATCH	4096	/* map entries read at once when deleting */
 #define INHERIT_BATCH	4096	/* ...and when copying a parent's blocks */
@@ -370,6 +371,48 @@ static bool one_interpreter(const struct tracee *tr)
 	return next == 0;
 }
 
+#define TPFLAGS_HAVE_GC		(1ULL << 14)
+#define TPFLAGS_PREHEADER	(3ULL << 3)	/* MANAGED_WEAKREF | MANAGED_DICT */
+#define TPFLAGS_TUPLE_SUBCLASS	(1ULL << 26)
+#define TPFLAGS_READY		(1ULL << 12)
+
+/*
+ * 3.13+ GIL builds: where the runtime's reference tracer is, so that the
+ * page follows objects reused from free lists as tracemalloc does (page/
+ * sampler.c, pytm_reftrace), once tp_flags is seen where the offsets say
+ * on two types we know (tuple: GC and a tuple subclass; float: neither GC
+ * nor pre-header). 0, with the reason under -v, when not.
+ */
+static uint64_t ref_tracer_slot(struct tracee *tr)
+{
+	uint64_t tuple = target__symbol(&tr->t, "PyTuple_Type");
+	uint64_t flt = target__symbol(&tr->t, "PyFloat_Type");
+	uint64_t slot, tf = 0, ff = 0;
+
+	if (tr->t.hexversion < 0x030d0000)
+		return 0;
+	if (!tr->off.type_flags) {
+		vlog("process %d: no tp_flags offset (free-threaded?): objects reused from free lists keep their first traceback",
+		     tr->pid);
+		return 0;
+	}
+	if (!tuple || !flt ||
+	    target__read(&tr->t, tuple + tr->off.type_flags, &tf, sizeof(tf)) ||
+	    target__read(&tr->t, flt + tr->off.type_flags, &ff, sizeof(ff)) ||
+	    (tf & (TPFLAGS_HAVE_GC | TPFLAGS_TUPLE_SUBCLASS | TPFLAGS_READY)) !=
+	    (TPFLAGS_HAVE_GC | TPFLAGS_TUPLE_SUBCLASS | TPFLAGS_READY) ||
+	    (ff & (TPFLAGS_HAVE_GC | TPFLAGS_PREHEADER | TPFLAGS_READY)) != TPFLAGS_READY) {
+		vlog("process %d: tp_flags not where _Py_DebugOffsets says: objects reused from free lists keep their first traceback",
+		     tr->pid);
+		return 0;
+	}
+	slot = reftrace__find_slot(&tr->t);
+	if (!slot)
+		vlog("process %d: PyRefTracer_SetTracer not understood: objects reused from free lists keep their first traceback",
+		     tr->pid);
+	return slot;
+}
+
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
 {
 	int err;
@@ -379,6 +422,9 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
 		.gil_plain = o->sample_rate && one_interpreter(tr),
 		.follow_forks = o->follow_forks, .adopt = tr->forked,
+		.ref_slot = o->inject ? ref_tracer_slot(tr) : 0,
+		.ob_type = tr->off.object_type, .tp_flags = tr->off.type_flags,
+		.gc_head = 16,	/* sizeof(PyGC_Head) in GIL builds: two words */
 	});
 	tr->attached = !err;
 	tr->attached_at = real_now();
