@@ -198,6 +198,7 @@ test: deps
 # Each driver prints its ratios measured side by side in one run.
 bench: all
 	$(Q)$(PYTHON) tools/bench.py
+	$(Q)$(PYTHON) tools/bench.py --workload freelist --pyenv 3.13.0 --iterations 200000
 	$(Q)if [ -f tools/bench_events.py ]; then $(PYTHON) tools/bench_events.py; fi
 	$(Q)if [ -f tools/bench_procs.py ]; then $(PYTHON) tools/bench_procs.py; fi
 	$(Q)$(PYTHON) tools/bench_fork.py

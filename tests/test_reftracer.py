@@ -16,9 +16,17 @@ import signal
 import pytest
 
 from conftest import (INTERPRETERS, THRESHOLD, WORKLOADS, agreement,
-                      marked_line, snaptool)
+                      batch_result, check_run, isolated, marked_line,
+                      run_traced, snaptool)
 
 WL = os.path.join(WORKLOADS, "wl_reftrace.py")
+
+
+def py313():
+    python = INTERPRETERS["3.13"]
+    if not os.access(python, os.X_OK):
+        pytest.fail("listed interpreter 3.13 missing: %s" % python)
+    return python
 
 
 def state(tgt, what="state", prefix="tracer"):
@@ -29,9 +37,7 @@ def state(tgt, what="state", prefix="tracer"):
 
 @pytest.mark.parametrize("tm", ["with", "without"])
 def test_reftracer_lifecycle(procs, tmp_path, tm):
-    python = INTERPRETERS["3.13"]
-    if not os.access(python, os.X_OK):
-        pytest.fail("listed interpreter 3.13 missing: %s" % python)
+    python = py313()
     ours = str(tmp_path / "ours.pickle")
     ref = str(tmp_path / "ref.pickle")
     tgt = procs.target(python, "wl_reftrace.py",
@@ -101,3 +107,35 @@ def test_reftracer_lifecycle(procs, tmp_path, tm):
         print(summary)
         assert fig["bytes_agreement"] >= THRESHOLD, summary
         assert fig["count_agreement"] >= THRESHOLD, summary
+
+
+def freelist_run(procs, python, outdir, args):
+    ours = os.path.join(outdir, "ours.pickle")
+    ref = os.path.join(outdir, "ref.pickle")
+    run = run_traced(procs, python, "gt_freelist.py", ["--frames", 1] + args,
+                     out=ours, wl_args=["--tracemalloc", 1, "--dump", ref])
+    check_run(run)
+    return agreement(python, ours, ref, "gt_freelist.py")
+
+
+@pytest.mark.parametrize("how", ["sampled", "off"])
+def test_freelist_sampled_and_off(tmp_path_factory, how):
+    """gt_freelist.py on 3.13 against its own tracemalloc: sampled at one
+    per byte (every block is a sample: exact figures), reused blocks move
+    as in exact mode (only blocks in the sampled set pass the site); with
+    --no-free-lists they stay at their first line, as before 3.13."""
+    python = py313()
+    args = {"sampled": ["--sample", "1"], "off": ["--no-free-lists"]}
+
+    def make_jobs():
+        return dict((h, isolated(freelist_run, python,
+                                 str(tmp_path_factory.mktemp("fl-" + h)), a))
+                    for h, a in args.items())
+    fig, summary = batch_result(("freelist313",), how, make_jobs)
+    print("\n%s: %s" % (how, summary))
+    if how == "sampled":
+        assert fig["bytes_agreement"] >= THRESHOLD, summary
+        assert fig["count_agreement"] >= THRESHOLD, summary
+    else:
+        assert fig["size_ours"] == fig["size_ref"], summary
+        assert fig["bytes_agreement"] < 0.5, summary

@@ -6,6 +6,13 @@ and 25). Median of --runs runs each, all in one invocation. No thresholds.
 
     /usr/bin/python3 tools/bench.py [--python PATH] [--runs 3]
                                     [--iterations N] [--pytm ./pytm-bpf]
+                                    [--workload alloc|freelist]
+
+--workload freelist: a loop whose objects all come from free lists (a
+float and a tuple an iteration, no allocator call), the case that 3.13+'s
+re-attribution of such objects (the page's reference tracer) makes cost:
+untraced, tracemalloc and pytm-bpf at frames 1, and pytm-bpf with
+--no-free-lists.
 
 Every run is a fresh target process that waits for "go" on stdin and times
 only its allocation phase (time.perf_counter), so start-up, attach and
@@ -48,7 +55,18 @@ def trunk(n):
     return keep
 
 
-def child(mode, frames, iterations):
+def freelist(n):
+    keep = []
+    s = 0.0
+    for i in range(n):
+        t = (s, s)                         # a size-2 tuple, from its free list
+        s = s + 0.5                        # a float, from its free list
+        if i % 4096 == 0:
+            keep.append(t)
+    return keep
+
+
+def child(mode, frames, iterations, workload="alloc"):
     import time
     if mode == "tracemalloc":
         import tracemalloc
@@ -58,14 +76,15 @@ def child(mode, frames, iterations):
     if line.strip() != "go":
         sys.exit("bench child: expected go, got %r" % line)
     t0 = time.perf_counter()
-    kept = trunk(iterations)
+    kept = (freelist if workload == "freelist" else trunk)(iterations)
     elapsed = time.perf_counter() - t0
     os.write(1, ("elapsed %.6f %d\n" % (elapsed, len(kept))).encode())
     sys.stdin.readline()                   # "exit"
 
 
 if len(sys.argv) > 1 and sys.argv[1] == "--child":
-    child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+          sys.argv[5] if len(sys.argv) > 5 else "alloc")
     sys.exit(0)
 
 # --------------------------------------------------------------------------
@@ -94,10 +113,11 @@ ALLOCS_PER_ITERATION = 9
 
 
 def one_run(args, mode, frames):
-    """Returns (elapsed seconds, extra info dict)."""
+    """Returns (elapsed seconds, extra info dict). MODE: untraced,
+    tracemalloc, pytm-bpf, or pytm-bpf followed by its extra options."""
     cmd = [args.python, os.path.abspath(__file__), "--child",
            "tracemalloc" if mode == "tracemalloc" else "plain",
-           str(frames), str(args.iterations)]
+           str(frames), str(args.iterations), args.workload]
     target = tracer = None
     info = {}
     try:
@@ -105,10 +125,11 @@ def one_run(args, mode, frames):
                                   stdout=subprocess.PIPE, env=target_env())
         out = Lines(target.stdout)
         pid = int(out.wait_for("ready", 30).split()[1])
-        if mode == "pytm-bpf":
+        if mode.startswith("pytm-bpf"):
             t0 = time.monotonic()
             tracer, tout, terr, _ = start_tracer(
-                [args.pytm, "-p", str(pid), "--frames", str(frames)], 120)
+                [args.pytm, "-p", str(pid), "--frames", str(frames)] +
+                mode.split()[1:], 120)
             info["attach"] = time.monotonic() - t0
         target.stdin.write(b"go\n")
         target.stdin.flush()
@@ -136,18 +157,33 @@ def main():
     ap.add_argument("--pytm", default=os.path.join(ROOT, "pytm-bpf"))
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds allowed for one timed phase")
+    ap.add_argument("--workload", choices=("alloc", "freelist"),
+                    default="alloc")
+    ap.add_argument("--pyenv", metavar="VERSION",
+                    help="target pyenv's interpreter VERSION (for --python)")
     args = ap.parse_args()
+    if args.pyenv:
+        args.python = pyenv_python(args.pyenv)
     if not os.access(args.python, os.X_OK):
         sys.exit("bench: no interpreter at %s" % args.python)
     version = python_version(args.python)
 
-    plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
-            ("pytm-bpf", 1), ("pytm-bpf", 25)]
+    if args.workload == "freelist":
+        plan = [("untraced", 0), ("tracemalloc", 1), ("pytm-bpf", 1),
+                ("pytm-bpf --no-free-lists", 1)]
+    else:
+        plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
+                ("pytm-bpf", 1), ("pytm-bpf", 25)]
     print("pytm-bpf benchmark: %s (Python %s)" % (args.python, version))
-    print("workload: %d iterations of nested calls, ~%.1fM allocations; "
-          "median of %d runs each" % (
-              args.iterations,
-              args.iterations * ALLOCS_PER_ITERATION / 1e6, args.runs))
+    if args.workload == "freelist":
+        print("workload: %d iterations, a float and a tuple from free lists "
+              "each, no allocator call; median of %d runs each"
+              % (args.iterations, args.runs))
+    else:
+        print("workload: %d iterations of nested calls, ~%.1fM allocations; "
+              "median of %d runs each" % (
+                  args.iterations,
+                  args.iterations * ALLOCS_PER_ITERATION / 1e6, args.runs))
     print()
     results = {}
     failures = {}
@@ -164,7 +200,7 @@ def main():
             extra.setdefault((mode, frames), []).append(info)
         if len(times) == args.runs:
             results[(mode, frames)] = times
-        sys.stdout.write("  %-11s frames %-3s %s\n" % (
+        sys.stdout.write("  %-24s frames %-3s %s\n" % (
             mode, frames or "-", "done" if (mode, frames) in results
             else "FAILED"))
         sys.stdout.flush()
@@ -172,18 +208,18 @@ def main():
     base = results.get(("untraced", 0))
     base_med = statistics.median(base) if base else None
     print()
-    print("%-12s %6s %10s   %-26s %9s" % ("mode", "frames", "median",
+    print("%-24s %6s %10s   %-26s %9s" % ("mode", "frames", "median",
                                          "runs (s)", "slowdown"))
-    print("-" * 70)
+    print("-" * 82)
     for mode, frames in plan:
         key = (mode, frames)
         if key not in results:
-            print("%-12s %6s %10s   %s" % (mode, frames or "-", "failed",
+            print("%-24s %6s %10s   %s" % (mode, frames or "-", "failed",
                                           failures.get(key, "")[:200]))
             continue
         med = statistics.median(results[key])
         slow = "%8.2fx" % (med / base_med) if base_med else "        ?"
-        print("%-12s %6s %9.3fs   %-26s %9s" % (
+        print("%-24s %6s %9.3fs   %-26s %9s" % (
             mode, frames or "-", med,
             " ".join("%.3f" % t for t in results[key]), slow))
     print()

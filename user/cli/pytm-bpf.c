@@ -65,6 +65,7 @@ static struct env {
 	bool control;			/* --control: commands on stdin */
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool no_follow_forks;		/* --no-follow-forks */
+	bool no_free_lists;		/* --no-free-lists */
 	bool peak;			/* --peak: keep the set at the peak */
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
@@ -153,6 +154,7 @@ enum {
 	OPT_OUTPUT_FORMAT,
 	OPT_KEEP,
 	OPT_NO_FOLLOW_FORKS,
+	OPT_NO_FREE_LISTS,
 	OPT_PEAK,
 	OPT_LEAKS,
 };
@@ -167,6 +169,10 @@ static const struct argp_option opts[] = {
 	  "reported at the end, and -o FILE gets a .peak sibling", 0 },
 	{ "no-follow-forks", OPT_NO_FOLLOW_FORKS, NULL, 0,
 	  "Do not trace the children that traced processes fork (traced by default)", 0 },
+	{ "no-free-lists", OPT_NO_FREE_LISTS, NULL, 0,
+	  "CPython 3.13+: leave an object taken from a free list where its memory "
+	  "was allocated (tracemalloc moves it to where the object is made, and so "
+	  "do we by default, at one kernel entry per such object in exact mode)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
@@ -287,6 +293,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_NO_FOLLOW_FORKS:
 		env.no_follow_forks = true;
+		break;
+	case OPT_NO_FREE_LISTS:
+		env.no_free_lists = true;
 		break;
 	case OPT_PEAK:
 		env.peak = true;
@@ -799,6 +808,7 @@ int main(int argc, char **argv)
 			.sample_rate = env.sample,
 			.set_slots = env.set_slots,
 			.follow_forks = !env.no_follow_forks,
+			.free_lists = !env.no_free_lists,
 			.peak_step = env.peak ? PEAK_STEP_PPM : 0,
 			.overrides = env.overrides,
 			.noverrides = env.noverrides,

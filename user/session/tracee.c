@@ -422,7 +422,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
 		.gil_plain = o->sample_rate && one_interpreter(tr),
 		.follow_forks = o->follow_forks, .adopt = tr->forked,
-		.ref_slot = o->inject ? ref_tracer_slot(tr) : 0,
+		.ref_slot = o->inject && o->free_lists ? ref_tracer_slot(tr) : 0,
 		.ob_type = tr->off.object_type, .tp_flags = tr->off.type_flags,
 		.gc_head = 16,	/* sizeof(PyGC_Head) in GIL builds: two words */
 	});

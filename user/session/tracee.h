@@ -25,6 +25,8 @@ struct tracee_opts {
 	uint64_t sample_rate;		/* --sample: mean bytes between samples; 0 exact */
 	unsigned int set_slots;		/* --sample-set: sampled blocks held at once */
 	bool follow_forks;		/* trace forked children from their first event */
+	bool free_lists;		/* 3.13+: objects reused from free lists are
+					 * re-attributed (the page's reference tracer) */
 	unsigned int peak_step;		/* --peak: ppm between peak marks; 0 off */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
