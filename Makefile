@@ -42,7 +42,7 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 PAGE_CFLAGS := -O2 -ffreestanding -fno-builtin -fPIC -fvisibility=hidden \
 	       -fno-stack-protector -fno-asynchronous-unwind-tables \
 	       -fno-unwind-tables -fno-jump-tables -fno-unroll-loops \
-	       -fcf-protection=none -Wall -Wextra -Werror -std=gnu11 -Ipage
+	       -fcf-protection=none -Wall -Wextra -Werror -std=gnu11 -Ipage -Ibpf
 PAGE_BLOB := $(OUTPUT)/page/blob.o
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
@@ -67,7 +67,9 @@ endif
 .DEFAULT_GOAL := all
 .PHONY: all deps test check unit unit-san fuzz fuzz-check pytest bench demo install clean
 
-all: pytm-bpf
+# The recorder's walk builds as page code too (freestanding, no absolute
+# relocations), though the page does not hold it yet.
+all: pytm-bpf $(OUTPUT)/page/recorder.o
 
 deps:
 	apt-get update
@@ -93,7 +95,7 @@ $(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
 # The page runs at whatever address the target gives it: PC-relative only.
-$(OUTPUT)/page/%.o: page/%.c page/page.h
+$(OUTPUT)/page/%.o: page/%.c page/page.h page/recorder.h
 	$(call msg,CC-PAGE,$@)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CLANG) $(PAGE_CFLAGS) -c $< -o $@
@@ -139,8 +141,16 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(OUTPUT)/tests
 unit: $(UNIT_BINS)
 	$(Q)sh tests/run_unit.sh $(UNIT_BINS)
 
-pytest: all
+pytest: all $(OUTPUT)/tests/librec_hook.so
 	$(Q)$(PYTHON) -m pytest -ra tests
+
+# The recorder's walk as a library that real interpreters load (tests/test_recorder.py).
+$(OUTPUT)/tests/librec_hook.so: tests/unit/rec_hook.c page/recorder.c page/recorder.h \
+		user/discovery/pyoffsets.c user/discovery/pyoffsets_table.h bpf/pytm.h | $(OUTPUT)/tests
+	$(call msg,CC-SO,$@)
+	$(Q)$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -Wno-unused-parameter -Ibpf -Ipage \
+		-iquote user/discovery tests/unit/rec_hook.c page/recorder.c \
+		user/discovery/pyoffsets.c -o $@
 
 # The user-space code again, with AddressSanitizer and UndefinedBehaviorSanitizer
 # (clang's), and coverage for libFuzzer: the unit tests and the fuzz targets

@@ -223,7 +223,7 @@ static long frame_step(__u32 i, void *data)
 
 	if (!frame || w->total >= w->limit)
 		return 1;
-	if (w->n >= p->max_frames) {
+	if (w->n >= p->max_frames && p->off.layout == PYTM_LAYOUT_FRAMEOBJ) {
 		/* Beyond the limit only the count matters. */
 		w->frame = read_ptr(frame + p->off.frame_back);
 		w->total++;
@@ -253,6 +253,23 @@ static long frame_step(__u32 i, void *data)
 		}
 		instr = buf_u64(buf, p->off.frame_lasti);
 		start = code + p->off.code_adaptive;
+		if (w->n >= p->max_frames) {
+			/*
+			 * Beyond the limit only the count matters, of the frames
+			 * tracemalloc counts: not the incomplete ones (read here,
+			 * not announced: the code object is not kept).
+			 */
+			__s32 first = 0;
+
+			if (owner != p->off.owner_generator &&
+			    p->off.code_firsttraceable != PYTM_OFF_NONE)
+				bpf_probe_read_user(&first, sizeof(first),
+						    (void *)(code + p->off.code_firsttraceable));
+			if (owner == p->off.owner_generator ||
+			    (__s64)instr >= (__s64)(start + 2 * (__s64)first))
+				w->total++;
+			return 0;
+		}
 		ci = cached_code_info(w, code, &tmp);
 		/* Incomplete: the frame has not started its code yet. */
 		if (owner != p->off.owner_generator &&

@@ -598,11 +598,12 @@ def agreement(python, ours, ref, workload):
     path = os.path.join(WORKLOADS, workload)
     fig = snaptool(python, "compare", ours, ref, path)
     summary = ("bytes %.5f (ours %d B, ref %d B), counts %.5f (ours %d, "
-               "ref %d), tracebacks ours %d ref %d common %d"
+               "ref %d), tracebacks ours %d ref %d common %d, frame counts "
+               "%.5f"
                % (fig["bytes_agreement"], fig["size_ours"], fig["size_ref"],
                   fig["count_agreement"], fig["count_ours"], fig["count_ref"],
                   fig["tracebacks_ours"], fig["tracebacks_ref"],
-                  fig["tracebacks_common"]))
+                  fig["tracebacks_common"], fig["nframe_agreement"]))
     return fig, summary
 
 

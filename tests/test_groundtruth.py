@@ -11,10 +11,13 @@ time (conftest.gt_result); each test item checks its own. The same runs
 serve tests/test_snapshot.py (each with its own --key / --cumulative).
 """
 
+import os
+
 import pytest
 
 from conftest import GT_FRAMES as FRAMES
-from conftest import GT_WORKLOADS, check_agreement, gt_result
+from conftest import (GT_WORKLOADS, THRESHOLD, agreement, check_agreement,
+                      check_run, gt_result, isolated, run_traced)
 
 
 @pytest.mark.parametrize("frames", FRAMES, ids=lambda n: "frames%d" % n)
@@ -47,6 +50,29 @@ def test_groundtruth_realloc(python, tmp_path_factory):
                                   "gt_realloc.py", 1)
     check_agreement("realloc, with tracemalloc, --frames 1", run, fig,
                     summary)
+
+
+def total_frames_run(procs, python, outdir):
+    ours = os.path.join(outdir, "ours.pickle")
+    ref = os.path.join(outdir, "ref.pickle")
+    run = run_traced(procs, python, "gt_single.py",
+                     ["--frames", 1, "--total-frames"], out=ours,
+                     wl_args=["--tracemalloc", 1, "--dump", ref])
+    check_run(run)
+    fig, summary = agreement(python, ours, ref, "gt_single.py")
+    return run, fig, summary
+
+
+def test_groundtruth_total_frames(python, tmp_path_factory):
+    """--total-frames counts each stack's depth beyond --frames as
+    tracemalloc's total_nframe does: not the frames it skips (3.12+: the C
+    stack's shim frames, frames that have not started). At --frames 1
+    every stack of the workload is deeper than the limit."""
+    run, fig, summary = isolated(total_frames_run, python, str(
+        tmp_path_factory.mktemp("gt-total-frames")))()
+    check_agreement("--total-frames, with tracemalloc, --frames 1", run,
+                    fig, summary)
+    assert fig["nframe_agreement"] >= THRESHOLD, summary
 
 
 # Before 3.13 a free-list reuse makes no call that a tracer outside can see

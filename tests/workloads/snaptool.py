@@ -37,9 +37,33 @@ def fmt_tb(tb, limit=4):
     return " <- ".join(frames) + more
 
 
+def nframes(snapshot):
+    """{traceback: {total_nframe: traces}} (None before 3.9)."""
+    out = {}
+    for trace in snapshot.traces:
+        tb = trace.traceback
+        counts = out.setdefault(tb, {})
+        n = getattr(tb, "total_nframe", None)
+        counts[n] = counts.get(n, 0) + 1
+    return out
+
+
+def nframe_agreement(ours, ref):
+    """Of the traces under tracebacks both have, the share whose frame
+    count (total_nframe: the stack's depth, beyond the limit too) agrees."""
+    same = both = 0
+    for tb in set(ours) & set(ref):
+        o, r = ours[tb], ref[tb]
+        same += sum(min(c, r.get(n, 0)) for n, c in o.items())
+        both += min(sum(o.values()), sum(r.values()))
+    return same / float(both or 1)
+
+
 def compare(ours_path, ref_path, path):
-    ours = by_traceback(only(load(ours_path), path))
-    ref = by_traceback(only(load(ref_path), path))
+    ours_snap = only(load(ours_path), path)
+    ref_snap = only(load(ref_path), path)
+    ours = by_traceback(ours_snap)
+    ref = by_traceback(ref_snap)
     total_ours = sum(v[0] for v in ours.values())
     total_ref = sum(v[0] for v in ref.values())
     count_ours = sum(v[1] for v in ours.values())
@@ -62,6 +86,8 @@ def compare(ours_path, ref_path, path):
         "count_ours": count_ours, "count_ref": count_ref,
         "tracebacks_ours": len(ours), "tracebacks_ref": len(ref),
         "tracebacks_common": len(set(ours) & set(ref)),
+        "nframe_agreement": nframe_agreement(nframes(ours_snap),
+                                             nframes(ref_snap)),
         "worst": ["%s: ours size=%d count=%d, ref size=%d count=%d"
                   % (d[1], d[2], d[3], d[4], d[5]) for d in diffs[:12]],
     }

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The in-target recorder's stack walk (see recorder.h). Freestanding C:
+ * no libc, no system calls, one bounded loop. The same steps as BPF's
+ * frame_step (bpf/stack.bpf.h), one for one, so that both give the same
+ * stacks: they are tested against tracemalloc inside real interpreters
+ * (tests/unit/rec_hook.c, tests/test_recorder.py).
+ */
+#include "recorder.h"
+
+#define LD64(a)	(*(const volatile uint64_t *)(uintptr_t)(a))
+#define LD32(a)	(*(const volatile int32_t *)(uintptr_t)(a))
+#define LD8(a)	(*(const volatile uint8_t *)(uintptr_t)(a))
+
+uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
+		       uint32_t max_total, uint64_t tstate,
+		       struct pytm_rec_frame *out, uint32_t *total)
+{
+	uint64_t frame, cur, code, instr, start;
+	uint32_t n = 0, t = 0, steps;
+	int32_t lasti, first;
+	uint8_t owner;
+
+	if (max_frames > PYTM_MAX_FRAMES)
+		max_frames = PYTM_MAX_FRAMES;
+	frame = tstate ? LD64(tstate + off->tstate_frame) : 0;
+	if (off->layout == PYTM_LAYOUT_CFRAME && frame)
+		frame = LD64(frame + off->cframe_current_frame);
+	/* As many steps as BPF's bpf_loop allows: a cycle ends too. */
+	for (steps = 0; frame && t < max_total && steps < PYTM_MAX_FRAMES + 1024; steps++) {
+		cur = frame;
+		frame = LD64(cur + off->frame_back);
+		if (off->layout == PYTM_LAYOUT_FRAMEOBJ) {
+			if (n >= max_frames) {
+				t++;	/* beyond the limit only the count matters */
+				continue;
+			}
+			code = LD64(cur + off->frame_code);
+			if (!code)
+				break;
+			lasti = LD32(cur + off->frame_lasti);
+		} else {
+			/* What is skipped is not counted either, beyond the limit too. */
+			owner = LD8(cur + off->frame_owner);
+			if (owner == off->owner_cstack)
+				continue;	/* a shim frame of the C stack */
+			code = LD64(cur + off->frame_code) & ~(uint64_t)off->frame_tag_bits;
+			if (!code)
+				break;
+			instr = LD64(cur + off->frame_lasti);
+			start = code + off->code_adaptive;
+			first = off->code_firsttraceable != PYTM_OFF_NONE ?
+				LD32(code + off->code_firsttraceable) : 0;
+			/* Incomplete: the frame has not started its code yet. */
+			if (owner != off->owner_generator &&
+			    (int64_t)instr < (int64_t)(start + 2 * (int64_t)first))
+				continue;
+			if (n >= max_frames) {
+				t++;
+				continue;
+			}
+			/* In code units; arithmetic shift keeps -1 for "before the first". */
+			lasti = (int32_t)(((int64_t)instr - (int64_t)start) >> 1);
+		}
+		out[n].code = code;
+		out[n].lasti = lasti;
+		out[n].pad = 0;
+		n++;
+		t++;
+	}
+	*total = t;
+	return n;
+}
