@@ -468,7 +468,6 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 	return err;
 }
 
-/* Which site kind for a page: see redirect__prepare. */
 /*
  * The reference tracer that ours replaces, given the one at the slot now
  * (FN): FN itself, unless it is the tracer of a page of ours (a tracer
@@ -525,6 +524,7 @@ static void prepare_reftrace(struct redirect *rd, const struct target *t,
 	rd->keep.ref_prev = keep->ref_prev;
 }
 
+/* Which site kind for a page: see redirect__prepare. */
 static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
 			bool nop5_fork_safe)
 {
