@@ -343,11 +343,12 @@ enum { BYPASS = 0, ARMED = 1, CHILD = 2 };
 
 /*
  * Not armed: no tracer (a disarmed process the tracer set up), or a forked
- * child (its own part wiped): one whose parent's tracer follows forks is
- * sampled as its parent was, past the children's sites, until its own
- * attach; any other puts its tables back (pg_unhook).
+ * child (its own part wiped): one whose parent's tracer follows forks goes
+ * FOLLOWED's way (the allocator sampled as its parent was, past the
+ * children's sites, until its own attach); any other puts its tables
+ * back (pg_unhook).
  */
-COLD int pg_unarmed(void)
+COLD int pg_unarmed(int followed)
 {
 	if (LOAD(&pytm_ctl.set_up))
 		return BYPASS;
@@ -355,13 +356,14 @@ COLD int pg_unarmed(void)
 		pg_unhook();
 		return BYPASS;
 	}
-	return LOAD(&pytm_keep.rate) ? CHILD : BYPASS;
+	return followed;
 }
 
 /* Pass straight through (BYPASS) when not armed or nested. */
 INLINE int pg_mode(uint64_t self)
 {
-	int mode = LOAD(&pytm_ctl.armed) ? ARMED : pg_unarmed();
+	int mode = LOAD(&pytm_ctl.armed) ? ARMED :
+		   pg_unarmed(LOAD(&pytm_keep.rate) ? CHILD : BYPASS);
 
 	return mode && LOAD(&pytm_ctl.outer) == self ? BYPASS : mode;
 }
@@ -559,18 +561,6 @@ INLINE uint64_t pg_block_of(const char *op)
 	       (flags & TPFLAGS_PREHEADER ? 2 * sizeof(void *) : 0);
 }
 
-/* Not armed: a forked child before its attach (else see pg_unarmed). */
-COLD int pg_ref_unarmed(void)
-{
-	if (LOAD(&pytm_ctl.set_up))
-		return BYPASS;
-	if (!LOAD(&pytm_keep.follow)) {
-		pg_unhook();
-		return BYPASS;
-	}
-	return CHILD;
-}
-
 COLD void pg_created(uint64_t ptr, int mode)
 {
 	if (mode == CHILD)
@@ -587,7 +577,8 @@ int pytm_reftrace(void *op, int event, void *data)
 
 	if (event != REF_CREATE || !op)
 		return ret;
-	mode = LOAD(&pytm_ctl.armed) ? ARMED : pg_ref_unarmed();
+	/* A followed child passes its own site in either mode. */
+	mode = LOAD(&pytm_ctl.armed) ? ARMED : pg_unarmed(CHILD);
 	if (!mode)
 		return ret;
 	ptr = pg_block_of(op);

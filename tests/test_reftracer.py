@@ -35,6 +35,16 @@ def state(tgt, what="state", prefix="tracer"):
     return line.split(None, 1)[1].strip()
 
 
+def attach(procs, tgt, label, args):
+    """A tracer on tgt; the runtime's tracer must then be in our page."""
+    tracer = procs.tracer(["-p", tgt.pid, "--frames", 1] + args)
+    tracer.wait_tracing()
+    hooked = state(tgt)
+    print("%s: %s" % (label, hooked))
+    assert hooked.split()[1] == "pytm", hooked
+    return tracer, hooked
+
+
 @pytest.mark.parametrize("tm", ["with", "without"])
 def test_reftracer_lifecycle(procs, tmp_path, tm):
     python = py313()
@@ -50,11 +60,7 @@ def test_reftracer_lifecycle(procs, tmp_path, tm):
     else:
         assert before == "0x0 none", before
 
-    first = procs.tracer(["-p", tgt.pid, "--frames", 1, "--no-follow-forks"])
-    first.wait_tracing()
-    hooked = state(tgt)
-    print("attached: %s" % hooked)
-    assert hooked.split()[1] == "pytm", hooked
+    first, hooked = attach(procs, tgt, "attached", ["--no-follow-forks"])
     # A child forked now is not followed: it puts the tracer back itself.
     child = state(tgt, "fork", "child")
     print("unfollowed child: %s" % child)
@@ -65,11 +71,7 @@ def test_reftracer_lifecycle(procs, tmp_path, tm):
     assert rc == -signal.SIGKILL, err
     assert state(tgt) == hooked, "a killed tracer leaves its page in place"
 
-    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours])
-    second.wait_tracing()
-    again = state(tgt)
-    print("re-attached: %s" % again)
-    assert again.split()[1] == "pytm", again
+    second, _ = attach(procs, tgt, "re-attached", ["-o", ours])
     # Followed (the default), a child is traced as its parent is.
     child = state(tgt, "fork", "child")
     print("followed child: %s" % child)
