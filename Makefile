@@ -67,9 +67,9 @@ endif
 .DEFAULT_GOAL := all
 .PHONY: all deps test check unit unit-san fuzz fuzz-check pytest bench demo install clean
 
-# The recorder's walk builds as page code too (freestanding, no absolute
-# relocations), though the page does not hold it yet.
-all: pytm-bpf $(OUTPUT)/page/recorder.o
+# The recorder's walk and ring build as page code too (freestanding, no
+# absolute relocations), though the page does not hold them yet (#12).
+all: pytm-bpf $(OUTPUT)/page/recorder.o $(OUTPUT)/page/ring.o
 
 deps:
 	apt-get update
@@ -95,7 +95,7 @@ $(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
 # The page runs at whatever address the target gives it: PC-relative only.
-$(OUTPUT)/page/%.o: page/%.c page/page.h page/recorder.h
+$(OUTPUT)/page/%.o: page/%.c page/page.h page/recorder.h page/ring.h
 	$(call msg,CC-PAGE,$@)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CLANG) $(PAGE_CFLAGS) -c $< -o $@

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The recorder's ring (see ring.h). Freestanding C: no libc, no system
+ * calls; a producer never waits for the consumer, and retries only when
+ * another producer claimed the same position first.
+ *
+ * A producer claims a position by compare-and-swap of head, only while
+ * head - tail < slots: a position is never claimed before the consumer
+ * has released the slot's previous use, so a claimed slot is the
+ * producer's alone until it publishes it (seq = position + 1, release).
+ * The consumer reads positions in order: a slot claimed but not yet
+ * published stops it there (it comes back later), whatever follows.
+ *
+ * Order per address: an allocation is recorded before the allocator call
+ * returns (nobody else knows the block yet), a free before the free call
+ * (nobody can get the block again yet); so for any one block its events'
+ * positions, and clocks, are in the order they happened.
+ */
+#include "ring.h"
+
+#define LOAD(p)		__atomic_load_n(p, __ATOMIC_RELAXED)
+#define LOAD_ACQ(p)	__atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define STORE_REL(p, v)	__atomic_store_n(p, v, __ATOMIC_RELEASE)
+
+uint64_t pytm_ring_tick(struct pytm_ring_hdr *h)
+{
+	return __atomic_fetch_add(&h->clock, 1, __ATOMIC_RELAXED);
+}
+
+struct pytm_ring_slot *pytm_ring_claim(struct pytm_ring_hdr *h, uint8_t *slots,
+				       uint64_t *pos)
+{
+	uint64_t n = LOAD(&h->slots), p = LOAD(&h->head);
+
+	for (;;) {
+		/* Acquire: the consumer is done with the slot's last use. */
+		if (p - LOAD_ACQ(&h->tail) >= n) {
+			__atomic_fetch_add(&h->full, 1, __ATOMIC_RELAXED);
+			return 0;
+		}
+		if (__atomic_compare_exchange_n(&h->head, &p, p + 1, 1, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED))
+			break;
+	}
+	*pos = p;
+	return (struct pytm_ring_slot *)(slots + (p & (n - 1)) * LOAD(&h->slot_size));
+}
+
+void pytm_ring_publish(struct pytm_ring_slot *s, uint64_t pos)
+{
+	STORE_REL(&s->seq, pos + 1);
+}
+
+const struct pytm_ring_slot *pytm_ring_peek(const struct pytm_ring_hdr *h,
+					    const uint8_t *slots)
+{
+	uint64_t t = LOAD(&h->tail), n = LOAD(&h->slots);
+	const struct pytm_ring_slot *s;
+
+	s = (const struct pytm_ring_slot *)(slots + (t & (n - 1)) * LOAD(&h->slot_size));
+	/* Acquire: the producer's writes to the slot are seen. */
+	return LOAD_ACQ(&s->seq) == t + 1 ? s : 0;
+}
+
+void pytm_ring_release(struct pytm_ring_hdr *h)
+{
+	/* Release: done reading the slot before a producer may claim it again. */
+	STORE_REL(&h->tail, LOAD(&h->tail) + 1);
+}
