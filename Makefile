@@ -146,10 +146,11 @@ pytest: all $(OUTPUT)/tests/librec_hook.so
 
 # The recorder's walk as a library that real interpreters load (tests/test_recorder.py).
 $(OUTPUT)/tests/librec_hook.so: tests/unit/rec_hook.c page/recorder.c page/recorder.h \
-		user/discovery/pyoffsets.c user/discovery/pyoffsets_table.h bpf/pytm.h | $(OUTPUT)/tests
+		page/ring.c page/ring.h user/discovery/pyoffsets.c \
+		user/discovery/pyoffsets_table.h bpf/pytm.h | $(OUTPUT)/tests
 	$(call msg,CC-SO,$@)
 	$(Q)$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -Wno-unused-parameter -Ibpf -Ipage \
-		-iquote user/discovery tests/unit/rec_hook.c page/recorder.c \
+		-iquote user/discovery tests/unit/rec_hook.c page/recorder.c page/ring.c \
 		user/discovery/pyoffsets.c -o $@
 
 # The user-space code again, with AddressSanitizer and UndefinedBehaviorSanitizer

@@ -7,10 +7,12 @@
  * (tests/unit/rec_hook.c, tests/test_recorder.py).
  */
 #include "recorder.h"
+#include "ring.h"
 
 #define LD64(a)	(*(const volatile uint64_t *)(uintptr_t)(a))
 #define LD32(a)	(*(const volatile int32_t *)(uintptr_t)(a))
 #define LD8(a)	(*(const volatile uint8_t *)(uintptr_t)(a))
+#define LOAD_SLOT_SIZE(h) __atomic_load_n(&(h)->slot_size, __ATOMIC_RELAXED)
 
 uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
 		       uint32_t max_total, uint64_t tstate,
@@ -70,4 +72,36 @@ uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
 	}
 	*total = t;
 	return n;
+}
+
+int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_offsets *off,
+		    uint32_t max_frames, uint32_t max_total, uint64_t tstate,
+		    const struct pytm_rec_event *ev, uint64_t *clock)
+{
+	struct pytm_ring_slot *s;
+	struct pytm_rec_event *out;
+	uint64_t pos, room;
+
+	*clock = pytm_ring_tick(h);
+	s = pytm_ring_claim(h, slots, &pos);
+	if (!s)
+		return 0;
+	s->clock = *clock;
+	out = (struct pytm_rec_event *)s->data;
+	out->kind = ev->kind;
+	out->domain = ev->domain;
+	out->ptr = ev->ptr;
+	out->size = ev->size;
+	out->old = ev->old;
+	out->nframe = 0;
+	out->total = 0;
+	/* No more frames than the slot holds, whatever the caller asks. */
+	room = (LOAD_SLOT_SIZE(h) - sizeof(*s) - sizeof(*out)) / sizeof(out->frames[0]);
+	if (max_frames > room)
+		max_frames = (uint32_t)room;
+	if (ev->kind != PYTM_REC_FREE)
+		out->nframe = (uint16_t)pytm_rec_walk(off, max_frames, max_total, tstate,
+						      out->frames, &out->total);
+	pytm_ring_publish(s, pos);
+	return 1;
 }

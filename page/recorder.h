@@ -30,4 +30,36 @@ uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
 		       uint32_t max_total, uint64_t tstate,
 		       struct pytm_rec_frame *out, uint32_t *total);
 
+/* What a ring slot's data holds: one allocator event and its stack. */
+enum pytm_rec_kind {
+	PYTM_REC_ALLOC = 1,		/* ptr, size */
+	PYTM_REC_FREE = 2,		/* ptr */
+	PYTM_REC_REALLOC = 3,		/* ptr (new), old, size */
+};
+
+struct pytm_rec_event {
+	uint8_t kind;			/* enum pytm_rec_kind */
+	uint8_t domain;			/* 0 raw, 1 mem, 2 obj */
+	uint16_t nframe;		/* frames that follow (allocations only) */
+	uint32_t total;			/* frames counted */
+	uint64_t ptr, size, old;
+	struct pytm_rec_frame frames[];
+};
+
+/* Ring slot bytes for events of up to MAX_FRAMES frames. */
+#define PYTM_REC_SLOT_SIZE(max_frames) \
+	(16 + sizeof(struct pytm_rec_event) + (max_frames) * sizeof(struct pytm_rec_frame))
+
+struct pytm_ring_hdr;
+
+/*
+ * Record one event in the ring (H, SLOTS) with its number from the ring's
+ * clock: an allocation's stack walked from TSTATE straight into its slot.
+ * Returns 1, or 0 if the ring is full: the caller passes the event on
+ * another way (*CLOCK is its number either way).
+ */
+int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_offsets *off,
+		    uint32_t max_frames, uint32_t max_total, uint64_t tstate,
+		    const struct pytm_rec_event *ev, uint64_t *clock);
+
 #endif /* __PYTM_RECORDER_H */

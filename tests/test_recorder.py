@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""The in-target recorder's stack walk (page/recorder.c), run inside each
-real interpreter without injection (tests/unit/rec_hook.c, a library the
-interpreter loads with ctypes; tests/workloads/rec_check.py drives it),
-against tracemalloc object by object: the same frames (file, line) and the
-same frame count, at --frames 1 and 25, in nested calls, a generator, a
+"""The in-target recorder (page/recorder.c: the stack walk, page/ring.c:
+the ring it writes), run inside each real interpreter without injection
+(tests/unit/rec_hook.c, a library the interpreter loads with ctypes;
+tests/workloads/rec_check.py drives it and drains the ring), against
+tracemalloc object by object: the same frames (file, line) and the same
+frame count, at --frames 1 and 25, in nested calls, a generator, a
 comprehension, methods, a lambda, a thread, and stacks deeper than the
-limit."""
+limit; events read in clock order, none lost, no free after a live
+object's allocation."""
 
 import json
 import os
@@ -25,6 +27,7 @@ def test_recorder_walk(python, frames):
     res = json.loads(out.decode())
     print("\n%s" % res)
     assert "error" not in res, res
+    assert res["events"] > res["objects"], res      # the ring was read
     assert res["checked"] == res["objects"] >= 130 and not res["missing"] \
-        and not res["dropped"], res
+        and not res["freed"] and not res["dropped"], res
     assert res["nmismatches"] == 0, res

@@ -1,21 +1,23 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The recorder's stack walk (page/recorder.c) inside a real interpreter,
+ * The recorder (page/recorder.c, page/ring.c) inside a real interpreter,
  * without injection: a shared library that tests/workloads/rec_check.py
  * loads with ctypes. It hooks the obj domain (PyMem_SetAllocator, over
  * whatever was there: tracemalloc's hook when it runs) and, while
- * enabled, walks the allocating thread's frames at each allocation, as
- * the page will: the walk's offsets are pytm-bpf's own for this version
- * (the generated table, or _Py_DebugOffsets on 3.13+). The thread state
- * comes from PyGILState_GetThisThreadState(), as BPF finds it.
+ * enabled, records each event into a ring as the page will, the
+ * allocations with the thread's frames walked into their slot: the
+ * walk's offsets are pytm-bpf's own for this version (the generated
+ * table, or _Py_DebugOffsets on 3.13+). The thread state comes from
+ * PyGILState_GetThisThreadState(), as BPF finds it. The test then drains
+ * the ring as the tracer will.
  * No Python headers: the few declarations below are the stable C API's.
  */
 #include <dlfcn.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include "pyoffsets.h"
 #include "recorder.h"
+#include "ring.h"
 
 typedef struct {
 	void *ctx;
@@ -30,51 +32,46 @@ void PyMem_GetAllocator(int domain, PyMemAllocatorEx *allocator);
 void PyMem_SetAllocator(int domain, PyMemAllocatorEx *allocator);
 void *PyGILState_GetThisThreadState(void);
 
-#define RECORDS	32768
+#define SLOTS	65536
 #define FRAMES	32
+#define SLOT	PYTM_REC_SLOT_SIZE(FRAMES)
+
+/* The ring the hook writes, and what was read from it (rec_drain). */
+static struct pytm_ring_hdr ring = { .slots = SLOTS, .slot_size = SLOT };
+static uint8_t slots[SLOTS * SLOT];
 
 struct record {
-	uint64_t ptr;
-	uint32_t n, total;
+	uint64_t clock;
+	struct pytm_rec_event ev;
 	struct pytm_rec_frame frames[FRAMES];
 };
 
-static struct record records[RECORDS];
-static unsigned int nrecords, dropped;
+static struct record records[SLOTS];
+static unsigned int nrecords;
 static struct pytm_offsets off;
 static uint32_t max_frames, max_total;
 static PyMemAllocatorEx orig;
 static volatile int enabled;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void record(void *p)
+static void record(int kind, void *p, void *old, size_t size)
 {
-	struct pytm_rec_frame frames[FRAMES];
-	uint32_t n, total;
-	struct record *r;
+	struct pytm_rec_event ev = {
+		.kind = kind, .domain = PYMEM_DOMAIN_OBJ, .ptr = (uint64_t)(uintptr_t)p,
+		.size = size, .old = (uint64_t)(uintptr_t)old,
+	};
+	uint64_t clock;
 
 	if (!p || !enabled)
 		return;
-	n = pytm_rec_walk(&off, max_frames, max_total,
-			  (uint64_t)(uintptr_t)PyGILState_GetThisThreadState(), frames, &total);
-	pthread_mutex_lock(&lock);
-	if (nrecords < RECORDS) {
-		r = &records[nrecords++];
-		r->ptr = (uint64_t)(uintptr_t)p;
-		r->n = n;
-		r->total = total;
-		memcpy(r->frames, frames, n * sizeof(frames[0]));
-	} else {
-		dropped++;
-	}
-	pthread_mutex_unlock(&lock);
+	pytm_rec_record(&ring, slots, &off, max_frames, max_total,
+			(uint64_t)(uintptr_t)PyGILState_GetThisThreadState(), &ev, &clock);
 }
 
 static void *hook_malloc(void *ctx, size_t size)
 {
 	void *p = orig.malloc(orig.ctx, size);
 
-	record(p);
+	record(PYTM_REC_ALLOC, p, NULL, size);
 	return p;
 }
 
@@ -82,7 +79,7 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
 {
 	void *p = orig.calloc(orig.ctx, nelem, elsize);
 
-	record(p);
+	record(PYTM_REC_ALLOC, p, NULL, nelem * elsize);
 	return p;
 }
 
@@ -90,12 +87,14 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size)
 {
 	void *p = orig.realloc(orig.ctx, ptr, size);
 
-	record(p);
+	record(PYTM_REC_REALLOC, p, ptr, size);
 	return p;
 }
 
+/* As the page does: the free's event before the block can be reused. */
 static void hook_free(void *ctx, void *ptr)
 {
+	record(PYTM_REC_FREE, ptr, NULL, 0);
 	orig.free(orig.ctx, ptr);
 }
 
@@ -132,9 +131,10 @@ void rec_enable(int on)
 	enabled = on;
 }
 
+/* Events the ring had no room for. */
 unsigned int rec_dropped(void)
 {
-	return dropped;
+	return (unsigned int)ring.full;
 }
 
 /* lasti of the offsets' kind: 1 bytes (3.8-3.9), else code units. */
@@ -144,23 +144,52 @@ int rec_lasti_kind(void)
 }
 
 /*
- * The latest record of block PTR: its frames (code, lasti) into CODES and
- * LASTI (room for FRAMES), its count in *TOTAL. Returns the frames kept,
- * or -1 if PTR was not recorded.
+ * Read what the ring holds into the records (the tracer's side). Returns
+ * the events read, or -1 if their clocks are not increasing (one thread
+ * at a time allocates here: the GIL), or the ring was left unread.
+ */
+int rec_drain(void)
+{
+	const struct pytm_ring_slot *s;
+	int n = 0;
+
+	while ((s = pytm_ring_peek(&ring, slots))) {
+		struct record *r = &records[nrecords % SLOTS];
+
+		r->clock = s->clock;
+		memcpy(&r->ev, s->data, SLOT - sizeof(*s));
+		pytm_ring_release(&ring);
+		if (nrecords && r->clock <= records[(nrecords - 1) % SLOTS].clock)
+			return -1;
+		nrecords++;
+		n++;
+	}
+	return ring.head == ring.tail ? n : -1;
+}
+
+/*
+ * The latest allocation event of block PTR, if no free of it followed:
+ * its frames (code, lasti) into CODES and LASTI (room for FRAMES), its
+ * count in *TOTAL. Returns the frames kept, -1 if PTR was not recorded,
+ * -2 if it was freed after.
  */
 int rec_find(uint64_t ptr, uint64_t *codes, int32_t *lasti, uint32_t *total)
 {
-	unsigned int i, k;
+	unsigned int i, k, first = nrecords > SLOTS ? nrecords - SLOTS : 0;
+	const struct record *r;
 
-	for (i = nrecords; i-- > 0;) {
-		if (records[i].ptr != ptr)
+	for (i = nrecords; i-- > first;) {
+		r = &records[i % SLOTS];
+		if (r->ev.ptr != ptr)
 			continue;
-		for (k = 0; k < records[i].n; k++) {
-			codes[k] = records[i].frames[k].code;
-			lasti[k] = records[i].frames[k].lasti;
+		if (r->ev.kind == PYTM_REC_FREE)
+			return -2;
+		for (k = 0; k < r->ev.nframe; k++) {
+			codes[k] = r->ev.frames[k].code;
+			lasti[k] = r->ev.frames[k].lasti;
 		}
-		*total = records[i].total;
-		return (int)records[i].n;
+		*total = r->ev.total;
+		return r->ev.nframe;
 	}
 	return -1;
 }

@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""The recorder's stack walk against tracemalloc, inside this interpreter
+"""The recorder against tracemalloc, inside this interpreter
 (tests/test_recorder.py): loads the hook library (tests/unit/rec_hook.c),
-which walks the frames at each obj-domain allocation with page/recorder.c,
-then makes bytes objects in many kinds of frames while tracemalloc traces
-too, and compares, object by object, the recorder's frames (code object,
-instruction offset -> file, line) and frame count with
-tracemalloc.get_object_traceback(). Prints one JSON line.
+which records each obj-domain event into a ring with page/recorder.c
+(allocations with their frames), then makes bytes objects in many kinds
+of frames while tracemalloc traces too, drains the ring, and compares,
+object by object, the recorder's frames (code object, instruction offset
+-> file, line) and frame count with tracemalloc.get_object_traceback()
+and the snapshot. Prints one JSON line.
 
     python rec_check.py LIBRARY [FRAMES]
 """
@@ -111,6 +112,7 @@ def main(lib_path):
     lib.rec_enable(1)
     scenarios()
     lib.rec_enable(0)
+    drained = lib.rec_drain()
 
     # Frame counts (3.9+) are in the snapshot's traces, by traceback and
     # size (a bytes object's block is sys.getsizeof() bytes).
@@ -122,10 +124,13 @@ def main(lib_path):
     codes = (ctypes.c_uint64 * 32)()
     lasti = (ctypes.c_int32 * 32)()
     total = ctypes.c_uint32()
-    checked, mismatches, missing = 0, [], 0
+    checked, mismatches, missing, freed = 0, [], 0, 0
     for obj in KEEP:
         tb = tracemalloc.get_object_traceback(obj)
         n = lib.rec_find(id(obj), codes, lasti, ctypes.byref(total))
+        if n == -2:
+            freed += 1          # a free recorded after its allocation
+            continue
         if n < 0 or tb is None:
             missing += 1
             continue
@@ -147,6 +152,7 @@ def main(lib_path):
     print(json.dumps({"version": sys.version.split()[0], "frames": FRAMES,
                       "checked": checked,
                       "objects": len(KEEP), "missing": missing,
+                      "freed": freed, "events": drained,
                       "dropped": lib.rec_dropped(),
                       "mismatches": mismatches[:5],
                       "nmismatches": len(mismatches)}))
