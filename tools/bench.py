@@ -56,14 +56,13 @@ def trunk(n):
 
 
 def freelist(n):
-    keep = []
+    import itertools
     s = 0.0
-    for i in range(n):
+    t = None
+    for _ in itertools.repeat(None, n):    # no int objects
         t = (s, s)                         # a size-2 tuple, from its free list
         s = s + 0.5                        # a float, from its free list
-        if i % 4096 == 0:
-            keep.append(t)
-    return keep
+    return [t]
 
 
 def child(mode, frames, iterations, workload="alloc"):
