@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Write the seed corpus of the fuzz targets (tests/fuzz/corpus/), from real
 interpreters: tracemalloc's own snapshot files (3.8 and 3.9+ layouts), line
-tables of real code objects of 3.8-3.13, the _Py_DebugOffsets of a 3.13,
+tables of real code objects of 3.8-3.13, the _Py_DebugOffsets of a 3.13 and
+the code of its PyRefTracer_SetTracer,
 a small ELF file with the symbols discovery looks up, and command lines.
 
     python3 tools/gen_fuzz_corpus.py [PYENV_ROOT]
@@ -56,6 +57,13 @@ DEBUG_SRC = r"""
 import ctypes, sys
 r = ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime")
 sys.stdout.buffer.write(ctypes.string_at(ctypes.addressof(r), 2048))
+"""
+
+# The code of PyRefTracer_SetTracer (where discovery finds the reference tracer).
+SETTRACER_SRC = r"""
+import ctypes, sys
+f = ctypes.cast(ctypes.pythonapi.PyRefTracer_SetTracer, ctypes.c_void_p).value
+sys.stdout.buffer.write(ctypes.string_at(f, 64))
 """
 
 ELF_SRC = r"""
@@ -113,6 +121,9 @@ def main():
                              capture_output=True).stdout
         write("debugoffsets", "seed-3.13", dbg)
         write("debugoffsets", "seed-3.13-short", dbg[:64])
+        code = subprocess.run([pyenv_python(root, "3.13"), "-c", SETTRACER_SRC], check=True,
+                              capture_output=True).stdout
+        write("debugoffsets", "seed-3.13-settracer", code)
         src, so = os.path.join(tmp, "e.c"), os.path.join(tmp, "e.so")
         with open(src, "w") as fh:
             fh.write(ELF_SRC)
