@@ -81,6 +81,10 @@ struct pytm_offsets {
 	/* PyTypeObject: tp_flags, 3.13+ GIL builds (the page's reference
 	 * tracer, not BPF); 0: unknown */
 	__u16 type_flags;
+	/* _PyRuntimeState: gilstate.tstate_current, the GIL holder's thread
+	 * state (3.8-3.11; the in-target recorder, not BPF) */
+	__u16 runtime_tstate_current;
+	__u16 pad;
 };
 
 /* Allocator entry points, one BPF program each. */

@@ -105,3 +105,17 @@ int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_o
 	pytm_ring_publish(s, pos);
 	return 1;
 }
+
+uint64_t pytm_rec_tstate(const struct pytm_offsets *off, uint64_t runtime, int64_t tls,
+			 int gil_held)
+{
+	uint64_t tp;
+
+	if (tls) {
+		__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));	/* the x86-64 ABI's thread pointer */
+		return LD64(tp + (uint64_t)tls);
+	}
+	if (gil_held && off->runtime_tstate_current != PYTM_OFF_NONE)
+		return LD64(runtime + off->runtime_tstate_current);
+	return 0;
+}

@@ -30,6 +30,18 @@ uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
 		       uint32_t max_total, uint64_t tstate,
 		       struct pytm_rec_frame *out, uint32_t *total);
 
+/*
+ * The calling thread's PyThreadState without the kernel: 3.12+ keep it in
+ * a thread-local variable (_Py_tss_tstate), at TLS bytes from the thread
+ * pointer (%fs:0) when libpython's TLS is static (the tracer finds the
+ * offset; 0: not known); until 3.11 the thread holding the GIL is
+ * _PyRuntime.gilstate.tstate_current (RUNTIME: &_PyRuntime), which is the
+ * caller's when GIL_HELD (obj and mem calls). 0 when neither applies: the
+ * event goes to BPF, which finds it by searching the thread list.
+ */
+uint64_t pytm_rec_tstate(const struct pytm_offsets *off, uint64_t runtime, int64_t tls,
+			 int gil_held);
+
 /* What a ring slot's data holds: one allocator event and its stack. */
 enum pytm_rec_kind {
 	PYTM_REC_ALLOC = 1,		/* ptr, size */

@@ -31,3 +31,8 @@ def test_recorder_walk(python, frames):
     assert res["checked"] == res["objects"] >= 130 and not res["missing"] \
         and not res["freed"] and not res["dropped"], res
     assert res["nmismatches"] == 0, res
+    # The thread state without the kernel: the GIL holder until 3.11, the
+    # thread-local variable from 3.12, right at every event.
+    minor = int(res["version"].split(".")[1])
+    want = "tls" if minor >= 12 else "gil"
+    assert res["tstate_way"] == want and res["tstate_wrong"] == 0, res

@@ -107,6 +107,11 @@ def fields(minor):
         ("runtime_tss_key",
          ge(12, "offsetof(_PyRuntimeState, autoTSSkey._key)",
             "offsetof(_PyRuntimeState, gilstate.autoTSSkey._key)")),
+        # The thread state of the thread holding the GIL (an atomic
+        # pointer), until 3.11: the recorder's thread state in obj/mem calls.
+        ("runtime_tstate_current",
+         "offsetof(_PyRuntimeState, gilstate.tstate_current)"
+         if minor <= 11 else None),
     ]
 
 

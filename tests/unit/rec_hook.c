@@ -7,12 +7,18 @@
  * enabled, records each event into a ring as the page will, the
  * allocations with the thread's frames walked into their slot: the
  * walk's offsets are pytm-bpf's own for this version (the generated
- * table, or _Py_DebugOffsets on 3.13+). The thread state comes from
- * PyGILState_GetThisThreadState(), as BPF finds it. The test then drains
+ * table, or _Py_DebugOffsets on 3.13+). The thread state is found the
+ * recorder's way (pytm_rec_tstate: the GIL holder until 3.11, the
+ * thread-local from 3.12) and checked against
+ * PyGILState_GetThisThreadState() at every event. The test then drains
  * the ring as the tracer will.
  * No Python headers: the few declarations below are the stable C API's.
  */
+#define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 #include "pyoffsets.h"
@@ -47,6 +53,10 @@ struct record {
 };
 
 static struct record records[SLOTS];
+/* Where the recorder finds the thread state (pytm_rec_tstate). */
+static uint64_t runtime;
+static int64_t tls;
+static unsigned int tstate_wrong, tstate_none;
 static unsigned int nrecords;
 static struct pytm_offsets off;
 static uint32_t max_frames, max_total;
@@ -59,12 +69,18 @@ static void record(int kind, void *p, void *old, size_t size)
 		.kind = kind, .domain = PYMEM_DOMAIN_OBJ, .ptr = (uint64_t)(uintptr_t)p,
 		.size = size, .old = (uint64_t)(uintptr_t)old,
 	};
-	uint64_t clock;
+	uint64_t clock, ts, want;
 
 	if (!p || !enabled)
 		return;
-	pytm_rec_record(&ring, slots, &off, max_frames, max_total,
-			(uint64_t)(uintptr_t)PyGILState_GetThisThreadState(), &ev, &clock);
+	/* The recorder's own way (obj calls hold the GIL), checked against the API's. */
+	ts = pytm_rec_tstate(&off, runtime, tls, 1);
+	want = (uint64_t)(uintptr_t)PyGILState_GetThisThreadState();
+	if (!ts)
+		tstate_none++;
+	else if (ts != want)
+		tstate_wrong++;
+	pytm_rec_record(&ring, slots, &off, max_frames, max_total, ts ? ts : want, &ev, &clock);
 }
 
 static void *hook_malloc(void *ctx, size_t size)
@@ -99,6 +115,47 @@ static void hook_free(void *ctx, void *ptr)
 }
 
 /*
+ * 3.12+: where _Py_tss_tstate is from the thread pointer, found as the
+ * tracer will find it from outside: the one word below this thread's
+ * thread pointer (its static TLS, 64 KiB at most) that holds its thread
+ * state. 0 if not exactly one does.
+ */
+static int64_t find_tls(void)
+{
+	uint64_t tp = (uint64_t)pthread_self(), want, page[512];	/* glibc x86-64: the TCB */
+	int64_t found = 0, base;
+	int n = 0, i;
+
+	want = (uint64_t)(uintptr_t)PyGILState_GetThisThreadState();
+	/* Page by page downwards, read as from outside: what lies below may be unmapped. */
+	for (base = (int64_t)(tp & ~4095ULL); want && base > (int64_t)tp - 65536; base -= 4096) {
+		struct iovec local = { page, sizeof(page) };
+		struct iovec remote = { (void *)(uintptr_t)base, sizeof(page) };
+
+		if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != sizeof(page))
+			break;
+		for (i = 0; i < 512; i++) {
+			if ((uint64_t)base + 8 * i >= tp || page[i] != want)
+				continue;
+			found = base + 8 * i - (int64_t)tp;
+			n++;
+		}
+	}
+	return n == 1 ? found : 0;
+}
+
+/* How the recorder found thread states: "tls", "gil" or "none"; and how often it was wrong. */
+const char *rec_tstate_way(void)
+{
+	return tls ? "tls" : off.runtime_tstate_current != PYTM_OFF_NONE ? "gil" : "none";
+}
+
+unsigned int rec_tstate_wrong(void)
+{
+	return tstate_wrong + tstate_none;
+}
+
+/*
  * Offsets for HEXVERSION (sys.hexversion), hook the obj domain. Frames
  * kept and counted: MAXF (at most 32 here), MAXT. 0, or -1 when the
  * version has no offsets.
@@ -107,11 +164,13 @@ int rec_setup(unsigned int hexversion, unsigned int maxf, unsigned int maxt)
 {
 	static PyMemAllocatorEx hook = { NULL, hook_malloc, hook_calloc, hook_realloc, hook_free };
 	const struct pytm_offsets *o;
-	void *runtime;
+	void *rt = dlsym(RTLD_DEFAULT, "_PyRuntime");
 
+	if (!rt)
+		return -1;
+	runtime = (uint64_t)(uintptr_t)rt;
 	if (hexversion >= 0x030d0000) {
-		runtime = dlsym(RTLD_DEFAULT, "_PyRuntime");
-		if (!runtime || pyoffsets__from_debug(runtime, 4096, &off))
+		if (pyoffsets__from_debug(rt, 4096, &off))
 			return -1;
 	} else {
 		o = pyoffsets__lookup(hexversion);
@@ -119,6 +178,8 @@ int rec_setup(unsigned int hexversion, unsigned int maxf, unsigned int maxt)
 			return -1;
 		off = *o;
 	}
+	if (hexversion >= 0x030c0000)
+		tls = find_tls();
 	max_frames = maxf > FRAMES ? FRAMES : maxf;
 	max_total = maxt;
 	PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &orig);

@@ -44,7 +44,8 @@ static const char *const versions[] = {
 	X(code_qualname) X(code_firstlineno) X(code_linetable)		\
 	X(code_firsttraceable) X(code_adaptive) X(code_code)		\
 	X(bytes_sval) X(unicode_length) X(unicode_state)		\
-	X(unicode_ascii_size) X(unicode_compact_size) X(runtime_tss_key)
+	X(unicode_ascii_size) X(unicode_compact_size) X(runtime_tss_key)	\
+	X(runtime_tstate_current)
 
 static int is_absent(const char *name, unsigned v)
 {
@@ -380,6 +381,15 @@ static void check_live_walk(const struct target *t,
 		      tss[1] >= 0 && tss[1] < 1024,
 		      "%s: autoTSSkey initialized (%d) with a key (%d)",
 		      ver, tss[0], tss[1]);
+	}
+
+	/* Asleep in time.sleep(), the thread released the GIL: the holder's
+	 * thread state is then none, or the thread's (not yet cleared). */
+	if (o->runtime_tstate_current != PYTM_OFF_NONE) {
+		uint64_t cur = target__ptr(t, runtime + o->runtime_tstate_current);
+
+		CHECK(cur == 0 || cur == tstate, "%s: gilstate.tstate_current %#llx: none or the thread's",
+		      ver, (unsigned long long)cur);
 	}
 
 	frame = target__ptr(t, tstate + o->tstate_frame);

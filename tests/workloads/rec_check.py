@@ -100,7 +100,8 @@ def addr2line(co, addr):
 
 
 def main(lib_path):
-    lib = ctypes.CDLL(lib_path)
+    lib = ctypes.PyDLL(lib_path)        # calls keep the GIL (and the thread state)
+    lib.rec_tstate_way.restype = ctypes.c_char_p
     lib.rec_find.argtypes = [ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64),
                              ctypes.POINTER(ctypes.c_int32),
                              ctypes.POINTER(ctypes.c_uint32)]
@@ -153,6 +154,8 @@ def main(lib_path):
                       "checked": checked,
                       "objects": len(KEEP), "missing": missing,
                       "freed": freed, "events": drained,
+                      "tstate_way": lib.rec_tstate_way().decode(),
+                      "tstate_wrong": lib.rec_tstate_wrong(),
                       "dropped": lib.rec_dropped(),
                       "mismatches": mismatches[:5],
                       "nmismatches": len(mismatches)}))

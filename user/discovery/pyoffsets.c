@@ -366,6 +366,7 @@ static int debug__fill(const struct debug_fields *f,
 	out->unicode_compact_size = compact;
 	/* 3.13+ keep the current tstate in a thread-local, not the TSS key. */
 	out->runtime_tss_key = PYTM_OFF_NONE;
+	out->runtime_tstate_current = PYTM_OFF_NONE;
 	/* For the reference tracer's block address (GC header before objects). */
 	if (!f->free_threaded && field_ok(f->tp_flags, 8, f->type_size))
 		out->type_flags = f->tp_flags;

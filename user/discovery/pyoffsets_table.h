@@ -68,6 +68,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 48,
 		.unicode_compact_size = 72,
 		.runtime_tss_key = 1396,
+		.runtime_tstate_current = 1368,
 	},
 	/* 3.9, from 3.9.18: f_lasti counts bytes, -1 before the first instruction. */
 	{
@@ -106,6 +107,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 48,
 		.unicode_compact_size = 72,
 		.runtime_tss_key = 588,
+		.runtime_tstate_current = 568,
 	},
 	/* 3.10, from 3.10.13: f_lasti counts code units now (was bytes), -1 before the
 	 * first instruction. */
@@ -145,6 +147,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 48,
 		.unicode_compact_size = 72,
 		.runtime_tss_key = 588,
+		.runtime_tstate_current = 568,
 	},
 	/* 3.11, from 3.11.7: f_code is not the first field (f_func is); no C-stack
 	 * owner: 3.11 flags entry frames with is_entry and they are
@@ -186,6 +189,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 48,
 		.unicode_compact_size = 72,
 		.runtime_tss_key = 596,
+		.runtime_tstate_current = 576,
 	},
 	/* 3.12, from 3.12.1: the C entry frame is owned by FRAME_OWNED_BY_CSTACK and
 	 * its f_code is the interpreter trampoline code object (no
@@ -226,6 +230,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 40,
 		.unicode_compact_size = 56,
 		.runtime_tss_key = 1548,
+		.runtime_tstate_current = PYTM_OFF_NONE,
 	},
 	/* 3.13, from 3.13.0: cross-check only, not used at run time (3.13+ read
 	 * _Py_DebugOffsets). f_executable of the C entry frame
@@ -267,6 +272,7 @@ static const struct pytm_offsets pyoffsets_table[] = {
 		.unicode_ascii_size = 40,
 		.unicode_compact_size = 56,
 		.runtime_tss_key = 2164,
+		.runtime_tstate_current = PYTM_OFF_NONE,
 	},
 };
 
