@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, WORKLOADS, run_cmd
+from conftest import INTERPRETERS, ROOT, T_START, WORKLOADS, run_cmd
 
 LIB = os.path.join(ROOT, ".output", "tests", "librec_hook.so")
 
@@ -36,3 +36,27 @@ def test_recorder_walk(python, frames):
     minor = int(res["version"].split(".")[1])
     want = "tls" if minor >= 12 else "gil"
     assert res["tstate_way"] == want and res["tstate_wrong"] == 0, res
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_tls_offset_from_outside(procs, version):
+    """pytm-bpf finds _Py_tss_tstate's offset from the thread pointer from
+    outside (user/discovery/tls.c, said under -v) where the process finds
+    it for itself, with a thread running Python (tests/workloads/
+    wl_tls.py)."""
+    python = INTERPRETERS[version]
+    if not os.access(python, os.X_OK):
+        pytest.fail("listed interpreter %s missing: %s" % (version, python))
+    assert os.path.isfile(LIB), "%s is not built" % LIB
+    tgt = procs.target(python, "wl_tls.py", [LIB])
+    inside = int(tgt.expect("tls ", timeout=T_START).split()[1])
+    tgt.expect("ready", timeout=T_START)
+    assert inside < 0, "the process did not find its own offset"
+    tracer = procs.tracer(["-p", tgt.pid, "-v", "--duration", "1"])
+    rc, _, err = tracer.finish()
+    tgt.send("exit")
+    assert tgt.wait() == 0
+    assert rc == 0, err
+    said = [l for l in err.decode().splitlines() if "_Py_tss_tstate" in l]
+    print("\ninside: %d; pytm-bpf: %s" % (inside, said))
+    assert said and said[0].endswith("at %+d from the thread pointer" % inside), said

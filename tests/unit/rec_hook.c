@@ -144,6 +144,12 @@ static int64_t find_tls(void)
 	return n == 1 ? found : 0;
 }
 
+/* The offset this thread found for itself (0: not exactly one place). */
+long long rec_tls_offset(void)
+{
+	return (long long)find_tls();
+}
+
 /* How the recorder found thread states: "tls", "gil" or "none"; and how often it was wrong. */
 const char *rec_tstate_way(void)
 {

@@ -24,6 +24,7 @@
 #include "util.h"
 #include "validate.h"
 #include "reftrace.h"
+#include "tls.h"
 
 #define DELETE_BATCH	4096	/* map entries read at once when deleting */
 #define INHERIT_BATCH	4096	/* ...and when copying a parent's blocks */
@@ -413,9 +414,31 @@ static uint64_t ref_tracer_slot(struct tracee *tr)
 	return slot;
 }
 
+/*
+ * 3.12+: where the in-target recorder will find thread states (see
+ * tls.h), said under -v. Not used yet (issue #12).
+ */
+static void find_tls(struct tracee *tr)
+{
+	int64_t off;
+	int err;
+
+	if (tr->t.hexversion < 0x030c0000)
+		return;
+	err = tls__tstate_offset(&tr->t, &tr->off, &off);
+	if (!err)
+		vlog("process %d: _Py_tss_tstate at %+lld from the thread pointer", tr->pid,
+		     (long long)off);
+	else
+		vlog("process %d: _Py_tss_tstate not found (%s)", tr->pid,
+		     err == -EAGAIN ? "no thread runs Python now" : "the threads disagree");
+}
+
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
 {
 	int err;
+
+	find_tls(tr);
 
 	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,

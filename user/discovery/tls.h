@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * 3.12+ keep the running thread's PyThreadState in a thread-local
+ * variable (_Py_tss_tstate). In libpython's static TLS it lies at one
+ * offset from every thread's thread pointer (x86-64: %fs:0, which is also
+ * pthread_self(), which CPython stores in each PyThreadState's
+ * thread_id). The in-target recorder reads it there (page/recorder.c,
+ * pytm_rec_tstate); this finds the offset from outside.
+ */
+#ifndef __PYTM_TLS_H
+#define __PYTM_TLS_H
+
+#include <stdint.h>
+#include "pytm.h"
+
+struct target;
+
+/*
+ * The offset of _Py_tss_tstate from the thread pointer, into *OUT: from
+ * the thread states of T (offsets O) whose thread is attached now (its
+ * variable holds its own state, found in the 64 KiB below its thread
+ * pointer, at one place only), checked on every other thread (its own
+ * state or none). -EAGAIN if no thread is attached now (ask again
+ * later), -ENOENT if the threads disagree or none is found.
+ */
+int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out);
+
+#endif /* __PYTM_TLS_H */
