@@ -16,8 +16,9 @@ import os
 import pytest
 
 from conftest import GT_FRAMES as FRAMES
-from conftest import (GT_WORKLOADS, THRESHOLD, agreement, check_agreement,
-                      check_run, gt_result, isolated, run_traced)
+from conftest import (GT_WORKLOADS, THRESHOLD, agreement, batch_result,
+                      check_agreement, check_run, gt_result, gt_run, isolated,
+                      run_traced)
 
 
 @pytest.mark.parametrize("frames", FRAMES, ids=lambda n: "frames%d" % n)
@@ -63,13 +64,25 @@ def total_frames_run(procs, python, outdir):
     return run, fig, summary
 
 
+def extra_runs(python, tmp_path_factory, which):
+    """The runs of one interpreter outside the ground-truth batches, all at
+    once: --total-frames, and free-list reuse in both forms."""
+    def make_jobs():
+        jobs = {"total": isolated(total_frames_run, python, str(
+            tmp_path_factory.mktemp("gt-total-frames")))}
+        for mode in ("with", "without"):
+            jobs[mode] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
+                "gt-%s-freelist" % mode)), mode, "gt_freelist.py", 1)
+        return jobs
+    return batch_result(("gt-extra", python), which, make_jobs)
+
+
 def test_groundtruth_total_frames(python, tmp_path_factory):
     """--total-frames counts each stack's depth beyond --frames as
     tracemalloc's total_nframe does: not the frames it skips (3.12+: the C
     stack's shim frames, frames that have not started). At --frames 1
     every stack of the workload is deeper than the limit."""
-    run, fig, summary = isolated(total_frames_run, python, str(
-        tmp_path_factory.mktemp("gt-total-frames")))()
+    run, fig, summary = extra_runs(python, tmp_path_factory, "total")
     check_agreement("--total-frames, with tracemalloc, --frames 1", run,
                     fig, summary)
     assert fig["nframe_agreement"] >= THRESHOLD, summary
@@ -100,7 +113,6 @@ def test_groundtruth_freelist_reuse(request, python, tmp_path_factory, mode):
     through the runtime's reference tracer (chained to tracemalloc's own
     in the "with" form, alone in the other)."""
     freelist_gap(request, python)
-    run, fig, summary = gt_result(python, tmp_path_factory, mode,
-                                  "gt_freelist.py", 1)
+    run, fig, summary = extra_runs(python, tmp_path_factory, mode)
     check_agreement("free-list reuse, %s tracemalloc, --frames 1" % mode,
                     run, fig, summary)

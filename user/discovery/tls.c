@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "target.h"
@@ -39,61 +41,66 @@ static int threads(const struct target *t, const struct pytm_offsets *o,
 	return n;
 }
 
+#define MAX_CAND	64
+
 /*
- * The one place in the SCAN bytes below TP that holds TSTATE, as an
- * offset from TP: 1 if found once, 0 if not, -1 if more than once.
+ * The places in the SCAN bytes below TP that hold TSTATE, as offsets from
+ * TP, into CAND (at most MAX_CAND). Returns how many.
  */
-static int scan(const struct target *t, uint64_t tp, uint64_t tstate, int64_t *off)
+static int scan(const struct target *t, uint64_t tp, uint64_t tstate, int64_t *cand)
 {
 	uint64_t page[PAGE / 8], base;
-	int found = 0, i;
+	int n = 0, i;
 
 	/* Page by page downwards: below the static TLS may lie unmapped memory. */
 	for (base = tp & ~(uint64_t)(PAGE - 1); base + SCAN > tp; base -= PAGE) {
 		if (target__read(t, base, page, sizeof(page)))
 			break;
-		for (i = 0; i < PAGE / 8; i++) {
-			if (base + 8 * (uint64_t)i >= tp || page[i] != tstate)
-				continue;
-			*off = (int64_t)(base + 8 * (uint64_t)i - tp);
-			found++;
-		}
+		for (i = 0; i < PAGE / 8 && n < MAX_CAND; i++)
+			if (base + 8 * (uint64_t)i < tp && page[i] == tstate)
+				cand[n++] = (int64_t)(base + 8 * (uint64_t)i - tp);
 	}
-	return found > 1 ? -1 : found;
+	return n;
 }
 
+/* Does every thread hold, at OFF from its thread pointer, its own state or none? */
+static bool agree(const struct target *t, const struct thread *th, int n, int64_t off)
+{
+	uint64_t v;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (target__read(t, th[i].tp + (uint64_t)off, &v, sizeof(v)) ||
+		    (v && v != th[i].tstate))
+			return false;
+	return true;
+}
+
+/*
+ * An attached thread holds its state in the variable, and maybe in its
+ * stack too. A thread's memory is [stack | static TLS | thread pointer]:
+ * the variable is nearer the thread pointer than any stack slot. Of the
+ * places nearest first, the first where every thread holds its own state
+ * or none.
+ */
 int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out)
 {
 	struct thread *th = calloc(MAX_THREADS, sizeof(*th));
-	int n, i, r, found = 0, err = 0;
-	int64_t off = 0;
-	uint64_t v;
+	int64_t cand[MAX_CAND], off = INT64_MIN;
+	int n, i, k, nc;
 
 	if (!th)
 		return -ENOMEM;
 	n = threads(t, o, th, MAX_THREADS);
-	for (i = 0; i < n && !found; i++) {
-		r = scan(t, th[i].tp, th[i].tstate, &off);
-		if (r < 0) {
-			err = -ENOENT;
-			goto cleanup;
-		}
-		found = r;
+	for (i = 0; i < n && off == INT64_MIN; i++) {
+		nc = scan(t, th[i].tp, th[i].tstate, cand);
+		for (k = 0; k < nc; k++)
+			if (cand[k] > off && agree(t, th, n, cand[k]))
+				off = cand[k];
 	}
-	if (!found) {
-		err = -EAGAIN;
-		goto cleanup;
-	}
-	/* Every thread: its own state there, or none (not attached). */
-	for (i = 0; i < n; i++) {
-		if (target__read(t, th[i].tp + (uint64_t)off, &v, sizeof(v)) ||
-		    (v && v != th[i].tstate)) {
-			err = -ENOENT;
-			goto cleanup;
-		}
-	}
-	*out = off;
-cleanup:
 	free(th);
-	return err;
+	if (off == INT64_MIN)
+		return -EAGAIN;
+	*out = off;
+	return 0;
 }

@@ -16,12 +16,11 @@
 struct target;
 
 /*
- * The offset of _Py_tss_tstate from the thread pointer, into *OUT: from
- * the thread states of T (offsets O) whose thread is attached now (its
- * variable holds its own state, found in the 64 KiB below its thread
- * pointer, at one place only), checked on every other thread (its own
- * state or none). -EAGAIN if no thread is attached now (ask again
- * later), -ENOENT if the threads disagree or none is found.
+ * The offset of _Py_tss_tstate from the thread pointer, into *OUT: of the
+ * places in the 64 KiB below the thread pointer of a thread attached now
+ * that hold its own state (the variable, and maybe its stack below it),
+ * the nearest where every thread of T (offsets O) holds its own state or
+ * none. -EAGAIN if none is found (no thread attached now: ask again).
  */
 int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out);
 

@@ -431,7 +431,7 @@ static void find_tls(struct tracee *tr)
 		     (long long)off);
 	else
 		vlog("process %d: _Py_tss_tstate not found (%s)", tr->pid,
-		     err == -EAGAIN ? "no thread runs Python now" : "the threads disagree");
+		     err == -EAGAIN ? "no thread runs Python now" : strerror(-err));
 }
 
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
