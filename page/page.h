@@ -106,6 +106,16 @@ struct pytm_page_keep {
 	uint64_t pad2[5];
 };
 
+/*
+ * PyTypeObject.tp_flags bits that tell where an object's block starts
+ * (page/sampler.c, pytm_reftrace), and that the tracer checks on types it
+ * knows before it installs that (user/session/tracee.c).
+ */
+#define PYTM_TPFLAGS_PREHEADER		(3ULL << 3)	/* MANAGED_WEAKREF | MANAGED_DICT */
+#define PYTM_TPFLAGS_READY		(1ULL << 12)
+#define PYTM_TPFLAGS_HAVE_GC		(1ULL << 14)
+#define PYTM_TPFLAGS_TUPLE_SUBCLASS	(1ULL << 26)
+
 _Static_assert(sizeof(struct pytm_page_ctl) == 192, "ctl: three cache lines");
 _Static_assert(sizeof(struct pytm_page_keep) == 128, "keep: two cache lines");
 

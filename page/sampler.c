@@ -231,34 +231,39 @@ INLINE int pg_insert(uint64_t ptr)
 	return 0;
 }
 
-/* 1 if PTR is in the set. */
-INLINE int pg_has(uint64_t ptr)
+/*
+ * PTR's slot in the set, from way FROM of its bucket B on; NULL if it is
+ * not there.
+ */
+INLINE uint64_t *pg_find(uint64_t ptr, uint64_t b, int from)
 {
-	uint64_t b = pg_bucket(ptr), *slot;
+	uint64_t *slot;
 	int i;
 
 	if (!LOAD(&pytm_counts[b]))
-		return 0;
+		return 0;	/* the common case: one byte load */
 	slot = &pytm_slots[b * PYTM_SET_WAYS];
-	for (i = 0; i < PYTM_SET_WAYS; i++)
+	for (i = from; i < PYTM_SET_WAYS; i++)
 		if (LOAD(&slot[i]) == ptr)
-			return 1;
+			return &slot[i];
 	return 0;
+}
+
+/* 1 if PTR is in the set. */
+INLINE int pg_has(uint64_t ptr)
+{
+	return pg_find(ptr, pg_bucket(ptr), 0) != 0;
 }
 
 /* 1 if PTR was in the set (and is no more). */
 INLINE int pg_remove(uint64_t ptr)
 {
 	uint64_t b = pg_bucket(ptr), *slot, want;
-	int i;
 
-	if (!LOAD(&pytm_counts[b]))
-		return 0;	/* the common case: one byte load */
-	slot = &pytm_slots[b * PYTM_SET_WAYS];
-	for (i = 0; i < PYTM_SET_WAYS; i++) {
+	for (slot = pg_find(ptr, b, 0); slot;
+	     slot = pg_find(ptr, b, (int)(slot - &pytm_slots[b * PYTM_SET_WAYS]) + 1)) {
 		want = ptr;
-		if (LOAD(&slot[i]) == ptr &&
-		    __atomic_compare_exchange_n(&slot[i], &want, 0, 0,
+		if (__atomic_compare_exchange_n(slot, &want, 0, 0,
 						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
 			ADD(&pytm_counts[b], (uint8_t)-1);
 			return 1;
@@ -548,8 +553,6 @@ void pytm_site_child_newref(uint64_t ptr) HIDDEN;
 
 typedef int (*reftracer_fn)(void *op, int event, void *data);
 #define REF_CREATE		0		/* PyRefTracer_CREATE */
-#define TPFLAGS_HAVE_GC		(1ULL << 14)
-#define TPFLAGS_PREHEADER	(3ULL << 3)	/* MANAGED_WEAKREF | MANAGED_DICT */
 
 /* Where OP's block starts: op - _PyType_PreHeaderSize(Py_TYPE(op)). */
 INLINE uint64_t pg_block_of(const char *op)
@@ -557,8 +560,8 @@ INLINE uint64_t pg_block_of(const char *op)
 	const char *type = *(const char *const *)(op + LOAD(&pytm_keep.ob_type));
 	uint64_t flags = *(const uint64_t *)(type + LOAD(&pytm_keep.tp_flags));
 
-	return (uint64_t)op - (flags & TPFLAGS_HAVE_GC ? LOAD(&pytm_keep.gc_head) : 0) -
-	       (flags & TPFLAGS_PREHEADER ? 2 * sizeof(void *) : 0);
+	return (uint64_t)op - (flags & PYTM_TPFLAGS_HAVE_GC ? LOAD(&pytm_keep.gc_head) : 0) -
+	       (flags & PYTM_TPFLAGS_PREHEADER ? 2 * sizeof(void *) : 0);
 }
 
 COLD void pg_created(uint64_t ptr, int mode)

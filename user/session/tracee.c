@@ -372,11 +372,6 @@ static bool one_interpreter(const struct tracee *tr)
 	return next == 0;
 }
 
-#define TPFLAGS_HAVE_GC		(1ULL << 14)
-#define TPFLAGS_PREHEADER	(3ULL << 3)	/* MANAGED_WEAKREF | MANAGED_DICT */
-#define TPFLAGS_TUPLE_SUBCLASS	(1ULL << 26)
-#define TPFLAGS_READY		(1ULL << 12)
-
 /*
  * 3.13+ GIL builds: where the runtime's reference tracer is, so that the
  * page follows objects reused from free lists as tracemalloc does (page/
@@ -400,9 +395,9 @@ static uint64_t ref_tracer_slot(struct tracee *tr)
 	if (!tuple || !flt ||
 	    target__read(&tr->t, tuple + tr->off.type_flags, &tf, sizeof(tf)) ||
 	    target__read(&tr->t, flt + tr->off.type_flags, &ff, sizeof(ff)) ||
-	    (tf & (TPFLAGS_HAVE_GC | TPFLAGS_TUPLE_SUBCLASS | TPFLAGS_READY)) !=
-	    (TPFLAGS_HAVE_GC | TPFLAGS_TUPLE_SUBCLASS | TPFLAGS_READY) ||
-	    (ff & (TPFLAGS_HAVE_GC | TPFLAGS_PREHEADER | TPFLAGS_READY)) != TPFLAGS_READY) {
+	    (tf & (PYTM_TPFLAGS_HAVE_GC | PYTM_TPFLAGS_TUPLE_SUBCLASS | PYTM_TPFLAGS_READY)) !=
+	    (PYTM_TPFLAGS_HAVE_GC | PYTM_TPFLAGS_TUPLE_SUBCLASS | PYTM_TPFLAGS_READY) ||
+	    (ff & (PYTM_TPFLAGS_HAVE_GC | PYTM_TPFLAGS_PREHEADER | PYTM_TPFLAGS_READY)) != PYTM_TPFLAGS_READY) {
 		vlog("process %d: tp_flags not where _Py_DebugOffsets says: objects reused from free lists keep their first traceback",
 		     tr->pid);
 		return 0;
