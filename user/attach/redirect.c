@@ -452,8 +452,8 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 		err = target__read(t, from + PYTM_DATA_KEEP, &keep, sizeof(keep)) ? -EIO : 0;
 		if (!err) {
 			keep.follow = 1;	/* until redirect__swap is done */
-			keep.ref_slot = rd->keep.ref_slot;	/* this process's own */
-			keep.ref_prev = rd->keep.ref_prev;
+			keep.ref_slot = rd->ref_slot;	/* this process's own */
+			keep.ref_prev = rd->ref_prev;
 			/* Its siblings forked with the same sequence: its own from now on. */
 			reseed(&keep, keep.rate);
 			err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep)) ?:
@@ -468,6 +468,16 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
 	return err;
 }
 
+/* The mapping of a page of ours (of any layout) that holds ADDR, or NULL. */
+static const struct mapping *our_mapping(const struct target *t, uint64_t addr)
+{
+	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
+	const struct mapping *m = target__mapping(t, addr);
+
+	return m && m->path && !m->offset && !strncmp(m->path, prefix, sizeof(prefix) - 1) ?
+	       m : NULL;
+}
+
 /*
  * The reference tracer that ours replaces, given the one at the slot now
  * (FN): FN itself, unless it is the tracer of a page of ours (a tracer
@@ -477,14 +487,13 @@ static int adopt_sampler(struct redirect *rd, const struct target *t)
  */
 static int ref_previous(const struct target *t, uint64_t fn, uint64_t *prev)
 {
-	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
 	char magic[sizeof(MAGIC)];
 	const struct mapping *m;
 	int hops;
 
 	for (hops = 0; hops <= MAX_PAGES; hops++) {
-		m = target__mapping(t, fn);
-		if (!fn || !m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1)) {
+		m = fn ? our_mapping(t, fn) : NULL;
+		if (!m) {
 			*prev = fn;
 			return 0;
 		}
@@ -515,13 +524,12 @@ static void prepare_reftrace(struct redirect *rd, const struct target *t,
 	}
 	rd->ref_slot = o->ref_slot;
 	rd->ref_seen = cur;
+	rd->ref_prev = prev;
 	keep->ref_slot = o->ref_slot;
 	keep->ref_prev = prev;
 	keep->ob_type = o->ob_type;
 	keep->tp_flags = o->tp_flags;
 	keep->gc_head = o->gc_head;
-	rd->keep.ref_slot = keep->ref_slot;
-	rd->keep.ref_prev = keep->ref_prev;
 }
 
 /* Which site kind for a page: see redirect__prepare. */
@@ -553,12 +561,10 @@ static void choose_site(struct redirect *rd, enum redirect_site_pref pref,
  */
 static uint64_t inherited_page(const struct target *t, const uint64_t funcs[REDIRECT_DOMAINS][5])
 {
-	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
-	const struct mapping *m = target__mapping(t, funcs[0][1]);
+	const struct mapping *m = our_mapping(t, funcs[0][1]);
 	char magic[sizeof(MAGIC)];
 
-	if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1) ||
-	    funcs[0][1] != m->start + sampler_entry[0][0] ||
+	if (!m || funcs[0][1] != m->start + sampler_entry[0][0] ||
 	    target__read(t, m->start, magic, sizeof(magic)) || memcmp(magic, MAGIC, sizeof(MAGIC)))
 		return 0;
 	return m->start;
@@ -711,7 +717,7 @@ static void swap_reftrace(struct redirect *rd, const struct target *t,
 	}
 	rd->ref_swapped = true;
 	vlog("process %d: reference tracer installed at %#llx (chained to %#llx)", t->pid,
-	     (unsigned long long)rd->ref_slot, (unsigned long long)rd->keep.ref_prev);
+	     (unsigned long long)rd->ref_slot, (unsigned long long)rd->ref_prev);
 }
 
 int redirect__swap(struct redirect *rd, const struct target *t)
@@ -787,7 +793,7 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 	if (rd->ref_swapped && !target__read(t, rd->ref_slot, &cur, sizeof(cur)) &&
 	    cur == rd->page.addr + PYTM_SYM_pytm_reftrace) {
 		if (inject__attach(t->pid, &s) ||
-		    inject__store_u64(s, rd->ref_slot, rd->keep.ref_prev))
+		    inject__store_u64(s, rd->ref_slot, rd->ref_prev))
 			warn("process %d: cannot restore its reference tracer: %s", t->pid,
 			     error__last());
 	}
@@ -854,15 +860,14 @@ static uint64_t entry_index(uint64_t off, size_t tsize, const entry_table *sampl
  */
 static int original_of(const struct target *t, uint64_t *fn)
 {
-	static const char prefix[] = "/memfd:" REDIRECT_PAGE_NAME " ";
 	char magic[sizeof(MAGIC)];
 	const struct mapping *m;
 	uint64_t idx;
 	int hops;
 
 	for (hops = 0; hops <= MAX_PAGES; hops++) {
-		m = target__mapping(t, *fn);
-		if (!m || !m->path || m->offset || strncmp(m->path, prefix, sizeof(prefix) - 1))
+		m = our_mapping(t, *fn);
+		if (!m)
 			return 0;	/* not our page */
 		if (target__read(t, m->start, magic, sizeof(magic)))
 			return -EPROTO;

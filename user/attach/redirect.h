@@ -82,10 +82,8 @@ struct redirect {
 	/* The reference tracer (3.13+): see redirect_opts.ref_slot. */
 	uint64_t ref_slot;		/* 0: not hooked */
 	uint64_t ref_seen;		/* what the slot held when prepared */
+	uint64_t ref_prev;		/* the tracer ours replaces (pytm_page_keep) */
 	bool ref_swapped;		/* the slot points to our page */
-	struct {
-		uint64_t ref_slot, ref_prev;	/* as in struct pytm_page_keep */
-	} keep;
 };
 
 /*

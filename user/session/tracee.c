@@ -411,14 +411,15 @@ static uint64_t ref_tracer_slot(struct tracee *tr)
 
 /*
  * 3.12+: where the in-target recorder will find thread states (see
- * tls.h), said under -v. Not used yet (issue #12).
+ * tls.h), said under -v. Not used yet (issue #12): only looked for under
+ * -v, so that attaching does not pay for it meanwhile.
  */
 static void find_tls(struct tracee *tr)
 {
 	int64_t off;
 	int err;
 
-	if (tr->t.hexversion < 0x030c0000)
+	if (!pytm_verbose || tr->t.hexversion < 0x030c0000)
 		return;
 	err = tls__tstate_offset(&tr->t, &tr->off, &off);
 	if (!err)
