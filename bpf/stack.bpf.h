@@ -216,9 +216,9 @@ static long frame_step(__u32 i, void *data)
 	struct frame_walk *w = data;
 	struct pytm_proc *p = w->p;
 	__u64 frame = w->frame, code, start, instr;
-	struct code_info *ci, tmp;
+	struct code_info *ci = NULL, tmp;
 	__u8 *buf = w->sc->buf;
-	__s32 lasti = -1;
+	__s32 lasti = -1, first = 0;
 	__u8 owner;
 
 	if (!frame || w->total >= w->limit)
@@ -253,28 +253,24 @@ static long frame_step(__u32 i, void *data)
 		}
 		instr = buf_u64(buf, p->off.frame_lasti);
 		start = code + p->off.code_adaptive;
-		if (w->n >= p->max_frames) {
-			/*
-			 * Beyond the limit only the count matters, of the frames
-			 * tracemalloc counts: not the incomplete ones (read here,
-			 * not announced: the code object is not kept).
-			 */
-			__s32 first = 0;
-
-			if (owner != p->off.owner_generator &&
-			    p->off.code_firsttraceable != PYTM_OFF_NONE)
-				bpf_probe_read_user(&first, sizeof(first),
-						    (void *)(code + p->off.code_firsttraceable));
-			if (owner == p->off.owner_generator ||
-			    (__s64)instr >= (__s64)(start + 2 * (__s64)first))
-				w->total++;
-			return 0;
+		if (w->n < p->max_frames) {
+			ci = cached_code_info(w, code, &tmp);
+			first = ci->firsttraceable;
+		} else if (owner != p->off.owner_generator &&
+			   p->off.code_firsttraceable != PYTM_OFF_NONE) {
+			/* Beyond the limit: read, not announced (the code object is not kept). */
+			bpf_probe_read_user(&first, sizeof(first),
+					    (void *)(code + p->off.code_firsttraceable));
 		}
-		ci = cached_code_info(w, code, &tmp);
 		/* Incomplete: the frame has not started its code yet. */
 		if (owner != p->off.owner_generator &&
-		    (__s64)instr < (__s64)(start + 2 * (__s64)ci->firsttraceable))
+		    (__s64)instr < (__s64)(start + 2 * (__s64)first))
 			return 0;
+		if (!ci) {
+			/* Beyond the limit only the count matters, of what tracemalloc counts. */
+			w->total++;
+			return 0;
+		}
 		/* In code units; arithmetic shift keeps -1 for "before the first". */
 		lasti = (__s32)(((__s64)instr - (__s64)start) >> 1);
 	}
