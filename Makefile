@@ -52,7 +52,9 @@ USER_SRCS := $(wildcard user/*/*.c)
 USER_HDRS := $(wildcard user/*/*.h)
 USER_OBJS := $(patsubst %.c,$(OUTPUT)/%.o,$(USER_SRCS))
 # Everything but main(): what the unit tests link.
-LIB_OBJS := $(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS)) $(PAGE_BLOB)
+# The recorder's ring is read by the tracer too (user/session/rec_drain.c).
+PAGE_RING := $(OUTPUT)/page/ring.o
+LIB_OBJS := $(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS)) $(PAGE_BLOB) $(PAGE_RING)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
 
@@ -67,9 +69,7 @@ endif
 .DEFAULT_GOAL := all
 .PHONY: all deps test check unit unit-san fuzz fuzz-check pytest bench demo install clean
 
-# The recorder's walk and ring build as page code too (freestanding, no
-# absolute relocations), though the page does not hold them yet (#12).
-all: pytm-bpf $(OUTPUT)/page/recorder.o $(OUTPUT)/page/ring.o
+all: pytm-bpf
 
 deps:
 	apt-get update
@@ -107,9 +107,10 @@ $(OUTPUT)/page/sites.o: page/sites.S
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CLANG) -c $< -o $@
 
-$(OUTPUT)/page/page.elf: $(OUTPUT)/page/sampler.o $(OUTPUT)/page/sites.o page/page.lds
+PAGE_OBJS := $(addprefix $(OUTPUT)/page/,sampler.o recorder.o ring.o sites.o)
+$(OUTPUT)/page/page.elf: $(PAGE_OBJS) page/page.lds
 	$(call msg,LD-PAGE,$@)
-	$(Q)$(LD) -T page/page.lds -o $@ $(OUTPUT)/page/sampler.o $(OUTPUT)/page/sites.o
+	$(Q)$(LD) -T page/page.lds -o $@ $(PAGE_OBJS)
 
 $(OUTPUT)/page/page.bin: $(OUTPUT)/page/page.elf
 	$(Q)objcopy -O binary $< $@
@@ -129,7 +130,7 @@ $(OUTPUT)/user/%.o: user/%.c $(USER_HDRS) bpf/pytm.h page/page.h $(OUTPUT)/page/
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-pytm-bpf: $(USER_OBJS) $(PAGE_BLOB)
+pytm-bpf: $(USER_OBJS) $(PAGE_BLOB) $(PAGE_RING)
 	$(call msg,BINARY,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
@@ -161,7 +162,7 @@ SAN_FLAGS := -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=a
 	     -fno-omit-frame-pointer
 SAN_CFLAGS := $(filter-out -O2,$(CFLAGS)) -O1 $(SAN_FLAGS)
 SAN_LIB_OBJS := $(patsubst $(OUTPUT)/%,$(SAN)/%,$(filter-out $(OUTPUT)/user/cli/pytm-bpf.o,$(USER_OBJS))) \
-		$(PAGE_BLOB)
+		$(PAGE_BLOB) $(PAGE_RING)
 SAN_UNIT_BINS := $(patsubst tests/unit/%.c,$(SAN)/tests/%,$(UNIT_SRCS))
 # No suppression: leaks are reports too (detect_leaks is on by default).
 SAN_ENV := ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1

@@ -76,6 +76,38 @@ int BPF_KPROBE(sample_free, __u64 ptr)
 }
 
 /*
+ * The in-target recorder's ring was full at a free (page/sampler.c):
+ * rdi = the block, rsi = the event's number. The tracer drops the block
+ * in order with what the ring holds (user/session/rec_drain.c).
+ */
+SEC("uprobe")
+int BPF_KPROBE(rec_tomb, __u64 ptr, __u64 clock)
+{
+	struct pytm_event *ev;
+	struct pytm_proc *p;
+	__u32 pid;
+
+	p = this_proc(&pid);
+	if (!p)
+		return 0;
+	p->nevents++;
+	on_free(ptr);	/* a code object's id goes, as on any free */
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_lost(p, PYTM_LOST_RINGBUF);
+		return 0;
+	}
+	ev->type = PYTM_EV_TOMB;
+	ev->pid = pid;
+	ev->code_id = 0;
+	ev->pad = 0;
+	ev->code_addr = ptr;
+	ev->clock = clock;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/*
  * The page's reference tracer (3.13+): an object created in a block
  * that may be traced, i.e. taken from a free list. rdi = the block.
  */
@@ -176,6 +208,8 @@ int control(struct pytm_ctl *ctl)
 		if (p->forking)
 			__sync_fetch_and_add(&p->forking, -1);
 		return p->forking;
+	} else if (ctl->op == PYTM_CTL_REC_CLOCK) {
+		p->rec_clock = ctl->arg;
 	} else {
 		return -22;	/* -EINVAL */
 	}
@@ -192,6 +226,7 @@ static __always_inline void announce(__u32 type, __u32 pid)
 	ev->pid = pid;
 	ev->code_id = 0;
 	ev->pad = 0;
+	ev->clock = 0;
 	ev->code_addr = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
@@ -265,6 +300,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	ev->pid = cpid;
 	ev->code_id = 0;
 	ev->pad = 0;
+	ev->clock = 0;
 	ev->code_addr = ppid;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
@@ -278,8 +314,15 @@ int BPF_KPROBE(finalize_enter)
 	__u32 pid;
 
 	p = this_proc(&pid);
-	if (p)
-		p->frozen = 1;
+	if (!p)
+		return 0;
+	p->frozen = 1;
+	if (p->rec_clock) {
+		/* The recorder's events numbered from here on are after it. */
+		__u64 clock = read_ptr(p->rec_clock);
+
+		p->rec_frozen = clock + 1;
+	}
 	return 0;
 }
 

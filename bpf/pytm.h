@@ -169,6 +169,14 @@ struct pytm_proc {
 	__u32 pad3;
 	__s64 peak_mark;
 	__u64 peak_ns;
+	/*
+	 * The in-target recorder (user/session/rec_drain.c): where its ring's
+	 * clock is in the target (0: not recording), and at the freeze that
+	 * clock's value + 1, so that the tracer tells the events before it
+	 * from those after.
+	 */
+	__u64 rec_clock;
+	__u64 rec_frozen;
 	struct pytm_offsets off;
 };
 
@@ -256,6 +264,7 @@ enum pytm_ctl_op {
 	PYTM_CTL_INHERITED = 4,		/* the inherited set is in: no more tombstones */
 	PYTM_CTL_FORK_DONE = 5,		/* a parent: one child less to copy to (returns
 					 * how many are left) */
+	PYTM_CTL_REC_CLOCK = 6,		/* rec_clock = arg (the recorder's ring) */
 };
 
 struct pytm_ctl {
@@ -270,6 +279,8 @@ enum pytm_event_type {
 	PYTM_EV_EXIT = 3,		/* the last thread of a traced process exited */
 	PYTM_EV_FORK = 4,		/* a traced process forked: pid is the child,
 					 * code_addr its parent */
+	PYTM_EV_TOMB = 5,		/* the recorder's ring was full at a free:
+					 * code_addr is the block, clock its number */
 };
 
 struct pytm_event {
@@ -278,6 +289,7 @@ struct pytm_event {
 	__u32 code_id;
 	__u32 pad;
 	__u64 code_addr;
+	__u64 clock;
 };
 
 #endif /* __PYTM_H */

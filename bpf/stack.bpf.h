@@ -171,6 +171,7 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 	ev->pid = pid;
 	ev->code_id = tmp->id;
 	ev->pad = 0;
+	ev->clock = 0;
 	ev->code_addr = addr;
 	bpf_ringbuf_submit(ev, 0);
 	return tmp;

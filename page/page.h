@@ -7,11 +7,11 @@
  *
  *   0x0000  header: magic, then the original allocator functions
  *   0x0100  code: the exact-mode trampolines (hand-emitted, 12 x 128 bytes)
- *   0x0800  code: the sampler and the reference tracer (this directory),
+ *   0x0800  code: the sampler, the recorder and the reference tracer (this directory),
  *           both in every page, so that a page's code never changes under
  *           a thread running in it, whichever mode the next tracer chooses
- *   0x3000  inject's stub page (user/attach/inject.c)
- *   0x4000  data: private anonymous. Its first page is zeroed in forked
+ *   0x4000  inject's stub page (user/attach/inject.c)
+ *   0x5000  data: private anonymous. Its first page is zeroed in forked
  *           children (MADV_WIPEONFORK): struct pytm_page_ctl, what is the
  *           process's own (armed, counters). The rest a child inherits:
  *           struct pytm_page_keep (whether it stays redirected, the
@@ -25,17 +25,19 @@
 #define __PYTM_PAGE_H
 
 #include <stdint.h>
+#include "pytm.h"
 
-#define PYTM_PAGE_CODE_LEN	0x3000		/* header + code: three pages */
+#define PYTM_PAGE_CODE_LEN	0x4000		/* header + code: four pages */
 #define PYTM_PAGE_ORIG_OFF	0x10		/* void *orig[3][4] */
 #define PYTM_PAGE_CODE_OFF	0x100
 #define PYTM_PAGE_SAMPLER_OFF	0x800
-#define PYTM_PAGE_DATA_OFF	0x4000		/* code, then inject's stub page */
+#define PYTM_PAGE_DATA_OFF	0x5000		/* code, then inject's stub page */
 
 /* Offsets inside the data region. */
 #define PYTM_DATA_CTL		0x0
 #define PYTM_DATA_WIPED		0x1000		/* the part zeroed in children */
 #define PYTM_DATA_KEEP		0x1000
+#define PYTM_DATA_REC		0x1100		/* struct pytm_page_rec */
 #define PYTM_DATA_COUNTS	0x2000		/* uint8_t per bucket */
 #define PYTM_SET_MAX_BUCKETS	(1u << 16)
 #define PYTM_SET_WAYS		8		/* slots per bucket: one cache line */
@@ -67,7 +69,11 @@ struct pytm_page_ctl {
 	uint64_t lost_full;		/* sampled, but their bucket was full: not recorded */
 	uint64_t lost_bytes;		/* estimated bytes those stood for */
 	uint64_t realloc_failed;	/* a sampled block's realloc failed: trace dropped */
-	uint64_t pad3[3];
+	/* The recorder (where samples, frees and lost_full count BPF's way). */
+	uint64_t stall_tail;		/* the ring's tail when it was last full */
+	uint64_t stall_count;		/* full rings in a row since, tail unmoved */
+	uint64_t restamp_lost;		/* an object made in a recorded block,
+					 * the ring full: not re-stamped */
 };
 
 /*
@@ -107,6 +113,25 @@ struct pytm_page_keep {
 };
 
 /*
+ * The in-target recorder (exact mode without a kernel entry per event,
+ * page/sampler.c): written by the tracer before it redirects the tables.
+ * In the part a child inherits, but a child never records: its own part
+ * is wiped (not armed), and the tracer that records does not follow forks.
+ */
+struct pytm_page_rec {
+	uint64_t ring;			/* struct pytm_ring_hdr in the target (a
+					 * shared mapping); 0: not recording */
+	uint64_t slots;			/* its slots */
+	uint64_t runtime;		/* &_PyRuntime */
+	int64_t tls;			/* _Py_tss_tstate from the thread pointer;
+					 * 0: not known */
+	uint32_t max_frames;		/* --frames */
+	uint32_t max_total;		/* frames counted */
+	uint64_t pad[3];
+	struct pytm_offsets off;	/* validated by the tracer */
+};
+
+/*
  * PyTypeObject.tp_flags bits that tell where an object's block starts
  * (page/sampler.c, pytm_reftrace), and that the tracer checks on types it
  * knows before it installs that (user/session/tracee.c).
@@ -118,5 +143,8 @@ struct pytm_page_keep {
 
 _Static_assert(sizeof(struct pytm_page_ctl) == 192, "ctl: three cache lines");
 _Static_assert(sizeof(struct pytm_page_keep) == 128, "keep: two cache lines");
+_Static_assert(PYTM_DATA_KEEP + sizeof(struct pytm_page_keep) <= PYTM_DATA_REC &&
+	       PYTM_DATA_REC + sizeof(struct pytm_page_rec) <= PYTM_DATA_COUNTS,
+	       "rec: after keep, in its page");
 
 #endif /* __PYTM_PAGE_H */

@@ -74,19 +74,23 @@ uint32_t pytm_rec_walk(const struct pytm_offsets *off, uint32_t max_frames,
 	return n;
 }
 
-int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_offsets *off,
-		    uint32_t max_frames, uint32_t max_total, uint64_t tstate,
-		    const struct pytm_rec_event *ev, uint64_t *clock)
+struct pytm_ring_slot *pytm_rec_begin(struct pytm_ring_hdr *h, uint8_t *slots,
+				      const struct pytm_offsets *off, uint32_t max_frames,
+				      uint32_t max_total, uint64_t tstate,
+				      const struct pytm_rec_event *ev, uint64_t *pos)
 {
 	struct pytm_ring_slot *s;
 	struct pytm_rec_event *out;
-	uint64_t pos, room;
+	uint64_t room;
 
-	*clock = pytm_ring_tick(h);
-	s = pytm_ring_claim(h, slots, &pos);
+	s = pytm_ring_claim(h, slots, pos);
 	if (!s)
 		return 0;
-	s->clock = *clock;
+	/*
+	 * The number after the claim: every event numbered below it that
+	 * went to the ring has a position below this one (see ring.c).
+	 */
+	s->clock = pytm_ring_tick(h);
 	out = (struct pytm_rec_event *)s->data;
 	out->kind = ev->kind;
 	out->domain = ev->domain;
@@ -99,9 +103,26 @@ int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_o
 	room = (LOAD_SLOT_SIZE(h) - sizeof(*s) - sizeof(*out)) / sizeof(out->frames[0]);
 	if (max_frames > room)
 		max_frames = (uint32_t)room;
-	if (ev->kind != PYTM_REC_FREE)
+	if (ev->kind == PYTM_REC_ALLOC || ev->kind == PYTM_REC_REALLOC ||
+	    ev->kind == PYTM_REC_RESTAMP)
 		out->nframe = (uint16_t)pytm_rec_walk(off, max_frames, max_total, tstate,
 						      out->frames, &out->total);
+	return s;
+}
+
+int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_offsets *off,
+		    uint32_t max_frames, uint32_t max_total, uint64_t tstate,
+		    const struct pytm_rec_event *ev, uint64_t *clock)
+{
+	struct pytm_ring_slot *s;
+	uint64_t pos;
+
+	s = pytm_rec_begin(h, slots, off, max_frames, max_total, tstate, ev, &pos);
+	if (!s) {
+		*clock = pytm_ring_tick(h);
+		return 0;
+	}
+	*clock = s->clock;
 	pytm_ring_publish(s, pos);
 	return 1;
 }

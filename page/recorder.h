@@ -47,7 +47,15 @@ enum pytm_rec_kind {
 	PYTM_REC_ALLOC = 1,		/* ptr, size */
 	PYTM_REC_FREE = 2,		/* ptr */
 	PYTM_REC_REALLOC = 3,		/* ptr (new), old, size */
+	PYTM_REC_RESTAMP = 4,		/* ptr: an object created in it (3.13+
+					 * free lists): its traceback is now this */
 };
+
+/*
+ * pytm_rec_frame.pad in a ring event: the page had not seen this code
+ * object before (the tracer reads it; see page/sampler.c).
+ */
+#define PYTM_REC_NEW_CODE	1
 
 struct pytm_rec_event {
 	uint8_t kind;			/* enum pytm_rec_kind */
@@ -73,5 +81,15 @@ struct pytm_ring_hdr;
 int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_offsets *off,
 		    uint32_t max_frames, uint32_t max_total, uint64_t tstate,
 		    const struct pytm_rec_event *ev, uint64_t *clock);
+
+/*
+ * The same in two steps: claim a slot, number and fill it (NULL if the
+ * ring is full: nothing numbered), then the caller may look at the frames
+ * and publishes it (pytm_ring_publish(slot, *POS)).
+ */
+struct pytm_ring_slot *pytm_rec_begin(struct pytm_ring_hdr *h, uint8_t *slots,
+				      const struct pytm_offsets *off, uint32_t max_frames,
+				      uint32_t max_total, uint64_t tstate,
+				      const struct pytm_rec_event *ev, uint64_t *pos);
 
 #endif /* __PYTM_RECORDER_H */

@@ -15,6 +15,12 @@
  * returns (nobody else knows the block yet), a free before the free call
  * (nobody can get the block again yet); so for any one block its events'
  * positions, and clocks, are in the order they happened.
+ *
+ * Across the ring and the other way (BPF), events are numbered after
+ * their claim: so once the consumer has seen event number C of the other
+ * way and then read head H, every ring event numbered below C is at a
+ * position below H (it claimed before it took its number, which came
+ * before C).
  */
 #include "ring.h"
 
@@ -24,7 +30,8 @@
 
 uint64_t pytm_ring_tick(struct pytm_ring_hdr *h)
 {
-	return __atomic_fetch_add(&h->clock, 1, __ATOMIC_RELAXED);
+	/* After a claim in the same thread (sequentially consistent, both). */
+	return __atomic_fetch_add(&h->clock, 1, __ATOMIC_SEQ_CST);
 }
 
 struct pytm_ring_slot *pytm_ring_claim(struct pytm_ring_hdr *h, uint8_t *slots,
@@ -38,7 +45,7 @@ struct pytm_ring_slot *pytm_ring_claim(struct pytm_ring_hdr *h, uint8_t *slots,
 			__atomic_fetch_add(&h->full, 1, __ATOMIC_RELAXED);
 			return 0;
 		}
-		if (__atomic_compare_exchange_n(&h->head, &p, p + 1, 1, __ATOMIC_RELAXED,
+		if (__atomic_compare_exchange_n(&h->head, &p, p + 1, 1, __ATOMIC_SEQ_CST,
 						__ATOMIC_RELAXED))
 			break;
 	}

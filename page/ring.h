@@ -14,6 +14,9 @@
 
 #include <stdint.h>
 
+/* In the shared mapping: the header, then the slots at this offset. */
+#define PYTM_RING_SLOTS_OFF	256
+
 struct pytm_ring_hdr {
 	/* line 0: configuration, written by the tracer before use */
 	uint64_t slots;			/* a power of two */

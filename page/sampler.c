@@ -37,10 +37,13 @@
  */
 #include <stddef.h>
 #include "page.h"
+#include "recorder.h"
+#include "ring.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define INLINE static inline __attribute__((always_inline))
 #define COLD static __attribute__((noinline, cold))	/* once per sample */
+#define CALLED static __attribute__((noinline))		/* one copy, not one per entry */
 
 enum { RAW = 0, MEM = 1, OBJ = 2 };
 enum { MALLOC = 0, CALLOC = 1, REALLOC = 2, FREE = 3 };
@@ -52,6 +55,7 @@ extern uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS] HIDDEN;
 extern uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS] HIDDEN;
 extern struct pytm_page_keep pytm_keep HIDDEN;	/* not wiped in children */
 extern uint8_t pytm_exact_tramps[] HIDDEN;	/* 12 x 128 bytes (user/attach/redirect.c) */
+extern struct pytm_page_rec pytm_rec HIDDEN;	/* the recorder's configuration */
 /*
  * The probe sites (page/sites.S): a NOP each, registers as the arguments;
  * the children's, for a forked child that its parent's tracer follows.
@@ -60,6 +64,8 @@ void pytm_site_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
 void pytm_site_free(uint64_t ptr) HIDDEN;
 void pytm_site_child_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
 void pytm_site_child_free(uint64_t ptr) HIDDEN;
+/* The recorder's ring was full at a free: BPF keeps it with its number. */
+void pytm_site_tomb(uint64_t ptr, uint64_t clock) HIDDEN;
 
 typedef void *(*malloc_fn)(void *ctx, size_t size);
 typedef void *(*calloc_fn)(void *ctx, size_t nelem, size_t elsize);
@@ -390,6 +396,137 @@ INLINE void pg_leave(int d)
 		STORE(&pytm_ctl.outer, 0);
 }
 
+/*
+ * ---- the in-target recorder (exact mode, issue #12) ----
+ *
+ * Each event goes into the ring the tracer drains (page/ring.c), with the
+ * stack walked here (page/recorder.c): no kernel entry. What the page
+ * cannot do alone goes BPF's way, past the same sites as sampled mode's
+ * (weight = size), and stays that way for its block:
+ *  - an allocation whose thread state is not found here (a raw call
+ *    without the GIL), or that finds the ring full: BPF walks and records
+ *    it in its map; the block goes into the set, so that its free passes
+ *    the free site too;
+ *  - a free that finds the ring full: past the tomb site with its number
+ *    from the ring's clock, so that the tracer drops the block in order
+ *    (the allocation is in the ring, maybe not yet read).
+ * Code objects: the set holds each one the ring has shown (address | 1);
+ * a frame of one not in it is flagged, so that the tracer reads it (it is
+ * alive: its frame runs), and goes into the set once its event is
+ * published, so that any later event that finds it there is behind the
+ * event that flagged it. Its free takes it out: a new code object at the
+ * same address is flagged again.
+ * A tracer that stopped draining (killed): after STALL full rings in a
+ * row with the consumer's tail unmoved, the page disarms itself, and
+ * costs a load and a jump per call until the next attach.
+ */
+#define STALL	(1u << 20)
+
+INLINE uint64_t pg_tstate(int d)
+{
+	const struct pytm_offsets *off = &pytm_rec.off;
+	int64_t tls = LOAD(&pytm_rec.tls);
+	uint64_t ts;
+
+	/* 3.12+: the thread's current state (none while it does not hold the GIL). */
+	if (tls)
+		return pytm_rec_tstate(off, 0, tls, 0);
+	/* Until 3.11 the GIL holder's: ours if it holds the GIL (a raw call may not). */
+	ts = pytm_rec_tstate(off, LOAD(&pytm_rec.runtime), 0, 1);
+	(void)d;
+	if (ts && *(const volatile uint64_t *)(ts + off->tstate_thread_id) != pg_self())
+		return 0;
+	return ts;
+}
+
+COLD void pg_rec_stalled(struct pytm_ring_hdr *h)
+{
+	uint64_t tail = LOAD(&h->tail);
+
+	if (tail != LOAD(&pytm_ctl.stall_tail)) {
+		STORE(&pytm_ctl.stall_tail, tail);
+		STORE(&pytm_ctl.stall_count, 0);
+		return;
+	}
+	if (ADD(&pytm_ctl.stall_count, 1) + 1 >= STALL)
+		STORE(&pytm_ctl.armed, 0);	/* nobody drains: stop */
+}
+
+/* Record KIND for PTR in the ring; 0 if it is full. */
+CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
+{
+	struct pytm_ring_hdr *h = (struct pytm_ring_hdr *)LOAD(&pytm_rec.ring);
+	struct pytm_rec_event ev = { .kind = (uint8_t)kind, .domain = (uint8_t)d,
+				     .ptr = ptr, .size = size };
+	struct pytm_rec_event *out;
+	struct pytm_ring_slot *s;
+	uint64_t pos;
+	uint32_t i, fresh = 0;
+
+	s = pytm_rec_begin(h, (uint8_t *)LOAD(&pytm_rec.slots), &pytm_rec.off,
+			   LOAD(&pytm_rec.max_frames), LOAD(&pytm_rec.max_total), tstate,
+			   &ev, &pos);
+	if (!s) {
+		pg_rec_stalled(h);
+		return 0;
+	}
+	out = (struct pytm_rec_event *)s->data;
+	for (i = 0; i < out->nframe; i++) {
+		if (!pg_has(out->frames[i].code | 1)) {
+			out->frames[i].pad = PYTM_REC_NEW_CODE;
+			fresh++;
+		}
+	}
+	pytm_ring_publish(s, pos);
+	for (i = 0; fresh && i < out->nframe; i++)
+		if (out->frames[i].pad == PYTM_REC_NEW_CODE && !pg_has(out->frames[i].code | 1))
+			pg_insert(out->frames[i].code | 1);	/* full: flagged again later */
+	return 1;
+}
+
+COLD void pg_rec_bpf_alloc(uint64_t p, uint64_t size)
+{
+	if (!pg_insert(p))
+		ADD(&pytm_ctl.lost_full, 1);	/* its free will not pass the site */
+	ADD(&pytm_ctl.samples, 1);
+	pytm_site_alloc(p, size, size);
+}
+
+CALLED void pg_rec_alloc(int d, void *p, uint64_t size)
+{
+	uint64_t ts;
+
+	if (!p)
+		return;
+	if (d == OBJ)
+		STORE(&pytm_ctl.last_new, (uint64_t)p);	/* see pytm_reftrace */
+	ts = pg_tstate(d);
+	if (!ts || !pg_rec(PYTM_REC_ALLOC, d, (uint64_t)p, size, ts))
+		pg_rec_bpf_alloc((uint64_t)p, size);
+}
+
+COLD void pg_rec_tomb(uint64_t p)
+{
+	struct pytm_ring_hdr *h = (struct pytm_ring_hdr *)LOAD(&pytm_rec.ring);
+
+	ADD(&pytm_ctl.frees, 1);
+	pytm_site_tomb(p, pytm_ring_tick(h));
+}
+
+CALLED void pg_rec_free(int d, void *p)
+{
+	if (!p)
+		return;
+	pg_remove((uint64_t)p | 1);		/* a code object goes */
+	if (pg_remove((uint64_t)p)) {		/* a block BPF recorded */
+		ADD(&pytm_ctl.frees, 1);
+		pytm_site_free((uint64_t)p);
+		return;
+	}
+	if (!pg_rec(PYTM_REC_FREE, d, (uint64_t)p, 0, 0))
+		pg_rec_tomb((uint64_t)p);
+}
+
 /* A sampled block: into the set, then past the alloc site (MODE's). */
 COLD void pg_sampled(void *p, uint64_t size, int mode)
 {
@@ -410,6 +547,12 @@ COLD void pg_sampled(void *p, uint64_t size, int mode)
 /* A block was allocated in domain D: sample it, and if so record it. */
 INLINE void pg_allocated(int d, void *p, uint64_t size, int mode)
 {
+	if (!LOAD(&pytm_keep.rate)) {
+		/* Exact: the recorder (no ring: a tracer's page set up otherwise). */
+		if (LOAD(&pytm_rec.ring))
+			pg_rec_alloc(d, p, size);
+		return;
+	}
 	if (p && pg_take(d, size))
 		pg_sampled(p, size, mode);
 }
@@ -426,6 +569,11 @@ COLD void pg_sampled_free(void *p, int mode)
 
 INLINE void pg_freeing(void *p, int mode)
 {
+	if (!LOAD(&pytm_keep.rate)) {
+		if (LOAD(&pytm_rec.ring))
+			pg_rec_free(0, p);
+		return;
+	}
 	if (p && pg_remove((uint64_t)p))
 		pg_sampled_free(p, mode);
 }
@@ -475,6 +623,21 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 
 	if (!mode)
 		return f(ctx, old, size);
+	if (!LOAD(&pytm_keep.rate)) {
+		if (!LOAD(&pytm_rec.ring))
+			return f(ctx, old, size);
+		/* Recorded: the old block goes before the call, as below. */
+		if (old)
+			pg_rec_free(d, old);
+		pg_enter(d, self);
+		p = f(ctx, old, size);
+		pg_leave(d);
+		if (p)
+			pg_rec_alloc(d, p, size);
+		else if (old)	/* the block lives on, untraced */
+			ADD(&pytm_ctl.realloc_failed, 1);
+		return p;
+	}
 	/* Out of the set before the call: a moved block's address is free at once. */
 	if (old && pg_remove((uint64_t)old)) {
 		was = 1;
@@ -589,6 +752,14 @@ int pytm_reftrace(void *op, int event, void *data)
 		if (!pg_has(ptr))
 			return ret;
 	} else if (__atomic_exchange_n(&pytm_ctl.last_new, 0, __ATOMIC_RELAXED) == ptr) {
+		return ret;
+	} else if (mode == ARMED && LOAD(&pytm_rec.ring) && !pg_has(ptr)) {
+		/* Recording, and not a block BPF has: the tracer re-stamps it. */
+		uint64_t ts = pg_tstate(OBJ);
+
+		if (ts && pg_rec(PYTM_REC_RESTAMP, OBJ, ptr, 0, ts))
+			return ret;
+		ADD(&pytm_ctl.restamp_lost, 1);
 		return ret;
 	}
 	pg_created(ptr, mode);

@@ -36,6 +36,16 @@ pytm_site_newref:
 	ret
 	.size	pytm_site_newref, . - pytm_site_newref
 
+/* The recorder's ring was full at a free (page/sampler.c): (ptr, clock) */
+	.globl	pytm_site_tomb
+	.hidden	pytm_site_tomb
+	.type	pytm_site_tomb, @function
+pytm_site_tomb:
+	.byte	0x0f, 0x1f, 0x44, 0x00, 0x00
+	.byte	0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00
+	ret
+	.size	pytm_site_tomb, . - pytm_site_tomb
+
 /*
  * The same for a forked child that its parent's tracer follows, before
  * its own attach: 6-byte NOPs only, which the tracer probes for every

@@ -1745,6 +1745,129 @@ int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val)
 	return 0;
 }
 
+/*
+ * Memory the target and we share (the recorder's ring): a memfd mapped
+ * MAP_SHARED read-write in the target, and by us. One left by an attach
+ * before (same name, same length) is taken again: the target keeps it,
+ * as it keeps the page.
+ */
+static int shared_map(int fd, size_t len, void **mem)
+{
+	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (m == MAP_FAILED)
+		return fail(-errno, "mmap of the shared memory: %s", strerror(errno));
+	*mem = m;
+	return 0;
+}
+
+static int find_shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+{
+	char path[64], line[PATH_MAX + 128], perms[8], want[MEMFD_NAME_MAX + 32];
+	unsigned long long start, end, off;
+	int n, fd, err;
+	FILE *f;
+
+	snprintf(want, sizeof(want), "/memfd:%s (deleted)", name);
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	err = -ENOENT;
+	while (err == -ENOENT && fgets(line, sizeof(line), f)) {
+		n = 0;
+		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off,
+			   &n) < 4 || !n)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line + n, want) || strcmp(perms, "rw-s") || off || end - start != len)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", pid, start, end);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		err = shared_map(fd, len, &out->mem);
+		close(fd);
+		if (!err)
+			out->addr = start;
+	}
+	fclose(f);
+	return err;
+}
+
+int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+{
+	struct inject_session *s = NULL;
+	uint64_t buf = 0;
+	long tfd = -1, ret;
+	int err, fd = -1, pidfd = -1;
+
+	memset(out, 0, sizeof(*out));
+	len = (len + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
+	out->len = len;
+	if (strlen(name) > MEMFD_NAME_MAX)
+		return fail(-EINVAL, "shared memory name too long");
+	if (!find_shared(pid, name, len, out)) {
+		out->found = true;
+		return 0;
+	}
+	err = inject__attach(pid, &s) ?: scratch(s, &buf);
+	if (err)
+		goto cleanup;
+	err = mem_rw(pid, buf, (void *)name, strlen(name) + 1, true);
+	if (err) {
+		err = fail(err, "pid %d: writing to its scratch page: %s", pid, strerror(-err));
+		goto cleanup;
+	}
+	ret = sys(s, "memfd_create", NR_memfd_create, buf, MFD_CLOEXEC, 0, 0, 0, 0);
+	if (ret < 0) {
+		err = ret;
+		goto cleanup;
+	}
+	tfd = ret;
+	pidfd = syscall(SYS_pidfd_open, pid, 0);
+	fd = pidfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+	if (fd < 0) {
+		err = fail(-errno, "pid %d: its memfd: %s", pid, strerror(errno));
+		goto cleanup;
+	}
+	if (ftruncate(fd, len) < 0) {
+		err = fail(-errno, "sizing the shared memory to %zu: %s", len, strerror(errno));
+		goto cleanup;
+	}
+	ret = sys(s, "mmap of the shared memory", NR_mmap, 0, len, PROT_READ | PROT_WRITE,
+		  MAP_SHARED, tfd, 0);
+	if (ret < 0) {
+		err = ret;
+		goto cleanup;
+	}
+	out->addr = ret;
+	err = shared_map(fd, len, &out->mem);
+	if (err) {
+		sys(s, "munmap of the shared memory", NR_munmap, out->addr, len, 0, 0, 0, 0);
+		out->addr = 0;
+	}
+cleanup:
+	if (tfd >= 0)
+		sys(s, "close of the memfd", NR_close, tfd, 0, 0, 0, 0, 0);
+	if (fd >= 0)
+		close(fd);
+	if (pidfd >= 0)
+		close(pidfd);
+	inject__detach(s);
+	if (!err)
+		vlog("inject: pid %d: shared memory %s at %#llx (%zu bytes)", pid, name,
+		     (unsigned long long)out->addr, len);
+	return err;
+}
+
+void inject__shared_close(struct inject_shared *sh)
+{
+	if (sh->mem)
+		munmap(sh->mem, sh->len);
+	memset(sh, 0, sizeof(*sh));
+}
+
 #else /* !__x86_64__ */
 
 #define UNSUPPORTED() fail(-EOPNOTSUPP, "injection is only implemented for x86-64")
@@ -1808,5 +1931,11 @@ int inject__store_u64(struct inject_session *s, uint64_t addr, uint64_t val)
 { return UNSUPPORTED(); }
 int inject__write_u64(pid_t pid, uint64_t addr, uint64_t val) { return UNSUPPORTED(); }
 int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val) { return UNSUPPORTED(); }
+int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+{
+	memset(out, 0, sizeof(*out));
+	return UNSUPPORTED();
+}
+void inject__shared_close(struct inject_shared *sh) { }
 
 #endif /* __x86_64__ */

@@ -198,4 +198,18 @@ int inject__write_u64(pid_t pid, uint64_t addr, uint64_t val);
 /* Read 8 aligned bytes at ADDR in the target (no ptrace stop). */
 int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val);
 
+/*
+ * Memory shared with the target: NAME's memfd of LEN bytes mapped
+ * read-write in both (one the target has already, or a new one). *OUT:
+ * where the target has it, and ours. Negative errno with a message.
+ */
+struct inject_shared {
+	uint64_t addr;		/* in the target */
+	void *mem;		/* ours */
+	size_t len;
+	bool found;		/* it was there already */
+};
+int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out);
+void inject__shared_close(struct inject_shared *sh);	/* safe on a zeroed struct */
+
 #endif /* __PYTM_INJECT_H */

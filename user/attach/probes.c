@@ -436,6 +436,9 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		.ob_type = o->ob_type,
 		.tp_flags = o->tp_flags,
 		.gc_head = o->gc_head,
+		.record = o->record,
+		.ring_slots = o->ring_slots,
+		.rec = o->rec,
 	};
 	struct bpf_program *newref = skel->progs.site_newref;
 	int d, k, err;
@@ -461,6 +464,19 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 	      (err = attach_page_site(pr, newref, redirect__child_newref_site(), true,
 				      "reference tracer's")))))
 		return err;
+	if (pr->rd.record) {
+		/*
+		 * What goes BPF's way: blocks the recorder could not take, and
+		 * frees that found its ring full. Frees first, as below.
+		 */
+		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, false)) ||
+		    (err = attach_page_site(pr, o->empty_sites ? sample_free : skel->progs.rec_tomb,
+					    redirect__tomb_site(&pr->rd), false, "recorder's tomb")) ||
+		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, false)))
+			return err;
+		pr->recording = true;
+		goto swap;
+	}
 	if (o->sample_rate) {
 		/* Free first: a block sampled meanwhile is then always seen going. */
 		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, false)) ||

@@ -19,6 +19,7 @@ struct probes {
 	int nfuncs;			/* allocator functions probed */
 	bool injected;			/* allocator redirected through our page */
 	bool sampled;			/* ...through the sampler */
+	bool recording;			/* ...through the recorder */
 	bool track_depth;		/* entry sites probed: nesting counted */
 	bool child_sites;		/* forked children are traced at their sites */
 	struct redirect rd;
@@ -50,6 +51,10 @@ struct probes_opts {
 	uint64_t ref_slot;
 	uint16_t ob_type, tp_flags;
 	uint8_t gc_head;
+	/* Exact, injected: the in-target recorder (redirect_opts) */
+	bool record;
+	uint32_t ring_slots;
+	struct pytm_page_rec rec;
 };
 
 int probes__attach(struct probes *pr, struct pytm_bpf *skel,

@@ -11,6 +11,8 @@
 #include "page/page_syms.h"
 #include "pytm.h"
 #include "redirect.h"
+#include "recorder.h"
+#include "ring.h"
 #include "hash.h"
 #include "x86emit.h"
 #include "target.h"
@@ -28,7 +30,8 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp7"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf tramp8"	/* 16 bytes with the NUL */
+#define MAGIC7		"pytm-bpf tramp7"	/* before: three code pages, no recorder */
 #define MAGIC6		"pytm-bpf tramp6"	/* before: two code pages, no reference tracer */
 #define MAGIC5		"pytm-bpf tramp5"	/* before that: no kept page */
 #define MAGIC4		"pytm-bpf tramp4"	/* before that: 64-byte trampolines */
@@ -60,7 +63,18 @@ static const entry_table sampler_entry = {
 };
 
 /*
- * The same in a page of the layout before (tramp6), which a tracer that
+ * The same in a page of the layout before (tramp7), with its reference
+ * tracer and its data region.
+ */
+static const entry_table sampler_entry7 = {
+	{ 0xac0, 0xbd0, 0xd00, 0xf40 }, { 0x10b0, 0x1200, 0x1360, 0x15d0 },
+	{ 0x1740, 0x1890, 0x19f0, 0x1c60 },
+};
+#define REFTRACE7	0x1dd0
+#define DATA_OFF7	0x4000
+
+/*
+ * The same in a page of the layout before that (tramp6), which a tracer that
  * died may have left the tables pointing into: its sampler's entries, as
  * that build had them, so that its originals can still be found.
  */
@@ -82,7 +96,7 @@ static size_t orig_off(int d, int k)
 /* Where the tables point in RD's mode. */
 static uint64_t entry_off(const struct redirect *rd, int d, int k)
 {
-	return rd->sample_rate ? sampler_entry[d][k] : tramp_off(d, k);
+	return rd->sample_rate || rd->record ? sampler_entry[d][k] : tramp_off(d, k);
 }
 
 /* Offset of the probed NOP of a site that holds both (nop5, then nop6). */
@@ -250,6 +264,11 @@ uint64_t redirect__child_newref_site(void)
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which)
 {
 	return rd->sample_site[which];
+}
+
+uint64_t redirect__tomb_site(const struct redirect *rd)
+{
+	return site_nop(rd->site_kind, PYTM_SYM_pytm_site_tomb);
 }
 
 const char *redirect__path(const struct redirect *rd)
@@ -497,10 +516,15 @@ static int ref_previous(const struct target *t, uint64_t fn, uint64_t *prev)
 			*prev = fn;
 			return 0;
 		}
-		if (target__read(t, m->start, magic, sizeof(magic)) ||
-		    memcmp(magic, MAGIC, sizeof(MAGIC)) ||
-		    fn != m->start + PYTM_SYM_pytm_reftrace ||
-		    target__read(t, m->start + DATA_OFF + KEEP_REF_PREV_OFF, &fn, sizeof(fn)))
+		if (target__read(t, m->start, magic, sizeof(magic)))
+			return -EPROTO;
+		if (!memcmp(magic, MAGIC, sizeof(MAGIC)) && fn == m->start + PYTM_SYM_pytm_reftrace)
+			fn = m->start + DATA_OFF + KEEP_REF_PREV_OFF;
+		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)) && fn == m->start + REFTRACE7)
+			fn = m->start + DATA_OFF7 + KEEP_REF_PREV_OFF;
+		else
+			return -EPROTO;
+		if (target__read(t, fn, &fn, sizeof(fn)))
 			return -EPROTO;
 	}
 	return -EPROTO;
@@ -570,6 +594,47 @@ static uint64_t inherited_page(const struct target *t, const uint64_t funcs[REDI
 	return m->start;
 }
 
+/*
+ * The recorder: its ring (shared memory, one this process keeps from an
+ * attach before if it has the same size, emptied: the page is disarmed)
+ * and its configuration. Without it, an empty one: a page left recording
+ * by a tracer that died stops (page/sampler.c reads rec.ring each call).
+ */
+#define RING_NAME	"pytm-bpf-ring"
+
+static int setup_recorder(struct redirect *rd, const struct target *t,
+			  const struct redirect_opts *o)
+{
+	struct pytm_page_rec rec = { 0 };
+	struct pytm_ring_hdr *h;
+	size_t slot;
+	int err;
+
+	if (o->record) {
+		rec = o->rec;
+		slot = PYTM_REC_SLOT_SIZE(rec.max_frames);
+		err = inject__shared(t->pid, RING_NAME,
+				     PYTM_RING_SLOTS_OFF + (size_t)o->ring_slots * slot, &rd->ring);
+		if (err) {
+			warn("process %d: no ring for the recorder: %s", t->pid, error__last());
+			return err;
+		}
+		memset(rd->ring.mem, 0, rd->ring.len);
+		h = rd->ring.mem;
+		h->slots = o->ring_slots;
+		h->slot_size = slot;
+		rec.ring = rd->ring.addr;
+		rec.slots = rd->ring.addr + PYTM_RING_SLOTS_OFF;
+		vlog("process %d: recorder: %u slots of %zu bytes at %#llx%s", t->pid,
+		     o->ring_slots, slot, (unsigned long long)rd->ring.addr,
+		     rd->ring.found ? " (its ring from before)" : "");
+	}
+	err = inject__write_data(&rd->page, PYTM_DATA_REC, &rec, sizeof(rec));
+	if (err)
+		warn("process %d: %s", t->pid, error__last());
+	return err;
+}
+
 int redirect__prepare(struct redirect *rd, const struct target *t,
 		      const uint64_t tables[REDIRECT_DOMAINS],
 		      const uint64_t funcs[REDIRECT_DOMAINS][5],
@@ -584,6 +649,7 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 	memcpy(rd->tables, tables, sizeof(rd->tables));
 	rd->follow_forks = o->follow_forks;
 	rd->sample_rate = o->sample_rate;
+	rd->record = o->record && !o->sample_rate;
 	rd->set_slots = o->set_slots;
 	rd->gil_plain = o->gil_plain;
 	/* What each slot called before any of us (through any page of ours). */
@@ -634,7 +700,7 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			goto out;
 		}
 	}
-	if (rd->sample_rate && !rd->page.wipeonfork) {
+	if ((rd->sample_rate || rd->record) && !rd->page.wipeonfork) {
 		/* A child forked with the sampler armed would share nothing but
 		 * run it: its set, countdown and sites are its parent's copies. */
 		warn("process %d: sampling needs MADV_WIPEONFORK (Linux 4.14 or later) "
@@ -655,8 +721,10 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 		prepare_reftrace(rd, t, o, &keep);
 	if (rd->sample_rate && o->adopt)
 		rd->inherited = inherited_page(t, funcs);
-	if (rd->sample_rate && !rd->inherited)
+	if ((rd->sample_rate || rd->record) && !rd->inherited)
 		err = setup_sampler(rd, t, &keep);
+	if (!err && rd->inherited != rd->page.addr)
+		err = setup_recorder(rd, t, o);
 	if (!err && rd->inherited != rd->page.addr) {
 		err = inject__write_data(&rd->page, PYTM_DATA_KEEP, &keep, sizeof(keep));
 		if (err)
@@ -686,7 +754,7 @@ out:
 
 int redirect__sampler_state(const struct redirect *rd, struct pytm_page_ctl *out)
 {
-	if (!rd->have_page || !rd->sample_rate)
+	if (!rd->have_page || (!rd->sample_rate && !rd->record))
 		return -ENOENT;
 	return inject__read_data(&rd->page, PYTM_DATA_CTL, out, sizeof(*out));
 }
@@ -829,6 +897,7 @@ void redirect__restore(struct redirect *rd, const struct target *t)
 
 void redirect__close(struct redirect *rd)
 {
+	inject__shared_close(&rd->ring);
 	if (rd->have_page)
 		inject__page_close(&rd->page);
 	rd->have_page = false;
@@ -873,6 +942,8 @@ static int original_of(const struct target *t, uint64_t *fn)
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry);
+		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)))
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry7);
 		else if (!memcmp(magic, MAGIC6, sizeof(MAGIC6)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry6);
 		else if (!memcmp(magic, MAGIC5, sizeof(MAGIC5)))

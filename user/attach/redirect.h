@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "inject.h"
+#include "page.h"
 
 #define REDIRECT_DOMAINS	3	/* raw, mem, obj */
 #define REDIRECT_KINDS		4	/* malloc, calloc, realloc, free */
@@ -51,6 +52,14 @@ struct redirect_opts {
 	uint16_t ob_type;		/* offsetof(PyObject, ob_type) */
 	uint16_t tp_flags;		/* offsetof(PyTypeObject, tp_flags) */
 	uint8_t gc_head;		/* sizeof(PyGC_Head) */
+	/*
+	 * Exact mode through the in-target recorder (sample_rate 0): the
+	 * ring's slots (a power of two) and its configuration but for the
+	 * ring's addresses (filled here).
+	 */
+	bool record;
+	uint32_t ring_slots;
+	struct pytm_page_rec rec;
 };
 
 /* Sampled mode's two probe sites (page/sites.S). */
@@ -84,6 +93,8 @@ struct redirect {
 	uint64_t ref_seen;		/* what the slot held when prepared */
 	uint64_t ref_prev;		/* the tracer ours replaces (pytm_page_keep) */
 	bool ref_swapped;		/* the slot points to our page */
+	bool record;			/* exact mode through the recorder */
+	struct inject_shared ring;	/* its ring, shared with the target */
 };
 
 /*
@@ -124,6 +135,8 @@ uint64_t redirect__newref_site(const struct redirect *rd);
 uint64_t redirect__child_newref_site(void);
 /* File offset of a sampled-mode site (the chosen NOP of it). */
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
+/* File offset of the recorder's tomb site (its chosen NOP). */
+uint64_t redirect__tomb_site(const struct redirect *rd);
 /*
  * The sampler's counters as the target has them now (struct
  * pytm_page_ctl: samples, frees, lost_full, ...). Negative errno.

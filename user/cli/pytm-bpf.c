@@ -30,6 +30,7 @@
 #include "report.h"
 #include "series.h"
 #include "session.h"
+#include "recorder.h"	/* page/: a ring slot's size */
 #include "sink.h"
 #include "snapshot.h"
 #include "top.h"
@@ -66,6 +67,8 @@ static struct env {
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool no_follow_forks;		/* --no-follow-forks */
 	bool no_free_lists;		/* --no-free-lists */
+	bool recorder;			/* --recorder */
+	long ring_slots;		/* --ring-slots; 0: by --frames */
 	bool peak;			/* --peak: keep the set at the peak */
 	bool total_frames;		/* --total-frames: count every frame */
 	bool bench_empty;		/* --bench-empty: probes that do nothing */
@@ -155,6 +158,8 @@ enum {
 	OPT_KEEP,
 	OPT_NO_FOLLOW_FORKS,
 	OPT_NO_FREE_LISTS,
+	OPT_RECORDER,
+	OPT_RING_SLOTS,
 	OPT_PEAK,
 	OPT_LEAKS,
 };
@@ -173,6 +178,12 @@ static const struct argp_option opts[] = {
 	  "CPython 3.13+: leave an object taken from a free list where its memory "
 	  "was allocated (tracemalloc moves it to where the object is made, and so "
 	  "do we by default, at one kernel entry per such object in exact mode)", 0 },
+	{ "recorder", OPT_RECORDER, NULL, 0,
+	  "Exact mode without a kernel entry per allocation: the injected page walks the "
+	  "stack and records each event in a ring this tracer drains (experimental; "
+	  "forked children are not followed)", 0 },
+	{ "ring-slots", OPT_RING_SLOTS, "N", 0,
+	  "--recorder: events its ring holds, a power of two (default: 8 MiB of slots)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
@@ -296,6 +307,15 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_NO_FREE_LISTS:
 		env.no_free_lists = true;
+		break;
+	case OPT_RECORDER:
+		env.recorder = true;
+		break;
+	case OPT_RING_SLOTS:
+		if (parse_num(arg, 16, 1L << 24, &v) || (v & (v - 1)))
+			argp_error(state, "invalid --ring-slots: %s (a power of two, 16-%ld)", arg,
+				   1L << 24);
+		env.ring_slots = v;
 		break;
 	case OPT_PEAK:
 		env.peak = true;
@@ -446,6 +466,13 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--leaks and --compare exclude each other");
 		if (env.sample && env.no_inject)
 			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
+		if (env.recorder && (env.sample || env.no_inject || env.peak || env.all))
+			argp_error(state, "--recorder is exact mode in the injected page: not with "
+				   "--sample, --no-inject, --peak or --all");
+		if (env.ring_slots && !env.recorder)
+			argp_error(state, "--ring-slots goes with --recorder");
+		if (env.recorder)
+			env.no_follow_forks = true;	/* children are not recorded (yet) */
 		/* Last: the only check that changes something (makes DIR/). */
 		if (output__prepare(&env.out))
 			argp_error(state, "invalid -o: %s", error__last());
@@ -463,6 +490,17 @@ static int libbpf_print_fn(enum libbpf_print_level level, const char *fmt, va_li
 	if (!env.verbose)
 		return 0;
 	return vfprintf(stderr, fmt, args);
+}
+
+/* --recorder's ring: 8 MiB of slots, a power of two of them. */
+static unsigned int ring_slots_for(int frames)
+{
+	size_t slot = PYTM_REC_SLOT_SIZE(frames);
+	unsigned int n = 1024;
+
+	while ((size_t)n * 2 * slot <= (8u << 20))
+		n *= 2;
+	return n;
 }
 
 static volatile sig_atomic_t exiting;
@@ -809,6 +847,8 @@ int main(int argc, char **argv)
 			.set_slots = env.set_slots,
 			.follow_forks = !env.no_follow_forks,
 			.free_lists = !env.no_free_lists,
+			.record = env.recorder,
+			.ring_slots = env.ring_slots ? env.ring_slots : ring_slots_for(env.frames),
 			.peak_step = env.peak ? PEAK_STEP_PPM : 0,
 			.overrides = env.overrides,
 			.noverrides = env.noverrides,

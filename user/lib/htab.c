@@ -79,3 +79,28 @@ int htab__add(struct htab *t, uint64_t hash, uint64_t val)
 	t->count++;
 	return 0;
 }
+
+int htab__remove(struct htab *t, uint64_t hash, uint64_t val)
+{
+	size_t i, j, home;
+
+	if (!t->slots)
+		return -ENOENT;
+	for (i = hash & t->mask; t->slots[i].val; i = (i + 1) & t->mask)
+		if (t->slots[i].hash == hash && t->slots[i].val == val)
+			break;
+	if (!t->slots[i].val)
+		return -ENOENT;
+	/* Backward shift: move up each later entry whose probe passed the hole. */
+	for (j = (i + 1) & t->mask; t->slots[j].val; j = (j + 1) & t->mask) {
+		home = t->slots[j].hash & t->mask;
+		if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+			t->slots[i] = t->slots[j];
+			i = j;
+		}
+	}
+	t->slots[i].val = 0;
+	t->slots[i].hash = 0;
+	t->count--;
+	return 0;
+}

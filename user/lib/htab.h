@@ -41,5 +41,7 @@ void htab__free(struct htab *t);	/* safe on a zeroed table */
 uint64_t htab__next(const struct htab *t, uint64_t hash, size_t *cur);
 /* Store VAL (not 0) under HASH, growing the table as needed. -ENOMEM. */
 int htab__add(struct htab *t, uint64_t hash, uint64_t val);
+/* Remove VAL stored under HASH (the table never shrinks). -ENOENT. */
+int htab__remove(struct htab *t, uint64_t hash, uint64_t val);
 
 #endif /* __PYTM_HTAB_H */

@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 #include "pytm.h"
 #include "collect.h"
+#include "rec_drain.h"
 #include "hash.h"
 #include "mapbatch.h"
 #include "resolve.h"
@@ -78,11 +79,19 @@ static void tb_ctx__free(struct tb_ctx *c)
 	free(c->cache.tbs);
 }
 
+/* The recorder's stacks in the cache: ids that BPF's (hashes) do not take. */
+#define REC_STACK	(1ULL << 63)
+
+/*
+ * The traceback of stack ID: BPF's from the stacks map, or with GIVEN (a
+ * recorder's, ID | REC_STACK) that one.
+ */
 static const struct pytm_traceback *traceback_of(struct tb_ctx *ctx, int stacks_fd,
-		uint64_t id, struct snapshot *s, struct resolver *r, int frames)
+		uint64_t id, const struct pytm_stack *given, struct snapshot *s,
+		struct resolver *r, int frames)
 {
 	struct tb_cache *c = &ctx->cache;
-	struct pytm_stack *st = ctx->st;
+	const struct pytm_stack *st = given ?: ctx->st;
 	struct pytm_frame_info *fi = ctx->fi;
 	const struct pytm_traceback *tb;
 	unsigned int i, n;
@@ -95,7 +104,7 @@ static const struct pytm_traceback *traceback_of(struct tb_ctx *ctx, int stacks_
 		if (c->ids[j])
 			return c->tbs[j];
 	}
-	if (!id || bpf_map_lookup_elem(stacks_fd, &id, st)) {
+	if (!id || (!given && bpf_map_lookup_elem(stacks_fd, &id, ctx->st))) {
 		/* tracemalloc's empty traceback: one unknown frame. */
 		fi[0] = (struct pytm_frame_info){ .filename = snapshot__intern(s, "<unknown>") };
 		return snapshot__traceback(s, fi, 1, 1);
@@ -139,9 +148,29 @@ static int add_block(struct snapshot *s, struct tb_ctx *c, int stacks_fd,
 {
 	const struct pytm_traceback *tb;
 
-	tb = traceback_of(c, stacks_fd, b->stack_id, s, r, frames);
+	tb = traceback_of(c, stacks_fd, b->stack_id, NULL, s, r, frames);
 	if (!tb || snapshot__add_block(s, key->domain & PYTM_DOMAIN_MASK, b->weight,
 				       blocks_of(key, b), b->born, tb))
+		return -ENOMEM;
+	return 0;
+}
+
+/* One of the recorder's blocks into a snapshot. */
+struct rec_add {
+	struct snapshot *s;
+	struct tb_ctx *c;
+	struct resolver *r;
+	int frames;
+};
+
+static int add_recorded(void *arg, const struct recorder_block *b, const struct pytm_stack *st,
+			uint32_t stack)
+{
+	struct rec_add *a = arg;
+	const struct pytm_traceback *tb;
+
+	tb = traceback_of(a->c, -1, st ? stack | REC_STACK : 0, st, a->s, a->r, a->frames);
+	if (!tb || snapshot__add_block(a->s, 0, b->size, 1, b->born, tb))
 		return -ENOMEM;
 	return 0;
 }
@@ -152,7 +181,8 @@ static int add_block(struct snapshot *s, struct tb_ctx *c, int stacks_fd,
  * at that moment.
  */
 static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-				uint64_t peak_ns, int frames, struct resolver *r)
+				uint64_t peak_ns, int frames, struct resolver *r,
+				struct recorder *rec)
 {
 	struct map_batch b = { 0 }, f = { 0 };
 	struct snapshot *s = NULL;
@@ -187,6 +217,9 @@ static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_
 		}
 	}
 	err = err ?: b.err;
+	if (!err && rec)
+		err = recorder__each(rec, add_recorded, &(struct rec_add){
+			.s = s, .c = &c, .r = r, .frames = frames });
 	while (!err && peak_ns && map_batch__next(&f)) {
 		const struct pytm_block_key *keys = f.keys;
 		const struct pytm_freed *vals = f.vals;
@@ -213,15 +246,15 @@ cleanup:
 }
 
 struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
-				   int frames, struct resolver *r)
+				   int frames, struct resolver *r, struct recorder *rec)
 {
-	return collect(blocks_fd, -1, stacks_fd, pid, 0, frames, r);
+	return collect(blocks_fd, -1, stacks_fd, pid, 0, frames, r, rec);
 }
 
 struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
 			       uint64_t peak_ns, int frames, struct resolver *r)
 {
-	return collect(blocks_fd, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r);
+	return collect(blocks_fd, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r, NULL);
 }
 
 struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
@@ -249,7 +282,7 @@ struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,
 			continue;
 		/* Round the fixed-point count to the nearest object. */
 		objs = (a.objects + (1ULL << (PYTM_ALLOC_OBJ_SHIFT - 1))) >> PYTM_ALLOC_OBJ_SHIFT;
-		tb = traceback_of(&c, stacks_fd, key.stack_id, s, r, frames);
+		tb = traceback_of(&c, stacks_fd, key.stack_id, NULL, s, r, frames);
 		if (!tb || snapshot__add_estimate(s, key.domain, a.bytes, objs ?: 1, tb)) {
 			err = -ENOMEM;
 			goto cleanup;

@@ -8,13 +8,15 @@
 #include "snapshot.h"
 
 struct resolver;
+struct recorder;
 
 /*
  * Snapshot of the live blocks of PID: BLOCKS_FD and STACKS_FD are the maps,
- * FRAMES the traceback limit. NULL with errno set on failure.
+ * FRAMES the traceback limit, and with REC the recorder's blocks too (the
+ * caller holds its lock: recorder__lock). NULL with errno set on failure.
  */
 struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
-				   int frames, struct resolver *r);
+				   int frames, struct resolver *r, struct recorder *rec);
 
 /*
  * --peak: the live blocks of PID as they were at PEAK_NS (bpf_ktime_get_ns):

@@ -17,6 +17,7 @@
 #include "pytm.skel.h"
 #include "resolve.h"
 #include "session.h"
+#include "rec_drain.h"
 #include "util.h"
 
 /* ---- the kernel and the BPF object ---- */
@@ -527,6 +528,11 @@ static int handle_event(void *arg, void *data, size_t size)
 		break;
 	case PYTM_EV_FORK:
 		forked(s, ev->pid, ev->code_addr);
+		break;
+	case PYTM_EV_TOMB:
+		tr = find(s, ev->pid, false);
+		if (tr && tr->rec)
+			recorder__tomb(tr->rec, ev->code_addr, ev->clock);
 		break;
 	}
 	pthread_mutex_unlock(&s->lock);

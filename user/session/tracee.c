@@ -20,6 +20,8 @@
 #include "json.h"
 #include "mapbatch.h"
 #include "tracee.h"
+#include "rec_drain.h"
+#include "ring.h"
 #include "page.h"
 #include "util.h"
 #include "validate.h"
@@ -414,28 +416,67 @@ static uint64_t ref_tracer_slot(struct tracee *tr)
  * tls.h), said under -v. Not used yet (issue #12): only looked for under
  * -v, so that attaching does not pay for it meanwhile.
  */
-static void find_tls(struct tracee *tr)
+static int64_t find_tls(struct tracee *tr, bool need)
 {
 	int64_t off;
 	int err;
 
-	if (!pytm_verbose || tr->t.hexversion < 0x030c0000)
-		return;
+	if ((!pytm_verbose && !need) || tr->t.hexversion < 0x030c0000)
+		return 0;
 	err = tls__tstate_offset(&tr->t, &tr->off, &off);
-	if (!err)
+	if (!err) {
 		vlog("process %d: _Py_tss_tstate at %+lld from the thread pointer", tr->pid,
 		     (long long)off);
-	else
-		vlog("process %d: _Py_tss_tstate not found (%s)", tr->pid,
-		     err == -EAGAIN ? "no thread runs Python now" : strerror(-err));
+		return off;
+	}
+	vlog("process %d: _Py_tss_tstate not found (%s)%s", tr->pid,
+	     err == -EAGAIN ? "no thread runs Python now" : strerror(-err),
+	     need ? ": the recorder sends every event BPF's way" : "");
+	return 0;
+}
+
+static int proc_control(struct tracee *tr, struct pytm_bpf *skel, enum pytm_ctl_op op,
+			__s64 arg);
+
+/* --recorder: the page's configuration (the ring's addresses are redirect's). */
+static void rec_config(struct tracee *tr, const struct tracee_opts *o, struct pytm_page_rec *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->runtime = tr->t.runtime;
+	rec->tls = find_tls(tr, o->record);
+	rec->max_frames = o->frames;
+	rec->max_total = o->max_total;
+	rec->off = tr->off;
+}
+
+static int start_recorder(struct tracee *tr, struct pytm_bpf *skel)
+{
+	int err;
+
+	/* Ours from now on: the drain reads it after the page is detached. */
+	tr->ring = tr->pr.rd.ring;
+	memset(&tr->pr.rd.ring, 0, sizeof(tr->pr.rd.ring));
+	err = recorder__start(&tr->rec, &(struct recorder_opts){
+		.pid = tr->pid, .ring = tr->ring.mem, .r = tr->r,
+		.next_code_id = &skel->bss->next_code_id,
+		.procs_fd = bpf_map__fd(skel->maps.procs),
+	});
+	if (err) {
+		warn("process %d: cannot start the recorder's drain: %s", tr->pid, strerror(-err));
+		return err;
+	}
+	/* Where BPF reads the ring's clock at the freeze. */
+	err = proc_control(tr, skel, PYTM_CTL_REC_CLOCK,
+			   (__s64)(tr->ring.addr + offsetof(struct pytm_ring_hdr, clock)));
+	return err < 0 ? err : 0;
 }
 
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o)
 {
+	struct pytm_page_rec rec;
 	int err;
 
-	find_tls(tr);
-
+	rec_config(tr, o, &rec);
 	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
 		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
@@ -444,7 +485,11 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.ref_slot = o->inject && o->free_lists ? ref_tracer_slot(tr) : 0,
 		.ob_type = tr->off.object_type, .tp_flags = tr->off.type_flags,
 		.gc_head = 16,	/* sizeof(PyGC_Head) in GIL builds: two words */
+		.record = o->inject && o->record && !o->sample_rate,
+		.ring_slots = o->ring_slots, .rec = rec,
 	});
+	if (!err && tr->pr.recording)
+		err = start_recorder(tr, skel);
 	tr->attached = !err;
 	tr->attached_at = real_now();
 	return err;
@@ -454,9 +499,11 @@ void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct tr
 {
 	int err;
 
+	recorder__lock_resolver(tr->rec);
 	resolver__set_retry(tr->r, parent != NULL);
 	err = resolver__add_code(tr->r, id, addr);
 	resolver__set_retry(tr->r, false);
+	recorder__unlock_resolver(tr->rec);
 	/*
 	 * A forked child that is gone already (multiprocessing's workers end
 	 * with os._exit the moment their work is done): a code object it
@@ -477,8 +524,18 @@ bool tracee__gone(struct tracee *tr)
 
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames)
 {
-	return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
-				 tr->pid, frames, tr->r);
+	struct snapshot *s;
+
+	if (!tr->rec)
+		return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
+					 tr->pid, frames, tr->r, NULL);
+	/* Everything recorded so far, then nothing changes until it is read. */
+	recorder__sync(tr->rec);
+	recorder__lock(tr->rec);
+	s = collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks), tr->pid, frames,
+			      tr->r, tr->rec);
+	recorder__unlock(tr->rec);
+	return s;
 }
 
 struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames,
@@ -529,15 +586,26 @@ struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel
 static void sampler_state(const struct tracee *tr, struct pytm_page_ctl *c)
 {
 	memset(c, 0, sizeof(*c));
-	if (tr->attached && tr->pr.sampled && redirect__sampler_state(&tr->pr.rd, c))
+	if (tr->attached && (tr->pr.sampled || tr->pr.recording) &&
+	    redirect__sampler_state(&tr->pr.rd, c))
 		memset(c, 0, sizeof(*c));
 }
 
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out)
 {
+	struct recorder_stats rs;
 	__u32 key = tr->pid;
 
-	return bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &key, out) ? -errno : 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &key, out))
+		return -errno;
+	if (tr->rec) {
+		/* The recorder's blocks with BPF's (those it could not take). */
+		recorder__stats(tr->rec, out->current, &rs);
+		out->current += rs.current;
+		out->peak = rs.peak > out->peak ? rs.peak : out->peak;
+		out->nevents += rs.events;
+	}
+	return 0;
 }
 
 /* Delete every entry of a process from the map FD, keys of size KSZ. */
@@ -604,6 +672,8 @@ static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __
 		p.inheriting = 0;
 	} else if (op == PYTM_CTL_FORK_DONE) {
 		p.forking -= p.forking > 0;
+	} else if (op == PYTM_CTL_REC_CLOCK) {
+		p.rec_clock = arg;
 	} else if (op == PYTM_CTL_INHERIT) {
 		p.current += arg;
 		p.peak = p.current > p.peak ? p.current : p.peak;
@@ -646,12 +716,22 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 		return fd;
 	close(tr->blocks_fd);
 	tr->blocks_fd = fd;
+	if (tr->rec) {
+		recorder__sync(tr->rec);
+		recorder__clear(tr->rec);
+	}
 	return proc_control(tr, skel, PYTM_CTL_CLEAR, 0);
 }
 
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 {
-	return proc_control(tr, skel, PYTM_CTL_RESET_PEAK, 0);
+	struct pytm_proc p;
+	__u32 key = tr->pid;
+	int err = proc_control(tr, skel, PYTM_CTL_RESET_PEAK, 0);
+
+	if (!err && tr->rec && !bpf_map_lookup_elem(bpf_map__fd(skel->maps.procs), &key, &p))
+		recorder__reset_peak(tr->rec, p.current);
+	return err;
 }
 
 
@@ -829,6 +909,18 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 		fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
 			cur, peak, (long long)p.current, (long long)p.peak,
 			(unsigned long long)p.nevents);
+	}
+	if (tr->rec) {
+		struct recorder_stats rs;
+
+		recorder__stats(tr->rec, 0, &rs);
+		fprintf(out, "Recorder: %llu events from its ring (full %llu times), %llu "
+			"code objects, %llu live blocks; BPF's way: %llu allocations, %llu frees "
+			"(%llu when the ring was full); drain CPU %.3f s\n",
+			(unsigned long long)rs.events, (unsigned long long)rs.full,
+			(unsigned long long)rs.codes, (unsigned long long)rs.blocks,
+			(unsigned long long)c.samples, (unsigned long long)c.frees,
+			(unsigned long long)rs.tombs, rs.cpu);
 	}
 	if (p.frozen)
 		fprintf(out, "Snapshot: at interpreter finalization (Py_FinalizeEx), before it freed "
@@ -1024,6 +1116,8 @@ void tracee__detach(struct tracee *tr)
 	if (tr->attached)
 		probes__detach(&tr->pr);
 	tr->attached = false;
+	/* What it recorded until the tables went back. */
+	recorder__sync(tr->rec);
 }
 
 void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
@@ -1057,6 +1151,9 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 void tracee__close(struct tracee *tr)
 {
 	tracee__detach(tr);
+	recorder__stop(tr->rec);
+	tr->rec = NULL;
+	inject__shared_close(&tr->ring);
 	snapshot__free(tr->baseline);
 	tr->baseline = NULL;
 	resolver__free(tr->r);

@@ -28,6 +28,9 @@ struct tracee_opts {
 	bool free_lists;		/* 3.13+: objects reused from free lists are
 					 * re-attributed (the page's reference tracer) */
 	unsigned int peak_step;		/* --peak: ppm between peak marks; 0 off */
+	bool record;			/* --recorder: exact mode through the in-target
+					 * recorder (user/session/rec_drain.c) */
+	unsigned int ring_slots;	/* its ring's slots */
 	const char *const *overrides;	/* --debug-offset FIELD=VALUE */
 	int noverrides;
 };
@@ -62,6 +65,8 @@ struct tracee {
 	struct snapshot *baseline;	/* --compare: the first report's snapshot */
 	uint64_t sample_rate;		/* 0: exact */
 	unsigned int peak_step;		/* --peak: ppm; 0: the peak's set is not kept */
+	struct recorder *rec;		/* --recorder: its drain and live table */
+	struct inject_shared ring;	/* ...and its ring */
 };
 
 /*

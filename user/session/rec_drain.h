@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The tracer's side of the in-target recorder (issue #12): a thread that
+ * drains one process's ring (page/ring.h) into a table of live blocks kept
+ * here, with no fixed cap, merged in order with what went BPF's way when
+ * the ring was full (tombstones, see page/sampler.c). Snapshots read the
+ * table (user/resolution/collect.c) next to the BPF map, which holds the
+ * blocks recorded BPF's way.
+ */
+#ifndef __PYTM_REC_DRAIN_H
+#define __PYTM_REC_DRAIN_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "pytm.h"
+
+struct resolver;
+struct recorder;
+
+struct recorder_opts {
+	pid_t pid;
+	void *ring;			/* our mapping of the ring (page/ring.h) */
+	struct resolver *r;		/* reads the code objects the ring shows */
+	uint32_t *next_code_id;		/* BPF's id counter (shared: ids are one space) */
+	int procs_fd;			/* BPF's per-process counters (the freeze) */
+};
+
+/* One live block as the recorder keeps it. */
+struct recorder_block {
+	uint64_t addr;
+	uint64_t size;
+	uint64_t born;			/* CLOCK_MONOTONIC ns when drained */
+	uint64_t clock;			/* its event's number */
+	uint32_t stack;			/* index + 1 in the stacks; 0: none */
+	uint32_t flags;			/* PYTM_DOMAIN_LATE / _GONE, as BPF's keys */
+};
+
+/* What the recorder counted. */
+struct recorder_stats {
+	int64_t current, peak;		/* its blocks' bytes (peak: with BPF's) */
+	uint64_t events;		/* drained */
+	uint64_t codes;			/* code objects read */
+	uint64_t tombs;			/* frees that went BPF's way */
+	uint64_t full;			/* events the ring had no room for */
+	uint64_t blocks;		/* live now */
+	double cpu;			/* the drain thread's CPU seconds */
+};
+
+int recorder__start(struct recorder **out, const struct recorder_opts *o);
+/* Drain what is left and stop. Safe on NULL. */
+void recorder__stop(struct recorder *rec);
+/* A free that went BPF's way (the event thread). */
+void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock);
+/* Everything drained that was published before this call. */
+void recorder__sync(struct recorder *rec);
+/*
+ * Locks. A snapshot holds the recorder's lock while it reads the table
+ * and the resolver (the drain adds code objects to the resolver under
+ * it); whoever else adds to the resolver (the event thread) holds the
+ * resolver lock, which the drain takes too, innermost.
+ */
+void recorder__lock(struct recorder *rec);
+void recorder__unlock(struct recorder *rec);
+void recorder__lock_resolver(struct recorder *rec);	/* safe on NULL */
+void recorder__unlock_resolver(struct recorder *rec);
+/*
+ * FN for each block a snapshot shows, with its stack (NULL: none), the
+ * recorder's lock held (recorder__lock). Stops at FN's first non-zero
+ * return, returned.
+ */
+int recorder__each(struct recorder *rec,
+		   int (*fn)(void *arg, const struct recorder_block *b,
+			     const struct pytm_stack *st, uint32_t stack),
+		   void *arg);
+void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_stats *out);
+/* tracemalloc.clear_traces() and reset_peak() for the recorder's part. */
+void recorder__clear(struct recorder *rec);
+void recorder__reset_peak(struct recorder *rec, int64_t bpf_current);
+
+#endif /* __PYTM_REC_DRAIN_H */
