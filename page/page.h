@@ -123,11 +123,15 @@ struct pytm_page_rec {
 					 * shared mapping); 0: not recording */
 	uint64_t slots;			/* its slots */
 	uint64_t runtime;		/* &_PyRuntime */
-	int64_t tls;			/* _Py_tss_tstate from the thread pointer;
-					 * 0: not known */
+	int64_t tls;			/* _Py_tss_tstate from the thread pointer... */
 	uint32_t max_frames;		/* --frames */
 	uint32_t max_total;		/* frames counted */
-	uint64_t pad[3];
+	uint8_t tls_ok;			/* ...once this says so: the tracer may find
+					 * it after attaching, and writes it first
+					 * (a write of 8 bytes may be seen torn, of
+					 * one byte not) */
+	uint8_t pad0[7];
+	uint64_t pad[2];
 	struct pytm_offsets off;	/* validated by the tracer */
 };
 

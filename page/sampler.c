@@ -425,12 +425,11 @@ INLINE void pg_leave(int d)
 INLINE uint64_t pg_tstate(int d)
 {
 	const struct pytm_offsets *off = &pytm_rec.off;
-	int64_t tls = LOAD(&pytm_rec.tls);
 	uint64_t ts;
 
 	/* 3.12+: the thread's current state (none while it does not hold the GIL). */
-	if (tls)
-		return pytm_rec_tstate(off, 0, tls, 0);
+	if (__atomic_load_n(&pytm_rec.tls_ok, __ATOMIC_ACQUIRE))
+		return pytm_rec_tstate(off, 0, LOAD(&pytm_rec.tls), 0);
 	/* Until 3.11 the GIL holder's: ours if it holds the GIL (a raw call may not). */
 	ts = pytm_rec_tstate(off, LOAD(&pytm_rec.runtime), 0, 1);
 	(void)d;

@@ -2,8 +2,12 @@
 """3.12+: where _Py_tss_tstate lies from the thread pointer, as this
 process finds it for itself (tests/unit/rec_hook.c, rec_tls_offset), for
 tests/test_recorder.py to compare with what pytm-bpf finds from outside.
-A thread spins in Python (its thread state attached) while the main
-thread waits on stdin. Prints "tls OFFSET", then "ready PID"; "exit" ends.
+The main thread spins in Python (its thread state attached part of the
+time), and so do two other threads: each of those also keeps its state in
+a slot of its start function's frame, right below its TLS, a place that
+holds it as steadily as the variable does (the trap the search must not
+fall in). A fourth thread waits on stdin. Prints "tls OFFSET", then
+"ready PID"; "exit" ends.
 """
 
 import ctypes
@@ -23,10 +27,17 @@ def spin():
         n += 1
 
 
-t = threading.Thread(target=spin)
-t.start()
+def wait_exit():
+    while os.read(0, 64).strip() != b"exit":
+        pass
+    stop.append(1)
+
+
+threads = [threading.Thread(target=spin) for _ in range(2)]
+threads.append(threading.Thread(target=wait_exit))
+for t in threads:
+    t.start()
 os.write(1, ("tls %d\nready %d\n" % (offset, os.getpid())).encode())
-while os.read(0, 64).strip() != b"exit":
-    pass
-stop.append(1)
-t.join()
+spin()
+for t in threads:
+    t.join()

@@ -15,6 +15,7 @@ struct elf_file {
 	Elf_Scn *symtab;
 	Elf_Scn *dynsym;
 	uint64_t base;
+	uint64_t tls_memsz, tls_align;	/* PT_TLS; 0: none */
 };
 
 struct elf_file *elf__open(const char *path)
@@ -49,9 +50,14 @@ struct elf_file *elf__open(const char *path)
 	if (elf_getphdrnum(ef->elf, &n))
 		goto err;
 	for (i = 0; i < n; i++) {
-		if (gelf_getphdr(ef->elf, i, &ph) && ph.p_type == PT_LOAD &&
-		    ph.p_vaddr < ef->base)
+		if (!gelf_getphdr(ef->elf, i, &ph))
+			continue;
+		if (ph.p_type == PT_LOAD && ph.p_vaddr < ef->base)
 			ef->base = ph.p_vaddr & ~(uint64_t)0xfff;
+		if (ph.p_type == PT_TLS && !(ph.p_vaddr & (ph.p_align ? ph.p_align - 1 : 0))) {
+			ef->tls_memsz = ph.p_memsz;
+			ef->tls_align = ph.p_align ?: 1;
+		}
 	}
 	if (ef->base == UINT64_MAX)
 		ef->base = 0;
@@ -115,6 +121,15 @@ int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
 	if (find_in(ef, ef->symtab, name, addr, size) == 0)
 		return 0;
 	return find_in(ef, ef->dynsym, name, addr, size);
+}
+
+int elf__tls(const struct elf_file *ef, uint64_t *memsz, uint64_t *align)
+{
+	if (!ef->tls_memsz)
+		return -ENOENT;
+	*memsz = ef->tls_memsz;
+	*align = ef->tls_align;
+	return 0;
 }
 
 uint64_t elf__base_vaddr(const struct elf_file *ef)

@@ -21,6 +21,11 @@ int elf__section(struct elf_file *ef, const char *name, const void **data,
 		 size_t *size);
 /* Virtual address (sh_addr) of section NAME; 0 if absent. */
 uint64_t elf__section_addr(struct elf_file *ef, const char *name);
+/*
+ * Its thread-local storage template (PT_TLS): size in memory and
+ * alignment; -ENOENT if none (or one not aligned at its start).
+ */
+int elf__tls(const struct elf_file *ef, uint64_t *memsz, uint64_t *align);
 /* Virtual address of the first PT_LOAD segment, page aligned. */
 uint64_t elf__base_vaddr(const struct elf_file *ef);
 

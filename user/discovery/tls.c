@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "elf.h"
 #include "target.h"
 #include "tls.h"
 
@@ -13,6 +14,7 @@
 
 struct thread {
 	uint64_t tstate, tp;
+	bool main;			/* the process's first thread */
 };
 
 /* Up to MAX thread states of every interpreter, with their thread pointers. */
@@ -29,8 +31,16 @@ static int threads(const struct target *t, const struct pytm_offsets *o,
 			break;
 		while (ts && n < max) {
 			out[n].tstate = ts;
-			if (target__read(t, ts + o->tstate_thread_id, &out[n].tp, sizeof(out[n].tp)) ||
-			    target__read(t, ts + o->tstate_next, &ts, sizeof(ts)))
+			if (target__read(t, ts + o->tstate_thread_id, &out[n].tp, sizeof(out[n].tp)))
+				return n;
+			out[n].main = false;
+			if (o->tstate_native_thread_id != PYTM_OFF_NONE) {
+				unsigned long tid = 0;
+
+				out[n].main = !target__read(t, ts + o->tstate_native_thread_id, &tid,
+							    sizeof(tid)) && tid == (unsigned long)t->pid;
+			}
+			if (target__read(t, ts + o->tstate_next, &ts, sizeof(ts)))
 				return n;
 			if (out[n].tp)
 				n++;
@@ -77,11 +87,32 @@ static bool agree(const struct target *t, const struct thread *th, int n, int64_
 }
 
 /*
+ * The executable's own TLS block ends at the thread pointer (x86-64,
+ * TLS variant II: the first module's block is the one right below it,
+ * at its size rounded up to its alignment), so a variable of the
+ * executable (CPython linked into it, as pyenv's and Debian's are) is at
+ * its offset in the template minus that: no thread needs to run Python.
+ */
+static int from_elf(const struct target *t, int64_t *out)
+{
+	uint64_t sym, size, memsz, align;
+
+	if (strcmp(t->pymod, t->exe) || !t->elf ||
+	    elf__symbol(t->elf, "_Py_tss_tstate", &sym, &size) ||
+	    elf__tls(t->elf, &memsz, &align) || sym + 8 > memsz)
+		return -ENOENT;
+	*out = (int64_t)sym - (int64_t)((memsz + align - 1) / align * align);
+	return 0;
+}
+
+/*
  * An attached thread holds its state in the variable, and maybe in its
- * stack too. A thread's memory is [stack | static TLS | thread pointer]:
- * the variable is nearer the thread pointer than any stack slot. Of the
- * places nearest first, the first where every thread holds its own state
- * or none.
+ * stack too. Another thread's memory is [stack | static TLS | thread
+ * pointer], where a stack slot that holds its state for as long as it
+ * runs (its start function's) passes every check below: only the main
+ * thread, whose stack is elsewhere, is searched. Of the places nearest
+ * first, the first where every thread holds its own state or none.
+ * Not found while the main thread does not run Python (ask again).
  */
 int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out)
 {
@@ -92,7 +123,16 @@ int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int
 	if (!th)
 		return -ENOMEM;
 	n = threads(t, o, th, MAX_THREADS);
+	/* The template's offset, if the threads do not contradict it. */
+	if (!from_elf(t, &off) && agree(t, th, n, off)) {
+		free(th);
+		*out = off;
+		return 0;
+	}
+	off = INT64_MIN;
 	for (i = 0; i < n && off == INT64_MIN; i++) {
+		if (!th[i].main)
+			continue;
 		nc = scan(t, th[i].tp, th[i].tstate, cand);
 		for (k = 0; k < nc; k++)
 			if (cand[k] > off && agree(t, th, n, cand[k]))

@@ -34,6 +34,7 @@
 
 #define BATCH		4096		/* events per hold of the lock */
 #define IDLE_NS		500000		/* the ring was empty: look again after */
+#define RETRY_NS	20000000	/* between two retries (recorder_opts) */
 
 struct tomb {
 	uint64_t addr, clock, head;
@@ -73,6 +74,8 @@ struct recorder {
 	struct tomb *tombs;
 	size_t ntombs, tombs_cap;
 	uint64_t frozen;		/* the freeze's number + 1; 0: not frozen */
+	bool retrying;			/* o.retry still to be asked */
+	double next_retry;
 	int64_t current, peak, bpf_current;
 	uint64_t events, ncodes, ntombs_seen, nblocks;
 	struct pytm_stack *scratch;
@@ -400,6 +403,12 @@ static void *drain_thread(void *arg)
 		pthread_mutex_lock(&rec->lock);
 		read_proc(rec);
 		n = drain(rec, BATCH);
+		if (rec->retrying && mono_now() >= rec->next_retry) {
+			int err = rec->o.retry(rec->o.retry_arg);
+
+			rec->retrying = err == -EAGAIN;
+			rec->next_retry = mono_now() + RETRY_NS * 1e-9;
+		}
 		pthread_mutex_unlock(&rec->lock);
 		if (!n)
 			nanosleep(&idle, NULL);
@@ -421,6 +430,7 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o)
 	rec->seed = hash__seed();
 	rec->blocks.size = sizeof(struct recorder_block);
 	rec->code_ents.size = sizeof(struct code_ent);
+	rec->retrying = o->retry != NULL;
 	rec->scratch = calloc(1, sizeof(*rec->scratch));
 	pthread_mutex_init(&rec->lock, NULL);
 	pthread_mutex_init(&rec->r_lock, NULL);
@@ -461,6 +471,15 @@ void recorder__stop(struct recorder *rec)
 	pthread_mutex_destroy(&rec->lock);
 	pthread_mutex_destroy(&rec->r_lock);
 	free(rec);
+}
+
+void recorder__quiesce(struct recorder *rec)
+{
+	if (!rec)
+		return;
+	pthread_mutex_lock(&rec->lock);
+	rec->retrying = false;
+	pthread_mutex_unlock(&rec->lock);
 }
 
 void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock)

@@ -24,6 +24,13 @@ struct recorder_opts {
 	struct resolver *r;		/* reads the code objects the ring shows */
 	uint32_t *next_code_id;		/* BPF's id counter (shared: ids are one space) */
 	int procs_fd;			/* BPF's per-process counters (the freeze) */
+	/*
+	 * Asked now and then from the drain thread until it returns 0 (done)
+	 * or an error but -EAGAIN (given up): the page's thread-state offset,
+	 * when it was not found at attach. NULL: nothing to ask.
+	 */
+	int (*retry)(void *arg);
+	void *retry_arg;
 };
 
 /* One live block as the recorder keeps it. */
@@ -48,7 +55,9 @@ struct recorder_stats {
 };
 
 int recorder__start(struct recorder **out, const struct recorder_opts *o);
-/* Drain what is left and stop. Safe on NULL. */
+/* No more retries (the page is going away). Safe on NULL. */
+void recorder__quiesce(struct recorder *rec);
+/* Stop (what is left is drained by recorder__sync). Safe on NULL. */
 void recorder__stop(struct recorder *rec);
 /* A free that went BPF's way (the event thread). */
 void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock);

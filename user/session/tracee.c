@@ -421,9 +421,14 @@ static int64_t find_tls(struct tracee *tr, bool need)
 	int64_t off;
 	int err;
 
+	struct timespec ms = { 0, 1000000 };
+	int tries = 0;
+
 	if ((!pytm_verbose && !need) || tr->t.hexversion < 0x030c0000)
 		return 0;
-	err = tls__tstate_offset(&tr->t, &tr->off, &off);
+	/* The main thread runs Python now and then: a few looks, 1 ms apart. */
+	while ((err = tls__tstate_offset(&tr->t, &tr->off, &off)) == -EAGAIN && ++tries < 20)
+		nanosleep(&ms, NULL);
 	if (!err) {
 		vlog("process %d: _Py_tss_tstate at %+lld from the thread pointer", tr->pid,
 		     (long long)off);
@@ -444,12 +449,40 @@ static void rec_config(struct tracee *tr, const struct tracee_opts *o, struct py
 	memset(rec, 0, sizeof(*rec));
 	rec->runtime = tr->t.runtime;
 	rec->tls = find_tls(tr, o->record);
+	rec->tls_ok = rec->tls != 0;
 	rec->max_frames = o->frames;
 	rec->max_total = o->max_total;
 	rec->off = tr->off;
 }
 
-static int start_recorder(struct tracee *tr, struct pytm_bpf *skel)
+/*
+ * 3.12+, the thread-state offset not found at attach (no thread ran
+ * Python then): until it is, the page sends every event BPF's way. Asked
+ * again from the drain; once found, the offset is written, then the flag
+ * that lets the page use it.
+ */
+static int retry_tls(void *arg)
+{
+	struct tracee *tr = arg;
+	static const uint8_t one = 1;
+	int64_t off;
+	int err;
+
+	err = tls__tstate_offset(&tr->t, &tr->off, &off);
+	if (err)
+		return err;
+	err = inject__write_data(&tr->pr.rd.page, PYTM_DATA_REC + offsetof(struct pytm_page_rec, tls),
+				 &off, sizeof(off)) ?:
+	      inject__write_data(&tr->pr.rd.page,
+				 PYTM_DATA_REC + offsetof(struct pytm_page_rec, tls_ok), &one, 1);
+	if (!err)
+		vlog("process %d: _Py_tss_tstate at %+lld from the thread pointer (found "
+		     "while recording)", tr->pid, (long long)off);
+	return err == -EAGAIN ? -EIO : err;
+}
+
+static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
+			  const struct pytm_page_rec *cfg)
 {
 	int err;
 
@@ -460,6 +493,8 @@ static int start_recorder(struct tracee *tr, struct pytm_bpf *skel)
 		.pid = tr->pid, .ring = tr->ring.mem, .r = tr->r,
 		.next_code_id = &skel->bss->next_code_id,
 		.procs_fd = bpf_map__fd(skel->maps.procs),
+		.retry = tr->t.hexversion >= 0x030c0000 && !cfg->tls_ok ? retry_tls : NULL,
+		.retry_arg = tr,
 	});
 	if (err) {
 		warn("process %d: cannot start the recorder's drain: %s", tr->pid, strerror(-err));
@@ -479,7 +514,9 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 	rec_config(tr, o, &rec);
 	err = probes__attach(&tr->pr, skel, &tr->t, &(struct probes_opts){
 		.inject = o->inject, .site_pref = o->site_pref, .empty_sites = o->empty_sites,
-		.sample_rate = o->sample_rate, .set_slots = o->set_slots,
+		.sample_rate = o->sample_rate,
+		/* --recorder: blocks BPF records (no thread state, ring full) */
+		.set_slots = o->record ? PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS : o->set_slots,
 		.gil_plain = o->sample_rate && one_interpreter(tr),
 		.follow_forks = o->follow_forks, .adopt = tr->forked,
 		.ref_slot = o->inject && o->free_lists ? ref_tracer_slot(tr) : 0,
@@ -489,7 +526,7 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 		.ring_slots = o->ring_slots, .rec = rec,
 	});
 	if (!err && tr->pr.recording)
-		err = start_recorder(tr, skel);
+		err = start_recorder(tr, skel, &rec);
 	tr->attached = !err;
 	tr->attached_at = real_now();
 	return err;
@@ -1113,6 +1150,7 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 
 void tracee__detach(struct tracee *tr)
 {
+	recorder__quiesce(tr->rec);
 	if (tr->attached)
 		probes__detach(&tr->pr);
 	tr->attached = false;
