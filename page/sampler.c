@@ -658,11 +658,18 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 INLINE void pg_free(int d, void *ctx, void *p)
 {
 	free_fn f = (free_fn)ORIG(d, FREE);
-	int mode = pg_mode(pg_self());
+	uint64_t self = pg_self();
+	int mode = pg_mode(self);
 
-	if (mode)
-		pg_freeing(p, mode);
+	if (!mode) {
+		f(ctx, p);
+		return;
+	}
+	pg_freeing(p, mode);
+	/* pymalloc gives a large block back through the raw table: the same free. */
+	pg_enter(d, self);
 	f(ctx, p);
+	pg_leave(d);
 }
 
 /*

@@ -698,13 +698,14 @@ GT_REPORT = {
 }
 
 
-def gt_run(procs, python, outdir, mode, workload, frames):
-    """One ground-truth run; returns (TracedRun, figures, summary)."""
+def gt_run(procs, python, outdir, mode, workload, frames, extra=()):
+    """One ground-truth run (pytm-bpf given extra options too); returns
+    (TracedRun, figures, summary)."""
     ours = os.path.join(outdir, "ours.pickle")
     ref = os.path.join(outdir, "ref.pickle")
     key, cumulative = GT_REPORT.get((mode, workload, frames),
                                     ("lineno", False))
-    args = ["--frames", frames, "--top", GT_TOP, "--key", key]
+    args = ["--frames", frames, "--top", GT_TOP, "--key", key] + list(extra)
     if cumulative:
         args.append("--cumulative")
     if mode == "with":

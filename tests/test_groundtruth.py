@@ -64,15 +64,31 @@ def total_frames_run(procs, python, outdir):
     return run, fig, summary
 
 
+# --recorder's runs: (workload, frames, extra options)
+REC_RUNS = {
+    "rec-single-1": ("gt_single.py", 1, []),
+    "rec-threads-25": ("gt_threads.py", 25, []),
+    # a ring of 16 events: most go BPF's way, frees as tombstones
+    "rec-full": ("gt_single.py", 25, ["--ring-slots", "16"]),
+}
+
+
 def extra_runs(python, tmp_path_factory, which):
     """The runs of one interpreter outside the ground-truth batches, all at
-    once: --total-frames, and free-list reuse in both forms."""
+    once: --total-frames, free-list reuse in both forms and with
+    --recorder, and --recorder's own."""
     def make_jobs():
         jobs = {"total": isolated(total_frames_run, python, str(
             tmp_path_factory.mktemp("gt-total-frames")))}
         for mode in ("with", "without"):
             jobs[mode] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
                 "gt-%s-freelist" % mode)), mode, "gt_freelist.py", 1)
+        jobs["recorder"] = isolated(gt_run, python, str(
+            tmp_path_factory.mktemp("gt-rec-freelist")), "with",
+            "gt_freelist.py", 1, ["--recorder"])
+        for key, (wl, frames, extra) in REC_RUNS.items():
+            jobs[key] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
+                "gt-" + key)), "with", wl, frames, ["--recorder"] + extra)
         return jobs
     return batch_result(("gt-extra", python), which, make_jobs)
 
@@ -104,15 +120,54 @@ def freelist_gap(request, python):
         request.applymarker(FREELIST_GAP)
 
 
-@pytest.mark.parametrize("mode", ["with", "without"])
+@pytest.mark.parametrize("mode", ["with", "without", "recorder"])
 def test_groundtruth_freelist_reuse(request, python, tmp_path_factory, mode):
     """Objects that reuse a free list's memory (tests/workloads/
     gt_freelist.py: tuples, floats, lists, dicts, and class instances that
     come back through the allocator): tracemalloc moves the block's trace
     to the line that created the new object. 3.13+: so does pytm-bpf,
     through the runtime's reference tracer (chained to tracemalloc's own
-    in the "with" form, alone in the other)."""
+    in the "with" form, alone in the other; with --recorder, the page
+    records the new traceback in its ring)."""
     freelist_gap(request, python)
     run, fig, summary = extra_runs(python, tmp_path_factory, mode)
     check_agreement("free-list reuse, %s tracemalloc, --frames 1" % mode,
                     run, fig, summary)
+
+
+def recorder_footer(run):
+    """The figures of pytm-bpf's "Recorder:" line."""
+    import re
+    text = run.stdout.decode(errors="replace")
+    m = re.search(r"Recorder: (\d+) events from its ring \(full (\d+) times\), "
+                  r"(\d+) code objects, (\d+) live blocks; BPF's way: (\d+) "
+                  r"allocations, (\d+) frees \((\d+) when the ring was full\)",
+                  text)
+    assert m, "no Recorder line: " + run.describe()
+    keys = ("events", "full", "codes", "blocks", "bpf_allocs", "bpf_frees",
+            "tombs")
+    return dict(zip(keys, map(int, m.groups())))
+
+
+@pytest.mark.parametrize("which", sorted(REC_RUNS))
+def test_groundtruth_recorder(python, tmp_path_factory, which):
+    """--recorder (issue #12): the injected page walks each event's stack
+    and records it in a ring that pytm-bpf drains; what the page cannot do
+    (a raw call without the GIL, a full ring) goes BPF's way and is merged
+    in order. Same agreement with tracemalloc as the BPF walk, at --frames
+    1 and 25, threads, and with a ring of 16 events (nothing lost: the
+    overflow is BPF's, the footer says how much)."""
+    run, fig, summary = extra_runs(python, tmp_path_factory, which)
+    wl, frames, extra = REC_RUNS[which]
+    check_agreement("--recorder %s, %s, with tracemalloc, --frames %d"
+                    % (" ".join(extra), wl, frames), run, fig, summary)
+    rec = recorder_footer(run)
+    print("recorder: %s" % rec)
+    assert b"Lost events: none" in run.stdout, run.describe()
+    assert rec["events"] > 10000 and rec["codes"] > 10, rec
+    if which == "rec-full":
+        assert rec["full"] > 1000 and rec["tombs"] > 0, rec
+        assert rec["bpf_allocs"] > 1000, rec
+    else:
+        # Most events never enter the kernel.
+        assert rec["bpf_allocs"] < rec["events"] / 4, rec

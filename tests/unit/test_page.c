@@ -22,6 +22,7 @@ struct pytm_page_ctl pytm_ctl;
 uint8_t pytm_counts[PYTM_SET_MAX_BUCKETS];
 uint64_t pytm_slots[PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS];
 struct pytm_page_keep pytm_keep;
+struct pytm_page_rec pytm_rec;
 uint8_t pytm_exact_tramps[12 * 128];
 
 /* What the probes would see. */
@@ -119,6 +120,19 @@ void pytm_site_child_newref(uint64_t ptr)
 }
 
 #include "../../page/sampler.c"
+#include "../../page/recorder.c"
+
+/* The recorder's tomb site: (block, number) of the last ones. */
+static uint64_t tomb_ptr, tomb_clock;
+static unsigned int n_tomb;
+void pytm_site_tomb(uint64_t ptr, uint64_t clock) SITE_DECL;
+
+void pytm_site_tomb(uint64_t ptr, uint64_t clock)
+{
+	tomb_ptr = ptr;
+	tomb_clock = clock;
+	n_tomb++;
+}
 
 /* The "original" allocators: libc, and a pymalloc-like obj domain. */
 static atomic_ulong raw_calls;
@@ -607,6 +621,166 @@ static void test_threads(void)
 	}
 }
 
+
+/*
+ * The recorder (exact mode): a fake interpreter (one thread state, whose
+ * thread_id is this thread's pointer, in one frame of a fake code
+ * object; 3.8's layout), a ring read here as the tracer reads it.
+ */
+#define RSLOTS	8
+static struct pytm_ring_hdr rhdr;
+static uint8_t rslots[RSLOTS * PYTM_REC_SLOT_SIZE(4)];
+static uint64_t fake_runtime[4], fake_tstate[8], fake_frame[4];
+static uint8_t fake_code[64] __attribute__((aligned(16)));
+
+static void rec_setup(void)
+{
+	setup(0, 16, 9);
+	pytm_keep.rate = 0;
+	memset(&rhdr, 0, sizeof(rhdr));
+	memset(rslots, 0, sizeof(rslots));
+	rhdr.slots = RSLOTS;
+	rhdr.slot_size = PYTM_REC_SLOT_SIZE(4);
+	memset(&pytm_rec, 0, sizeof(pytm_rec));
+	pytm_rec.ring = (uint64_t)&rhdr;
+	pytm_rec.slots = (uint64_t)rslots;
+	pytm_rec.runtime = (uint64_t)fake_runtime;
+	pytm_rec.max_frames = 4;
+	pytm_rec.max_total = 4;
+	pytm_rec.off.layout = PYTM_LAYOUT_FRAMEOBJ;
+	pytm_rec.off.runtime_tstate_current = 8;
+	pytm_rec.off.tstate_frame = 16;
+	pytm_rec.off.tstate_thread_id = 24;
+	pytm_rec.off.frame_back = 0;
+	pytm_rec.off.frame_code = 8;
+	pytm_rec.off.frame_lasti = 16;
+	fake_runtime[1] = (uint64_t)fake_tstate;
+	fake_tstate[2] = (uint64_t)fake_frame;
+	fake_tstate[3] = pg_self();
+	fake_frame[0] = 0;
+	fake_frame[1] = (uint64_t)fake_code;
+	fake_frame[2] = 42;
+	n_tomb = 0;
+}
+
+/* The next event in the ring, copied into EV; 0 if none. */
+static int rec_next(struct pytm_rec_event *ev, struct pytm_rec_frame *f0, uint64_t *clock)
+{
+	const struct pytm_ring_slot *sl = pytm_ring_peek(&rhdr, rslots);
+	const struct pytm_rec_event *e;
+
+	if (!sl)
+		return 0;
+	e = (const struct pytm_rec_event *)sl->data;
+	*ev = *e;
+	*f0 = e->nframe ? e->frames[0] : (struct pytm_rec_frame){ 0 };
+	*clock = sl->clock;
+	pytm_ring_release(&rhdr);
+	return 1;
+}
+
+static void test_recorder(void)
+{
+	struct pytm_rec_event ev;
+	struct pytm_rec_frame f;
+	uint64_t clock, last = 0;
+	void *a, *b, *c, *q[RSLOTS];
+	int i, n;
+
+	rec_setup();
+	a = pytm_tramp_obj_malloc(NULL, 24);
+	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_ALLOC && ev.ptr == (uint64_t)a &&
+	      ev.size == 24 && ev.nframe == 1 && ev.total == 1 &&
+	      f.code == (uint64_t)fake_code && f.lasti == 42 && f.pad == PYTM_REC_NEW_CODE,
+	      "first allocation: kind %d nframe %d code %#llx pad %u", ev.kind, ev.nframe,
+	      (unsigned long long)f.code, f.pad);
+	last = clock;
+	CHECK(pytm_ctl.last_new == (uint64_t)a, "obj's last block for the reference tracer");
+	b = pytm_tramp_mem_calloc(NULL, 4, 8);
+	CHECK(rec_next(&ev, &f, &clock) && ev.ptr == (uint64_t)b && ev.size == 32 && !f.pad &&
+	      clock > last, "a code object is flagged once");
+	last = clock;
+	pytm_tramp_obj_free(NULL, a);
+	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_FREE && ev.ptr == (uint64_t)a &&
+	      clock > last, "free recorded");
+	last = clock;
+	/* realloc: the old block goes first, then the new one */
+	c = pytm_tramp_raw_realloc(NULL, b, 4096);
+	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_FREE && ev.ptr == (uint64_t)b,
+	      "realloc's free");
+	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_ALLOC && ev.ptr == (uint64_t)c &&
+	      ev.size == 4096, "realloc's allocation");
+	/* The code object freed: flagged again when seen next. */
+	pg_rec_free(0, fake_code);
+	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_FREE, "code object's free");
+	a = pytm_tramp_obj_malloc(NULL, 8);
+	CHECK(rec_next(&ev, &f, &clock) && f.pad == PYTM_REC_NEW_CODE, "flagged again");
+	pytm_tramp_obj_free(NULL, a);
+	rec_next(&ev, &f, &clock);
+	CHECK(n_alloc_sites == 0 && n_free_sites == 0 && n_tomb == 0, "no kernel entry so far");
+
+	/* Another thread holds the GIL: a raw call goes BPF's way, its free too. */
+	fake_tstate[3] = pg_self() + 1;
+	a = pytm_tramp_raw_malloc(NULL, 100);
+	CHECK(n_alloc_sites == 1 && set_used() >= 1 && !rec_next(&ev, &f, &clock),
+	      "no thread state: the alloc site");
+	pytm_tramp_raw_free(NULL, a);
+	CHECK(n_free_sites == 1 && !bad_free && !rec_next(&ev, &f, &clock), "and the free site");
+	fake_tstate[3] = pg_self();
+
+	/* The ring full: allocations BPF's way, frees as tombstones after the ring's numbers. */
+	for (i = 0; i < RSLOTS; i++)
+		q[i] = pytm_tramp_mem_malloc(NULL, 16);
+	CHECK(rhdr.head - rhdr.tail == RSLOTS && n_alloc_sites == 1, "ring filled");
+	a = pytm_tramp_mem_malloc(NULL, 16);
+	CHECK(n_alloc_sites == 2 && rhdr.full == 1, "full: the alloc site");
+	pytm_tramp_mem_free(NULL, q[0]);
+	CHECK(n_tomb == 1 && tomb_ptr == (uint64_t)q[0] && tomb_clock >= rhdr.clock - 1,
+	      "full: a tombstone (%u, clock %llu of %llu)", n_tomb,
+	      (unsigned long long)tomb_clock, (unsigned long long)rhdr.clock);
+	for (n = 0; rec_next(&ev, &f, &clock); n++)
+		CHECK(clock < tomb_clock, "ring event %llu after the tombstone %llu",
+		      (unsigned long long)clock, (unsigned long long)tomb_clock);
+	CHECK(n == RSLOTS, "%d events drained", n);
+	pytm_tramp_mem_free(NULL, a);
+	CHECK(n_free_sites == 2 && !bad_free, "BPF's block freed past the free site");
+	for (i = 1; i < RSLOTS; i++)
+		pytm_tramp_mem_free(NULL, q[i]);
+	for (n = 0; rec_next(&ev, &f, &clock); n++)
+		;
+	/* Left in the set: the code object, nothing of BPF's. */
+	CHECK(n == RSLOTS - 1 && set_used() == 1 && pg_has((uint64_t)fake_code | 1),
+	      "%d frees recorded, set %u", n, set_used());
+
+	/* Nobody drains: after STALL full rings the page disarms itself. */
+	for (i = 0; i < RSLOTS; i++)
+		q[i] = pytm_tramp_mem_malloc(NULL, 16);
+	pytm_ctl.stall_tail = rhdr.tail;
+	pytm_ctl.stall_count = STALL - 2;
+	a = pytm_tramp_mem_malloc(NULL, 16);
+	CHECK(pytm_ctl.armed == 1, "still armed");
+	b = pytm_tramp_mem_malloc(NULL, 16);
+	CHECK(pytm_ctl.armed == 0, "disarmed after %u full rings", STALL);
+	n = (int)n_alloc_sites;
+	c = pytm_tramp_mem_malloc(NULL, 16);
+	CHECK((int)n_alloc_sites == n, "disarmed: nothing recorded");
+	pytm_tramp_mem_free(NULL, c);
+	pytm_ctl.armed = 1;
+	pytm_tramp_mem_free(NULL, a);
+	pytm_tramp_mem_free(NULL, b);
+	for (i = 0; i < RSLOTS; i++)
+		free(q[i]);
+
+	/* No ring (a tracer that does not record, over a page left so): straight through. */
+	rec_setup();
+	pytm_rec.ring = 0;
+	a = pytm_tramp_obj_malloc(NULL, 24);
+	pytm_tramp_obj_free(NULL, a);
+	CHECK(!rec_next(&ev, &f, &clock) && n_alloc_sites == 0 && n_free_sites == 0,
+	      "no ring: nothing");
+	memset(&pytm_rec, 0, sizeof(pytm_rec));
+}
+
 int main(void)
 {
 	/* raw and mem: libc; obj: pymalloc-like */
@@ -628,6 +802,7 @@ int main(void)
 	test_child();
 	test_reftrace();
 	test_threads();
+	test_recorder();
 	free(live);
 	return unit_done("test_page");
 }

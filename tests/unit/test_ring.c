@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "unit.h"
-#include "../../page/ring.c"
+#include "ring.h"	/* page/ring.c: linked with the tracer's objects */
 
 struct payload {
 	uint64_t producer, n, check;

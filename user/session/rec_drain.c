@@ -5,13 +5,12 @@
  * Order. The ring gives one process's events in the order of their
  * positions, which for any one block is the order they happened (ring.c).
  * A free that found the ring full went BPF's way as a tombstone with its
- * number from the ring's clock, taken after the ring refused it: its
- * block's allocation, if it went to the ring, has a smaller number and a
- * position below the ring's head as read once the tombstone is seen. So
- * a tombstone for a block the table has (born before it) removes it; one
- * for a block not seen yet waits, and removes that block when it comes
- * with a smaller number; it is forgotten once the drain has passed that
- * head (its block never went to the ring: BPF had it).
+ * number from the ring's clock, taken after the ring refused it: every
+ * ring event numbered before it has a position below the ring's head as
+ * read once the tombstone is seen. So a tombstone waits until the drain
+ * has passed that head, then frees the block at its address if that one
+ * was allocated before it (numbered below it); a block allocated after
+ * it at the same address is another, and stays.
  *
  * Code objects. A frame names its code object by address; the table
  * gives it a session id (BPF's counter, so that ids are one space) the
@@ -256,27 +255,11 @@ static bool is_late(const struct recorder *rec, uint64_t clock)
 	return rec->frozen && clock + 1 >= rec->frozen;
 }
 
-/* A tombstone waiting for ADDR's allocation numbered below it: consumed. */
-static bool tomb_takes(struct recorder *rec, uint64_t addr, uint64_t clock)
-{
-	size_t i;
-
-	for (i = 0; i < rec->ntombs; i++) {
-		if (rec->tombs[i].addr == addr && rec->tombs[i].clock > clock) {
-			rec->tombs[i] = rec->tombs[--rec->ntombs];
-			return true;
-		}
-	}
-	return false;
-}
-
 static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint64_t clock)
 {
 	struct recorder_block *b;
 	uint32_t v;
 
-	if (rec->ntombs && tomb_takes(rec, ev->ptr, clock))
-		return;		/* freed already, BPF's way */
 	v = block_find(rec, ev->ptr);
 	if (v) {
 		/* Already tracked (tracemalloc_add_trace does the same). */
@@ -350,17 +333,30 @@ static void apply(struct recorder *rec, const struct pytm_ring_slot *s)
 	rec->events++;
 }
 
-/* Tombstones whose head the drain has passed: their blocks were BPF's. */
-static void tombs_expire(struct recorder *rec)
+/*
+ * Tombstones whose head the drain has passed: every ring event numbered
+ * before them is applied, so each is the free of the block at its address
+ * if that block was allocated before it (a later one is not its block).
+ */
+static void tombs_apply(struct recorder *rec)
 {
 	uint64_t tail = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED);
+	struct recorder_block *b;
+	struct tomb t;
 	size_t i;
+	uint32_t v;
 
 	for (i = 0; i < rec->ntombs;) {
-		if (rec->tombs[i].head <= tail)
-			rec->tombs[i] = rec->tombs[--rec->ntombs];
-		else
+		if (rec->tombs[i].head > tail) {
 			i++;
+			continue;
+		}
+		t = rec->tombs[i];
+		rec->tombs[i] = rec->tombs[--rec->ntombs];
+		v = block_find(rec, t.addr);
+		b = v ? pool_at(&rec->blocks, v) : NULL;
+		if (b && b->clock < t.clock)
+			on_free(rec, t.addr, t.clock);
 	}
 }
 
@@ -376,7 +372,7 @@ static size_t drain(struct recorder *rec, size_t max)
 		n++;
 	}
 	if (rec->ntombs)
-		tombs_expire(rec);
+		tombs_apply(rec);
 	return n;
 }
 
@@ -484,32 +480,25 @@ void recorder__quiesce(struct recorder *rec)
 
 void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock)
 {
-	struct recorder_block *b;
 	struct tomb *n;
-	uint32_t v;
 
 	pthread_mutex_lock(&rec->lock);
 	rec->ntombs_seen++;
-	v = block_find(rec, addr);
-	b = v ? pool_at(&rec->blocks, v) : NULL;
-	if (b && b->clock < clock) {
-		on_free(rec, addr, clock);
-	} else if (!b) {
-		if (rec->ntombs == rec->tombs_cap) {
-			size_t cap = rec->tombs_cap ? rec->tombs_cap * 2 : 64;
+	if (rec->ntombs == rec->tombs_cap) {
+		size_t cap = rec->tombs_cap ? rec->tombs_cap * 2 : 64;
 
-			n = realloc(rec->tombs, cap * sizeof(*n));
-			if (!n)
-				goto out;
-			rec->tombs = n;
-			rec->tombs_cap = cap;
-		}
-		/* Read after the tombstone was seen: see the top of the file. */
-		rec->tombs[rec->ntombs++] = (struct tomb){
-			.addr = addr, .clock = clock,
-			.head = __atomic_load_n(&rec->h->head, __ATOMIC_SEQ_CST),
-		};
+		n = realloc(rec->tombs, cap * sizeof(*n));
+		if (!n)
+			goto out;
+		rec->tombs = n;
+		rec->tombs_cap = cap;
 	}
+	/* Applied once the drain has passed the head as it is now: see the top. */
+	rec->tombs[rec->ntombs++] = (struct tomb){
+		.addr = addr, .clock = clock,
+		.head = __atomic_load_n(&rec->h->head, __ATOMIC_SEQ_CST),
+	};
+	tombs_apply(rec);
 out:
 	pthread_mutex_unlock(&rec->lock);
 }
