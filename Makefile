@@ -210,10 +210,13 @@ test: deps
 # Each driver prints its ratios measured side by side in one run.
 bench: all
 	$(Q)$(PYTHON) tools/bench.py
+	$(Q)$(PYTHON) tools/bench.py --python /usr/bin/python3.11
+	$(Q)$(PYTHON) tools/bench.py --pyenv 3.12.1
 	$(Q)$(PYTHON) tools/bench.py --workload freelist --pyenv 3.13.0 --iterations 200000
 	$(Q)if [ -f tools/bench_events.py ]; then $(PYTHON) tools/bench_events.py; fi
 	$(Q)if [ -f tools/bench_procs.py ]; then $(PYTHON) tools/bench_procs.py; fi
 	$(Q)$(PYTHON) tools/bench_fork.py
+	$(Q)$(PYTHON) tools/bench_scale.py
 	$(Q)$(PYTHON) tools/bench_serve.py
 
 demo: deps

@@ -85,18 +85,26 @@ def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
 
 def sigkill_run(procs, python, outdir, frames):
     reference = checksum_run(procs, python)
+    extra = ["--recorder"] if frames == "recorder" else []
     traced = checksum_run(procs, python,
-                          ["--frames", frames, "-o",
-                           os.path.join(outdir, "never.pytm")])
+                          ["--frames", 25 if extra else frames, "-o",
+                           os.path.join(outdir, "never.pytm")] + extra)
     return reference, traced
 
 
-@pytest.mark.parametrize("frames", [1, 25], ids=lambda n: "frames%d" % n)
+KILL_MODES = [1, 25, "recorder"]
+
+
+@pytest.mark.parametrize("frames", KILL_MODES, ids=lambda n: (
+    "frames%d" % n if isinstance(n, int) else n))
 def test_tracer_sigkill_target_unharmed(python, tmp_path_factory, frames):
+    """pytm-bpf SIGKILLed mid-way: the target computes what it computes
+    untraced (the BPF walk at --frames 1 and 25, and --recorder at 25,
+    whose page then finds its ring undrained and disarms itself)."""
     def make_jobs():
         return dict((n, isolated(sigkill_run, python,
                                  str(tmp_path_factory.mktemp("kill")), n))
-                    for n in (1, 25))
+                    for n in KILL_MODES)
     reference, traced = batch_result(("sigkill", python), frames, make_jobs)
     print("\nuntraced: %s\nkilled tracer: %s" % (reference, traced))
     assert traced == reference
@@ -109,14 +117,18 @@ def reattach_run(procs, python, outdir, first_end):
     tgt = procs.target(python, workload,
                        ["--tracemalloc", 1, "--dump", ref])
     tgt.expect("ready", timeout=T_START)
-    first = procs.tracer(["-p", tgt.pid, "--frames", 1])
+    rec = ["--recorder"] if first_end.startswith("recorder") else []
+    first = procs.tracer(["-p", tgt.pid, "--frames", 1] + rec)
     first.wait_tracing()
-    rc, _, err = first.stop(signal.SIGKILL if first_end == "sigkill"
-                            else signal.SIGINT)
-    want = -signal.SIGKILL if first_end == "sigkill" else 0
+    killed = first_end.endswith("sigkill")
+    rc, _, err = first.stop(signal.SIGKILL if killed else signal.SIGINT)
+    want = -signal.SIGKILL if killed else 0
     assert rc == want, "first pytm-bpf rc=%s %r" % (rc, err)
 
-    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours])
+    # After a killed recorder the BPF walk; after one detached, another.
+    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours] +
+                          (["--recorder"] if first_end == "recorder-sigint"
+                           else []))
     second.wait_tracing()
     run = finish_traced(second, tgt, ours)
     check_run(run)
@@ -124,14 +136,19 @@ def reattach_run(procs, python, outdir, first_end):
     return run, fig, summary
 
 
-@pytest.mark.parametrize("first_end", ["sigkill", "sigint"])
+REATTACH = ["sigkill", "sigint", "recorder-sigkill", "recorder-sigint"]
+
+
+@pytest.mark.parametrize("first_end", REATTACH)
 def test_reattach(python, tmp_path_factory, first_end):
     """A second pytm-bpf on the same target after the first one ended
-    (killed, or detached normally) still agrees with tracemalloc."""
+    (killed, or detached normally) still agrees with tracemalloc; after a
+    --recorder one (its page left recording, or its ring left for the
+    next), the BPF walk, and --recorder again on the ring it left."""
     def make_jobs():
         return dict((e, isolated(reattach_run, python,
                                  str(tmp_path_factory.mktemp("reattach")), e))
-                    for e in ("sigkill", "sigint"))
+                    for e in REATTACH)
     run, fig, summary = batch_result(("reattach", python), first_end,
                                      make_jobs)
     check_agreement("re-attach after %s" % first_end, run, fig, summary)

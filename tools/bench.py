@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Side-by-side slowdowns of an allocation-heavy workload: untraced,
 in-process tracemalloc (frames 1 and 25), pytm-bpf from outside (frames 1
-and 25). Median of --runs runs each, all in one invocation. No thresholds.
+and 25), with the BPF walk and with --recorder (then also its kernel
+entries per million events and its drain's CPU per event). Median of
+--runs runs each, all in one invocation. No thresholds.
 
     /usr/bin/python3 tools/bench.py [--python PATH] [--runs 3]
                                     [--iterations N] [--pytm ./pytm-bpf]
@@ -172,7 +174,8 @@ def main():
                 ("pytm-bpf --no-free-lists", 1)]
     else:
         plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
-                ("pytm-bpf", 1), ("pytm-bpf", 25)]
+                ("pytm-bpf", 1), ("pytm-bpf", 25),
+                ("pytm-bpf --recorder", 1), ("pytm-bpf --recorder", 25)]
     print("pytm-bpf benchmark: %s (Python %s)" % (args.python, version))
     if args.workload == "freelist":
         print("workload: %d iterations, a float and a tuple from free lists "
@@ -222,25 +225,49 @@ def main():
             mode, frames or "-", med,
             " ".join("%.3f" % t for t in results[key]), slow))
     print()
-    for frames in (1, 25):
-        p = results.get(("pytm-bpf", frames))
-        t = results.get(("tracemalloc", frames))
-        if p and t and base_med:
-            ps = statistics.median(p) / base_med
-            ts = statistics.median(t) / base_med
-            print("pytm-bpf / tracemalloc slowdown, frames %-2d: %.2f "
-                  "(%.2fx vs %.2fx)" % (frames, ps / ts, ps, ts))
-        else:
-            print("pytm-bpf / tracemalloc slowdown, frames %-2d: n/a"
-                  % frames)
-    for frames in (1, 25):
-        infos = extra.get(("pytm-bpf", frames), [])
-        if infos:
-            attach = statistics.median(i["attach"] for i in infos)
-            tail = infos[-1].get("tail", [])
-            print("pytm-bpf frames %d: attach %.2fs (median); last report: %s"
-                  % (frames, attach, "; ".join(tail) or "(no summary lines)"))
+    for mode in ("pytm-bpf", "pytm-bpf --recorder"):
+        for frames in (1, 25):
+            p = results.get((mode, frames))
+            t = results.get(("tracemalloc", frames))
+            if p and t and base_med:
+                ps = statistics.median(p) / base_med
+                ts = statistics.median(t) / base_med
+                # Overheads: what each adds to the untraced time.
+                print("%s / tracemalloc, frames %-2d: slowdown %.2f (%.2fx vs "
+                      "%.2fx), overhead %.2f" % (mode, frames, ps / ts, ps, ts,
+                                                 (ps - 1) / (ts - 1)
+                                                 if ts > 1 else float("nan")))
+            elif any(m == mode for m, _ in plan):
+                print("%s / tracemalloc, frames %-2d: n/a" % (mode, frames))
+    for mode, frames in plan:
+        infos = extra.get((mode, frames), [])
+        if not mode.startswith("pytm-bpf") or not infos:
+            continue
+        attach = statistics.median(i["attach"] for i in infos)
+        tail = infos[-1].get("tail", [])
+        print("%s frames %d: attach %.2fs (median); last report: %s"
+              % (mode, frames, attach, "; ".join(tail) or "(no summary lines)"))
+        rec = recorder_figures(tail)
+        if rec:
+            kernel = rec["bpf_allocs"] + rec["bpf_frees"]
+            total = rec["events"] + kernel
+            print("  recorder: %.0f kernel entries per million allocator events "
+                  "(%d of %d), drain CPU %.0f ns per event"
+                  % (1e6 * kernel / total if total else 0, kernel, total,
+                     1e9 * rec["cpu"] / rec["events"] if rec["events"] else 0))
     return 1 if failures else 0
+
+
+def recorder_figures(tail):
+    """The figures of pytm-bpf's "Recorder:" line, or None."""
+    import re
+    for line in tail:
+        m = re.search(r"Recorder: (\d+) events .*?BPF's way: (\d+) allocations, "
+                      r"(\d+) frees .*drain CPU ([0-9.]+) s", line)
+        if m:
+            return {"events": int(m.group(1)), "bpf_allocs": int(m.group(2)),
+                    "bpf_frees": int(m.group(3)), "cpu": float(m.group(4))}
+    return None
 
 
 if __name__ == "__main__":

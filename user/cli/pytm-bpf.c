@@ -116,6 +116,8 @@ static const char doc[] =
 "                                     # rank lines that grow steadily (leaks)\n"
 "    pytm-bpf -p 1234 --peak -o heap.pytm\n"
 "                                     # also heap.peak.pytm: the set at the peak\n"
+"    pytm-bpf -p 1234 --recorder      # exact, recorded in the target: no kernel\n"
+"                                     # entry per allocation (experimental)\n"
 "    pytm-bpf -p 1234 --sample 512k   # production: sample by bytes, ~1 sample\n"
 "                                     # per 512 KiB allocated, estimates\n"
 "    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
