@@ -318,7 +318,7 @@ int BPF_KPROBE(finalize_enter)
 		return 0;
 	p->frozen = 1;
 	if (p->rec_clock) {
-		/* The recorder's events numbered from here on are after it. */
+		/* The recorder's events numbered from the head on are after it. */
 		__u64 clock = read_ptr(p->rec_clock);
 
 		p->rec_frozen = clock + 1;

@@ -171,9 +171,9 @@ struct pytm_proc {
 	__u64 peak_ns;
 	/*
 	 * The in-target recorder (user/session/rec_drain.c): where its ring's
-	 * clock is in the target (0: not recording), and at the freeze that
-	 * clock's value + 1, so that the tracer tells the events before it
-	 * from those after.
+	 * head is in the target (0: not recording), and at the freeze the
+	 * head's value + 1, so that the tracer tells the events before it
+	 * (numbered below) from those after (page/ring.c).
 	 */
 	__u64 rec_clock;
 	__u64 rec_frozen;

@@ -86,11 +86,7 @@ struct pytm_ring_slot *pytm_rec_begin(struct pytm_ring_hdr *h, uint8_t *slots,
 	s = pytm_ring_claim(h, slots, pos);
 	if (!s)
 		return 0;
-	/*
-	 * The number after the claim: every event numbered below it that
-	 * went to the ring has a position below this one (see ring.c).
-	 */
-	s->clock = pytm_ring_tick(h);
+	s->clock = *pos;	/* its number (see ring.c) */
 	out = (struct pytm_rec_event *)s->data;
 	out->kind = ev->kind;
 	out->domain = ev->domain;
@@ -119,7 +115,7 @@ int pytm_rec_record(struct pytm_ring_hdr *h, uint8_t *slots, const struct pytm_o
 
 	s = pytm_rec_begin(h, slots, off, max_frames, max_total, tstate, ev, &pos);
 	if (!s) {
-		*clock = pytm_ring_tick(h);
+		*clock = pytm_ring_now(h);
 		return 0;
 	}
 	*clock = s->clock;

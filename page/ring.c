@@ -16,11 +16,12 @@
  * (nobody can get the block again yet); so for any one block its events'
  * positions, and clocks, are in the order they happened.
  *
- * Across the ring and the other way (BPF), events are numbered after
- * their claim: so once the consumer has seen event number C of the other
- * way and then read head H, every ring event numbered below C is at a
- * position below H (it claimed before it took its number, which came
- * before C).
+ * Across the ring and the other way (BPF), one scale: a ring event's
+ * number is its position; an event the ring refused takes the head as it
+ * is right after the refusal. Every ring event claimed before has a
+ * smaller number, every one claimed after a number as large or larger:
+ * for one block, an allocation in the ring numbered below its free's,
+ * a reuse of its address numbered at or above it.
  */
 #include "ring.h"
 
@@ -28,10 +29,10 @@
 #define LOAD_ACQ(p)	__atomic_load_n(p, __ATOMIC_ACQUIRE)
 #define STORE_REL(p, v)	__atomic_store_n(p, v, __ATOMIC_RELEASE)
 
-uint64_t pytm_ring_tick(struct pytm_ring_hdr *h)
+uint64_t pytm_ring_now(struct pytm_ring_hdr *h)
 {
-	/* After a claim in the same thread (sequentially consistent, both). */
-	return __atomic_fetch_add(&h->clock, 1, __ATOMIC_SEQ_CST);
+	/* After the failed claim (sequentially consistent, both). */
+	return __atomic_load_n(&h->head, __ATOMIC_SEQ_CST);
 }
 
 struct pytm_ring_slot *pytm_ring_claim(struct pytm_ring_hdr *h, uint8_t *slots,

@@ -5,8 +5,9 @@
  * producers (any thread, with or without the GIL), one consumer; bounded,
  * never blocking a producer: a full ring says so, and that event goes the
  * way it goes today (a probe site, BPF). Every event, in the ring or not,
- * takes a number from one clock, so that the tracer can apply events of
- * both ways in the order they happened. Plain structs: the page's code,
+ * has a number on one scale, so that the tracer can apply events of both
+ * ways in the order they happened: a ring event its position, another
+ * the head as it is after the ring refused it (see ring.c). Plain structs: the page's code,
  * the tracer and the tests share this header.
  */
 #ifndef __PYTM_RING_H
@@ -24,7 +25,7 @@ struct pytm_ring_hdr {
 	uint64_t pad0[6];
 	/* line 1: producers */
 	uint64_t head;			/* next position to claim */
-	uint64_t clock;			/* next event number */
+	uint64_t pad1a;
 	uint64_t full;			/* events the ring had no room for */
 	uint64_t pad1[5];
 	/* line 2: the consumer */
@@ -44,11 +45,15 @@ struct pytm_ring_slot {
 
 /* Producers (the page, and the tests). */
 
-/* An event's number: every event takes one, recorded or not. */
-uint64_t pytm_ring_tick(struct pytm_ring_hdr *h);
+/*
+ * The number of an event the ring refused (call it after the refusal):
+ * the head now.
+ */
+uint64_t pytm_ring_now(struct pytm_ring_hdr *h);
 /*
  * Room for one event, at *POS, or NULL if the ring is full (counted).
- * The caller fills the slot's clock and data, then publishes it.
+ * The caller fills the slot's clock (its number: *POS) and data, then
+ * publishes it.
  */
 struct pytm_ring_slot *pytm_ring_claim(struct pytm_ring_hdr *h, uint8_t *slots,
 				       uint64_t *pos);

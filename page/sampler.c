@@ -408,8 +408,8 @@ INLINE void pg_leave(int d)
  *    it in its map; the block goes into the set, so that its free passes
  *    the free site too;
  *  - a free that finds the ring full: past the tomb site with its number
- *    from the ring's clock, so that the tracer drops the block in order
- *    (the allocation is in the ring, maybe not yet read).
+ *    (the ring's head then: page/ring.c), so that the tracer drops the
+ *    block in order (the allocation is in the ring, maybe not yet read).
  * Code objects: the set holds each one the ring has shown (address | 1);
  * a frame of one not in it is flagged, so that the tracer reads it (it is
  * alive: its frame runs), and goes into the set once its event is
@@ -509,7 +509,7 @@ COLD void pg_rec_tomb(uint64_t p)
 	struct pytm_ring_hdr *h = (struct pytm_ring_hdr *)LOAD(&pytm_rec.ring);
 
 	ADD(&pytm_ctl.frees, 1);
-	pytm_site_tomb(p, pytm_ring_tick(h));
+	pytm_site_tomb(p, pytm_ring_now(h));
 }
 
 CALLED void pg_rec_free(int d, void *p)

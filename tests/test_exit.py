@@ -7,6 +7,7 @@
   its line equals tracemalloc's own snapshot taken by an atexit hook in a
   reference run (same size, same count); the report says so and that the
   process exited with status 0; the counters still run to the end.
+  The same with --recorder.
 - test_end_without_finalization: os._exit(3) and SIGKILL: the live set at
   death, reported with the status or the signal.
 - test_oom_kill: in a memory cgroup with a limit (made by the test), the
@@ -69,13 +70,17 @@ def final_doc(stdout):
     return docs[0]
 
 
-@pytest.mark.parametrize("how", ["return", "sysexit"])
+@pytest.mark.parametrize("how", ["return", "sysexit", "recorder-return"])
 def test_finalization_snapshot(procs, python, tmp_path, how):
+    """(recorder-return: "return" with --recorder, whose freeze BPF reads
+    from the recorder's ring.)"""
     ref = tmp_path / "ref.pytm"
     ours = tmp_path / "ours.pytm"
+    rec = ["--recorder"] if how.startswith("recorder-") else []
+    how = how.split("-")[-1]
     run_target(procs, python, how, ["--dump", ref],
                env={"PYTHONTRACEMALLOC": "1"})
-    rc, out, err = run_target(procs, python, how, tracer_args=[],
+    rc, out, err = run_target(procs, python, how, tracer_args=rec,
                               out=ours)
     assert rc == 0, _show(err)
     doc = final_doc(out)

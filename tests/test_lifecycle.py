@@ -17,15 +17,19 @@ from conftest import (T_START, T_STOP, T_WORK, agreement, batch_result,
                       snaptool, snaptool_raw, top_block)
 
 
-EXIT_WAYS = ["return", "_exit", "killed"]
+# recorder-return: "return" with --recorder (the freeze read from its ring)
+EXIT_WAYS = ["return", "_exit", "killed", "recorder-return"]
 
 
 def exit_run(procs, python, outdir, how):
     out = os.path.join(outdir, "exit.pytm")
+    rec = ["--recorder"] if how.startswith("recorder-") else []
+    how = how[len("recorder-"):] if rec else how
     tgt = procs.target(python, "wl_exit.py",
                        ["wait" if how == "killed" else how])
     tgt.expect("ready", timeout=T_START)
-    tr = procs.tracer(["-p", tgt.pid, "--frames", 5, "--top", 10, "-o", out])
+    tr = procs.tracer(["-p", tgt.pid, "--frames", 5, "--top", 10, "-o", out] +
+                      rec)
     tr.wait_tracing()
     tgt.send("go")
     tgt.expect("working")

@@ -5,7 +5,7 @@
  * Order. The ring gives one process's events in the order of their
  * positions, which for any one block is the order they happened (ring.c).
  * A free that found the ring full went BPF's way as a tombstone with its
- * number from the ring's clock, taken after the ring refused it: every
+ * number, the ring's head right after the ring refused it: every
  * ring event numbered before it has a position below the ring's head as
  * read once the tombstone is seen. So a tombstone waits until the drain
  * has passed that head, then frees the block at its address if that one

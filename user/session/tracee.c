@@ -502,7 +502,7 @@ static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
 	}
 	/* Where BPF reads the ring's clock at the freeze. */
 	err = proc_control(tr, skel, PYTM_CTL_REC_CLOCK,
-			   (__s64)(tr->ring.addr + offsetof(struct pytm_ring_hdr, clock)));
+			   (__s64)(tr->ring.addr + offsetof(struct pytm_ring_hdr, head)));
 	return err < 0 ? err : 0;
 }
 
