@@ -32,7 +32,9 @@
 #include "util.h"
 
 #define BATCH		4096		/* events per hold of the lock */
-#define IDLE_NS		500000		/* the ring was empty: look again after */
+#define IDLE_MIN_NS	200000		/* the ring was empty: look again after, */
+#define IDLE_MAX_NS	4000000		/* twice as long each time up to this (a
+					 * ring of 8 MiB takes longer to fill) */
 #define RETRY_NS	20000000	/* between two retries (recorder_opts) */
 
 struct tomb {
@@ -70,8 +72,8 @@ struct recorder {
 	struct htab stack_idx;		/* hash(frames) -> stack index + 1 */
 	struct pytm_stack **stacks;
 	size_t nstacks, stacks_cap;
-	struct tomb *tombs;
-	size_t ntombs, tombs_cap;
+	struct tomb *tombs;		/* waiting, in the order they came: their */
+	size_t tomb0, ntombs, tombs_cap;	/* heads never decrease */
 	uint64_t frozen;		/* the freeze's number + 1; 0: not frozen */
 	bool retrying;			/* o.retry still to be asked */
 	double next_retry;
@@ -343,16 +345,10 @@ static void tombs_apply(struct recorder *rec)
 	uint64_t tail = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED);
 	struct recorder_block *b;
 	struct tomb t;
-	size_t i;
 	uint32_t v;
 
-	for (i = 0; i < rec->ntombs;) {
-		if (rec->tombs[i].head > tail) {
-			i++;
-			continue;
-		}
-		t = rec->tombs[i];
-		rec->tombs[i] = rec->tombs[--rec->ntombs];
+	while (rec->tomb0 < rec->ntombs && rec->tombs[rec->tomb0].head <= tail) {
+		t = rec->tombs[rec->tomb0++];
 		v = block_find(rec, t.addr);
 		b = v ? pool_at(&rec->blocks, v) : NULL;
 		if (b && b->clock < t.clock)
@@ -371,7 +367,7 @@ static size_t drain(struct recorder *rec, size_t max)
 		pytm_ring_release(rec->h);
 		n++;
 	}
-	if (rec->ntombs)
+	if (rec->tomb0 < rec->ntombs)
 		tombs_apply(rec);
 	return n;
 }
@@ -392,7 +388,7 @@ static void read_proc(struct recorder *rec)
 static void *drain_thread(void *arg)
 {
 	struct recorder *rec = arg;
-	struct timespec idle = { 0, IDLE_NS };
+	struct timespec idle = { 0, IDLE_MIN_NS };
 	size_t n;
 
 	while (!rec->stop) {
@@ -406,8 +402,13 @@ static void *drain_thread(void *arg)
 			rec->next_retry = mono_now() + RETRY_NS * 1e-9;
 		}
 		pthread_mutex_unlock(&rec->lock);
-		if (!n)
-			nanosleep(&idle, NULL);
+		if (n) {
+			idle.tv_nsec = IDLE_MIN_NS;
+			continue;
+		}
+		nanosleep(&idle, NULL);
+		if (idle.tv_nsec < IDLE_MAX_NS)
+			idle.tv_nsec *= 2;
 	}
 	return NULL;
 }
@@ -484,6 +485,14 @@ void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock)
 
 	pthread_mutex_lock(&rec->lock);
 	rec->ntombs_seen++;
+	if (rec->tomb0 == rec->ntombs)
+		rec->tomb0 = rec->ntombs = 0;	/* none waiting: start over */
+	if (rec->ntombs == rec->tombs_cap && rec->tomb0) {
+		memmove(rec->tombs, rec->tombs + rec->tomb0,
+			(rec->ntombs - rec->tomb0) * sizeof(*rec->tombs));
+		rec->ntombs -= rec->tomb0;
+		rec->tomb0 = 0;
+	}
 	if (rec->ntombs == rec->tombs_cap) {
 		size_t cap = rec->tombs_cap ? rec->tombs_cap * 2 : 64;
 
