@@ -217,6 +217,7 @@ bench: all
 	$(Q)if [ -f tools/bench_procs.py ]; then $(PYTHON) tools/bench_procs.py; fi
 	$(Q)$(PYTHON) tools/bench_fork.py
 	$(Q)$(PYTHON) tools/bench_scale.py
+	$(Q)$(PYTHON) tools/bench_kill.py
 	$(Q)$(PYTHON) tools/bench_serve.py
 
 demo: deps

@@ -95,8 +95,10 @@ def run(args, mode):
             res["blocks"] = int(m.group(1)) if m else None
             m = re.search(r"Lost events: (.*)", text)
             res["lost"] = m.group(1) if m else "?"
-            m = re.search(r"Traced memory: current=(\S+)", text)
-            res["current"] = m.group(1).rstrip(",") if m else "?"
+            m = re.search(r"Traced memory: current=([^,]+),", text)
+            res["current"] = m.group(1) if m else "?"
+            m = re.search(r"(Recorder: .*)", text)
+            res["recorder"] = m.group(1) if m else ""
             if mode == "pytm-bpf --recorder":
                 res["bytes"] = res["tracer_rss"]
         target.stdin.write(b"exit\n")
@@ -133,6 +135,7 @@ def main():
                   % (mode, r["blocks"], r["tracer_rss"] / 2**20,
                      r["tracer_rss"] / r["blocks"] if r["blocks"] else 0,
                      r["current"], r["lost"]))
+            print("  %-20s %s" % ("", r["recorder"]))
         else:
             print("  %-20s current=%s; lost: %s" % (mode, r["current"],
                                                     r["lost"]))
