@@ -78,6 +78,9 @@ struct recorder {
 	bool retrying;			/* o.retry still to be asked */
 	double next_retry;
 	int64_t current, peak, bpf_current;
+	uint64_t now;			/* CLOCK_MONOTONIC ns of this drain batch */
+	uint32_t last_stack;		/* the stack interned last (index + 1) */
+	struct { uint64_t addr; uint32_t id; } code_cache[256];	/* code_id's */
 	uint64_t events, ncodes, ntombs_seen, nblocks;
 	struct pytm_stack *scratch;
 };
@@ -178,11 +181,19 @@ static uint32_t code_find(const struct recorder *rec, uint64_t addr)
 /* The session id of the code object at ADDR, read now if new (0: none). */
 static uint32_t code_id(struct recorder *rec, uint64_t addr)
 {
+	typeof(rec->code_cache[0]) *slot = &rec->code_cache[(addr >> 4) & 255];
 	struct code_ent *c;
-	uint32_t v = code_find(rec, addr), id;
+	uint32_t v, id;
 
-	if (v)
-		return ((struct code_ent *)pool_at(&rec->code_ents, v))->id;
+	if (slot->addr == addr && addr)
+		return slot->id;
+	v = code_find(rec, addr);
+	if (v) {
+		id = ((struct code_ent *)pool_at(&rec->code_ents, v))->id;
+		slot->addr = addr;
+		slot->id = id;
+		return id;
+	}
 	v = pool_get(&rec->code_ents);
 	if (!v)
 		return 0;
@@ -203,12 +214,22 @@ static uint32_t code_id(struct recorder *rec, uint64_t addr)
 
 static void code_gone(struct recorder *rec, uint64_t addr)
 {
-	uint32_t v = code_find(rec, addr);
+	uint32_t v;
+
+	if (rec->code_cache[(addr >> 4) & 255].addr == addr)
+		rec->code_cache[(addr >> 4) & 255].addr = 0;
+	v = code_find(rec, addr);
 
 	if (v) {
 		htab__remove(&rec->codes, addr_hash(rec, addr), v);
 		pool_put(&rec->code_ents, v);
 	}
+}
+
+/* Is the interned A the stack ST (LEN bytes)? A is only as long as its own. */
+static bool same_stack(const struct pytm_stack *a, const struct pytm_stack *st, size_t len)
+{
+	return a->nframe == st->nframe && !memcmp(a, st, len);
 }
 
 /* The stack of EV, interned: index + 1, or 0 for none. */
@@ -225,10 +246,13 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev)
 		st->frames[i] = PYTM_FRAME(code_id(rec, ev->frames[i].code),
 					   ev->frames[i].lasti);
 	len = offsetof(struct pytm_stack, frames) + st->nframe * sizeof(st->frames[0]);
+	/* Events come in runs from the same place. */
+	if (rec->last_stack && same_stack(rec->stacks[rec->last_stack - 1], st, len))
+		return rec->last_stack;
 	h = hash__bytes(rec->seed, st, len);
 	while ((v = htab__next(&rec->stack_idx, h, &cur)))
-		if (!memcmp(rec->stacks[v - 1], st, len))
-			return (uint32_t)v;
+		if (same_stack(rec->stacks[v - 1], st, len))
+			return rec->last_stack = (uint32_t)v;
 	if (rec->nstacks == rec->stacks_cap) {
 		size_t cap = rec->stacks_cap ? rec->stacks_cap * 2 : 1024;
 		struct pytm_stack **n = realloc(rec->stacks, cap * sizeof(*n));
@@ -247,7 +271,7 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev)
 		return 0;
 	}
 	rec->stacks[rec->nstacks++] = copy;
-	return (uint32_t)rec->nstacks;
+	return rec->last_stack = (uint32_t)rec->nstacks;
 }
 
 /* ---- applying events ---- */
@@ -276,7 +300,7 @@ static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint
 	b = pool_at(&rec->blocks, v);
 	b->addr = ev->ptr;
 	b->size = ev->size;
-	b->born = (uint64_t)(mono_now() * 1e9);
+	b->born = rec->now;
 	b->clock = clock;
 	b->flags = is_late(rec, clock) ? PYTM_DOMAIN_LATE : 0;
 	b->stack = b->flags ? 0 : intern(rec, ev);
@@ -314,7 +338,7 @@ static void on_restamp(struct recorder *rec, const struct pytm_rec_event *ev, ui
 	if (b->flags)
 		return;
 	b->stack = intern(rec, ev);
-	b->born = (uint64_t)(mono_now() * 1e9);
+	b->born = rec->now;
 }
 
 static void apply(struct recorder *rec, const struct pytm_ring_slot *s)
@@ -362,6 +386,7 @@ static size_t drain(struct recorder *rec, size_t max)
 	const struct pytm_ring_slot *s;
 	size_t n = 0;
 
+	rec->now = (uint64_t)(mono_now() * 1e9);
 	while (n < max && (s = pytm_ring_peek(rec->h, rec->slots))) {
 		apply(rec, s);
 		pytm_ring_release(rec->h);
