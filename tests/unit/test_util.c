@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "htab.h"
 #include "json.h"
 #include "unit.h"
 #include "util.h"
@@ -295,6 +296,49 @@ static void test_json_numbers(void)
 	      "document '%s'", buf);
 }
 
+/*
+ * The one hash table against a plain array: random adds and removes of
+ * keys that collide on purpose (few distinct hashes), every key found
+ * while stored and not after, the count right, across growth.
+ */
+static void test_htab(void)
+{
+	enum { N = 20000, KEYS = 4096 };
+	static uint8_t in[KEYS + 1];
+	struct htab t;
+	uint64_t seed = 12345, v, k, h;
+	size_t cur, count = 0, i;
+	int bad = 0, found;
+
+	CHECK(htab__init(&t, 16) == 0, "init");
+	for (i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		k = 1 + (seed >> 33) % KEYS;
+		h = k % 97;	/* many keys per hash: long probe runs */
+		if (in[k]) {
+			bad += htab__remove(&t, h, k) != 0;
+			in[k] = 0;
+			count--;
+		} else {
+			bad += htab__add(&t, h, k) != 0;
+			in[k] = 1;
+			count++;
+		}
+		if (i % 1000)
+			continue;
+		for (k = 1; k <= KEYS; k++) {
+			found = 0;
+			cur = 0;
+			while ((v = htab__next(&t, k % 97, &cur)))
+				found |= v == k;
+			bad += found != in[k];
+		}
+	}
+	CHECK(!bad && t.count == count, "%d wrong, count %zu of %zu", bad, t.count, count);
+	CHECK(htab__remove(&t, 5, KEYS + 7) == -ENOENT, "absent key");
+	htab__free(&t);
+}
+
 int main(void)
 {
 	test_utf8();
@@ -302,5 +346,6 @@ int main(void)
 	test_parse_num();
 	test_json_strings();
 	test_json_numbers();
+	test_htab();
 	return unit_done("util");
 }
