@@ -50,7 +50,7 @@ struct pool {
 };
 
 struct code_ent {
-	uint64_t addr;
+	uint64_t addr;			/* first: see find_addr */
 	uint32_t id;
 	uint32_t pad;
 };
@@ -138,15 +138,22 @@ static uint64_t addr_hash(const struct recorder *rec, uint64_t addr)
 
 /* ---- the tables ---- */
 
-static uint32_t block_find(const struct recorder *rec, uint64_t addr)
+/* ADDR's item in table T of pool P (items start with their address); 0: none. */
+static uint32_t find_addr(const struct recorder *rec, const struct htab *t,
+			  const struct pool *p, uint64_t addr)
 {
 	size_t cur = 0;
 	uint64_t v;
 
-	while ((v = htab__next(&rec->live, addr_hash(rec, addr), &cur)))
-		if (((struct recorder_block *)pool_at(&rec->blocks, v))->addr == addr)
+	while ((v = htab__next(t, addr_hash(rec, addr), &cur)))
+		if (*(const uint64_t *)pool_at(p, (uint32_t)v) == addr)
 			return (uint32_t)v;
 	return 0;
+}
+
+static uint32_t block_find(const struct recorder *rec, uint64_t addr)
+{
+	return find_addr(rec, &rec->live, &rec->blocks, addr);
 }
 
 static void account(struct recorder *rec, int64_t delta)
@@ -169,13 +176,7 @@ static void block_drop(struct recorder *rec, uint32_t v)
 
 static uint32_t code_find(const struct recorder *rec, uint64_t addr)
 {
-	size_t cur = 0;
-	uint64_t v;
-
-	while ((v = htab__next(&rec->codes, addr_hash(rec, addr), &cur)))
-		if (((struct code_ent *)pool_at(&rec->code_ents, v))->addr == addr)
-			return (uint32_t)v;
-	return 0;
+	return find_addr(rec, &rec->codes, &rec->code_ents, addr);
 }
 
 /* The session id of the code object at ADDR, read now if new (0: none). */

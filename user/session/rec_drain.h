@@ -35,7 +35,7 @@ struct recorder_opts {
 
 /* One live block as the recorder keeps it. */
 struct recorder_block {
-	uint64_t addr;
+	uint64_t addr;			/* first (rec_drain.c: find_addr) */
 	uint64_t size;
 	uint64_t born;			/* CLOCK_MONOTONIC ns when drained */
 	uint64_t clock;			/* its event's number */
