@@ -16,6 +16,7 @@ struct elf_file {
 	Elf_Scn *dynsym;
 	uint64_t base;
 	uint64_t tls_memsz, tls_align;	/* PT_TLS; 0: none */
+	bool tls_odd;			/* one that does not start aligned */
 };
 
 struct elf_file *elf__open(const char *path)
@@ -54,9 +55,10 @@ struct elf_file *elf__open(const char *path)
 			continue;
 		if (ph.p_type == PT_LOAD && ph.p_vaddr < ef->base)
 			ef->base = ph.p_vaddr & ~(uint64_t)0xfff;
-		if (ph.p_type == PT_TLS && !(ph.p_vaddr & (ph.p_align ? ph.p_align - 1 : 0))) {
+		if (ph.p_type == PT_TLS) {
 			ef->tls_memsz = ph.p_memsz;
 			ef->tls_align = ph.p_align ?: 1;
+			ef->tls_odd = ph.p_vaddr & (ef->tls_align - 1);
 		}
 	}
 	if (ef->base == UINT64_MAX)
@@ -125,6 +127,8 @@ int elf__symbol(struct elf_file *ef, const char *name, uint64_t *addr,
 
 int elf__tls(const struct elf_file *ef, uint64_t *memsz, uint64_t *align)
 {
+	if (ef->tls_odd)
+		return -EINVAL;
 	if (!ef->tls_memsz)
 		return -ENOENT;
 	*memsz = ef->tls_memsz;

@@ -23,7 +23,7 @@ int elf__section(struct elf_file *ef, const char *name, const void **data,
 uint64_t elf__section_addr(struct elf_file *ef, const char *name);
 /*
  * Its thread-local storage template (PT_TLS): size in memory and
- * alignment; -ENOENT if none (or one not aligned at its start).
+ * alignment; -ENOENT if none, -EINVAL if it does not start aligned.
  */
 int elf__tls(const struct elf_file *ef, uint64_t *memsz, uint64_t *align);
 /* Virtual address of the first PT_LOAD segment, page aligned. */

@@ -102,9 +102,8 @@ uint64_t target__symbol(const struct target *t, const char *name)
 	return addr + t->bias;
 }
 
-/* Lowest mapping of PATH: where its first PT_LOAD segment was loaded. */
-static uint64_t load_bias(const struct target *t, const char *path,
-			  const struct elf_file *ef)
+uint64_t target__load_bias(const struct target *t, const char *path,
+			   const struct elf_file *ef)
 {
 	uint64_t lo = UINT64_MAX;
 	int i;
@@ -257,7 +256,7 @@ int target__open(struct target *t, pid_t pid)
 		return -ENOEXEC;
 	}
 	target__host_path(t, t->pymod, t->pymod_host, sizeof(t->pymod_host));
-	t->bias = load_bias(t, t->pymod, t->elf);
+	t->bias = target__load_bias(t, t->pymod, t->elf);
 
 	if (detect_version(t)) {
 		warn("process %d: cannot tell the CPython version of %s", pid, t->pymod);

@@ -48,6 +48,9 @@ int target__refresh_maps(struct target *t);
 int target__read(const struct target *t, uint64_t addr, void *buf, size_t len);
 /* Address of NAME in pymod, in the target's address space; 0 if absent. */
 uint64_t target__symbol(const struct target *t, const char *name);
+/* Load bias of PATH (ELF EF) in T: from its lowest mapping at offset 0; 0 if none. */
+uint64_t target__load_bias(const struct target *t, const char *path,
+			   const struct elf_file *ef);
 /* Mapping that holds ADDR, or NULL. */
 const struct mapping *target__mapping(const struct target *t, uint64_t addr);
 /* Path reachable from here of a file the target sees as PATH. */

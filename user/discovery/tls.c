@@ -4,6 +4,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include "elf.h"
 #include "target.h"
 #include "tls.h"
@@ -87,21 +90,130 @@ static bool agree(const struct target *t, const struct thread *th, int n, int64_
 }
 
 /*
- * The executable's own TLS block ends at the thread pointer (x86-64,
- * TLS variant II: the first module's block is the one right below it,
- * at its size rounded up to its alignment), so a variable of the
- * executable (CPython linked into it, as pyenv's and Debian's are) is at
- * its offset in the template minus that: no thread needs to run Python.
+ * Where the dynamic linker put each module's static TLS block: below the
+ * thread pointer (x86-64, TLS variant II), module by module in the order
+ * they were loaded at start (the link map's), each at its size rounded
+ * up to its alignment past the previous ones, or in a gap the alignment
+ * left, as glibc lays them out (_dl_determine_tlsoffset). From outside:
+ * the link map through the dynamic linker's _r_debug, each module's
+ * PT_TLS from its file. CPython's module (the executable, or libpython
+ * loaded at start) gives _Py_tss_tstate's offset: its place in the
+ * template less its block's offset. No thread needs to run Python.
  */
+#define MAX_MODULES	1024
+
+struct tls_layout {
+	uint64_t offset, freetop, freebottom;
+};
+
+static uint64_t roundup(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) / a * a;
+}
+
+/* The next module's block (MEMSZ, ALIGN): its offset below the thread pointer. */
+static uint64_t tls_place(struct tls_layout *l, uint64_t memsz, uint64_t align)
+{
+	uint64_t off;
+
+	if (l->freebottom - l->freetop >= memsz) {
+		off = roundup(l->freetop + memsz, align);
+		if (off <= l->freebottom) {
+			l->freetop = off;
+			return off;
+		}
+	}
+	off = roundup(l->offset + memsz, align);
+	if (off > l->offset + memsz + (l->freebottom - l->freetop)) {
+		l->freetop = l->offset;
+		l->freebottom = off - memsz;
+	}
+	l->offset = off;
+	return off;
+}
+
+static int read_str(const struct target *t, uint64_t addr, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i++)
+		if (target__read(t, addr + i, buf + i, 1) || !buf[i])
+			return buf[i] ? -EFAULT : 0;
+	return -ENAMETOOLONG;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* CPython's block offset from the link map, into *OFF. */
+static int python_block(const struct target *t, uint64_t *off)
+{
+	char name[PATH_MAX], host[PATH_MAX];
+	struct tls_layout l = { 0 };
+	const struct mapping *ld = NULL;
+	struct elf_file *ef;
+	uint64_t r_debug, lm, name_at, memsz, align, place;
+	const char *base;
+	int i, err;
+
+	for (i = 0; i < t->nmaps && !ld; i++) {
+		base = t->maps[i].path ? strrchr(t->maps[i].path, '/') : NULL;
+		if (base && !strncmp(base + 1, "ld-linux", 8) && t->maps[i].offset == 0)
+			ld = &t->maps[i];
+	}
+	if (!ld)
+		return -ENOENT;
+	target__host_path(t, ld->path, host, sizeof(host));
+	ef = elf__open(host);
+	err = ef && !elf__symbol(ef, "_r_debug", &r_debug, NULL) ? 0 : -ENOENT;
+	if (!err)
+		r_debug += target__load_bias(t, ld->path, ef);
+	elf__close(ef);
+	/* struct r_debug: int r_version; struct link_map *r_map; ... */
+	if (err || target__read(t, r_debug + 8, &lm, sizeof(lm)))
+		return -ENOENT;
+	/* struct link_map: l_addr, l_name, l_ld, l_next, l_prev (the public part) */
+	for (i = 0; lm && i < MAX_MODULES; i++) {
+		if (target__read(t, lm + 8, &name_at, sizeof(name_at)) ||
+		    read_str(t, name_at, name, sizeof(name)))
+			return -EIO;
+		if (!name[0] && i == 0)
+			snprintf(name, sizeof(name), "%s", t->exe);	/* the program */
+		if (strchr(name, '/')) {
+			target__host_path(t, name, host, sizeof(host));
+			ef = elf__open(host);
+			if (!ef)
+				return -EIO;	/* a module we cannot read: no layout */
+			err = elf__tls(ef, &memsz, &align);
+			elf__close(ef);
+			if (err == -EINVAL)
+				return err;	/* not the simple case: leave it */
+			if (!err) {
+				place = tls_place(&l, memsz, align);
+				if (same_file(host, t->pymod_host)) {
+					*off = place;
+					return 0;
+				}
+			}
+		}	/* else the vDSO: no TLS */
+		if (target__read(t, lm + 24, &lm, sizeof(lm)))
+			return -EIO;
+	}
+	return -ENOENT;		/* loaded later (dlopen): dynamic TLS */
+}
+
 static int from_elf(const struct target *t, int64_t *out)
 {
-	uint64_t sym, size, memsz, align;
+	uint64_t sym, block;
 
-	if (strcmp(t->pymod, t->exe) || !t->elf ||
-	    elf__symbol(t->elf, "_Py_tss_tstate", &sym, &size) ||
-	    elf__tls(t->elf, &memsz, &align) || sym + 8 > memsz)
+	if (!t->elf || elf__symbol(t->elf, "_Py_tss_tstate", &sym, NULL) ||
+	    python_block(t, &block) || sym + 8 > block)
 		return -ENOENT;
-	*out = (int64_t)sym - (int64_t)((memsz + align - 1) / align * align);
+	*out = (int64_t)sym - (int64_t)block;
 	return 0;
 }
 
@@ -123,11 +235,22 @@ int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int
 	if (!th)
 		return -ENOMEM;
 	n = threads(t, o, th, MAX_THREADS);
-	/* The template's offset, if the threads do not contradict it. */
+	/*
+	 * The layout's offset, once a thread is seen there with its own state
+	 * (a module loaded later has its TLS elsewhere: never seen there), if
+	 * no thread contradicts it.
+	 */
 	if (!from_elf(t, &off) && agree(t, th, n, off)) {
-		free(th);
-		*out = off;
-		return 0;
+		for (i = 0; i < n; i++) {
+			uint64_t v;
+
+			if (!target__read(t, th[i].tp + (uint64_t)off, &v, sizeof(v)) &&
+			    v == th[i].tstate) {
+				free(th);
+				*out = off;
+				return 0;
+			}
+		}
 	}
 	off = INT64_MIN;
 	for (i = 0; i < n && off == INT64_MIN; i++) {
