@@ -2,15 +2,14 @@
 /*
  * The tracer's side of the in-target recorder (issue #12): a thread that
  * drains one process's ring (page/ring.h) into a table of live blocks kept
- * here, with no fixed cap, merged in order with what went BPF's way when
- * the ring was full (tombstones, see page/sampler.c). Snapshots read the
- * table (user/resolution/collect.c) next to the BPF map, which holds the
- * blocks recorded BPF's way.
+ * here, with no fixed cap, merged in order with the frees that went BPF's
+ * way when the ring was full (tombstones, see page/sampler.c). Snapshots
+ * read the table (user/resolution/collect.c) next to the BPF map, which
+ * holds the blocks BPF recorded (no thread state, or the ring full).
  */
 #ifndef __PYTM_REC_DRAIN_H
 #define __PYTM_REC_DRAIN_H
 
-#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "pytm.h"
