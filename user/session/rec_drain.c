@@ -19,6 +19,7 @@
  * address is another code object afterwards.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
