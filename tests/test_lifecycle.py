@@ -17,19 +17,15 @@ from conftest import (T_START, T_STOP, T_WORK, agreement, batch_result,
                       snaptool, snaptool_raw, top_block)
 
 
-# recorder-return: "return" with --recorder (the freeze read from its ring)
-EXIT_WAYS = ["return", "_exit", "killed", "recorder-return"]
+EXIT_WAYS = ["return", "_exit", "killed"]
 
 
 def exit_run(procs, python, outdir, how):
     out = os.path.join(outdir, "exit.pytm")
-    rec = ["--recorder"] if how.startswith("recorder-") else []
-    how = how[len("recorder-"):] if rec else how
     tgt = procs.target(python, "wl_exit.py",
                        ["wait" if how == "killed" else how])
     tgt.expect("ready", timeout=T_START)
-    tr = procs.tracer(["-p", tgt.pid, "--frames", 5, "--top", 10, "-o", out] +
-                      rec)
+    tr = procs.tracer(["-p", tgt.pid, "--frames", 5, "--top", 10, "-o", out])
     tr.wait_tracing()
     tgt.send("go")
     tgt.expect("working")
@@ -129,10 +125,8 @@ def reattach_run(procs, python, outdir, first_end):
     want = -signal.SIGKILL if killed else 0
     assert rc == want, "first pytm-bpf rc=%s %r" % (rc, err)
 
-    # After a killed recorder the BPF walk; after one detached, another.
-    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours] +
-                          (["--recorder"] if first_end == "recorder-sigint"
-                           else []))
+    # After a killed recorder, another: its page left recording, its ring.
+    second = procs.tracer(["-p", tgt.pid, "--frames", 1, "-o", ours] + rec)
     second.wait_tracing()
     run = finish_traced(second, tgt, ours)
     check_run(run)
@@ -140,15 +134,15 @@ def reattach_run(procs, python, outdir, first_end):
     return run, fig, summary
 
 
-REATTACH = ["sigkill", "sigint", "recorder-sigkill", "recorder-sigint"]
+REATTACH = ["sigkill", "sigint", "recorder-sigkill"]
 
 
 @pytest.mark.parametrize("first_end", REATTACH)
 def test_reattach(python, tmp_path_factory, first_end):
     """A second pytm-bpf on the same target after the first one ended
-    (killed, or detached normally) still agrees with tracemalloc; after a
-    --recorder one (its page left recording, or its ring left for the
-    next), the BPF walk, and --recorder again on the ring it left."""
+    (killed, or detached normally) still agrees with tracemalloc; so does
+    a --recorder one after a --recorder one was killed (its page left
+    recording, its ring taken over)."""
     def make_jobs():
         return dict((e, isolated(reattach_run, python,
                                  str(tmp_path_factory.mktemp("reattach")), e))
