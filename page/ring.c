@@ -59,19 +59,30 @@ void pytm_ring_publish(struct pytm_ring_slot *s, uint64_t pos)
 	STORE_REL(&s->seq, pos + 1);
 }
 
+const struct pytm_ring_slot *pytm_ring_peek_at(const struct pytm_ring_hdr *h,
+					       const uint8_t *slots, uint64_t pos)
+{
+	uint64_t n = LOAD(&h->slots);
+	const struct pytm_ring_slot *s;
+
+	s = (const struct pytm_ring_slot *)(slots + (pos & (n - 1)) * LOAD(&h->slot_size));
+	/* Acquire: the producer's writes to the slot are seen. */
+	return LOAD_ACQ(&s->seq) == pos + 1 ? s : 0;
+}
+
+void pytm_ring_release_to(struct pytm_ring_hdr *h, uint64_t pos)
+{
+	/* Release: done reading the slots before a producer may claim them again. */
+	STORE_REL(&h->tail, pos);
+}
+
 const struct pytm_ring_slot *pytm_ring_peek(const struct pytm_ring_hdr *h,
 					    const uint8_t *slots)
 {
-	uint64_t t = LOAD(&h->tail), n = LOAD(&h->slots);
-	const struct pytm_ring_slot *s;
-
-	s = (const struct pytm_ring_slot *)(slots + (t & (n - 1)) * LOAD(&h->slot_size));
-	/* Acquire: the producer's writes to the slot are seen. */
-	return LOAD_ACQ(&s->seq) == t + 1 ? s : 0;
+	return pytm_ring_peek_at(h, slots, LOAD(&h->tail));
 }
 
 void pytm_ring_release(struct pytm_ring_hdr *h)
 {
-	/* Release: done reading the slot before a producer may claim it again. */
-	STORE_REL(&h->tail, LOAD(&h->tail) + 1);
+	pytm_ring_release_to(h, LOAD(&h->tail) + 1);
 }

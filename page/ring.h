@@ -69,5 +69,14 @@ void pytm_ring_publish(struct pytm_ring_slot *s, uint64_t pos);
 const struct pytm_ring_slot *pytm_ring_peek(const struct pytm_ring_hdr *h,
 					    const uint8_t *slots);
 void pytm_ring_release(struct pytm_ring_hdr *h);
+/*
+ * The same a run at a time: the slot at POS (from the tail on), and the
+ * tail moved to POS once done with every slot before it. Producers read
+ * the tail at every claim: moving it once per run keeps its cache line
+ * from going back and forth between the consumer's core and theirs.
+ */
+const struct pytm_ring_slot *pytm_ring_peek_at(const struct pytm_ring_hdr *h,
+					       const uint8_t *slots, uint64_t pos);
+void pytm_ring_release_to(struct pytm_ring_hdr *h, uint64_t pos);
 
 #endif /* __PYTM_RING_H */

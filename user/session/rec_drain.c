@@ -37,6 +37,7 @@
 #define IDLE_MAX_NS	4000000		/* twice as long each time up to this (a
 					 * ring of 8 MiB takes longer to fill) */
 #define RETRY_NS	20000000	/* between two retries (recorder_opts) */
+#define RELEASE_RUN	256		/* slots read before the tail moves */
 
 struct tomb {
 	uint64_t addr, clock, head;
@@ -386,14 +387,19 @@ static void tombs_apply(struct recorder *rec)
 static size_t drain(struct recorder *rec, size_t max)
 {
 	const struct pytm_ring_slot *s;
+	uint64_t pos = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED);
 	size_t n = 0;
 
 	rec->now = (uint64_t)(mono_now() * 1e9);
-	while (n < max && (s = pytm_ring_peek(rec->h, rec->slots))) {
+	while (n < max && (s = pytm_ring_peek_at(rec->h, rec->slots, pos))) {
 		apply(rec, s);
-		pytm_ring_release(rec->h);
-		n++;
+		pos++;
+		/* The tail a run at a time: producers read it at every claim. */
+		if (!(++n & (RELEASE_RUN - 1)))
+			pytm_ring_release_to(rec->h, pos);
 	}
+	if (n & (RELEASE_RUN - 1))
+		pytm_ring_release_to(rec->h, pos);
 	if (rec->tomb0 < rec->ntombs)
 		tombs_apply(rec);
 	return n;
