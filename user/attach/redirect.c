@@ -601,25 +601,33 @@ static uint64_t inherited_page(const struct target *t, const uint64_t funcs[REDI
  * by a tracer that died stops (page/sampler.c reads rec.ring each call).
  */
 #define RING_NAME	"pytm-bpf-ring"
+/*
+ * Rings are mapped at least this long, whatever their slots, so that the
+ * next attach finds one it can take whatever --frames it asks for (a ring
+ * of another length would be a new one each time, and the target keeps
+ * them all).
+ */
+#define RING_MIN_LEN	((8u << 20) + 4096)
 
 static int setup_recorder(struct redirect *rd, const struct target *t,
 			  const struct redirect_opts *o)
 {
 	struct pytm_page_rec rec = { 0 };
 	struct pytm_ring_hdr *h;
-	size_t slot;
+	size_t slot, used;
 	int err;
 
 	if (o->record) {
 		rec = o->rec;
 		slot = PYTM_REC_SLOT_SIZE(rec.max_frames);
-		err = inject__shared(t->pid, RING_NAME,
-				     PYTM_RING_SLOTS_OFF + (size_t)o->ring_slots * slot, &rd->ring);
+		used = PYTM_RING_SLOTS_OFF + (size_t)o->ring_slots * slot;
+		err = inject__shared(t->pid, RING_NAME, used > RING_MIN_LEN ? used : RING_MIN_LEN,
+				     &rd->ring);
 		if (err) {
 			warn("process %d: no ring for the recorder: %s", t->pid, error__last());
 			return err;
 		}
-		memset(rd->ring.mem, 0, rd->ring.len);
+		memset(rd->ring.mem, 0, used);
 		h = rd->ring.mem;
 		h->slots = o->ring_slots;
 		h->slot_size = slot;

@@ -975,14 +975,20 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 			"was then\n");
 	}
 	fprintf(out, "Lost events:");
-	if (c.lost_full) {
+	if (c.lost_full && tr->rec) {
+		/* Recorded by BPF, but their frees will not pass its site. */
+		fprintf(out, " recorder's set full=%llu (blocks whose free goes unseen)",
+			(unsigned long long)c.lost_full);
+		any = true;
+	} else if (c.lost_full) {
 		report__format_size(lostb, sizeof(lostb), (double)c.lost_bytes, false);
 		fprintf(out, " sampled-block set full=%llu (~%s)", (unsigned long long)c.lost_full,
 			lostb);
 		any = true;
 	}
 	if (c.realloc_failed) {
-		fprintf(out, "%s sampled block's realloc failed=%llu", any ? "," : "",
+		fprintf(out, "%s %s realloc failed=%llu", any ? "," : "",
+			tr->rec ? "a block's" : "sampled block's",
 			(unsigned long long)c.realloc_failed);
 		any = true;
 	}
