@@ -412,9 +412,9 @@ INLINE void pg_leave(int d)
  *    block in order (the allocation is in the ring, maybe not yet read).
  * Code objects: the set holds each one the ring has shown (address | 1);
  * a frame of one not in it is flagged, so that the tracer reads it (it is
- * alive: its frame runs), and goes into the set once its event is
- * published, so that any later event that finds it there is behind the
- * event that flagged it. Its free takes it out: a new code object at the
+ * alive: its frame runs), and goes into the set then, its event's slot
+ * already claimed, so that any later event that finds it there is behind
+ * the event that flagged it. Its free takes it out: a new code object at the
  * same address is flagged again.
  * A tracer that stopped draining (killed): after STALL full rings in a
  * row with the consumer's tail unmoved, the page disarms itself, and
@@ -422,7 +422,7 @@ INLINE void pg_leave(int d)
  */
 #define STALL	(1u << 20)
 
-INLINE uint64_t pg_tstate(int d)
+INLINE uint64_t pg_tstate(void)
 {
 	const struct pytm_offsets *off = &pytm_rec.off;
 	uint64_t ts;
@@ -432,7 +432,6 @@ INLINE uint64_t pg_tstate(int d)
 		return pytm_rec_tstate(off, 0, LOAD(&pytm_rec.tls), 0);
 	/* Until 3.11 the GIL holder's: ours if it holds the GIL (a raw call may not). */
 	ts = pytm_rec_tstate(off, LOAD(&pytm_rec.runtime), 0, 1);
-	(void)d;
 	if (ts && *(const volatile uint64_t *)(ts + off->tstate_thread_id) != pg_self())
 		return 0;
 	return ts;
@@ -460,7 +459,7 @@ CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 	struct pytm_rec_event *out;
 	struct pytm_ring_slot *s;
 	uint64_t pos;
-	uint32_t i, fresh = 0;
+	uint32_t i;
 
 	s = pytm_rec_begin(h, (uint8_t *)LOAD(&pytm_rec.slots), &pytm_rec.off,
 			   LOAD(&pytm_rec.max_frames), LOAD(&pytm_rec.max_total), tstate,
@@ -473,13 +472,11 @@ CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 	for (i = 0; i < out->nframe; i++) {
 		if (!pg_has(out->frames[i].code | 1)) {
 			out->frames[i].pad = PYTM_REC_NEW_CODE;
-			fresh++;
+			pg_insert(out->frames[i].code | 1);	/* full: flagged again later */
 		}
 	}
+	/* Not read after this: the slot is the tracer's, then another event's. */
 	pytm_ring_publish(s, pos);
-	for (i = 0; fresh && i < out->nframe; i++)
-		if (out->frames[i].pad == PYTM_REC_NEW_CODE && !pg_has(out->frames[i].code | 1))
-			pg_insert(out->frames[i].code | 1);	/* full: flagged again later */
 	return 1;
 }
 
@@ -499,7 +496,7 @@ CALLED void pg_rec_alloc(int d, void *p, uint64_t size)
 		return;
 	if (d == OBJ)
 		STORE(&pytm_ctl.last_new, (uint64_t)p);	/* see pytm_reftrace */
-	ts = pg_tstate(d);
+	ts = pg_tstate();
 	if (!ts || !pg_rec(PYTM_REC_ALLOC, d, (uint64_t)p, size, ts))
 		pg_rec_bpf_alloc((uint64_t)p, size);
 }
@@ -761,7 +758,7 @@ int pytm_reftrace(void *op, int event, void *data)
 		return ret;
 	} else if (mode == ARMED && LOAD(&pytm_rec.ring) && !pg_has(ptr)) {
 		/* Recording, and not a block BPF has: the tracer re-stamps it. */
-		uint64_t ts = pg_tstate(OBJ);
+		uint64_t ts = pg_tstate();
 
 		if (ts && pg_rec(PYTM_REC_RESTAMP, OBJ, ptr, 0, ts))
 			return ret;

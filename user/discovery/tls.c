@@ -132,13 +132,21 @@ static uint64_t tls_place(struct tls_layout *l, uint64_t memsz, uint64_t align)
 	return off;
 }
 
+/* The string at ADDR, read up to each page's end at once (the next may be unmapped). */
 static int read_str(const struct target *t, uint64_t addr, char *buf, size_t len)
 {
-	size_t i;
+	size_t done = 0, n;
 
-	for (i = 0; i + 1 < len; i++)
-		if (target__read(t, addr + i, buf + i, 1) || !buf[i])
-			return buf[i] ? -EFAULT : 0;
+	while (done + 1 < len) {
+		n = PAGE - ((addr + done) & (PAGE - 1));
+		if (n > len - 1 - done)
+			n = len - 1 - done;
+		if (target__read(t, addr + done, buf + done, n))
+			return -EFAULT;
+		if (memchr(buf + done, '\0', n))
+			return 0;
+		done += n;
+	}
 	return -ENAMETOOLONG;
 }
 

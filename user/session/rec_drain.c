@@ -605,7 +605,6 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&rec->lock);
-	rec->bpf_current = bpf_current;
 	out->current = rec->current;
 	out->peak = rec->peak > rec->current + bpf_current ? rec->peak :
 		    rec->current + bpf_current;

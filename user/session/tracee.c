@@ -414,8 +414,8 @@ static uint64_t ref_tracer_slot(struct tracee *tr)
 
 /*
  * 3.12+: where the in-target recorder will find thread states (see
- * tls.h), said under -v. Not used yet (issue #12): only looked for under
- * -v, so that attaching does not pay for it meanwhile.
+ * tls.h): needed by --recorder, else only said under -v, so that other
+ * attaches do not pay for it.
  */
 static int64_t find_tls(struct tracee *tr, bool need)
 {
