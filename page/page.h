@@ -74,6 +74,11 @@ struct pytm_page_ctl {
 	uint64_t stall_count;		/* full rings in a row since, tail unmoved */
 	uint64_t restamp_lost;		/* an object made in a recorded block,
 					 * the ring full: not re-stamped */
+	/* line 3: the recorder's waits for room in a full ring (pg_rec_wait) */
+	uint64_t wait_tail;		/* the tail + 1 when a wait last gave up */
+	uint64_t waits;			/* waits that found room */
+	uint64_t wait_timeouts;		/* waits that gave up: BPF's way */
+	uint64_t pad3[5];
 };
 
 /*
@@ -145,7 +150,7 @@ struct pytm_page_rec {
 #define PYTM_TPFLAGS_HAVE_GC		(1ULL << 14)
 #define PYTM_TPFLAGS_TUPLE_SUBCLASS	(1ULL << 26)
 
-_Static_assert(sizeof(struct pytm_page_ctl) == 192, "ctl: three cache lines");
+_Static_assert(sizeof(struct pytm_page_ctl) == 256, "ctl: four cache lines");
 _Static_assert(sizeof(struct pytm_page_keep) == 128, "keep: two cache lines");
 _Static_assert(PYTM_DATA_KEEP + sizeof(struct pytm_page_keep) <= PYTM_DATA_REC &&
 	       PYTM_DATA_REC + sizeof(struct pytm_page_rec) <= PYTM_DATA_COUNTS,

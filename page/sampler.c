@@ -421,6 +421,7 @@ INLINE void pg_leave(int d)
  * costs a load and a jump per call until the next attach.
  */
 #define STALL	(1u << 20)
+#define WAIT_TSC	(1u << 16)	/* ~25 us at 2.5 GHz */
 
 INLINE uint64_t pg_tstate(void)
 {
@@ -450,6 +451,33 @@ COLD void pg_rec_stalled(struct pytm_ring_hdr *h)
 		STORE(&pytm_ctl.armed, 0);	/* nobody drains: stop */
 }
 
+/*
+ * The ring is full: wait for the tracer to make room, up to WAIT_TSC
+ * cycles; 1 if it did. Going BPF's way costs a kernel entry and a walk
+ * there (microseconds), and fills the set, which a heap growing faster
+ * than the drain would overflow: a short wait for a drain that keeps
+ * moving costs less. A tracer that did not move its tail in a whole wait
+ * (stopped, killed, busy) is not waited for again until it does.
+ */
+COLD int pg_rec_wait(struct pytm_ring_hdr *h)
+{
+	uint64_t n = LOAD(&h->slots), t0;
+
+	if (LOAD(&h->tail) + 1 == LOAD(&pytm_ctl.wait_tail))
+		return 0;
+	t0 = __builtin_ia32_rdtsc();
+	do {
+		__builtin_ia32_pause();
+		if (LOAD(&h->head) - LOAD(&h->tail) < n) {
+			ADD(&pytm_ctl.waits, 1);
+			return 1;
+		}
+	} while (__builtin_ia32_rdtsc() - t0 < WAIT_TSC);
+	STORE(&pytm_ctl.wait_tail, LOAD(&h->tail) + 1);
+	ADD(&pytm_ctl.wait_timeouts, 1);
+	return 0;
+}
+
 /* Record KIND for PTR in the ring; 0 if it is full. */
 CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 {
@@ -459,11 +487,13 @@ CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 	struct pytm_rec_event *out;
 	struct pytm_ring_slot *s;
 	uint64_t pos;
-	uint32_t i;
+	uint32_t i, tries = 0;
 
-	s = pytm_rec_begin(h, (uint8_t *)LOAD(&pytm_rec.slots), &pytm_rec.off,
-			   LOAD(&pytm_rec.max_frames), LOAD(&pytm_rec.max_total), tstate,
-			   &ev, &pos);
+	do {
+		s = pytm_rec_begin(h, (uint8_t *)LOAD(&pytm_rec.slots), &pytm_rec.off,
+				   LOAD(&pytm_rec.max_frames), LOAD(&pytm_rec.max_total),
+				   tstate, &ev, &pos);
+	} while (!s && ++tries < 4 && pg_rec_wait(h));	/* others may take the room */
 	if (!s) {
 		pg_rec_stalled(h);
 		return 0;

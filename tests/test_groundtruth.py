@@ -139,13 +139,14 @@ def recorder_footer(run):
     """The figures of pytm-bpf's "Recorder:" line."""
     import re
     text = run.stdout.decode(errors="replace")
-    m = re.search(r"Recorder: (\d+) events from its ring \(full (\d+) times\), "
+    m = re.search(r"Recorder: (\d+) events from its ring \(full (\d+) times: "
+                  r"waited (\d+), gave up (\d+)\), "
                   r"(\d+) code objects, (\d+) live blocks; BPF's way: (\d+) "
                   r"allocations, (\d+) frees \((\d+) when the ring was full\)",
                   text)
     assert m, "no Recorder line: " + run.describe()
-    keys = ("events", "full", "codes", "blocks", "bpf_allocs", "bpf_frees",
-            "tombs")
+    keys = ("events", "full", "waited", "gave_up", "codes", "blocks",
+            "bpf_allocs", "bpf_frees", "tombs")
     return dict(zip(keys, map(int, m.groups())))
 
 

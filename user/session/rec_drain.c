@@ -37,7 +37,9 @@
 #define IDLE_MAX_NS	4000000		/* twice as long each time up to this (a
 					 * ring of 8 MiB takes longer to fill) */
 #define RETRY_NS	20000000	/* between two retries (recorder_opts) */
-#define RELEASE_RUN	256		/* slots read before the tail moves */
+#define RELEASE_RUN	256		/* slots read before the tail moves, */
+#define RELEASE_FULL	16		/* or this many when the ring is more than
+					 * half full: producers may be waiting */
 
 struct tomb {
 	uint64_t addr, clock, head;
@@ -49,6 +51,53 @@ struct pool {
 	size_t size, n, cap;
 	uint32_t *free;
 	size_t nfree, free_cap;
+};
+
+
+/*
+ * ---- the live blocks ----
+ *
+ * Millions of them, with tracemalloc's own memory per trace as the bar,
+ * and the drain may not pause to grow while producers wait on it: so not
+ * the generic htab (16-byte slots, at most half full, rehashed at once).
+ * Entries of 32 bytes in chunks that never move (a free one's `stack` links
+ * the free list), found through an index of 4-byte slots: a 4-bit tag of
+ * the hash above the entry's number + 1 in 28 bits. Linear probing; a
+ * removed slot becomes GONE (probes go on past it, inserts reuse it). When
+ * used and GONE slots pass 3/4, a new index sized for the live entries
+ * takes the inserts, and the old one's slots move over a few per insert
+ * (lookups look in both meanwhile): no insert pays for a whole rehash.
+ */
+#define LIVE_CHUNK_SHIFT	16
+#define LIVE_CHUNK		(1u << LIVE_CHUNK_SHIFT)
+#define LIVE_NUM_BITS		28
+#define LIVE_NUM_MASK		((1u << LIVE_NUM_BITS) - 1)
+#define LIVE_MAX		(LIVE_NUM_MASK - 1)	/* entries: GONE's number is not one */
+#define LIVE_GONE		0xffffffffu
+#define LIVE_MOVE		8		/* old slots moved per insert */
+#define LIVE_MIN_SLOTS		1024
+
+struct live_ent {
+	uint64_t addr;			/* 0: free */
+	uint64_t size;
+	uint64_t clock : 62;		/* its event's number */
+	uint64_t late : 1;		/* PYTM_DOMAIN_LATE */
+	uint64_t gone : 1;		/* PYTM_DOMAIN_GONE */
+	uint32_t stack;			/* index + 1 in the stacks; free: next free + 1 */
+	uint32_t born_ms;		/* drained, ms after the recorder started */
+};
+_Static_assert(sizeof(struct live_ent) == 32, "live entries: 32 bytes");
+
+struct live {
+	struct live_ent **chunks;
+	size_t nchunks;
+	uint32_t n;			/* entries handed out */
+	uint32_t free;			/* first free entry + 1 */
+	size_t count;			/* live entries */
+	uint32_t *idx;			/* the index inserts go to */
+	size_t mask, used;		/* its slots - 1; slots used or GONE */
+	uint32_t *old;			/* the index being moved out; NULL: none */
+	size_t old_mask, moved;		/* its slots - 1; slots moved so far */
 };
 
 struct code_ent {
@@ -67,8 +116,8 @@ struct recorder {
 	pthread_mutex_t lock;
 	pthread_mutex_t r_lock;		/* innermost: around the resolver */
 	uint64_t seed;
-	struct htab live;		/* hash(addr) -> block index + 1 */
-	struct pool blocks;
+	struct live live;
+	uint64_t start_ns;		/* born_ms counts from this */
 	struct htab codes;		/* hash(addr) -> code index + 1 */
 	struct pool code_ents;
 	struct htab stack_idx;		/* hash(frames) -> stack index + 1 */
@@ -83,7 +132,7 @@ struct recorder {
 	uint64_t now;			/* CLOCK_MONOTONIC ns of this drain batch */
 	uint32_t last_stack;		/* the stack interned last (index + 1) */
 	struct { uint64_t addr; uint32_t id; } code_cache[256];	/* code_id's */
-	uint64_t events, ncodes, ntombs_seen, nblocks;
+	uint64_t events, ncodes, ntombs_seen, lost;
 	struct pytm_stack *scratch;
 };
 
@@ -140,7 +189,184 @@ static uint64_t addr_hash(const struct recorder *rec, uint64_t addr)
 
 /* ---- the tables ---- */
 
-/* ADDR's item in table T of pool P (items start with their address); 0: none. */
+static struct live_ent *live_at(const struct live *l, uint32_t num1)
+{
+	uint32_t i = num1 - 1;
+
+	return &l->chunks[i >> LIVE_CHUNK_SHIFT][i & (LIVE_CHUNK - 1)];
+}
+
+static uint32_t live_tag(uint64_t h)
+{
+	return (uint32_t)(h >> 60) << LIVE_NUM_BITS;
+}
+
+/* ADDR's slot (hash H) in index IDX; NULL: none. */
+static uint32_t *live_probe(const struct live *l, uint32_t *idx, size_t mask, uint64_t h,
+			    uint64_t addr)
+{
+	uint32_t tag = live_tag(h), v;
+	size_t i;
+
+	/* It ends: an index is never more than 3/4 used. */
+	for (i = h & mask; (v = idx[i]); i = (i + 1) & mask)
+		if (v != LIVE_GONE && (v & ~LIVE_NUM_MASK) == tag &&
+		    live_at(l, v & LIVE_NUM_MASK)->addr == addr)
+			return &idx[i];
+	return NULL;
+}
+
+static uint32_t *live_find(const struct recorder *rec, uint64_t addr)
+{
+	const struct live *l = &rec->live;
+	uint64_t h = addr_hash(rec, addr);
+	uint32_t *s = live_probe(l, l->idx, l->mask, h, addr);
+
+	if (!s && l->old)
+		s = live_probe(l, l->old, l->old_mask, h, addr);
+	return s;
+}
+
+/* V into the first empty or GONE slot from H's (its key is in no index): 1 if empty. */
+static int live_put(uint32_t *idx, size_t mask, uint64_t h, uint32_t v)
+{
+	size_t i;
+	int was_empty;
+
+	for (i = h & mask; idx[i] && idx[i] != LIVE_GONE; i = (i + 1) & mask)
+		;
+	was_empty = !idx[i];
+	idx[i] = v;
+	return was_empty;
+}
+
+/* Up to K of the old index's slots into the new one. */
+static void live_move(const struct recorder *rec, struct live *l, size_t k)
+{
+	uint32_t v;
+
+	for (; k && l->old; k--) {
+		v = l->old[l->moved];
+		if (v && v != LIVE_GONE) {
+			l->used += live_put(l->idx, l->mask,
+					    addr_hash(rec, live_at(l, v & LIVE_NUM_MASK)->addr), v);
+			l->old[l->moved] = LIVE_GONE;	/* probes of the old go on past it */
+		}
+		if (l->moved++ == l->old_mask) {
+			free(l->old);
+			l->old = NULL;
+		}
+	}
+}
+
+/*
+ * A new index at most half full with the live entries (and at least half
+ * the old one's size): with LIVE_MOVE slots moved per insert, the old one
+ * is gone before the new one is 5/8 used, so moves never overlap.
+ */
+static int live_grow(const struct recorder *rec, struct live *l)
+{
+	size_t slots = LIVE_MIN_SLOTS;
+	uint32_t *n;
+
+	live_move(rec, l, SIZE_MAX);
+	while (slots / 2 < l->count + 1)
+		slots *= 2;
+	if (slots < (l->mask + 1) / 2)
+		slots = (l->mask + 1) / 2;
+	n = calloc(slots, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	l->old = l->idx;
+	l->old_mask = l->mask;
+	l->moved = 0;
+	l->idx = n;
+	l->mask = slots - 1;
+	l->used = 0;
+	return 0;
+}
+
+/* A free entry's number + 1; 0: none (out of memory, or LIVE_MAX). */
+static uint32_t live_new(struct live *l)
+{
+	struct live_ent **c;
+	uint32_t num1 = l->free;
+
+	if (num1) {
+		l->free = live_at(l, num1)->stack;
+		return num1;
+	}
+	if (l->n >= LIVE_MAX)
+		return 0;
+	if ((l->n >> LIVE_CHUNK_SHIFT) == l->nchunks) {
+		c = realloc(l->chunks, (l->nchunks + 1) * sizeof(*c));
+		if (!c)
+			return 0;
+		l->chunks = c;
+		c[l->nchunks] = malloc(LIVE_CHUNK * sizeof(**c));
+		if (!c[l->nchunks])
+			return 0;
+		l->nchunks++;
+	}
+	return ++l->n;
+}
+
+/* A new entry for ADDR (in no index); NULL: no memory. */
+static struct live_ent *live_insert(struct recorder *rec, uint64_t addr)
+{
+	struct live *l = &rec->live;
+	uint64_t h = addr_hash(rec, addr);
+	struct live_ent *e;
+	uint32_t num1;
+
+	if ((l->used + 1) * 4 > (l->mask + 1) * 3 && live_grow(rec, l))
+		return NULL;
+	num1 = live_new(l);
+	if (!num1)
+		return NULL;
+	e = live_at(l, num1);
+	e->addr = addr;
+	l->used += live_put(l->idx, l->mask, h, live_tag(h) | num1);
+	l->count++;
+	live_move(rec, l, LIVE_MOVE);
+	return e;
+}
+
+static void live_remove(struct live *l, uint32_t *slot)
+{
+	uint32_t num1 = *slot & LIVE_NUM_MASK;
+	struct live_ent *e = live_at(l, num1);
+
+	*slot = LIVE_GONE;
+	e->addr = 0;
+	e->stack = l->free;
+	l->free = num1;
+	l->count--;
+}
+
+/* Empty, keeping its memory. */
+static void live_clear(struct live *l)
+{
+	free(l->old);
+	l->old = NULL;
+	memset(l->idx, 0, (l->mask + 1) * sizeof(*l->idx));
+	l->used = l->count = 0;
+	l->n = l->free = 0;
+}
+
+static void live_free(struct live *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->nchunks; i++)
+		free(l->chunks[i]);
+	free(l->chunks);
+	free(l->idx);
+	free(l->old);
+	memset(l, 0, sizeof(*l));
+}
+
+/* ITEM's number + 1 in table T of pool P (items start with their address); 0: none. */
 static uint32_t find_addr(const struct recorder *rec, const struct htab *t,
 			  const struct pool *p, uint64_t addr)
 {
@@ -153,11 +379,6 @@ static uint32_t find_addr(const struct recorder *rec, const struct htab *t,
 	return 0;
 }
 
-static uint32_t block_find(const struct recorder *rec, uint64_t addr)
-{
-	return find_addr(rec, &rec->live, &rec->blocks, addr);
-}
-
 static void account(struct recorder *rec, int64_t delta)
 {
 	rec->current += delta;
@@ -165,15 +386,13 @@ static void account(struct recorder *rec, int64_t delta)
 		rec->peak = rec->current + rec->bpf_current;
 }
 
-static void block_drop(struct recorder *rec, uint32_t v)
+static void block_drop(struct recorder *rec, uint32_t *slot)
 {
-	struct recorder_block *b = pool_at(&rec->blocks, v);
+	struct live_ent *e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
 
-	if (!(b->flags & PYTM_DOMAIN_GONE))
-		account(rec, -(int64_t)b->size);
-	htab__remove(&rec->live, addr_hash(rec, b->addr), v);
-	pool_put(&rec->blocks, v);
-	rec->nblocks--;
+	if (!e->gone)
+		account(rec, -(int64_t)e->size);
+	live_remove(&rec->live, slot);
 }
 
 static uint32_t code_find(const struct recorder *rec, uint64_t addr)
@@ -286,62 +505,59 @@ static bool is_late(const struct recorder *rec, uint64_t clock)
 
 static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint64_t clock)
 {
-	struct recorder_block *b;
-	uint32_t v;
+	struct live_ent *e;
+	uint32_t *slot = live_find(rec, ev->ptr);
+	uint64_t ms = (rec->now - rec->start_ns) / 1000000;
 
-	v = block_find(rec, ev->ptr);
-	if (v) {
+	if (slot) {
 		/* Already tracked (tracemalloc_add_trace does the same). */
-		block_drop(rec, v);
+		block_drop(rec, slot);
 	}
-	v = pool_get(&rec->blocks);
-	if (!v || htab__add(&rec->live, addr_hash(rec, ev->ptr), v)) {
-		if (v)
-			pool_put(&rec->blocks, v);
+	e = live_insert(rec, ev->ptr);
+	if (!e) {
+		rec->lost++;
 		return;
 	}
-	b = pool_at(&rec->blocks, v);
-	b->addr = ev->ptr;
-	b->size = ev->size;
-	b->born = rec->now;
-	b->clock = clock;
-	b->flags = is_late(rec, clock) ? PYTM_DOMAIN_LATE : 0;
-	b->stack = b->flags ? 0 : intern(rec, ev);
-	rec->nblocks++;
+	e->size = ev->size;
+	e->born_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+	e->clock = clock;
+	e->late = is_late(rec, clock);
+	e->gone = 0;
+	e->stack = e->late ? 0 : intern(rec, ev);
 	account(rec, (int64_t)ev->size);
 }
 
 static void on_free(struct recorder *rec, uint64_t addr, uint64_t clock)
 {
-	struct recorder_block *b;
-	uint32_t v;
+	struct live_ent *e;
+	uint32_t *slot;
 
 	code_gone(rec, addr);
-	v = block_find(rec, addr);
-	if (!v)
+	slot = live_find(rec, addr);
+	if (!slot)
 		return;
-	b = pool_at(&rec->blocks, v);
-	if (is_late(rec, clock) && !(b->flags & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_GONE))) {
+	e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
+	if (is_late(rec, clock) && !e->late && !e->gone) {
 		/* Of the frozen set: it stays in it, no longer counted. */
-		b->flags |= PYTM_DOMAIN_GONE;
-		account(rec, -(int64_t)b->size);
+		e->gone = 1;
+		account(rec, -(int64_t)e->size);
 		return;
 	}
-	block_drop(rec, v);
+	block_drop(rec, slot);
 }
 
 static void on_restamp(struct recorder *rec, const struct pytm_rec_event *ev, uint64_t clock)
 {
-	struct recorder_block *b;
-	uint32_t v = block_find(rec, ev->ptr);
+	struct live_ent *e;
+	uint32_t *slot = live_find(rec, ev->ptr);
 
-	if (!v || is_late(rec, clock))
+	if (!slot || is_late(rec, clock))
 		return;
-	b = pool_at(&rec->blocks, v);
-	if (b->flags)
+	e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
+	if (e->late || e->gone)
 		return;
-	b->stack = intern(rec, ev);
-	b->born = rec->now;
+	e->stack = intern(rec, ev);
+	e->born_ms = (uint32_t)((rec->now - rec->start_ns) / 1000000);
 }
 
 static void apply(struct recorder *rec, const struct pytm_ring_slot *s)
@@ -370,15 +586,13 @@ static void apply(struct recorder *rec, const struct pytm_ring_slot *s)
 static void tombs_apply(struct recorder *rec)
 {
 	uint64_t tail = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED);
-	struct recorder_block *b;
+	uint32_t *slot;
 	struct tomb t;
-	uint32_t v;
 
 	while (rec->tomb0 < rec->ntombs && rec->tombs[rec->tomb0].head <= tail) {
 		t = rec->tombs[rec->tomb0++];
-		v = block_find(rec, t.addr);
-		b = v ? pool_at(&rec->blocks, v) : NULL;
-		if (b && b->clock < t.clock)
+		slot = live_find(rec, t.addr);
+		if (slot && live_at(&rec->live, *slot & LIVE_NUM_MASK)->clock < t.clock)
 			on_free(rec, t.addr, t.clock);
 	}
 }
@@ -387,18 +601,28 @@ static void tombs_apply(struct recorder *rec)
 static size_t drain(struct recorder *rec, size_t max)
 {
 	const struct pytm_ring_slot *s;
-	uint64_t pos = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED);
+	uint64_t pos = __atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED), released = pos;
+	uint64_t run = RELEASE_RUN, half = rec->h->slots / 2;
 	size_t n = 0;
 
 	rec->now = (uint64_t)(mono_now() * 1e9);
 	while (n < max && (s = pytm_ring_peek_at(rec->h, rec->slots, pos))) {
 		apply(rec, s);
 		pos++;
-		/* The tail a run at a time: producers read it at every claim. */
-		if (!(++n & (RELEASE_RUN - 1)))
+		n++;
+		/*
+		 * The tail a run at a time: producers read it at every claim.
+		 * Shorter runs while the ring is over half full: producers that
+		 * found it full wait for room (page/sampler.c, pg_rec_wait).
+		 */
+		if (pos - released >= run) {
 			pytm_ring_release_to(rec->h, pos);
+			released = pos;
+			run = __atomic_load_n(&rec->h->head, __ATOMIC_RELAXED) - pos > half ?
+			      RELEASE_FULL : RELEASE_RUN;
+		}
 	}
-	if (n & (RELEASE_RUN - 1))
+	if (pos != released)
 		pytm_ring_release_to(rec->h, pos);
 	if (rec->tomb0 < rec->ntombs)
 		tombs_apply(rec);
@@ -458,13 +682,15 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o)
 	rec->h = o->ring;
 	rec->slots = (uint8_t *)o->ring + PYTM_RING_SLOTS_OFF;
 	rec->seed = hash__seed();
-	rec->blocks.size = sizeof(struct recorder_block);
+	rec->start_ns = (uint64_t)(mono_now() * 1e9);
 	rec->code_ents.size = sizeof(struct code_ent);
 	rec->retrying = o->retry != NULL;
 	rec->scratch = calloc(1, sizeof(*rec->scratch));
 	pthread_mutex_init(&rec->lock, NULL);
 	pthread_mutex_init(&rec->r_lock, NULL);
-	if (!rec->scratch || htab__init(&rec->live, 1024) || htab__init(&rec->codes, 1024) ||
+	rec->live.idx = calloc(LIVE_MIN_SLOTS, sizeof(*rec->live.idx));
+	rec->live.mask = LIVE_MIN_SLOTS - 1;
+	if (!rec->scratch || !rec->live.idx || htab__init(&rec->codes, 1024) ||
 	    htab__init(&rec->stack_idx, 1024))
 		goto fail;
 	err = -pthread_create(&rec->thread, NULL, drain_thread, rec);
@@ -493,10 +719,9 @@ void recorder__stop(struct recorder *rec)
 	free(rec->stacks);
 	free(rec->tombs);
 	free(rec->scratch);
-	htab__free(&rec->live);
+	live_free(&rec->live);
 	htab__free(&rec->codes);
 	htab__free(&rec->stack_idx);
-	pool_free(&rec->blocks);
 	pool_free(&rec->code_ents);
 	pthread_mutex_destroy(&rec->lock);
 	pthread_mutex_destroy(&rec->r_lock);
@@ -583,17 +808,22 @@ int recorder__each(struct recorder *rec,
 			     const struct pytm_stack *st, uint32_t stack),
 		   void *arg)
 {
-	const struct recorder_block *b;
-	size_t i;
+	const struct live *l = &rec->live;
+	const struct live_ent *e;
+	struct recorder_block b;
+	uint32_t num1;
 	int err = 0;
 
-	for (i = 0; i <= rec->live.mask && !err; i++) {
-		if (!rec->live.slots[i].val)
-			continue;
-		b = pool_at(&rec->blocks, (uint32_t)rec->live.slots[i].val);
-		if (b->flags & PYTM_DOMAIN_LATE)
-			continue;	/* born while finalizing: not in the frozen set */
-		err = fn(arg, b, b->stack ? rec->stacks[b->stack - 1] : NULL, b->stack);
+	for (num1 = 1; num1 <= l->n && !err; num1++) {
+		e = live_at(l, num1);
+		if (!e->addr || e->late)
+			continue;	/* free, or born while finalizing: not in the frozen set */
+		b = (struct recorder_block){
+			.addr = e->addr, .size = e->size, .clock = e->clock,
+			.born = rec->start_ns + (uint64_t)e->born_ms * 1000000,
+			.stack = e->stack, .flags = e->gone ? PYTM_DOMAIN_GONE : 0,
+		};
+		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
 	}
 	return err;
 }
@@ -611,7 +841,8 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 	out->events = rec->events;
 	out->codes = rec->ncodes;
 	out->tombs = rec->ntombs_seen;
-	out->blocks = rec->nblocks;
+	out->blocks = rec->live.count;
+	out->lost = rec->lost;
 	out->full = __atomic_load_n(&rec->h->full, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&rec->lock);
 	if (rec->started && !pthread_getcpuclockid(rec->thread, &cid) &&
@@ -621,14 +852,8 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 
 void recorder__clear(struct recorder *rec)
 {
-	size_t i;
-
 	pthread_mutex_lock(&rec->lock);
-	for (i = 0; i <= rec->live.mask; i++)
-		rec->live.slots[i].val = rec->live.slots[i].hash = 0;
-	rec->live.count = 0;
-	rec->blocks.n = rec->blocks.nfree = 0;
-	rec->nblocks = 0;
+	live_clear(&rec->live);
 	rec->current = 0;
 	rec->peak = 0;
 	pthread_mutex_unlock(&rec->lock);

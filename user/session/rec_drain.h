@@ -32,9 +32,9 @@ struct recorder_opts {
 	void *retry_arg;
 };
 
-/* One live block as the recorder keeps it. */
+/* One live block, as recorder__each shows it. */
 struct recorder_block {
-	uint64_t addr;			/* first (rec_drain.c: find_addr) */
+	uint64_t addr;
 	uint64_t size;
 	uint64_t born;			/* CLOCK_MONOTONIC ns when drained */
 	uint64_t clock;			/* its event's number */
@@ -50,6 +50,7 @@ struct recorder_stats {
 	uint64_t tombs;			/* frees that went BPF's way */
 	uint64_t full;			/* events the ring had no room for */
 	uint64_t blocks;		/* live now */
+	uint64_t lost;			/* allocations not kept: no memory */
 	double cpu;			/* the drain thread's CPU seconds */
 };
 

@@ -952,13 +952,17 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 		struct recorder_stats rs;
 
 		recorder__stats(tr->rec, 0, &rs);
-		fprintf(out, "Recorder: %llu events from its ring (full %llu times), %llu "
-			"code objects, %llu live blocks; BPF's way: %llu allocations, %llu frees "
-			"(%llu when the ring was full); drain CPU %.3f s\n",
+		fprintf(out, "Recorder: %llu events from its ring (full %llu times: waited %llu, "
+			"gave up %llu), %llu code objects, %llu live blocks; BPF's way: %llu "
+			"allocations, %llu frees (%llu when the ring was full); drain CPU %.3f s\n",
 			(unsigned long long)rs.events, (unsigned long long)rs.full,
+			(unsigned long long)c.waits, (unsigned long long)c.wait_timeouts,
 			(unsigned long long)rs.codes, (unsigned long long)rs.blocks,
 			(unsigned long long)c.samples, (unsigned long long)c.frees,
 			(unsigned long long)rs.tombs, rs.cpu);
+		if (rs.lost)
+			fprintf(out, "Recorder: %llu allocations not kept (the tracer's memory)\n",
+				(unsigned long long)rs.lost);
 	}
 	if (p.frozen)
 		fprintf(out, "Snapshot: at interpreter finalization (Py_FinalizeEx), before it freed "
