@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The recorder's drain (user/session/rec_drain.c) against a model: random
+ * allocations and frees of a few hundred thousand addresses written into a
+ * small ring (its drain thread reading them meanwhile), some frees sent
+ * as tombstones instead, a clear midway; at checkpoints the live blocks
+ * recorder__each shows must be the model's, size for size. Enough live
+ * blocks that the live table's index grows and moves several times.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "rec_drain.h"
+#include "recorder.h"
+#include "ring.h"
+#include "unit.h"
+
+#define ADDRS		(1u << 18)
+#define SLOTS		1024
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+struct model {
+	uint64_t size[ADDRS];		/* 0: not live */
+	uint64_t live, bytes;
+};
+
+static struct model m;
+
+static uint64_t addr_of(uint32_t i)
+{
+	return 0x7f0000000000ull + (uint64_t)i * 48;
+}
+
+static void put(struct pytm_ring_hdr *h, uint8_t *slots, int kind, uint64_t ptr,
+		uint64_t size)
+{
+	struct pytm_ring_slot *s;
+	struct pytm_rec_event *ev;
+	uint64_t pos;
+
+	while (!(s = pytm_ring_claim(h, slots, &pos)))
+		;	/* the drain thread makes room */
+	s->clock = pos;
+	ev = (struct pytm_rec_event *)s->data;
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = (uint8_t)kind;
+	ev->ptr = ptr;
+	ev->size = size;
+	pytm_ring_publish(s, pos);
+}
+
+struct seen {
+	uint64_t n, bytes, wrong;
+};
+
+static int each(void *arg, const struct recorder_block *b, const struct pytm_stack *st,
+		uint32_t stack)
+{
+	struct seen *s = arg;
+	uint64_t i = (b->addr - addr_of(0)) / 48;
+
+	(void)st;
+	(void)stack;
+	s->n++;
+	s->bytes += b->size;
+	if (i >= ADDRS || b->addr != addr_of((uint32_t)i) || m.size[i] != b->size)
+		s->wrong++;
+	return 0;
+}
+
+static void checkpoint(struct recorder *rec, const char *when)
+{
+	struct recorder_stats rs;
+	struct seen s = { 0 };
+
+	recorder__sync(rec);
+	recorder__lock(rec);
+	recorder__each(rec, each, &s);
+	recorder__unlock(rec);
+	recorder__stats(rec, 0, &rs);
+	CHECK(s.n == m.live && s.bytes == m.bytes && !s.wrong,
+	      "%s: %llu blocks, %llu B, %llu wrong; model %llu, %llu B", when,
+	      (unsigned long long)s.n, (unsigned long long)s.bytes,
+	      (unsigned long long)s.wrong, (unsigned long long)m.live,
+	      (unsigned long long)m.bytes);
+	CHECK(rs.blocks == m.live && rs.current == (int64_t)m.bytes && !rs.lost,
+	      "%s: stats %llu blocks, %lld B, %llu lost", when,
+	      (unsigned long long)rs.blocks, (long long)rs.current,
+	      (unsigned long long)rs.lost);
+}
+
+int main(void)
+{
+	size_t slot_size = (PYTM_REC_SLOT_SIZE(1) + 7) & ~(size_t)7;
+	struct recorder_opts o = { .procs_fd = -1 };
+	struct pytm_ring_hdr *h;
+	struct recorder *rec = NULL;
+	uint32_t code_ids = 0, i;
+	uint8_t *slots;
+	uint64_t op, size;
+	char when[64];
+
+	h = calloc(1, PYTM_RING_SLOTS_OFF + SLOTS * slot_size);
+	if (!h)
+		return 1;
+	h->slots = SLOTS;
+	h->slot_size = slot_size;
+	slots = (uint8_t *)h + PYTM_RING_SLOTS_OFF;
+	o.ring = h;
+	o.next_code_id = &code_ids;
+	CHECK(!recorder__start(&rec, &o), "recorder__start");
+	if (!rec)
+		return unit_done("test_rec_drain");
+	for (op = 1; op <= 3000000; op++) {
+		/* Mostly allocations early (the table grows), balanced later. */
+		i = (uint32_t)(next() % ADDRS);
+		if (next() % 100 < (op < 1000000 ? 80 : 50)) {
+			size = 1 + next() % 4096;
+			put(h, slots, PYTM_REC_ALLOC, addr_of(i), size);
+			if (m.size[i]) {	/* replaced, as tracemalloc does */
+				m.live--;
+				m.bytes -= m.size[i];
+			}
+			m.size[i] = size;
+			m.live++;
+			m.bytes += size;
+		} else {
+			if (next() % 8)
+				put(h, slots, PYTM_REC_FREE, addr_of(i), 0);
+			else	/* the ring was full: BPF's way, numbered by the head */
+				recorder__tomb(rec, addr_of(i), __atomic_load_n(&h->head,
+									  __ATOMIC_SEQ_CST));
+			if (m.size[i]) {
+				m.live--;
+				m.bytes -= m.size[i];
+				m.size[i] = 0;
+			}
+		}
+		if (!(op % 500000)) {
+			snprintf(when, sizeof(when), "after %llu events", (unsigned long long)op);
+			checkpoint(rec, when);
+		}
+		if (op == 2000000) {
+			recorder__clear(rec);
+			memset(&m, 0, sizeof(m));
+			checkpoint(rec, "cleared");
+		}
+	}
+	recorder__stop(rec);
+	free(h);
+	return unit_done("test_rec_drain");
+}
