@@ -332,13 +332,11 @@ INLINE void pg_unhook_slot(int d, int k, uint64_t sampled)
 
 int pytm_reftrace(void *op, int event, void *data) HIDDEN;
 
-void pg_unhook(void) HIDDEN;
-void pg_unhook(void)
+/* Every table slot that leads here back to its original, and the reference tracer. */
+COLD void pg_unhook_all(void)
 {
 	uint64_t *ref = (uint64_t *)LOAD(&pytm_keep.ref_slot), want;
 
-	if (LOAD(&pytm_keep.follow))
-		return;
 	UNHOOK_DOMAIN(raw, RAW);
 	UNHOOK_DOMAIN(mem, MEM);
 	UNHOOK_DOMAIN(obj, OBJ);
@@ -347,6 +345,13 @@ void pg_unhook(void)
 	if (ref && LOAD(ref) == want)
 		__atomic_compare_exchange_n(ref, &want, LOAD(&pytm_keep.ref_prev), 0,
 					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+void pg_unhook(void) HIDDEN;
+void pg_unhook(void)
+{
+	if (!LOAD(&pytm_keep.follow))
+		pg_unhook_all();
 }
 
 /* How a call goes: straight through, or sampled, past which sites. */
@@ -417,8 +422,8 @@ INLINE void pg_leave(int d)
  * the event that flagged it. Its free takes it out: a new code object at the
  * same address is flagged again.
  * A tracer that stopped draining (killed): after STALL full rings in a
- * row with the consumer's tail unmoved, the page disarms itself, and
- * costs a load and a jump per call until the next attach.
+ * row with the consumer's tail unmoved, the page disarms itself and puts
+ * the allocator tables back: nothing to pay until the next attach.
  */
 #define STALL	(1u << 20)
 #define WAIT_TSC	(1u << 16)	/* ~25 us at 2.5 GHz */
@@ -447,8 +452,19 @@ COLD void pg_rec_stalled(struct pytm_ring_hdr *h)
 		STORE(&pytm_ctl.stall_count, 0);
 		return;
 	}
-	if (ADD(&pytm_ctl.stall_count, 1) + 1 >= STALL)
-		STORE(&pytm_ctl.armed, 0);	/* nobody drains: stop */
+	if (ADD(&pytm_ctl.stall_count, 1) + 1 >= STALL) {
+		/*
+		 * Nobody drains: stop, and put the tables back, so that the
+		 * process pays nothing at all until the next attach (which
+		 * finds them as at a first one). Only the thread that disarms
+		 * does: a tracer attaching meanwhile writes `armed` first.
+		 */
+		uint8_t on = 1;
+
+		if (__atomic_compare_exchange_n(&pytm_ctl.armed, &on, 0, 0, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED))
+			pg_unhook_all();
+	}
 }
 
 /*

@@ -78,9 +78,10 @@ def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
         rc, _, err = tr.finish()
         assert rc == -signal.SIGKILL, "pytm-bpf rc=%s %r" % (rc, err)
     line = tgt.expect("checksum", timeout=T_WORK)
+    hooked = int(tgt.expect("hooked", timeout=T_WORK).split()[1])
     rc = tgt.wait(timeout=T_WORK)
     assert rc == 0, "workload rc=%s: %s" % (rc, tgt.err.text())
-    return line
+    return line, hooked
 
 
 def sigkill_run(procs, python, outdir, frames):
@@ -100,14 +101,21 @@ KILL_MODES = [1, 25, "recorder"]
 def test_tracer_sigkill_target_unharmed(python, tmp_path_factory, frames):
     """pytm-bpf SIGKILLed mid-way: the target computes what it computes
     untraced (the BPF walk at --frames 1 and 25, and --recorder at 25,
-    whose page then finds its ring undrained and disarms itself)."""
+    whose page then finds its ring undrained, disarms itself and puts the
+    allocator tables back)."""
     def make_jobs():
         return dict((n, isolated(sigkill_run, python,
                                  str(tmp_path_factory.mktemp("kill")), n))
                     for n in KILL_MODES)
-    reference, traced = batch_result(("sigkill", python), frames, make_jobs)
-    print("\nuntraced: %s\nkilled tracer: %s" % (reference, traced))
+    (reference, _), (traced, hooked) = batch_result(("sigkill", python),
+                                                    frames, make_jobs)
+    print("\nuntraced: %s\nkilled tracer: %s; table slots still leading to "
+          "the page: %d" % (reference, traced, hooked))
     assert traced == reference
+    if frames == "recorder":
+        # Its page puts the tables back (the BPF walk's leaves them, to
+        # NOP sites: it cannot tell that its tracer is gone).
+        assert hooked == 0
 
 
 def reattach_run(procs, python, outdir, first_end):

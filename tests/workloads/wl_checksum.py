@@ -4,7 +4,12 @@ bytearrays, raw-domain blocks through ctypes without the GIL, several
 threads) and prints a checksum of everything it built, so that a run whose
 tracer was killed mid-way can be compared with an untraced run.
 
-    -> "ready PID"   <- "go"   -> "phase1"   -> "checksum HEX"   (exit 0)
+    -> "ready PID"   <- "go"   -> "phase1"   -> "checksum HEX"
+    -> "hooked N"    (exit 0)
+
+N: allocator table slots that still lead into a pytm-bpf page at the end,
+after up to a few million more allocations while any does (a page whose
+tracer was killed puts them back once it finds its ring undrained).
 """
 
 import ctypes
@@ -79,6 +84,29 @@ def raw_roundtrip(n):
     return total                     # 0 when every block held its bytes
 
 
+class Allocator(ctypes.Structure):
+    _fields_ = [("ctx", ctypes.c_void_p), ("malloc", ctypes.c_void_p),
+                ("calloc", ctypes.c_void_p), ("realloc", ctypes.c_void_p),
+                ("free", ctypes.c_void_p)]
+
+
+def hooked_slots():
+    """Allocator table slots (3 domains x 4) that point into a pytm-bpf page."""
+    pages = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "pytm-bpf" in line and "ring" not in line:
+                lo, hi = line.split()[0].split("-")
+                pages.append((int(lo, 16), int(hi, 16)))
+    n = 0
+    for domain in range(3):
+        a = Allocator()
+        _lib.PyMem_GetAllocator(domain, ctypes.byref(a))
+        for fn in (a.malloc, a.calloc, a.realloc, a.free):
+            n += any(lo <= (fn or 0) < hi for lo, hi in pages)
+    return n
+
+
 def worker(seed, n, out, idx):
     h = hashlib.sha256()
     for rnd in range(3):
@@ -112,6 +140,14 @@ def main():
             sys.exit(3)
         h.update(digest_hex.encode())
     emit("checksum %s" % h.hexdigest())
+    hooked = hooked_slots()
+    for _ in range(40):
+        if not hooked:
+            break
+        keep = [str(i) for i in range(50000)]
+        del keep
+        hooked = hooked_slots()
+    emit("hooked %d" % hooked)
 
 
 if __name__ == "__main__":
