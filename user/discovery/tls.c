@@ -217,9 +217,14 @@ static int python_block(const struct target *t, uint64_t *off)
 static int from_elf(const struct target *t, int64_t *out)
 {
 	uint64_t sym, block;
+	int err;
 
-	if (!t->elf || elf__symbol(t->elf, "_Py_tss_tstate", &sym, NULL) ||
-	    python_block(t, &block) || sym + 8 > block)
+	if (!t->elf || elf__symbol(t->elf, "_Py_tss_tstate", &sym, NULL))
+		return -ENOENT;
+	err = python_block(t, &block);
+	if (err)
+		return err;
+	if (sym + 8 > block)
 		return -ENOENT;
 	*out = (int64_t)sym - (int64_t)block;
 	return 0;
@@ -234,7 +239,8 @@ static int from_elf(const struct target *t, int64_t *out)
  * first, the first where every thread holds its own state or none.
  * Not found while the main thread does not run Python (ask again).
  */
-int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out)
+int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o,
+		       struct tls_static *layout, int64_t *out)
 {
 	struct thread *th = calloc(MAX_THREADS, sizeof(*th));
 	int64_t cand[MAX_CAND], off = INT64_MIN;
@@ -248,7 +254,12 @@ int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int
 	 * (a module loaded later has its TLS elsewhere: never seen there), if
 	 * no thread contradicts it.
 	 */
-	if (!from_elf(t, &off) && agree(t, th, n, off)) {
+	if (!layout->known) {
+		layout->err = from_elf(t, &layout->off);
+		layout->known = layout->err != -EIO;	/* a read that failed: again */
+	}
+	off = layout->off;
+	if (!layout->err && agree(t, th, n, off)) {
 		for (i = 0; i < n; i++) {
 			uint64_t v;
 

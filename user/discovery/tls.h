@@ -10,10 +10,18 @@
 #ifndef __PYTM_TLS_H
 #define __PYTM_TLS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "pytm.h"
 
 struct target;
+
+/* The static TLS layout's offset, worked out once per process (zeroed: not yet). */
+struct tls_static {
+	bool known;
+	int err;			/* 0: OFF is the layout's offset */
+	int64_t off;
+};
 
 /*
  * The offset of _Py_tss_tstate from the thread pointer, into *OUT: of the
@@ -21,7 +29,10 @@ struct target;
  * that hold its own state (the variable, and maybe its stack below it),
  * the nearest where every thread of T (offsets O) holds its own state or
  * none. -EAGAIN if none is found (no thread attached now: ask again).
+ * LAYOUT keeps what the static TLS layout gives between calls (the link
+ * map and each module's ELF are read at the first only).
  */
-int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o, int64_t *out);
+int tls__tstate_offset(const struct target *t, const struct pytm_offsets *o,
+		       struct tls_static *layout, int64_t *out);
 
 #endif /* __PYTM_TLS_H */

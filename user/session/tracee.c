@@ -37,7 +37,7 @@ static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
 {
 	const struct pytm_offsets *off;
 	char buf[4096], why[256];
-	int i;
+	int i, err;
 
 	if (tr->t.hexversion >= 0x030d0000) {
 		if (target__read(&tr->t, tr->t.runtime, buf, sizeof(buf)) ||
@@ -60,8 +60,15 @@ static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
 			return -EINVAL;
 		}
 	}
-	/* Wrong offsets would give wrong stacks: refuse instead. */
-	if (validate__offsets(&tr->t, &tr->off, why, sizeof(why))) {
+	/*
+	 * Wrong offsets would give wrong stacks: refuse instead. The process
+	 * runs while we read its frames, so one look may catch a thread
+	 * between two states (1-2 attaches in 200 under bench_kill): wrong
+	 * offsets fail every look.
+	 */
+	for (i = 0; (err = validate__offsets(&tr->t, &tr->off, why, sizeof(why))) && i < 4; i++)
+		nanosleep(&(struct timespec){ 0, 2000000 }, NULL);
+	if (err) {
 		warn("process %d: the struct offsets for CPython %s do not match this process (%s); not tracing",
 		     tr->pid, tr->version, why);
 		return -EPROTO;
@@ -428,7 +435,7 @@ static int64_t find_tls(struct tracee *tr, bool need)
 	if ((!pytm_verbose && !need) || tr->t.hexversion < 0x030c0000)
 		return 0;
 	/* The main thread runs Python now and then: a few looks, 1 ms apart. */
-	while ((err = tls__tstate_offset(&tr->t, &tr->off, &off)) == -EAGAIN && ++tries < 20)
+	while ((err = tls__tstate_offset(&tr->t, &tr->off, &tr->tls, &off)) == -EAGAIN && ++tries < 20)
 		nanosleep(&ms, NULL);
 	if (!err) {
 		vlog("process %d: _Py_tss_tstate at %+lld from the thread pointer", tr->pid,
@@ -469,7 +476,7 @@ static int retry_tls(void *arg)
 	int64_t off;
 	int err;
 
-	err = tls__tstate_offset(&tr->t, &tr->off, &off);
+	err = tls__tstate_offset(&tr->t, &tr->off, &tr->tls, &off);
 	if (err)
 		return err;
 	err = inject__write_data(&tr->pr.rd.page, PYTM_DATA_REC + offsetof(struct pytm_page_rec, tls),

@@ -11,6 +11,7 @@
 #include "pytm.h"
 #include "snapshot.h"
 #include "target.h"
+#include "tls.h"
 
 struct pytm_bpf;
 struct resolver;
@@ -40,6 +41,7 @@ struct tracee {
 	pid_t ppid;			/* followed from this parent's fork; 0: not */
 	struct target t;
 	struct pytm_offsets off;
+	struct tls_static tls;		/* 3.12+: see find_tls */
 	struct resolver *r;
 	struct probes pr;
 	int pidfd;
