@@ -290,6 +290,14 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			/* From here the parent keeps what it frees: the copy needs it. */
 			__sync_fetch_and_add(&pp->forking, 1);
 			cp->fork_ns = bpf_ktime_get_ns();
+			/*
+			 * Its parent's recorder: where its ring was at the fork
+			 * (read here, in the parent). The ring stays the
+			 * parent's: the child goes BPF's way (page/sampler.c).
+			 */
+			cp->rec_fork = pp->rec_clock ? read_ptr(pp->rec_clock) + 1 : 0;
+			cp->rec_clock = 0;
+			cp->rec_frozen = 0;
 			cp->blocks_pid = bpf_map_lookup_elem(&blocks, &ppid) ? ppid : pp->blocks_pid;
 		}
 	}

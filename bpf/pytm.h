@@ -177,6 +177,12 @@ struct pytm_proc {
 	 */
 	__u64 rec_clock;
 	__u64 rec_frozen;
+	/*
+	 * A forked child of a recording process: its parent's ring head at
+	 * the fork + 1 (0: none), so that the tracer copies its parent's
+	 * blocks as they were then (rec_drain.c, recorder__inherit).
+	 */
+	__u64 rec_fork;
 	struct pytm_offsets off;
 };
 

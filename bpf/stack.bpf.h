@@ -5,6 +5,7 @@
 #define __PYTM_STACK_BPF_H__
 
 #include "maps.bpf.h"
+#include "stack_hash.h"
 
 /* State of the thread-state search, one bpf_loop() step per thread state. */
 struct tstate_walk {
@@ -289,7 +290,7 @@ static long frame_step(__u32 i, void *data)
 static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
 {
 	struct frame_walk w = { .p = p, .pid = pid };
-	__u32 zero = 0, i;
+	__u32 zero = 0;
 	__u64 h, frame = 0, *slot;
 	long err;
 
@@ -312,26 +313,7 @@ static __u64 walk_stack(struct pytm_proc *p, struct task_ctx *t, __u32 pid)
 	/* The walk stopped at its limit with frames left: count them or not. */
 	w.sc->s.total_nframe = w.total;
 
-	/*
-	 * A multiply-xorshift mix per frame (every input bit reaches every
-	 * output bit), the counts folded in last: 64 bits, so that distinct
-	 * stacks of one run collide with negligible probability.
-	 */
-	h = 0x9e3779b97f4a7c15ULL;
-	for (i = 0; i < PYTM_MAX_FRAMES; i++) {
-		if (i >= w.n)
-			break;
-		h ^= w.sc->s.frames[i];
-		h *= 0xbf58476d1ce4e5b9ULL;
-		h ^= h >> 31;
-	}
-	h ^= (__u64)w.total << 32 | w.n;
-	h *= 0x94d049bb133111ebULL;
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 32;
-	if (!h)
-		h = 1;
+	h = pytm_stack_hash(w.sc->s.frames, w.n, w.total);
 	/* Most stacks are known: this CPU's cache, then a lockless lookup. */
 	slot = &w.caches->stack[h & (STACK_CACHE - 1)];
 	if (*slot == h)

@@ -43,6 +43,7 @@
 #define PYTM_SET_WAYS		8		/* slots per bucket: one cache line */
 #define PYTM_DATA_SLOTS		(PYTM_DATA_COUNTS + PYTM_SET_MAX_BUCKETS)
 #define PYTM_DATA_LEN		(PYTM_DATA_SLOTS + PYTM_SET_MAX_BUCKETS * PYTM_SET_WAYS * 8)
+#define PYTM_CODE_KNOWN		256		/* struct pytm_page_ctl.code_known */
 
 /*
  * The process's own part (wiped in forked children): `armed` and `set_up`
@@ -79,6 +80,12 @@ struct pytm_page_ctl {
 	uint64_t waits;			/* waits that found room */
 	uint64_t wait_timeouts;		/* waits that gave up: BPF's way */
 	uint64_t pad3[5];
+	/*
+	 * The recorder: code objects the set holds, direct-mapped by address
+	 * (pg_code_known), so that a frame's usually costs one load, not a
+	 * set lookup. Written by any thread, a hint checked against the set.
+	 */
+	uint64_t code_known[PYTM_CODE_KNOWN];
 };
 
 /*
@@ -150,7 +157,10 @@ struct pytm_page_rec {
 #define PYTM_TPFLAGS_HAVE_GC		(1ULL << 14)
 #define PYTM_TPFLAGS_TUPLE_SUBCLASS	(1ULL << 26)
 
-_Static_assert(sizeof(struct pytm_page_ctl) == 256, "ctl: four cache lines");
+_Static_assert(sizeof(struct pytm_page_ctl) == 256 + 8 * PYTM_CODE_KNOWN,
+	       "ctl: four cache lines, then the code objects known");
+_Static_assert(PYTM_DATA_CTL + sizeof(struct pytm_page_ctl) <= PYTM_DATA_WIPED,
+	       "ctl: in the part wiped in children");
 _Static_assert(sizeof(struct pytm_page_keep) == 128, "keep: two cache lines");
 _Static_assert(PYTM_DATA_KEEP + sizeof(struct pytm_page_keep) <= PYTM_DATA_REC &&
 	       PYTM_DATA_REC + sizeof(struct pytm_page_rec) <= PYTM_DATA_COUNTS,

@@ -22,7 +22,9 @@ struct pytm_ring_hdr {
 	/* line 0: configuration, written by the tracer before use */
 	uint64_t slots;			/* a power of two */
 	uint64_t slot_size;		/* bytes, a multiple of 8, >= 16 */
-	uint64_t pad0[6];
+	uint64_t owner;			/* the process it is for (a forked child
+					 * keeps its parent's mapping: not its) */
+	uint64_t pad0[5];
 	/* line 1: producers */
 	uint64_t head;			/* next position to claim */
 	uint64_t pad1a;

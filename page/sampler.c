@@ -379,7 +379,7 @@ COLD int pg_unarmed(int followed)
 INLINE int pg_mode(uint64_t self)
 {
 	int mode = LOAD(&pytm_ctl.armed) ? ARMED :
-		   pg_unarmed(LOAD(&pytm_keep.rate) ? CHILD : BYPASS);
+		   pg_unarmed(LOAD(&pytm_keep.rate) || LOAD(&pytm_rec.ring) ? CHILD : BYPASS);
 
 	return mode && LOAD(&pytm_ctl.outer) == self ? BYPASS : mode;
 }
@@ -494,6 +494,23 @@ COLD int pg_rec_wait(struct pytm_ring_hdr *h)
 	return 0;
 }
 
+/*
+ * Whether the set holds code object CODE: its code_known slot first. A
+ * slot is only ever filled with a code object a frame of the caller's runs
+ * (it cannot be freed meanwhile), and emptied at its free (pg_rec_free).
+ */
+INLINE int pg_code_known(uint64_t code)
+{
+	uint64_t *slot = &pytm_ctl.code_known[(code >> 4) & (PYTM_CODE_KNOWN - 1)];
+
+	if (LOAD(slot) == code)
+		return 1;
+	if (!pg_has(code | 1))
+		return 0;
+	STORE(slot, code);
+	return 1;
+}
+
 /* Record KIND for PTR in the ring; 0 if it is full. */
 CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 {
@@ -516,7 +533,7 @@ CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 	}
 	out = (struct pytm_rec_event *)s->data;
 	for (i = 0; i < out->nframe; i++) {
-		if (!pg_has(out->frames[i].code | 1)) {
+		if (!pg_code_known(out->frames[i].code)) {
 			out->frames[i].pad = PYTM_REC_NEW_CODE;
 			pg_insert(out->frames[i].code | 1);	/* full: flagged again later */
 		}
@@ -559,7 +576,13 @@ CALLED void pg_rec_free(int d, void *p)
 {
 	if (!p)
 		return;
-	pg_remove((uint64_t)p | 1);		/* a code object goes */
+	if (pg_remove((uint64_t)p | 1)) {	/* a code object goes */
+		uint64_t *slot = &pytm_ctl.code_known[((uint64_t)p >> 4) &
+						      (PYTM_CODE_KNOWN - 1)];
+
+		if (LOAD(slot) == (uint64_t)p)
+			STORE(slot, 0);
+	}
 	if (pg_remove((uint64_t)p)) {		/* a block BPF recorded */
 		ADD(&pytm_ctl.frees, 1);
 		pytm_site_free((uint64_t)p);
@@ -586,12 +609,37 @@ COLD void pg_sampled(void *p, uint64_t size, int mode)
 		pytm_site_alloc((uint64_t)p, size, w);
 }
 
+/*
+ * Exact, a followed child of a recording process: the ring is its
+ * parent's, so every event goes BPF's way, past the children's sites
+ * (the tracer copies what it inherited into BPF's map), until its own
+ * attach.
+ */
+COLD void pg_child_exact_alloc(int d, void *p, uint64_t size)
+{
+	if (!p)
+		return;
+	if (d == OBJ)
+		STORE(&pytm_ctl.last_new, (uint64_t)p);	/* see pytm_reftrace */
+	pytm_site_child_alloc((uint64_t)p, size, size);
+}
+
+COLD void pg_child_exact_free(void *p)
+{
+	if (p)
+		pytm_site_child_free((uint64_t)p);
+}
+
 /* A block was allocated in domain D: sample it, and if so record it. */
 INLINE void pg_allocated(int d, void *p, uint64_t size, int mode)
 {
 	if (!LOAD(&pytm_keep.rate)) {
 		/* Exact: the recorder (no ring: a tracer's page set up otherwise). */
-		if (LOAD(&pytm_rec.ring))
+		if (!LOAD(&pytm_rec.ring))
+			return;
+		if (mode == CHILD)
+			pg_child_exact_alloc(d, p, size);
+		else
 			pg_rec_alloc(d, p, size);
 		return;
 	}
@@ -612,7 +660,11 @@ COLD void pg_sampled_free(void *p, int mode)
 INLINE void pg_freeing(void *p, int mode)
 {
 	if (!LOAD(&pytm_keep.rate)) {
-		if (LOAD(&pytm_rec.ring))
+		if (!LOAD(&pytm_rec.ring))
+			return;
+		if (mode == CHILD)
+			pg_child_exact_free(p);
+		else
 			pg_rec_free(0, p);
 		return;
 	}
@@ -669,12 +721,16 @@ INLINE void *pg_realloc(int d, void *ctx, void *old, size_t size)
 		if (!LOAD(&pytm_rec.ring))
 			return f(ctx, old, size);
 		/* Recorded: the old block goes before the call, as below. */
-		if (old)
+		if (old && mode == CHILD)
+			pg_child_exact_free(old);
+		else if (old)
 			pg_rec_free(d, old);
 		pg_enter(d, self);
 		p = f(ctx, old, size);
 		pg_leave(d);
-		if (p)
+		if (p && mode == CHILD)
+			pg_child_exact_alloc(d, p, size);
+		else if (p)
 			pg_rec_alloc(d, p, size);
 		else if (old)	/* the block lives on, untraced */
 			ADD(&pytm_ctl.realloc_failed, 1);

@@ -102,6 +102,12 @@ def test_prefork_workers(key, how, tmp_path_factory):
                                       str(tmp_path_factory.mktemp("prefork"))))
                     for k, h in CASES)
     r = batch_result(("prefork",), (key, how), make_jobs)
+    check_workers(r, python, key, how)
+
+
+def check_workers(r, python, key, how):
+    """Each worker of prefork_run R reported, whose child it is, and agreeing
+    with its own tracemalloc."""
     detail = "workload said: %s\ntracer stderr (tail): %s" % (
         r["lines"], r["err"].decode("utf-8", "replace")[-4000:])
     assert r["rc"] == 0 and r["target_rc"] == 0, detail
@@ -137,6 +143,34 @@ def test_prefork_workers(key, how, tmp_path_factory):
         base = at.get((PREFORK, marked_line(PREFORK, "BASE_LINE")), 0)
         assert own >= 990 and base >= (500 if k == 2 else 3000), (k, own, base, detail)
         assert k != 2 or base < 600, (base, detail)
+
+
+# --recorder: the master records in its page; its workers go BPF's way
+# from the fork on, with the blocks their master's recorder held then.
+RECORDER_CASES = [("debian-3.11", "fork"), ("3.12", "mp"), ("3.13", "fork")]
+
+
+@pytest.mark.parametrize("key,how", RECORDER_CASES,
+                         ids=["%s-%s" % c for c in RECORDER_CASES])
+def test_prefork_workers_recorder(key, how, tmp_path_factory):
+    """--recorder: forked workers followed, each agreeing with its own
+    tracemalloc (its inherited set is its master's recorder's at the
+    fork)."""
+    python = INTERPRETERS[key]
+
+    def make_jobs():
+        return dict(((k, h), isolated(prefork_run, INTERPRETERS[k], h,
+                                      str(tmp_path_factory.mktemp("prefork-rec")),
+                                      tracer_args=["--recorder"]))
+                    for k, h in RECORDER_CASES)
+    r = batch_result(("prefork-recorder",), (key, how), make_jobs)
+    check_workers(r, python, key, how)
+    # The master recorded; no worker set a ring up (each went BPF's way on
+    # its master's page).
+    assert ("process %d: recorder: " % r["pid"]).encode() in r["err"]
+    for pid in r["workers"].values():
+        assert ("process %d: recorder: " % pid).encode() not in r["err"], \
+            r["err"][-3000:]
 
 
 SAMPLE_RATE = 16384
@@ -302,5 +336,41 @@ def test_followed_children_exported(procs, tmp_path):
     tgt.expect("done", timeout=T_WORK)
     rc, out, err = tr.stop()
     assert rc == 0, err[-2000:]
+    tgt.send("quit")
+    assert tgt.wait(timeout=T_WORK) == 0
+
+
+def test_recorder_child_own_ring(procs):
+    """A worker forked from a --recorder master that is not followed keeps
+    its master's ring mapping (shared memory, inherited); a --recorder
+    attached to the worker makes a ring of its own instead of taking that
+    one (it would share its master's events), and the master's trace goes
+    on unharmed."""
+    python = INTERPRETERS["3.12"]
+
+    def rings(pid):
+        with open("/proc/%d/maps" % pid) as f:
+            return [l for l in f if "pytm-bpf-ring" in l]
+
+    tgt = procs.target(python, PREFORK, ["fork", "--hold"])
+    tgt.expect("ready", timeout=T_START)
+    tr = procs.tracer(["-p", tgt.pid, "--recorder", "--no-follow-forks"])
+    tr.wait_tracing()
+    tgt.send("go")
+    tgt.expect("held", timeout=T_WORK)
+    worker = workers_of(tgt.seen)[0]
+    assert len(rings(tgt.pid)) == 1 and len(rings(worker)) == 1, \
+        (rings(tgt.pid), rings(worker))
+    second = procs.tracer(["-p", worker, "--recorder"])
+    second.wait_tracing()
+    theirs = rings(worker)
+    assert len(theirs) == 2, theirs
+    rc, out, err = second.stop()
+    assert rc == 0, err[-2000:]
+    tgt.send("release")
+    tgt.expect("done", timeout=T_WORK)
+    rc, out, err = tr.stop()
+    assert rc == 0, err[-2000:]
+    assert b"Lost events: none" in out, out[-2000:]
     tgt.send("quit")
     assert tgt.wait(timeout=T_WORK) == 0

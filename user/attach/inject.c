@@ -1748,8 +1748,8 @@ int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val)
 /*
  * Memory the target and we share (the recorder's ring): a memfd mapped
  * MAP_SHARED read-write in the target, and by us. One left by an attach
- * before (same name, same length) is taken again: the target keeps it,
- * as it keeps the page.
+ * before (same name, same length, and USABLE says so) is taken again: the
+ * target keeps it, as it keeps the page.
  */
 static int shared_map(int fd, size_t len, void **mem)
 {
@@ -1761,7 +1761,9 @@ static int shared_map(int fd, size_t len, void **mem)
 	return 0;
 }
 
-static int find_shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+static int find_shared(pid_t pid, const char *name, size_t len,
+		       bool (*usable)(const void *mem, void *arg), void *arg,
+		       struct inject_shared *out)
 {
 	char path[64], line[PATH_MAX + 128], perms[8], want[MEMFD_NAME_MAX + 32];
 	unsigned long long start, end, off;
@@ -1788,6 +1790,11 @@ static int find_shared(pid_t pid, const char *name, size_t len, struct inject_sh
 			continue;
 		err = shared_map(fd, len, &out->mem);
 		close(fd);
+		if (!err && usable && !usable(out->mem, arg)) {
+			munmap(out->mem, len);
+			out->mem = NULL;
+			err = -ENOENT;	/* another's (a forked child keeps its parent's) */
+		}
 		if (!err)
 			out->addr = start;
 	}
@@ -1795,7 +1802,9 @@ static int find_shared(pid_t pid, const char *name, size_t len, struct inject_sh
 	return err;
 }
 
-int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+int inject__shared(pid_t pid, const char *name, size_t len,
+		   bool (*usable)(const void *mem, void *arg), void *arg,
+		   struct inject_shared *out)
 {
 	struct inject_session *s = NULL;
 	uint64_t buf = 0;
@@ -1807,7 +1816,7 @@ int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared
 	out->len = len;
 	if (strlen(name) > MEMFD_NAME_MAX)
 		return fail(-EINVAL, "shared memory name too long");
-	if (!find_shared(pid, name, len, out)) {
+	if (!find_shared(pid, name, len, usable, arg, out)) {
 		out->found = true;
 		return 0;
 	}
@@ -1931,7 +1940,9 @@ int inject__store_u64(struct inject_session *s, uint64_t addr, uint64_t val)
 { return UNSUPPORTED(); }
 int inject__write_u64(pid_t pid, uint64_t addr, uint64_t val) { return UNSUPPORTED(); }
 int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val) { return UNSUPPORTED(); }
-int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out)
+int inject__shared(pid_t pid, const char *name, size_t len,
+		   bool (*usable)(const void *mem, void *arg), void *arg,
+		   struct inject_shared *out)
 {
 	memset(out, 0, sizeof(*out));
 	return UNSUPPORTED();

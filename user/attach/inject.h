@@ -200,8 +200,9 @@ int inject__read_u64(pid_t pid, uint64_t addr, uint64_t *val);
 
 /*
  * Memory shared with the target: NAME's memfd of LEN bytes mapped
- * read-write in both (one the target has already, or a new one). *OUT:
- * where the target has it, and ours. Negative errno with a message.
+ * read-write in both (one the target has already if USABLE, when given,
+ * says so of its contents; or a new one). *OUT: where the target has it,
+ * and ours. Negative errno with a message.
  */
 struct inject_shared {
 	uint64_t addr;		/* in the target */
@@ -209,7 +210,9 @@ struct inject_shared {
 	size_t len;
 	bool found;		/* it was there already */
 };
-int inject__shared(pid_t pid, const char *name, size_t len, struct inject_shared *out);
+int inject__shared(pid_t pid, const char *name, size_t len,
+		   bool (*usable)(const void *mem, void *arg), void *arg,
+		   struct inject_shared *out);
 void inject__shared_close(struct inject_shared *sh);	/* safe on a zeroed struct */
 
 #endif /* __PYTM_INJECT_H */

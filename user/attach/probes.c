@@ -474,6 +474,11 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 					    redirect__tomb_site(&pr->rd), false, "recorder's tomb")) ||
 		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, false)))
 			return err;
+		/* A followed child: every event BPF's way (page/sampler.c). */
+		if (pr->child_sites &&
+		    ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, true)) ||
+		     (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, true))))
+			return err;
 		pr->recording = true;
 		goto swap;
 	}

@@ -609,6 +609,12 @@ static uint64_t inherited_page(const struct target *t, const uint64_t funcs[REDI
  */
 #define RING_MIN_LEN	((8u << 20) + 4096)
 
+/* A ring this process had: its own, not one it inherited from its parent. */
+static bool own_ring(const void *mem, void *arg)
+{
+	return ((const struct pytm_ring_hdr *)mem)->owner == (uint64_t)*(const pid_t *)arg;
+}
+
 static int setup_recorder(struct redirect *rd, const struct target *t,
 			  const struct redirect_opts *o)
 {
@@ -622,7 +628,7 @@ static int setup_recorder(struct redirect *rd, const struct target *t,
 		slot = PYTM_REC_SLOT_SIZE(rec.max_frames);
 		used = PYTM_RING_SLOTS_OFF + (size_t)o->ring_slots * slot;
 		err = inject__shared(t->pid, RING_NAME, used > RING_MIN_LEN ? used : RING_MIN_LEN,
-				     &rd->ring);
+				     own_ring, (void *)&t->pid, &rd->ring);
 		if (err) {
 			warn("process %d: no ring for the recorder: %s", t->pid, error__last());
 			return err;
@@ -631,6 +637,7 @@ static int setup_recorder(struct redirect *rd, const struct target *t,
 		h = rd->ring.mem;
 		h->slots = o->ring_slots;
 		h->slot_size = slot;
+		h->owner = (uint64_t)t->pid;
 		rec.ring = rd->ring.addr;
 		rec.slots = rd->ring.addr + PYTM_RING_SLOTS_OFF;
 		vlog("process %d: recorder: %u slots of %zu bytes at %#llx%s", t->pid,

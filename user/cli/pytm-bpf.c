@@ -183,7 +183,7 @@ static const struct argp_option opts[] = {
 	{ "recorder", OPT_RECORDER, NULL, 0,
 	  "Exact mode without a kernel entry per allocation: the injected page walks the "
 	  "stack and records each event in a ring this tracer drains (experimental; "
-	  "forked children are not followed)", 0 },
+	  "forked children are followed the BPF way)", 0 },
 	{ "ring-slots", OPT_RING_SLOTS, "N", 0,
 	  "--recorder: events its ring holds, a power of two (default: 8 MiB of slots)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
@@ -473,8 +473,6 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 				   "--sample, --no-inject, --peak or --all");
 		if (env.ring_slots && !env.recorder)
 			argp_error(state, "--ring-slots goes with --recorder");
-		if (env.recorder)
-			env.no_follow_forks = true;	/* children are not recorded (yet) */
 		/* Last: the only check that changes something (makes DIR/). */
 		if (output__prepare(&env.out))
 			argp_error(state, "invalid -o: %s", error__last());

@@ -88,6 +88,20 @@ struct live_ent {
 };
 _Static_assert(sizeof(struct live_ent) == 32, "live entries: 32 bytes");
 
+/*
+ * Blocks freed lately, in the order they went, with their free's number:
+ * a forked child's copy of the set as it was at the fork needs those
+ * freed since (recorder__inherit). The last FREED_KEEP always (the drain
+ * sees BPF's `forking` once per batch: up to a batch late), all of them
+ * while a child waits for its copy.
+ */
+#define FREED_KEEP	16384
+
+struct freed_ent {
+	struct live_ent e;
+	uint64_t freed;
+};
+
 struct live {
 	struct live_ent **chunks;
 	size_t nchunks;
@@ -133,6 +147,10 @@ struct recorder {
 	uint32_t last_stack;		/* the stack interned last (index + 1) */
 	struct { uint64_t addr; uint32_t id; } code_cache[256];	/* code_id's */
 	uint64_t events, ncodes, ntombs_seen, lost;
+	struct freed_ent *freed;		/* see FREED_KEEP */
+	size_t nfreed, freed_cap;
+	uint64_t freed_dropped;			/* the last dropped one's free + 1 */
+	bool forking;				/* BPF's: a child waits for its copy */
 	struct pytm_stack *scratch;
 };
 
@@ -366,6 +384,16 @@ static void live_free(struct live *l)
 	memset(l, 0, sizeof(*l));
 }
 
+/* E as recorder__each and recorder__inherit show it. */
+static struct recorder_block block_view(const struct recorder *rec, const struct live_ent *e)
+{
+	return (struct recorder_block){
+		.addr = e->addr, .size = e->size, .clock = e->clock,
+		.born = rec->start_ns + (uint64_t)e->born_ms * 1000000,
+		.stack = e->stack, .flags = e->gone ? PYTM_DOMAIN_GONE : 0,
+	};
+}
+
 /* ITEM's number + 1 in table T of pool P (items start with their address); 0: none. */
 static uint32_t find_addr(const struct recorder *rec, const struct htab *t,
 			  const struct pool *p, uint64_t addr)
@@ -386,12 +414,41 @@ static void account(struct recorder *rec, int64_t delta)
 		rec->peak = rec->current + rec->bpf_current;
 }
 
-static void block_drop(struct recorder *rec, uint32_t *slot)
+/* E goes at event CLOCK: kept a while (see FREED_KEEP). */
+static void freed_add(struct recorder *rec, const struct live_ent *e, uint64_t clock)
+{
+	struct freed_ent *n;
+	size_t cap, i;
+
+	if (!rec->forking && rec->nfreed >= 2 * FREED_KEEP) {
+		/* Only the last FREED_KEEP (tombstones' numbers can be out of order). */
+		for (i = 0; i < rec->nfreed - FREED_KEEP; i++)
+			if (rec->freed[i].freed + 1 > rec->freed_dropped)
+				rec->freed_dropped = rec->freed[i].freed + 1;
+		memmove(rec->freed, rec->freed + rec->nfreed - FREED_KEEP,
+			FREED_KEEP * sizeof(*rec->freed));
+		rec->nfreed = FREED_KEEP;
+	}
+	if (rec->nfreed == rec->freed_cap) {
+		cap = rec->freed_cap ? rec->freed_cap * 2 : 2 * FREED_KEEP;
+		n = realloc(rec->freed, cap * sizeof(*n));
+		if (!n) {
+			rec->freed_dropped = clock + 1;	/* a copy now would miss it */
+			return;
+		}
+		rec->freed = n;
+		rec->freed_cap = cap;
+	}
+	rec->freed[rec->nfreed++] = (struct freed_ent){ .e = *e, .freed = clock };
+}
+
+static void block_drop(struct recorder *rec, uint32_t *slot, uint64_t clock)
 {
 	struct live_ent *e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
 
 	if (!e->gone)
 		account(rec, -(int64_t)e->size);
+	freed_add(rec, e, clock);
 	live_remove(&rec->live, slot);
 }
 
@@ -511,7 +568,7 @@ static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint
 
 	if (slot) {
 		/* Already tracked (tracemalloc_add_trace does the same). */
-		block_drop(rec, slot);
+		block_drop(rec, slot, clock);
 	}
 	e = live_insert(rec, ev->ptr);
 	if (!e) {
@@ -543,7 +600,7 @@ static void on_free(struct recorder *rec, uint64_t addr, uint64_t clock)
 		account(rec, -(int64_t)e->size);
 		return;
 	}
-	block_drop(rec, slot);
+	block_drop(rec, slot, clock);
 }
 
 static void on_restamp(struct recorder *rec, const struct pytm_rec_event *ev, uint64_t clock)
@@ -638,6 +695,7 @@ static void read_proc(struct recorder *rec)
 	if (rec->o.procs_fd < 0 || bpf_map_lookup_elem(rec->o.procs_fd, &pid, &p))
 		return;
 	rec->bpf_current = p.current;
+	rec->forking = p.forking != 0;
 	if (!rec->frozen && p.rec_frozen)
 		rec->frozen = p.rec_frozen;
 }
@@ -718,6 +776,7 @@ void recorder__stop(struct recorder *rec)
 		free(rec->stacks[i]);
 	free(rec->stacks);
 	free(rec->tombs);
+	free(rec->freed);
 	free(rec->scratch);
 	live_free(&rec->live);
 	htab__free(&rec->codes);
@@ -781,6 +840,55 @@ void recorder__sync(struct recorder *rec)
 	pthread_mutex_unlock(&rec->lock);
 }
 
+int recorder__inherit(struct recorder *rec, uint64_t fork_clock,
+		      int (*fn)(void *arg, const struct recorder_block *b,
+				const struct pytm_stack *st),
+		      void *arg)
+{
+	struct timespec ms = { 0, 1000000 };
+	const struct live *l = &rec->live;
+	const struct live_ent *e;
+	struct recorder_block b;
+	uint32_t num1;
+	size_t i;
+	int err = 0, tries;
+
+	/*
+	 * Every event numbered before the fork applied (one claimed then may
+	 * be published a little later: its thread was between the two).
+	 */
+	for (tries = 0; tries < 100; tries++) {
+		recorder__sync(rec);
+		if (fork_clock == UINT64_MAX ||
+		    __atomic_load_n(&rec->h->tail, __ATOMIC_ACQUIRE) >= fork_clock)
+			break;
+		nanosleep(&ms, NULL);
+	}
+	pthread_mutex_lock(&rec->lock);
+	if (fork_clock != UINT64_MAX && rec->freed_dropped > fork_clock)
+		err = -ERANGE;	/* some freed since were forgotten: what is left */
+	for (num1 = 1; num1 <= l->n; num1++) {
+		e = live_at(l, num1);
+		if (!e->addr || e->late || e->gone || e->clock >= fork_clock)
+			continue;
+		b = block_view(rec, e);
+		if (fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL))
+			goto out;
+	}
+	for (i = 0; fork_clock != UINT64_MAX && i < rec->nfreed; i++) {
+		e = &rec->freed[i].e;
+		if (e->late || e->gone || e->clock >= fork_clock ||
+		    rec->freed[i].freed < fork_clock)
+			continue;
+		b = block_view(rec, e);
+		if (fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL))
+			goto out;
+	}
+out:
+	pthread_mutex_unlock(&rec->lock);
+	return err;
+}
+
 void recorder__lock(struct recorder *rec)
 {
 	pthread_mutex_lock(&rec->lock);
@@ -818,11 +926,7 @@ int recorder__each(struct recorder *rec,
 		e = live_at(l, num1);
 		if (!e->addr || e->late)
 			continue;	/* free, or born while finalizing: not in the frozen set */
-		b = (struct recorder_block){
-			.addr = e->addr, .size = e->size, .clock = e->clock,
-			.born = rec->start_ns + (uint64_t)e->born_ms * 1000000,
-			.stack = e->stack, .flags = e->gone ? PYTM_DOMAIN_GONE : 0,
-		};
+		b = block_view(rec, e);
 		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
 	}
 	return err;

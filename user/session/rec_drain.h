@@ -64,6 +64,16 @@ void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock);
 /* Everything drained that was published before this call. */
 void recorder__sync(struct recorder *rec);
 /*
+ * FN for each block live when the ring's head was FORK_CLOCK (a forked
+ * child's inherited set; UINT64_MAX: now), with its stack (NULL: none),
+ * after draining up to there. -ERANGE if blocks freed since may be
+ * missing (forgotten before the copy); FN's non-zero return stops it.
+ */
+int recorder__inherit(struct recorder *rec, uint64_t fork_clock,
+		      int (*fn)(void *arg, const struct recorder_block *b,
+				const struct pytm_stack *st),
+		      void *arg);
+/*
  * Locks. A snapshot holds the recorder's lock while it reads the table
  * and the resolver (the drain adds code objects to the resolver under
  * it); whoever else adds to the resolver (the event thread) holds the

@@ -275,6 +275,17 @@ static int adopt(struct session *s, struct tracee *tr, bool quiet)
 	inherit(s, tr);
 	if (tracee__gone(tr))
 		return 0;
+	/*
+	 * A recording parent's child stays on its parent's page, every event
+	 * BPF's way: an attach of its own would send its events through a
+	 * new page setup with a window where they pass unseen, and its
+	 * inherited blocks (in BPF's map) would not be in its recorder's set.
+	 */
+	if (tr->rec_parent) {
+		vlog("process %d: traced through its recording parent's page, BPF's way",
+		     tr->pid);
+		return 0;
+	}
 	if (replaced(s, tr) && !tracee__gone(tr)) {
 		vlog("process %d exec'd before it could be attached", tr->pid);
 		discard(s, tr);

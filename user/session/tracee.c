@@ -22,6 +22,7 @@
 #include "mapbatch.h"
 #include "tracee.h"
 #include "rec_drain.h"
+#include "stack_hash.h"
 #include "ring.h"
 #include "page.h"
 #include "util.h"
@@ -362,6 +363,7 @@ int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pyt
 	tr->shared_map = parent->shared_map = true;
 	tr->registered = true;	/* BPF made its procs entry at the fork */
 	tr->forked = true;
+	tr->rec_parent = parent->rec != NULL;
 	tr->attached_at = real_now();
 	return 0;
 }
@@ -855,6 +857,75 @@ static void copy_freed(struct tracee *tr, const struct tracee *parent, struct py
 	map_batch__free(&b);
 }
 
+/*
+ * A stack of the recorder's in BPF's stacks map (its id there: the hash
+ * BPF gives it), so that a block copied into BPF's map resolves as BPF's
+ * own. 0: no frames, or the map is full.
+ */
+static __u64 stack_to_bpf(struct pytm_bpf *skel, const struct pytm_stack *st)
+{
+	struct pytm_stack full;
+	__u64 id;
+
+	if (!st || !st->nframe)
+		return 0;
+	memset(&full, 0, sizeof(full));
+	full.nframe = st->nframe;
+	full.total_nframe = st->total_nframe;
+	memcpy(full.frames, st->frames, st->nframe * sizeof(st->frames[0]));
+	id = pytm_stack_hash(full.frames, full.nframe, full.total_nframe);
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.stacks), &id, &full, BPF_NOEXIST) &&
+	    errno != EEXIST)
+		return 0;
+	return id;
+}
+
+struct rec_copy {
+	struct tracee *tr;
+	struct pytm_bpf *skel;
+	__s64 bytes;
+	uint64_t nblocks, nskipped;
+};
+
+static int copy_recorded(void *arg, const struct recorder_block *b, const struct pytm_stack *st)
+{
+	struct rec_copy *c = arg;
+	struct pytm_block_key k = { .pid = (__u32)c->tr->pid, .domain = 0, .addr = b->addr };
+	struct pytm_block v = {
+		.size = b->size, .weight = b->size, .born = b->born,
+		.stack_id = stack_to_bpf(c->skel, st),
+	};
+
+	if (copy_inherited(c->tr->blocks_fd, k, &v, &c->nskipped)) {
+		c->bytes += (__s64)b->size;
+		c->nblocks++;
+	}
+	return 0;
+}
+
+/*
+ * The blocks PARENT's recorder held when its ring's head was REC_FORK - 1
+ * (0: not forked under our eyes: as they are now), into TR's part of BPF's
+ * map: the child goes BPF's way (page/sampler.c), and frees them there.
+ */
+static void inherit_recorded(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
+			     uint64_t rec_fork, __s64 *bytes, uint64_t *nblocks,
+			     uint64_t *nskipped)
+{
+	struct rec_copy c = { .tr = tr, .skel = skel };
+	int err;
+
+	err = recorder__inherit(parent->rec, rec_fork ? rec_fork - 1 : UINT64_MAX,
+				copy_recorded, &c);
+	if (err == -ERANGE)
+		warn("process %d: some blocks its parent %d freed after the fork were forgotten "
+		     "before the copy: they are missing from its inherited set", tr->pid,
+		     parent->pid);
+	*bytes += c.bytes;
+	*nblocks += c.nblocks;
+	*nskipped += c.nskipped;
+}
+
 int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
 		    uint64_t *nblocks)
 {
@@ -863,7 +934,7 @@ int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *s
 	__s64 bytes = 0;
 	__u32 i;
 	uint64_t ntombs = 0, fork_ns = 0;
-	struct pytm_proc p;
+	struct pytm_proc p = { 0 };
 	int err;
 
 	*nblocks = 0;
@@ -897,6 +968,9 @@ int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *s
 	/* ...and those it has freed since. */
 	if (fork_ns)
 		copy_freed(tr, parent, skel, fork_ns, &bytes, nblocks, &ntombs);
+	/* A recording parent's own, as they were at the fork. */
+	if (parent->rec)
+		inherit_recorded(tr, parent, skel, p.rec_fork, &bytes, nblocks, &ntombs);
 	err = proc_control(tr, skel, PYTM_CTL_INHERIT, bytes);
 	if (fork_ns)
 		tracee__fork_done(parent->pid, skel);

@@ -54,6 +54,8 @@ struct tracee {
 	bool tried;			/* a forked child's own attach was tried */
 	bool forked;			/* made at its fork (tracee__fork): traced
 					 * through its parent's page until attached */
+	bool rec_parent;		/* forked from a recording process: traced
+					 * through its parent's page (BPF's way) */
 	bool execed;			/* it called execve: another program now */
 	bool shared_map;		/* its live-block map is also a forked child's or parent's */
 	char version[32];		/* "3.11.7" */
