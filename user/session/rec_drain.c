@@ -36,7 +36,9 @@
 #define IDLE_MIN_NS	200000		/* the ring was empty: look again after, */
 #define IDLE_MAX_NS	4000000		/* twice as long each time up to this (a
 					 * ring of 8 MiB takes longer to fill) */
-#define RETRY_NS	20000000	/* between two retries (recorder_opts) */
+#define RETRY_NS	20000000	/* between two retries (recorder_opts), */
+#define RETRY_BUSY_NS	1000000		/* or this while events go BPF's way meanwhile
+					 * (until the page finds thread states) */
 #define RELEASE_RUN	256		/* slots read before the tail moves, */
 #define RELEASE_FULL	16		/* or this many when the ring is more than
 					 * half full: producers may be waiting */
@@ -141,7 +143,8 @@ struct recorder {
 	size_t tomb0, ntombs, tombs_cap;	/* heads never decrease */
 	uint64_t frozen;		/* the freeze's number + 1; 0: not frozen */
 	bool retrying;			/* o.retry still to be asked */
-	double next_retry;
+	double last_retry;
+	uint64_t bpf_events, retry_events;	/* BPF's count now, and at the last retry */
 	int64_t current, peak, bpf_current;
 	uint64_t now;			/* CLOCK_MONOTONIC ns of this drain batch */
 	uint32_t last_stack;		/* the stack interned last (index + 1) */
@@ -695,6 +698,7 @@ static void read_proc(struct recorder *rec)
 	if (rec->o.procs_fd < 0 || bpf_map_lookup_elem(rec->o.procs_fd, &pid, &p))
 		return;
 	rec->bpf_current = p.current;
+	rec->bpf_events = p.nevents;
 	rec->forking = p.forking != 0;
 	if (!rec->frozen && p.rec_frozen)
 		rec->frozen = p.rec_frozen;
@@ -710,11 +714,14 @@ static void *drain_thread(void *arg)
 		pthread_mutex_lock(&rec->lock);
 		read_proc(rec);
 		n = drain(rec, BATCH);
-		if (rec->retrying && mono_now() >= rec->next_retry) {
+		if (rec->retrying &&
+		    mono_now() >= rec->last_retry + (rec->bpf_events != rec->retry_events ?
+						     RETRY_BUSY_NS : RETRY_NS) * 1e-9) {
 			int err = rec->o.retry(rec->o.retry_arg);
 
 			rec->retrying = err == -EAGAIN;
-			rec->next_retry = mono_now() + RETRY_NS * 1e-9;
+			rec->last_retry = mono_now();
+			rec->retry_events = rec->bpf_events;
 		}
 		pthread_mutex_unlock(&rec->lock);
 		if (n) {
