@@ -5,8 +5,12 @@
  * small ring (its drain thread reading them meanwhile), some frees sent
  * as tombstones instead, a clear midway; at checkpoints the live blocks
  * recorder__each shows must be the model's, size for size. Enough live
- * blocks that the live table's index grows and moves several times.
+ * blocks that the live table's index grows and moves several times. A
+ * forked child's copy (recorder__inherit) a few thousand events after its
+ * fork must be the model as it was at the fork; much later, it says some
+ * frees were forgotten.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,7 +38,7 @@ struct model {
 	uint64_t live, bytes;
 };
 
-static struct model m;
+static struct model m, at_fork;
 
 static uint64_t addr_of(uint32_t i)
 {
@@ -78,6 +82,35 @@ static int each(void *arg, const struct recorder_block *b, const struct pytm_sta
 	return 0;
 }
 
+static int each_inherited(void *arg, const struct recorder_block *b,
+			  const struct pytm_stack *st)
+{
+	struct seen *s = arg;
+	uint64_t i = (b->addr - addr_of(0)) / 48;
+
+	(void)st;
+	s->n++;
+	s->bytes += b->size;
+	if (i >= ADDRS || b->addr != addr_of((uint32_t)i) || at_fork.size[i] != b->size)
+		s->wrong++;
+	return 0;
+}
+
+static void check_inherit(struct recorder *rec, uint64_t fork_clock, int want_err)
+{
+	struct seen s = { 0 };
+	int err = recorder__inherit(rec, fork_clock, each_inherited, &s);
+
+	CHECK(err == want_err, "inherit: %d, want %d", err, want_err);
+	if (want_err)
+		return;
+	CHECK(s.n == at_fork.live && s.bytes == at_fork.bytes && !s.wrong,
+	      "inherit: %llu blocks, %llu B, %llu wrong; at the fork %llu, %llu B",
+	      (unsigned long long)s.n, (unsigned long long)s.bytes,
+	      (unsigned long long)s.wrong, (unsigned long long)at_fork.live,
+	      (unsigned long long)at_fork.bytes);
+}
+
 static void checkpoint(struct recorder *rec, const char *when)
 {
 	struct recorder_stats rs;
@@ -107,7 +140,7 @@ int main(void)
 	struct recorder *rec = NULL;
 	uint32_t code_ids = 0, i;
 	uint8_t *slots;
-	uint64_t op, size;
+	uint64_t op, size, fork_clock = 0;
 	char when[64];
 
 	h = calloc(1, PYTM_RING_SLOTS_OFF + SLOTS * slot_size);
@@ -150,6 +183,14 @@ int main(void)
 			snprintf(when, sizeof(when), "after %llu events", (unsigned long long)op);
 			checkpoint(rec, when);
 		}
+		if (op == 1500000) {	/* a fork: the ring's head now */
+			fork_clock = __atomic_load_n(&h->head, __ATOMIC_SEQ_CST);
+			at_fork = m;
+		}
+		if (op == 1503000)
+			check_inherit(rec, fork_clock, 0);
+		if (op == 1999999)	/* ~250,000 frees since: not all kept */
+			check_inherit(rec, fork_clock, -ERANGE);
 		if (op == 2000000) {
 			recorder__clear(rec);
 			memset(&m, 0, sizeof(m));
