@@ -64,41 +64,40 @@ static void put(struct pytm_ring_hdr *h, uint8_t *slots, int kind, uint64_t ptr,
 }
 
 struct seen {
+	const struct model *want;	/* what the blocks must be */
 	uint64_t n, bytes, wrong;
 };
+
+static void seen_block(struct seen *s, const struct recorder_block *b)
+{
+	uint64_t i = (b->addr - addr_of(0)) / 48;
+
+	s->n++;
+	s->bytes += b->size;
+	if (i >= ADDRS || b->addr != addr_of((uint32_t)i) || s->want->size[i] != b->size)
+		s->wrong++;
+}
 
 static int each(void *arg, const struct recorder_block *b, const struct pytm_stack *st,
 		uint32_t stack)
 {
-	struct seen *s = arg;
-	uint64_t i = (b->addr - addr_of(0)) / 48;
-
 	(void)st;
 	(void)stack;
-	s->n++;
-	s->bytes += b->size;
-	if (i >= ADDRS || b->addr != addr_of((uint32_t)i) || m.size[i] != b->size)
-		s->wrong++;
+	seen_block(arg, b);
 	return 0;
 }
 
 static int each_inherited(void *arg, const struct recorder_block *b,
 			  const struct pytm_stack *st)
 {
-	struct seen *s = arg;
-	uint64_t i = (b->addr - addr_of(0)) / 48;
-
 	(void)st;
-	s->n++;
-	s->bytes += b->size;
-	if (i >= ADDRS || b->addr != addr_of((uint32_t)i) || at_fork.size[i] != b->size)
-		s->wrong++;
+	seen_block(arg, b);
 	return 0;
 }
 
 static void check_inherit(struct recorder *rec, uint64_t fork_clock, int want_err)
 {
-	struct seen s = { 0 };
+	struct seen s = { .want = &at_fork };
 	int err = recorder__inherit(rec, fork_clock, each_inherited, &s);
 
 	CHECK(err == want_err, "inherit: %d, want %d", err, want_err);
@@ -114,7 +113,7 @@ static void check_inherit(struct recorder *rec, uint64_t fork_clock, int want_er
 static void checkpoint(struct recorder *rec, const char *when)
 {
 	struct recorder_stats rs;
-	struct seen s = { 0 };
+	struct seen s = { .want = &m };
 
 	recorder__sync(rec);
 	recorder__lock(rec);
