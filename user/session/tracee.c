@@ -885,7 +885,29 @@ struct rec_copy {
 	struct pytm_bpf *skel;
 	__s64 bytes;
 	uint64_t nblocks, nskipped;
+	__u64 *ids;		/* by the recorder's stack index + 1: BPF's id, 0: not yet */
+	size_t nids;
 };
+
+/* ST's id in BPF's stacks map, put there once per stack (not per block). */
+static __u64 copy_stack(struct rec_copy *c, uint32_t stack, const struct pytm_stack *st)
+{
+	size_t n;
+	__u64 *ids;
+
+	if (stack >= c->nids) {
+		n = stack + 1 > 2 * c->nids ? stack + 1 : 2 * c->nids;
+		ids = realloc(c->ids, n * sizeof(*ids));
+		if (!ids)
+			return stack_to_bpf(c->skel, st);
+		memset(ids + c->nids, 0, (n - c->nids) * sizeof(*ids));
+		c->ids = ids;
+		c->nids = n;
+	}
+	if (!c->ids[stack])
+		c->ids[stack] = stack_to_bpf(c->skel, st);
+	return c->ids[stack];
+}
 
 static int copy_recorded(void *arg, const struct recorder_block *b, const struct pytm_stack *st)
 {
@@ -893,7 +915,7 @@ static int copy_recorded(void *arg, const struct recorder_block *b, const struct
 	struct pytm_block_key k = { .pid = (__u32)c->tr->pid, .domain = 0, .addr = b->addr };
 	struct pytm_block v = {
 		.size = b->size, .weight = b->size, .born = b->born,
-		.stack_id = stack_to_bpf(c->skel, st),
+		.stack_id = copy_stack(c, b->stack, st),
 	};
 
 	if (copy_inherited(c->tr->blocks_fd, k, &v, &c->nskipped)) {
@@ -917,6 +939,7 @@ static void inherit_recorded(struct tracee *tr, struct tracee *parent, struct py
 
 	err = recorder__inherit(parent->rec, rec_fork ? rec_fork - 1 : UINT64_MAX,
 				copy_recorded, &c);
+	free(c.ids);
 	if (err == -ERANGE)
 		warn("process %d: some blocks its parent %d freed after the fork were forgotten "
 		     "before the copy: they are missing from its inherited set", tr->pid,
