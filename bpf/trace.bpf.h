@@ -410,9 +410,10 @@ static __always_inline int on_free(__u64 ptr)
 /*
  * Injected mode: the allocator tables point to trampolines that call the
  * previous allocator, then pass a 5-byte NOP with the result and the
- * arguments in registers. One probe hit per event, no uretprobe. Over the
- * default allocators an inner call returns the outer call's block, so the
- * outer one just rewrites it; over other hooks, entry sites count nesting.
+ * arguments in registers. One probe hit per event, no uretprobe. A raw
+ * call made inside an obj/mem call of the same thread does not pass its
+ * site (the trampolines mark the outer call: user/attach/redirect.c);
+ * over other hooks, entry sites count nesting.
  */
 static __always_inline int injected_alloc(struct pt_regs *ctx, __u64 ret, __u64 old,
 					  __u64 size, bool realloc)

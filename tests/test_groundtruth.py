@@ -53,6 +53,27 @@ def test_groundtruth_realloc(python, tmp_path_factory):
                     summary)
 
 
+NESTED_MODES = {"bpf-walk": [], "recorder": ["--recorder"]}
+
+
+@pytest.mark.parametrize("mode", NESTED_MODES)
+def test_groundtruth_nested_raw(python, tmp_path_factory, mode):
+    """pymalloc's own raw allocations made inside an object allocation (its
+    arenas array grown twice: tests/workloads/gt_arenas.py) are not traced,
+    as in tracemalloc: the line's blocks agree one for one. Without
+    tracemalloc in the target: with it, its hooks below ours count nesting
+    at the entry sites. Both modes of one interpreter run at once."""
+    def make_jobs():
+        return {m: isolated(gt_run, python, str(tmp_path_factory.mktemp(
+            "gt-nested-" + m)), "without", "gt_arenas.py", 1, extra)
+            for m, extra in NESTED_MODES.items()}
+    run, fig, summary = batch_result(("gt-nested", python), mode, make_jobs)
+    check_agreement("nested raw calls, %s, without tracemalloc, --frames 1"
+                    % mode, run, fig, summary)
+    assert fig["count_ours"] == fig["count_ref"], summary
+    assert fig["size_ours"] == fig["size_ref"], summary
+
+
 def total_frames_run(procs, python, outdir):
     ours = os.path.join(outdir, "ours.pickle")
     ref = os.path.join(outdir, "ref.pickle")

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -30,7 +31,8 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp8"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf tramp9"	/* 16 bytes with the NUL */
+#define MAGIC8		"pytm-bpf tramp8"	/* before: raw calls nested in obj/mem traced */
 #define MAGIC7		"pytm-bpf tramp7"	/* before: three code pages, no recorder */
 #define MAGIC6		"pytm-bpf tramp6"	/* before: two code pages, no reference tracer */
 #define MAGIC5		"pytm-bpf tramp5"	/* before that: no kept page */
@@ -45,6 +47,8 @@
 #define KEEP_FOLLOW_OFF	(PYTM_DATA_KEEP + offsetof(struct pytm_page_keep, follow))
 #define KEEP_REF_PREV_OFF (PYTM_DATA_KEEP + offsetof(struct pytm_page_keep, ref_prev))
 #define LAST_NEW_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, last_new))
+#define OUTER_OFF	(PYTM_DATA_CTL + offsetof(struct pytm_page_ctl, outer))
+#define PYTM_DOMAIN_RAW	0
 #define PYTM_DOMAIN_OBJ	2
 _Static_assert(CODE_OFF + 12 * TRAMP_SIZE + 5 * 16 <= PYTM_PAGE_SAMPLER_OFF,
 	       "trampolines and children's sites overlap the sampler");
@@ -63,7 +67,17 @@ static const entry_table sampler_entry = {
 };
 
 /*
- * The same in a page of the layout before (tramp7), with its reference
+ * The same in a page of the layout before (tramp8: the same sampler, the
+ * exact trampolines did not mark obj/mem calls), with its reference tracer.
+ */
+static const entry_table sampler_entry8 = {
+	{ 0x810, 0x960, 0xae0, 0xe10 }, { 0xfe0, 0x1180, 0x1350, 0x16e0 },
+	{ 0x18d0, 0x1a70, 0x1c40, 0x1fd0 },
+};
+#define REFTRACE8	0x21c0
+
+/*
+ * The same in a page of the layout before that (tramp7), with its reference
  * tracer and its data region.
  */
 static const entry_table sampler_entry7 = {
@@ -174,6 +188,16 @@ static void emit_child_sites(uint8_t *page)
 	}
 }
 
+/* outer = 0, after the original call: %rsi is restored from the stack next. */
+static void emit_outer_clear(struct x86_emitter *e)
+{
+	static const uint8_t xor_esi[] = { 0x31, 0xf6 };		/* xor %esi,%esi */
+	static const uint8_t store_rsi[] = { 0x48, 0x89, 0x35 };	/* mov %rsi,disp(%rip) */
+
+	x86__bytes(e, xor_esi, sizeof(xor_esi));
+	x86__rip(e, store_rsi, sizeof(store_rsi), DATA_OFF + OUTER_OFF, NULL);
+}
+
 /*
  * Emit trampoline (D, K). System V: the caller's call left rsp = 8 mod 16;
  * the pushes below keep the callee's alignment right. Exit site: after the
@@ -189,15 +213,41 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	static const uint8_t add8[] = { 0x48, 0x83, 0xc4, 0x08 };	/* add $8,%rsp */
 	static const uint8_t call_mem[] = { 0xff, 0x15 }, jmp_mem[] = { 0xff, 0x25 };
 	static const uint8_t store_rax[] = { 0x48, 0x89, 0x05 };	/* mov %rax,disp(%rip) */
+	static const uint8_t load_tp[] = { 0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0 };	/* mov %fs:0,%rax */
+	static const uint8_t store_rax_outer[] = { 0x48, 0x89, 0x05 };	/* mov %rax,disp(%rip) */
+	static const uint8_t cmp_outer[] = { 0x48, 0x3b, 0x05 };	/* cmp disp(%rip),%rax */
+	static const uint8_t jne_over[] = { 0x75, 6 };			/* jne over the jmp */
 	struct x86_emitter e = { page, tramp_off(d, k) };
 	size_t o = orig_off(d, k);
 
+	/*
+	 * As in tracemalloc, an allocator call made inside another one of ours
+	 * is not traced: pymalloc's own bookkeeping (the arenas array, the
+	 * radix tree's 128 KiB nodes on 3.10+) goes through the raw table from
+	 * inside an obj/mem call and returns another block than the outer call.
+	 * obj/mem calls run with the GIL (one thread at a time): around the
+	 * original call the trampoline writes the thread's pointer to `outer`;
+	 * a raw call of the same thread meanwhile goes straight through, as in
+	 * the sampler (page/sampler.c, pg_enter).
+	 */
+	if (d == PYTM_DOMAIN_RAW && k != PYTM_FREE) {
+		x86__bytes(&e, load_tp, sizeof(load_tp));
+		x86__rip(&e, cmp_outer, sizeof(cmp_outer), DATA_OFF + OUTER_OFF, NULL);
+		x86__bytes(&e, jne_over, sizeof(jne_over));
+		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
+	}
 	if (k != PYTM_FREE)
 		rd->entry_site[d][k] = site_nop(rd->site_kind, emit_site(&e, CHILD_ENTRY));
+	if (d != PYTM_DOMAIN_RAW && k != PYTM_FREE) {
+		x86__bytes(&e, load_tp, sizeof(load_tp));
+		x86__rip(&e, store_rax_outer, sizeof(store_rax_outer), DATA_OFF + OUTER_OFF, NULL);
+	}
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */
 		x86__bytes(&e, &push_rsi, 1);
 		x86__rip(&e, call_mem, sizeof(call_mem), o, NULL);	/* call *orig(%rip) */
+		if (d != PYTM_DOMAIN_RAW)
+			emit_outer_clear(&e);
 		x86__bytes(&e, &pop_rsi, 1);
 		if (d == PYTM_DOMAIN_OBJ)	/* see pytm_reftrace */
 			x86__rip(&e, store_rax, sizeof(store_rax), DATA_OFF + LAST_NEW_OFF, NULL);
@@ -208,6 +258,8 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 		x86__bytes(&e, &push_rdx, 1);
 		x86__bytes(&e, sub8, sizeof(sub8));
 		x86__rip(&e, call_mem, sizeof(call_mem), o, NULL);
+		if (d != PYTM_DOMAIN_RAW)
+			emit_outer_clear(&e);
 		x86__bytes(&e, add8, sizeof(add8));
 		x86__bytes(&e, &pop_rdx, 1);
 		x86__bytes(&e, &pop_rsi, 1);
@@ -222,6 +274,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 		x86__rip(&e, jmp_mem, sizeof(jmp_mem), o, NULL);	/* jmp *orig(%rip) */
 	else
 		x86__bytes(&e, &ret, 1);
+	assert(e.at <= tramp_off(d, k) + TRAMP_SIZE);
 	memset(page + e.at, 0xcc, tramp_off(d, k) + TRAMP_SIZE - e.at);	/* int3 */
 }
 
@@ -519,6 +572,8 @@ static int ref_previous(const struct target *t, uint64_t fn, uint64_t *prev)
 		if (target__read(t, m->start, magic, sizeof(magic)))
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)) && fn == m->start + PYTM_SYM_pytm_reftrace)
+			fn = m->start + DATA_OFF + KEEP_REF_PREV_OFF;
+		else if (!memcmp(magic, MAGIC8, sizeof(MAGIC8)) && fn == m->start + REFTRACE8)
 			fn = m->start + DATA_OFF + KEEP_REF_PREV_OFF;
 		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)) && fn == m->start + REFTRACE7)
 			fn = m->start + DATA_OFF7 + KEEP_REF_PREV_OFF;
@@ -957,6 +1012,8 @@ static int original_of(const struct target *t, uint64_t *fn)
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry);
+		else if (!memcmp(magic, MAGIC8, sizeof(MAGIC8)))
+			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry8);
 		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry7);
 		else if (!memcmp(magic, MAGIC6, sizeof(MAGIC6)))
