@@ -210,6 +210,9 @@ int control(struct pytm_ctl *ctl)
 		return p->forking;
 	} else if (ctl->op == PYTM_CTL_REC_CLOCK) {
 		p->rec_clock = ctl->arg;
+	} else if (ctl->op == PYTM_CTL_PEAK_MARK) {
+		p->peak_step = 0;
+		p->peak_ns = ctl->arg;
 	} else {
 		return -22;	/* -EINVAL */
 	}

@@ -271,6 +271,8 @@ enum pytm_ctl_op {
 	PYTM_CTL_FORK_DONE = 5,		/* a parent: one child less to copy to (returns
 					 * how many are left) */
 	PYTM_CTL_REC_CLOCK = 6,		/* rec_clock = arg (the recorder's ring) */
+	PYTM_CTL_PEAK_MARK = 7,		/* peak_ns = arg, peak_step = 0: the
+					 * recorder's drain makes the marks */
 };
 
 struct pytm_ctl {

@@ -698,9 +698,10 @@ GT_REPORT = {
 }
 
 
-def gt_run(procs, python, outdir, mode, workload, frames, extra=()):
-    """One ground-truth run (pytm-bpf given extra options too); returns
-    (TracedRun, figures, summary)."""
+def gt_run(procs, python, outdir, mode, workload, frames, extra=(), env=None):
+    """One ground-truth run (pytm-bpf given extra options too, both runs of
+    the workload env added to their environment); returns (TracedRun,
+    figures, summary)."""
     ours = os.path.join(outdir, "ours.pickle")
     ref = os.path.join(outdir, "ref.pickle")
     key, cumulative = GT_REPORT.get((mode, workload, frames),
@@ -710,10 +711,10 @@ def gt_run(procs, python, outdir, mode, workload, frames, extra=()):
         args.append("--cumulative")
     if mode == "with":
         run = run_traced(procs, python, workload, args, out=ours,
-                         wl_args=["--tracemalloc", frames, "--dump", ref])
+                         wl_args=["--tracemalloc", frames, "--dump", ref], env=env)
     else:
-        run_reference(procs, python, workload, frames, ref)
-        run = run_traced(procs, python, workload, args, out=ours)
+        run_reference(procs, python, workload, frames, ref, env=env)
+        run = run_traced(procs, python, workload, args, out=ours, env=env)
     run.ref = ref
     run.key, run.cumulative = key, cumulative
     check_run(run)

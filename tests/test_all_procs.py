@@ -92,6 +92,7 @@ class Section(object):
         self.version, self.cmdline, self.exited = version, cmdline, exited
         self.stats = []         # (filename, lineno, size, count)
         self.traced = None      # (current, peak, events)
+        self.recorder = None    # JSON: the report's "recorder" member
         self.lost = None        # "none", or "reason=N, ..."
         self.lines = []         # what was parsed, for messages
         self.header = ""        # text: the "== pid" line; JSON: rebuilt
@@ -119,6 +120,7 @@ class Section(object):
                               st["count"]))
         t = doc["traced"]
         sec.traced = (t["current"], t["peak"], t["events"])
+        sec.recorder = doc["recorder"]
         lost = dict((k, v) for k, v in doc["lost"].items()
                     if v and k != "no_thread_state")
         sec.lost = ", ".join("%s=%d" % kv for kv in sorted(lost.items())) \
@@ -297,6 +299,53 @@ def wait_exit_report(tracer, pid, timeout=T_STOP):
 def startup_pids(line):
     m = re.search(r"\(pids ([\d, ]+)\)", line)
     return set(int(p) for p in m.group(1).split(", ")) if m else set()
+
+
+def test_all_recorder(procs, tmp_path):
+    """--all --recorder: every process found at start (Debian's 3.11, 3.13)
+    and one started later (3.12, through its exec) records in its own
+    ring; each report agrees with its tracemalloc, and says how much went
+    through the ring."""
+    py311, py312, py313 = "/usr/bin/python3.11", need(pyenv(V312)), need(pyenv(V313))
+    refs = {
+        "3.11": reference(procs, py311, GT, tmp_path, "r3.11"),
+        "3.13": reference(procs, py313, GT, tmp_path, "r3.13"),
+        "late": reference(procs, py312, GT, tmp_path, "rlate"),
+    }
+    a = procs.target(py311, GT)
+    c = procs.target(py313, GT)
+    assert ready_pid(a) == a.pid and ready_pid(c) == c.pid
+    tracer = procs.tracer(["--all", "--recorder", "--top", TOP, "-v",
+                           "--format", "json"])
+    line = tracer.wait_tracing(timeout=T_ATTACH * 3)
+    first = startup_pids(line)
+    assert a.pid in first and c.pid in first, (line, _show(tracer.err.text()))
+    d = procs.target(py312, GT)
+    assert ready_pid(d) == d.pid
+    wait_text(tracer.err, r"^pytm-bpf: tracing new process %d$" % d.pid,
+              T_ATTACH, "'tracing new process %d'" % d.pid, tracer)
+    for t in (a, c, d):
+        t.send("go")
+    for t in (a, c, d):
+        t.expect("done", timeout=T_WORK)
+    rc, out, err = tracer.stop(signal.SIGINT, timeout=T_STOP_MANY)
+    for t in (a, c, d):
+        t.send("exit")
+    for t in (a, c, d):
+        assert t.wait(timeout=T_WORK) == 0, _show(t.err.text())
+    assert rc == 0, "rc=%d\nstderr: %s" % (rc, _show(err))
+    sections, _ = parse_reports(out)
+    text = out.decode("utf-8", "replace")
+    for label, t, ref in (("3.11", a, refs["3.11"]), ("3.13", c, refs["3.13"]),
+                          ("3.12 started after pytm-bpf", d, refs["late"])):
+        sec = one_section(sections, t.pid, out, err)
+        check_top("--all --recorder, " + label, sec, ref,
+                  os.path.join(WORKLOADS, GT))
+        # Its own ring: the page's setup says so, and its report.
+        assert ("process %d: recorder: " % t.pid).encode() in err, _show(err)
+        rec = sec.recorder
+        assert rec and rec["events"] > 10000, sec.text()
+        assert rec["bpf_allocations"] < rec["events"] / 4, rec
 
 
 def skipped(err, pid):

@@ -98,11 +98,15 @@ def test_no_target_with_options():
                                   ["--interval", "1", "--leaks", "--compare"],
                                   ["--interval", "1", "--leaks", "--format", "folded"],
                                   ["top", "--control"], ["top", "--leaks"],
-                                  ["top", "--format", "json"], ["top", "--peak"]],
+                                  ["top", "--format", "json"], ["top", "--peak"],
+                                  ["--recorder", "--sample", "4096"],
+                                  ["--recorder", "--no-inject"], ["--ring-slots", "1024"],
+                                  ["--recorder", "--ring-slots", "1000"]],
                          ids=["pid-abc", "bad-key", "unknown-option", "leaks-no-interval",
                               "leaks-window-small", "leaks-window-bad", "leaks-compare",
                               "leaks-folded", "top-control", "top-leaks", "top-json",
-                              "top-peak"])
+                              "top-peak", "recorder-sample", "recorder-no-inject",
+                              "ring-slots-alone", "ring-slots-not-power"])
 def test_other_usage_errors(idle_python, args):
     if args[0] == "top":
         args = ["top", "-p", idle_python] + args[1:]

@@ -53,21 +53,15 @@ def test_groundtruth_realloc(python, tmp_path_factory):
                     summary)
 
 
-NESTED_MODES = {"bpf-walk": [], "recorder": ["--recorder"]}
-
-
-@pytest.mark.parametrize("mode", NESTED_MODES)
-def test_groundtruth_nested_raw(python, tmp_path_factory, mode):
+@pytest.mark.parametrize("mode", ["bpf-walk", "recorder"])
+def test_groundtruth_nested_raw(request, python, tmp_path_factory, mode):
     """pymalloc's own raw allocations made inside an object allocation (its
     arenas array grown twice: tests/workloads/gt_arenas.py) are not traced,
     as in tracemalloc: the line's blocks agree one for one. Without
     tracemalloc in the target: with it, its hooks below ours count nesting
-    at the entry sites. Both modes of one interpreter run at once."""
-    def make_jobs():
-        return {m: isolated(gt_run, python, str(tmp_path_factory.mktemp(
-            "gt-nested-" + m)), "without", "gt_arenas.py", 1, extra)
-            for m, extra in NESTED_MODES.items()}
-    run, fig, summary = batch_result(("gt-nested", python), mode, make_jobs)
+    at the entry sites."""
+    run, fig, summary = extra_runs(request, python, tmp_path_factory,
+                                   "nested-" + mode)
     check_agreement("nested raw calls, %s, without tracemalloc, --frames 1"
                     % mode, run, fig, summary)
     assert fig["count_ours"] == fig["count_ref"], summary
@@ -85,12 +79,20 @@ def total_frames_run(procs, python, outdir):
     return run, fig, summary
 
 
-# --recorder's runs: (workload, frames, extra options)
+# --recorder's runs: (form, workload, frames, extra options, environment)
 REC_RUNS = {
-    "rec-single-1": ("gt_single.py", 1, []),
-    "rec-threads-25": ("gt_threads.py", 25, []),
+    "rec-single-1": ("with", "gt_single.py", 1, [], None),
+    "rec-threads-25": ("with", "gt_threads.py", 25, [], None),
+    "rec-without-single-25": ("without", "gt_single.py", 25, [], None),
+    "rec-realloc-1": ("with", "gt_realloc.py", 1, [], None),
     # a ring of 16 events: most go BPF's way, frees as tombstones
-    "rec-full": ("gt_single.py", 25, ["--ring-slots", "16"]),
+    "rec-full": ("with", "gt_single.py", 25, ["--ring-slots", "16"], None),
+    # the allocator variants: every obj/mem call a malloc, or through the
+    # debug hooks (a hook layer below ours)
+    "rec-malloc-threads-1": ("without", "gt_threads.py", 1, [],
+                             {"PYTHONMALLOC": "malloc"}),
+    "rec-debug-single-25": ("without", "gt_single.py", 25, [],
+                            {"PYTHONMALLOC": "pymalloc_debug"}),
 }
 
 
@@ -104,6 +106,10 @@ EXTRA_ONLY = {
     # CFrame (3.11, Debian's LTO build), 3.12+ (thread state in TLS).
     "rec-full": (("3.8", "debian-3.11", "3.13"), "--recorder's full ring: one "
                  "interpreter per frame layout"),
+    "rec-malloc-threads-1": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
+                             "build, as for the BPF walk (test_inject_mode)"),
+    "rec-debug-single-25": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
+                            "build, as for the BPF walk (test_inject_mode)"),
 }
 
 
@@ -126,11 +132,15 @@ def extra_runs(request, python, tmp_path_factory, which):
             jobs["recorder"] = isolated(gt_run, python, str(
                 tmp_path_factory.mktemp("gt-rec-freelist")), "with",
                 "gt_freelist.py", 1, ["--recorder"])
-        for key, (wl, frames, extra) in REC_RUNS.items():
+        for key, (form, wl, frames, extra, env) in REC_RUNS.items():
             if key in EXTRA_ONLY and ident not in EXTRA_ONLY[key][0]:
                 continue
             jobs[key] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
-                "gt-" + key)), "with", wl, frames, ["--recorder"] + extra)
+                "gt-" + key)), form, wl, frames, ["--recorder"] + extra, env)
+        for mode, extra in (("bpf-walk", []), ("recorder", ["--recorder"])):
+            jobs["nested-" + mode] = isolated(gt_run, python, str(
+                tmp_path_factory.mktemp("gt-nested-" + mode)), "without",
+                "gt_arenas.py", 1, extra)
         return jobs
     return batch_result(("gt-extra", python), which, make_jobs)
 
@@ -198,12 +208,14 @@ def test_groundtruth_recorder(request, python, tmp_path_factory, which):
     and records it in a ring that pytm-bpf drains; what the page cannot do
     (a raw call without the GIL, a full ring) goes BPF's way and is merged
     in order. Same agreement with tracemalloc as the BPF walk, at --frames
-    1 and 25, threads, and with a ring of 16 events (nothing lost: the
-    overflow is BPF's, the footer says how much)."""
+    1 and 25, threads (raw calls without the GIL), realloc, both forms,
+    PYTHONMALLOC=malloc and pymalloc_debug, and with a ring of 16 events
+    (nothing lost: the overflow is BPF's, the footer says how much)."""
     run, fig, summary = extra_runs(request, python, tmp_path_factory, which)
-    wl, frames, extra = REC_RUNS[which]
-    check_agreement("--recorder %s, %s, with tracemalloc, --frames %d"
-                    % (" ".join(extra), wl, frames), run, fig, summary)
+    form, wl, frames, extra, env = REC_RUNS[which]
+    check_agreement("--recorder %s, %s, %s tracemalloc, --frames %d%s"
+                    % (" ".join(extra), wl, form, frames,
+                       ", %r" % env if env else ""), run, fig, summary)
     rec = recorder_footer(run)
     print("recorder: %s" % rec)
     assert b"Lost events: none" in run.stdout, run.describe()

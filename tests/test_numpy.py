@@ -2,10 +2,14 @@
 """numpy's array buffers (PyTraceMalloc_Track, domain 389047) on Debian's
 python3.11 with Debian's python3-numpy: they appear under their domain with
 the right lines and sizes equal to arr.nbytes, and freeing an array removes
-its trace. Snapshots are taken mid-trace through --control."""
+its trace. Snapshots are taken mid-trace through --control. The BPF walk
+and --recorder (the arrays' objects through the ring, their buffers
+through PyTraceMalloc_Track's probe)."""
 
 import os
 import subprocess
+
+import pytest
 
 from conftest import PYTM, ROOT, T_ATTACH, T_CMD, WORKLOADS
 
@@ -44,14 +48,16 @@ def command(tracer, cmd):
     return reply
 
 
-def test_numpy_domain(procs, tmp_path):
+@pytest.mark.parametrize("mode", ["bpf-walk", "recorder"])
+def test_numpy_domain(procs, tmp_path, mode):
     assert os.path.exists(DEBIAN), "Debian's python3.11 is missing"
     check = subprocess.run([DEBIAN, "-c", "import numpy"], capture_output=True)
     assert check.returncode == 0, "python3-numpy is missing: %s" % check.stderr
     tgt = procs.target(DEBIAN, SCRIPT)
     tgt.expect("ready", timeout=30)
+    extra = ["--recorder"] if mode == "recorder" else []
     tracer = subprocess.Popen([PYTM, "-p", str(tgt.pid), "--frames", "3",
-                               "--control"], stdin=subprocess.PIPE,
+                               "--control"] + extra, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               cwd=ROOT)
     try:

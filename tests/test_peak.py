@@ -21,10 +21,13 @@ from conftest import (INTERPRETERS, T_START, T_WORK, WORKLOADS, batch_result,
                       isolated, marked_line, snaptool)
 
 WORKLOAD = os.path.join(WORKLOADS, "wl_peak.py")
-KEYS = ["debian-3.11", "3.8", "3.13"]
+# (interpreter, pytm-bpf's mode): the BPF walk on three frame layouts, the
+# recorder (its drain makes the marks) on Debian's LTO build and on 3.12
+# (thread state from TLS).
+KEYS = ["debian-3.11", "3.8", "3.13", "debian-3.11 recorder", "3.12 recorder"]
 
 
-def peak_run(procs, python, tmp):
+def peak_run(procs, python, tmp, extra=()):
     ref = os.path.join(tmp, "ref.pytm")
     ours = os.path.join(tmp, "ours.pytm")
     served = os.path.join(tmp, "served.pytm")
@@ -39,7 +42,7 @@ def peak_run(procs, python, tmp):
     tgt = procs.target(python, WORKLOAD)
     tgt.expect("ready", timeout=T_START)
     tr = procs.tracer(["-p", tgt.pid, "--peak", "-o", ours, "--format", "json",
-                       "--serve", "127.0.0.1:0"])
+                       "--serve", "127.0.0.1:0", "-v"] + list(extra))
     tr.wait_tracing()
     url = serving_url(tr)
     tgt.send("go")
@@ -61,16 +64,27 @@ def at_lines(python, path):
                 if t["traceback"][0][0] == WORKLOAD)
 
 
+def python_of(key):
+    return INTERPRETERS[key.split()[0]]
+
+
+def mode_of(key):
+    return ["--recorder"] if key.endswith(" recorder") else []
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_peak_snapshot(key, tmp_path_factory):
-    python = INTERPRETERS[key]
+    python = python_of(key)
 
     def make_jobs():
-        return dict((k, isolated(peak_run, INTERPRETERS[k],
-                                 str(tmp_path_factory.mktemp("peak"))))
+        return dict((k, isolated(peak_run, python_of(k),
+                                 str(tmp_path_factory.mktemp("peak")), mode_of(k)))
                     for k in KEYS)
     r = batch_result(("peak",), key, make_jobs)
     assert r["rc"] == 0, r["err"][-3000:]
+    if mode_of(key):
+        # A ring was set up (-v says so): the drain took the events.
+        assert b": recorder: " in r["err"], r["err"][-3000:]
     peak_line = marked_line(WORKLOAD, "PEAK_LINE")
     after_line = marked_line(WORKLOAD, "AFTER_LINE")
     ref = at_lines(python, r["ref"])

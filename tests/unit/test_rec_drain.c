@@ -8,7 +8,9 @@
  * blocks that the live table's index grows and moves several times. A
  * forked child's copy (recorder__inherit) a few thousand events after its
  * fork must be the model as it was at the fork; much later, it says some
- * frees were forgotten.
+ * frees were forgotten. --peak: the set at the last mark (blocks numbered
+ * by it, live or freed since) adds up to the mark's bytes, which are
+ * within the step of the peak, and the model's peak is not above it.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -87,6 +89,19 @@ static int each(void *arg, const struct recorder_block *b, const struct pytm_sta
 	return 0;
 }
 
+/* A block of the peak's set: counted, not checked against a model. */
+static int each_any(void *arg, const struct recorder_block *b, const struct pytm_stack *st,
+		    uint32_t stack)
+{
+	struct seen *s = arg;
+
+	(void)st;
+	(void)stack;
+	s->n++;
+	s->bytes += b->size;
+	return 0;
+}
+
 static int each_inherited(void *arg, const struct recorder_block *b,
 			  const struct pytm_stack *st)
 {
@@ -108,6 +123,36 @@ static void check_inherit(struct recorder *rec, uint64_t fork_clock, int want_er
 	      (unsigned long long)s.n, (unsigned long long)s.bytes,
 	      (unsigned long long)s.wrong, (unsigned long long)at_fork.live,
 	      (unsigned long long)at_fork.bytes);
+}
+
+static uint64_t marks, model_peak;
+
+static void on_mark(void *arg, uint64_t ns)
+{
+	(void)arg;
+	(void)ns;
+	marks++;
+}
+
+static void check_peak(struct recorder *rec, const char *when)
+{
+	struct recorder_stats rs;
+	struct seen s = { 0 };
+	uint64_t ns;
+
+	recorder__sync(rec);
+	recorder__lock(rec);
+	ns = recorder__peak_mark(rec);
+	recorder__peak_each(rec, each_any, &s);
+	recorder__unlock(rec);
+	recorder__stats(rec, 0, &rs);
+	CHECK(ns && marks, "%s: no peak mark (%llu told)", when, (unsigned long long)marks);
+	CHECK((int64_t)s.bytes == rs.mark, "%s: the set at the mark: %llu B, the mark %lld B",
+	      when, (unsigned long long)s.bytes, (long long)rs.mark);
+	CHECK(rs.mark * 101 >= rs.peak * 100 && rs.mark <= rs.peak &&
+	      (int64_t)model_peak <= rs.peak,
+	      "%s: mark %lld B, peak %lld B, the model's peak %llu B", when, (long long)rs.mark,
+	      (long long)rs.peak, (unsigned long long)model_peak);
 }
 
 static void checkpoint(struct recorder *rec, const char *when)
@@ -134,7 +179,7 @@ static void checkpoint(struct recorder *rec, const char *when)
 int main(void)
 {
 	size_t slot_size = (PYTM_REC_SLOT_SIZE(1) + 7) & ~(size_t)7;
-	struct recorder_opts o = { .procs_fd = -1 };
+	struct recorder_opts o = { .procs_fd = -1, .peak_step = 10000, .peak_mark = on_mark };
 	struct pytm_ring_hdr *h;
 	struct recorder *rec = NULL;
 	uint32_t code_ids = 0, i;
@@ -166,6 +211,8 @@ int main(void)
 			m.size[i] = size;
 			m.live++;
 			m.bytes += size;
+			if (m.bytes > model_peak)
+				model_peak = m.bytes;
 		} else {
 			if (next() % 8)
 				put(h, slots, PYTM_REC_FREE, addr_of(i), 0);
@@ -181,6 +228,8 @@ int main(void)
 		if (!(op % 500000)) {
 			snprintf(when, sizeof(when), "after %llu events", (unsigned long long)op);
 			checkpoint(rec, when);
+			if (op < 2000000)	/* a clear empties the set, the mark stays */
+				check_peak(rec, when);
 		}
 		if (op == 1500000) {	/* a fork: the ring's head now */
 			fork_clock = __atomic_load_n(&h->head, __ATOMIC_SEQ_CST);

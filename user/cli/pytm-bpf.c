@@ -455,7 +455,8 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		if (env.serve && env.control)
 			argp_error(state, "--serve and --control exclude each other");
 		if (env.sample < 0)
-			env.sample = env.all && !env.no_inject ? ALL_SAMPLE_DEFAULT : 0;
+			env.sample = env.all && !env.no_inject && !env.recorder ?
+				     ALL_SAMPLE_DEFAULT : 0;
 		if (env.top && (env.control || env.compare || env.leaks || env.peak ||
 				env.cli.format != REPORT_FORMAT_TEXT))
 			argp_error(state, "top is a view of its own: not with --control, --compare, "
@@ -468,9 +469,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--leaks and --compare exclude each other");
 		if (env.sample && env.no_inject)
 			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
-		if (env.recorder && (env.sample || env.no_inject || env.peak || env.all))
+		if (env.recorder && (env.sample || env.no_inject))
 			argp_error(state, "--recorder is exact mode in the injected page: not with "
-				   "--sample, --no-inject, --peak or --all");
+				   "--sample or --no-inject");
 		if (env.ring_slots && !env.recorder)
 			argp_error(state, "--ring-slots goes with --recorder");
 		/* Last: the only check that changes something (makes DIR/). */

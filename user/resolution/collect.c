@@ -218,8 +218,8 @@ static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_
 	}
 	err = err ?: b.err;
 	if (!err && rec)
-		err = recorder__each(rec, add_recorded, &(struct rec_add){
-			.s = s, .c = &c, .r = r, .frames = frames });
+		err = (peak_ns ? recorder__peak_each : recorder__each)(rec, add_recorded,
+			&(struct rec_add){ .s = s, .c = &c, .r = r, .frames = frames });
 	while (!err && peak_ns && map_batch__next(&f)) {
 		const struct pytm_block_key *keys = f.keys;
 		const struct pytm_freed *vals = f.vals;
@@ -255,6 +255,16 @@ struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t
 			       uint64_t peak_ns, int frames, struct resolver *r)
 {
 	return collect(blocks_fd, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r, NULL);
+}
+
+struct snapshot *collect__rec_peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
+				   uint64_t *peak_ns, int frames, struct resolver *r,
+				   struct recorder *rec)
+{
+	*peak_ns = recorder__peak_mark(rec);
+	if (!*peak_ns)
+		return snapshot__new(frames);
+	return collect(blocks_fd, freed_fd, stacks_fd, pid, *peak_ns, frames, r, rec);
 }
 
 struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,

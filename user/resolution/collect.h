@@ -25,6 +25,14 @@ struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
  */
 struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
 			       uint64_t peak_ns, int frames, struct resolver *r);
+/*
+ * The same for a recording process: the recorder's mark (its lock held),
+ * its blocks live then next to BPF's; *PEAK_NS the mark's time (0: none
+ * yet, an empty snapshot).
+ */
+struct snapshot *collect__rec_peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
+				   uint64_t *peak_ns, int frames, struct resolver *r,
+				   struct recorder *rec);
 
 /*
  * Sampled mode: the allocations of PID since attach, from the map

@@ -154,6 +154,13 @@ struct recorder {
 	size_t nfreed, freed_cap;
 	uint64_t freed_dropped;			/* the last dropped one's free + 1 */
 	bool forking;				/* BPF's: a child waits for its copy */
+	/* --peak (recorder_opts.peak_step): the last mark, and the blocks
+	 * live then that went since (reset at each mark). */
+	int64_t mark;
+	uint64_t mark_clock;			/* the event that made it */
+	uint64_t mark_ns;			/* 0: no mark yet */
+	struct live_ent *pfreed;
+	size_t npfreed, pfreed_cap;
 	struct pytm_stack *scratch;
 };
 
@@ -410,11 +417,49 @@ static uint32_t find_addr(const struct recorder *rec, const struct htab *t,
 	return 0;
 }
 
-static void account(struct recorder *rec, int64_t delta)
+/*
+ * Traced memory changes by DELTA at event CLOCK. --peak: a new mark when
+ * it passes the last one by the step (as BPF's account does for its own).
+ */
+static void account(struct recorder *rec, int64_t delta, uint64_t clock)
 {
+	int64_t total;
+
 	rec->current += delta;
-	if (rec->current + rec->bpf_current > rec->peak)
-		rec->peak = rec->current + rec->bpf_current;
+	total = rec->current + rec->bpf_current;
+	if (total <= rec->peak)
+		return;
+	rec->peak = total;
+	if (!rec->o.peak_step || (uint64_t)total * 1000000 <=
+				 (uint64_t)rec->mark * (1000000 + rec->o.peak_step))
+		return;
+	rec->mark = total;
+	rec->mark_clock = clock;
+	rec->mark_ns = rec->now;
+	rec->npfreed = 0;	/* gone before this mark: not in its set */
+	if (rec->o.peak_mark)
+		rec->o.peak_mark(rec->o.peak_arg, rec->now);
+}
+
+/* E goes: kept if it was live at the peak mark. */
+static void peak_keep(struct recorder *rec, const struct live_ent *e)
+{
+	struct live_ent *n;
+	size_t cap;
+
+	if (!rec->mark_ns || e->clock > rec->mark_clock || e->gone || e->late)
+		return;
+	if (rec->npfreed == rec->pfreed_cap) {
+		cap = rec->pfreed_cap ? rec->pfreed_cap * 2 : 4096;
+		n = realloc(rec->pfreed, cap * sizeof(*n));
+		if (!n) {
+			rec->lost++;
+			return;
+		}
+		rec->pfreed = n;
+		rec->pfreed_cap = cap;
+	}
+	rec->pfreed[rec->npfreed++] = *e;
 }
 
 /* E goes at event CLOCK: kept a while (see FREED_KEEP). */
@@ -450,7 +495,8 @@ static void block_drop(struct recorder *rec, uint32_t *slot, uint64_t clock)
 	struct live_ent *e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
 
 	if (!e->gone)
-		account(rec, -(int64_t)e->size);
+		account(rec, -(int64_t)e->size, clock);
+	peak_keep(rec, e);
 	freed_add(rec, e, clock);
 	live_remove(&rec->live, slot);
 }
@@ -584,7 +630,7 @@ static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint
 	e->late = is_late(rec, clock);
 	e->gone = 0;
 	e->stack = e->late ? 0 : intern(rec, ev);
-	account(rec, (int64_t)ev->size);
+	account(rec, (int64_t)ev->size, clock);
 }
 
 static void on_free(struct recorder *rec, uint64_t addr, uint64_t clock)
@@ -600,7 +646,7 @@ static void on_free(struct recorder *rec, uint64_t addr, uint64_t clock)
 	if (is_late(rec, clock) && !e->late && !e->gone) {
 		/* Of the frozen set: it stays in it, no longer counted. */
 		e->gone = 1;
-		account(rec, -(int64_t)e->size);
+		account(rec, -(int64_t)e->size, clock);
 		return;
 	}
 	block_drop(rec, slot, clock);
@@ -784,6 +830,7 @@ void recorder__stop(struct recorder *rec)
 	free(rec->stacks);
 	free(rec->tombs);
 	free(rec->freed);
+	free(rec->pfreed);
 	free(rec->scratch);
 	live_free(&rec->live);
 	htab__free(&rec->codes);
@@ -939,6 +986,35 @@ int recorder__each(struct recorder *rec,
 	return err;
 }
 
+uint64_t recorder__peak_mark(struct recorder *rec)
+{
+	return rec->mark_ns;
+}
+
+int recorder__peak_each(struct recorder *rec,
+			int (*fn)(void *arg, const struct recorder_block *b,
+				  const struct pytm_stack *st, uint32_t stack),
+			void *arg)
+{
+	const struct live *l = &rec->live;
+	const struct live_ent *e;
+	struct recorder_block b;
+	uint32_t num1;
+	int err = 0;
+
+	if (!rec->mark_ns)
+		return 0;
+	for (num1 = 1; num1 <= l->n + rec->npfreed && !err; num1++) {
+		e = num1 <= l->n ? live_at(l, num1) : &rec->pfreed[num1 - l->n - 1];
+		/* Free, born while finalizing or after the mark: not in its set. */
+		if (!e->addr || e->late || e->clock > rec->mark_clock)
+			continue;
+		b = block_view(rec, e);
+		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
+	}
+	return err;
+}
+
 void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_stats *out)
 {
 	struct timespec ts;
@@ -949,6 +1025,7 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 	out->current = rec->current;
 	out->peak = rec->peak > rec->current + bpf_current ? rec->peak :
 		    rec->current + bpf_current;
+	out->mark = rec->mark;
 	out->events = rec->events;
 	out->codes = rec->ncodes;
 	out->tombs = rec->ntombs_seen;
@@ -967,6 +1044,8 @@ void recorder__clear(struct recorder *rec)
 	live_clear(&rec->live);
 	rec->current = 0;
 	rec->peak = 0;
+	rec->npfreed = 0;	/* cleared traces: not in a later peak's set (the
+				 * mark stays, as BPF's does) */
 	pthread_mutex_unlock(&rec->lock);
 }
 

@@ -30,6 +30,15 @@ struct recorder_opts {
 	 */
 	int (*retry)(void *arg);
 	void *retry_arg;
+	/*
+	 * --peak: a new mark when traced memory (the recorder's and BPF's)
+	 * exceeds the last one by more than PEAK_STEP millionths (0: none);
+	 * PEAK_MARK is told its CLOCK_MONOTONIC time (the drain's) so that
+	 * BPF keeps its own blocks live then (pytm_proc.peak_ns).
+	 */
+	uint32_t peak_step;
+	void (*peak_mark)(void *arg, uint64_t ns);
+	void *peak_arg;
 };
 
 /* One live block, as recorder__each shows it. */
@@ -45,6 +54,7 @@ struct recorder_block {
 /* What the recorder counted. */
 struct recorder_stats {
 	int64_t current, peak;		/* its blocks' bytes (peak: with BPF's) */
+	int64_t mark;			/* --peak: traced bytes at the last mark */
 	uint64_t events;		/* drained */
 	uint64_t codes;			/* code objects read */
 	uint64_t tombs;			/* frees that went BPF's way */
@@ -92,6 +102,16 @@ int recorder__each(struct recorder *rec,
 		   int (*fn)(void *arg, const struct recorder_block *b,
 			     const struct pytm_stack *st, uint32_t stack),
 		   void *arg);
+/*
+ * --peak, the recorder's lock held: the last peak mark's time
+ * (CLOCK_MONOTONIC ns; 0: none yet), and as recorder__each the blocks
+ * live then (those born by it still live, and those freed since).
+ */
+uint64_t recorder__peak_mark(struct recorder *rec);
+int recorder__peak_each(struct recorder *rec,
+			int (*fn)(void *arg, const struct recorder_block *b,
+				  const struct pytm_stack *st, uint32_t stack),
+			void *arg);
 void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_stats *out);
 /* tracemalloc.clear_traces() and reset_peak() for the recorder's part. */
 void recorder__clear(struct recorder *rec);

@@ -491,10 +491,23 @@ static int retry_tls(void *arg)
 	return err == -EAGAIN ? -EIO : err;
 }
 
+/* --peak: the drain made a new mark; BPF keeps its own blocks live then. */
+static void rec_peak_mark(void *arg, uint64_t ns)
+{
+	struct tracee *tr = arg;
+
+	proc_control(tr, tr->skel, PYTM_CTL_PEAK_MARK, (__s64)ns);
+}
+
 static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
 			  const struct pytm_page_rec *cfg)
 {
 	int err;
+
+	/* --peak: the drain's marks from now on, over both parts (none yet). */
+	tr->skel = skel;
+	if (tr->peak_step && (err = proc_control(tr, skel, PYTM_CTL_PEAK_MARK, 0)) < 0)
+		return err;
 
 	/* Ours from now on: the drain reads it after the page is detached. */
 	tr->ring = tr->pr.rd.ring;
@@ -505,6 +518,7 @@ static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
 		.procs_fd = bpf_map__fd(skel->maps.procs),
 		.retry = tr->t.hexversion >= 0x030c0000 && !cfg->tls_ok ? retry_tls : NULL,
 		.retry_arg = tr,
+		.peak_step = tr->peak_step, .peak_mark = rec_peak_mark, .peak_arg = tr,
 	});
 	if (err) {
 		warn("process %d: cannot start the recorder's drain: %s", tr->pid, strerror(-err));
@@ -590,7 +604,19 @@ struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel,
 {
 	struct pytm_proc p;
 
+	struct snapshot *s;
+
 	*peak_ns = 0;
+	if (tr->rec) {
+		/* The drain's mark, over its blocks and BPF's (rec_peak_mark). */
+		recorder__sync(tr->rec);
+		recorder__lock(tr->rec);
+		s = collect__rec_peak(tr->blocks_fd, bpf_map__fd(skel->maps.peak_freed),
+				      bpf_map__fd(skel->maps.stacks), tr->pid, peak_ns, frames,
+				      tr->r, tr->rec);
+		recorder__unlock(tr->rec);
+		return s;
+	}
 	if (!tracee__stats(tr, skel, &p))
 		*peak_ns = p.peak_ns;
 	/* No mark yet (nothing traced): an empty snapshot. */
@@ -721,6 +747,9 @@ static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __
 		p.forking -= p.forking > 0;
 	} else if (op == PYTM_CTL_REC_CLOCK) {
 		p.rec_clock = arg;
+	} else if (op == PYTM_CTL_PEAK_MARK) {
+		p.peak_step = 0;
+		p.peak_ns = (__u64)arg;
 	} else if (op == PYTM_CTL_INHERIT) {
 		p.current += arg;
 		p.peak = p.current > p.peak ? p.current : p.peak;
@@ -1210,6 +1239,38 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 		json__uint(j, c.frees);
 		json__name(j, "set_slots");
 		json__uint(j, tr->pr.rd.set_slots);
+		json__end_object(j);
+	} else {
+		json__null(j);
+	}
+	json__name(j, "recorder");
+	if (tr->rec) {
+		struct recorder_stats rs;
+
+		recorder__stats(tr->rec, 0, &rs);
+		json__begin_object(j);
+		json__name(j, "events");
+		json__uint(j, rs.events);
+		json__name(j, "ring_full");
+		json__uint(j, rs.full);
+		json__name(j, "waited");
+		json__uint(j, c.waits);
+		json__name(j, "gave_up");
+		json__uint(j, c.wait_timeouts);
+		json__name(j, "code_objects");
+		json__uint(j, rs.codes);
+		json__name(j, "live_blocks");
+		json__uint(j, rs.blocks);
+		json__name(j, "bpf_allocations");
+		json__uint(j, c.samples);
+		json__name(j, "bpf_frees");
+		json__uint(j, c.frees);
+		json__name(j, "tombstones");
+		json__uint(j, rs.tombs);
+		json__name(j, "not_kept");
+		json__uint(j, rs.lost);
+		json__name(j, "drain_cpu_seconds");
+		json__double(j, rs.cpu);
 		json__end_object(j);
 	} else {
 		json__null(j);

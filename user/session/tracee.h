@@ -71,6 +71,7 @@ struct tracee {
 	unsigned int peak_step;		/* --peak: ppm; 0: the peak's set is not kept */
 	struct recorder *rec;		/* --recorder: its drain and live table */
 	struct inject_shared ring;	/* ...and its ring */
+	struct pytm_bpf *skel;		/* the drain's peak marks (rec_peak_mark) */
 };
 
 /*
