@@ -965,25 +965,38 @@ void recorder__unlock_resolver(struct recorder *rec)
 		pthread_mutex_unlock(&rec->r_lock);
 }
 
+/*
+ * FN for each block of the table (not born while finalizing: not in the
+ * frozen set); with PEAK, only those numbered by the peak mark, then
+ * those freed since that were.
+ */
+static int each_block(struct recorder *rec, bool peak,
+		      int (*fn)(void *arg, const struct recorder_block *b,
+				const struct pytm_stack *st, uint32_t stack),
+		      void *arg)
+{
+	const struct live *l = &rec->live;
+	size_t n = l->n + (peak ? rec->npfreed : 0), num1;
+	const struct live_ent *e;
+	struct recorder_block b;
+	int err = 0;
+
+	for (num1 = 1; num1 <= n && !err; num1++) {
+		e = num1 <= l->n ? live_at(l, (uint32_t)num1) : &rec->pfreed[num1 - l->n - 1];
+		if (!e->addr || e->late || (peak && e->clock > rec->mark_clock))
+			continue;
+		b = block_view(rec, e);
+		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
+	}
+	return err;
+}
+
 int recorder__each(struct recorder *rec,
 		   int (*fn)(void *arg, const struct recorder_block *b,
 			     const struct pytm_stack *st, uint32_t stack),
 		   void *arg)
 {
-	const struct live *l = &rec->live;
-	const struct live_ent *e;
-	struct recorder_block b;
-	uint32_t num1;
-	int err = 0;
-
-	for (num1 = 1; num1 <= l->n && !err; num1++) {
-		e = live_at(l, num1);
-		if (!e->addr || e->late)
-			continue;	/* free, or born while finalizing: not in the frozen set */
-		b = block_view(rec, e);
-		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
-	}
-	return err;
+	return each_block(rec, false, fn, arg);
 }
 
 uint64_t recorder__peak_mark(struct recorder *rec)
@@ -996,23 +1009,7 @@ int recorder__peak_each(struct recorder *rec,
 				  const struct pytm_stack *st, uint32_t stack),
 			void *arg)
 {
-	const struct live *l = &rec->live;
-	const struct live_ent *e;
-	struct recorder_block b;
-	uint32_t num1;
-	int err = 0;
-
-	if (!rec->mark_ns)
-		return 0;
-	for (num1 = 1; num1 <= l->n + rec->npfreed && !err; num1++) {
-		e = num1 <= l->n ? live_at(l, num1) : &rec->pfreed[num1 - l->n - 1];
-		/* Free, born while finalizing or after the mark: not in its set. */
-		if (!e->addr || e->late || e->clock > rec->mark_clock)
-			continue;
-		b = block_view(rec, e);
-		err = fn(arg, &b, e->stack ? rec->stacks[e->stack - 1] : NULL, e->stack);
-	}
-	return err;
+	return rec->mark_ns ? each_block(rec, true, fn, arg) : 0;
 }
 
 void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_stats *out)

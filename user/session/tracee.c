@@ -1246,29 +1246,22 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 	json__name(j, "recorder");
 	if (tr->rec) {
 		struct recorder_stats rs;
+		size_t i;
 
 		recorder__stats(tr->rec, 0, &rs);
+		const struct { const char *name; uint64_t v; } f[] = {
+			{ "events", rs.events }, { "ring_full", rs.full },
+			{ "waited", c.waits }, { "gave_up", c.wait_timeouts },
+			{ "code_objects", rs.codes }, { "live_blocks", rs.blocks },
+			{ "bpf_allocations", c.samples }, { "bpf_frees", c.frees },
+			{ "tombstones", rs.tombs }, { "not_kept", rs.lost },
+		};
+
 		json__begin_object(j);
-		json__name(j, "events");
-		json__uint(j, rs.events);
-		json__name(j, "ring_full");
-		json__uint(j, rs.full);
-		json__name(j, "waited");
-		json__uint(j, c.waits);
-		json__name(j, "gave_up");
-		json__uint(j, c.wait_timeouts);
-		json__name(j, "code_objects");
-		json__uint(j, rs.codes);
-		json__name(j, "live_blocks");
-		json__uint(j, rs.blocks);
-		json__name(j, "bpf_allocations");
-		json__uint(j, c.samples);
-		json__name(j, "bpf_frees");
-		json__uint(j, c.frees);
-		json__name(j, "tombstones");
-		json__uint(j, rs.tombs);
-		json__name(j, "not_kept");
-		json__uint(j, rs.lost);
+		for (i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+			json__name(j, f[i].name);
+			json__uint(j, f[i].v);
+		}
 		json__name(j, "drain_cpu_seconds");
 		json__double(j, rs.cpu);
 		json__end_object(j);
