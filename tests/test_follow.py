@@ -304,14 +304,17 @@ def test_exec_into_another_python(first, second):
         count_at(before, "FIRST_LINE"), count_at(after, "SECOND_LINE"), r["pid"]))
 
 
-def test_followed_children_exported(procs, tmp_path):
+@pytest.mark.parametrize("mode", ["bpf-walk", "recorder"])
+def test_followed_children_exported(procs, tmp_path, mode):
     """Followed workers in /metrics (with ppid) and in pprof (a ppid label),
-    while they live; the forked-process counter counts them."""
+    while they live; the forked-process counter counts them. With the
+    recorder too, whose workers go on through their master's page."""
     from test_serve import get, pprof, serving_url
     python = INTERPRETERS["debian-3.11"]
     tgt = procs.target(python, PREFORK, ["fork", "--hold"])
     tgt.expect("ready", timeout=T_START)
-    tr = procs.tracer(["-p", tgt.pid, "--serve", "127.0.0.1:0"])
+    extra = ["--recorder"] if mode == "recorder" else []
+    tr = procs.tracer(["-p", tgt.pid, "--serve", "127.0.0.1:0"] + extra)
     tr.wait_tracing()
     url = serving_url(tr)
     tgt.send("go")

@@ -153,7 +153,7 @@ static struct tracee *pid_arg(struct http *h, const struct args *args, bool allo
 		return NULL;
 	}
 	tr = session__find(h->s, v);
-	if (!tr || !tr->attached) {
+	if (!tr || !tracee__traced(tr)) {
 		answer_text(a, MHD_HTTP_NOT_FOUND, "error: process %lld is not traced\n", v);
 		return NULL;
 	}
@@ -203,7 +203,7 @@ static void get_pprof(struct http *h, struct tracee *tr, bool allocs, struct ans
 		struct tracee *t = &s->tracees[i];
 		struct pprof_proc *p = &procs[n];
 
-		if (!t->registered || !t->attached || (tr && t != tr))
+		if (!tracee__traced(t) || (tr && t != tr))
 			continue;
 		p->live = session__snapshot(s, t, h->o.frames);
 		if (!p->live) {
@@ -299,7 +299,7 @@ static void get_index(struct http *h, struct answer *a)
 	for (i = 0; i < h->s->ntracees; i++) {
 		const struct tracee *t = &h->s->tracees[i];
 
-		if (t->registered && t->attached)
+		if (tracee__traced(t))
 			fprintf(f, "%d\tCPython %s\t%s\n", t->pid, t->version, t->cmdline);
 	}
 	fclose(f);

@@ -284,6 +284,7 @@ static int adopt(struct session *s, struct tracee *tr, bool quiet)
 	if (tr->rec_parent) {
 		vlog("process %d: traced through its recording parent's page, BPF's way",
 		     tr->pid);
+		tr->attached_at = real_now();
 		return 0;
 	}
 	if (replaced(s, tr) && !tracee__gone(tr)) {

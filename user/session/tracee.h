@@ -75,6 +75,15 @@ struct tracee {
 };
 
 /*
+ * Traced now: attached, or a recording parent's child once given its
+ * inherited blocks (it goes on through its parent's page: session.c, adopt).
+ */
+static inline bool tracee__traced(const struct tracee *tr)
+{
+	return tr->registered && (tr->attached || (tr->rec_parent && tr->tried));
+}
+
+/*
  * Open PID, read and check its offsets, register it in SKEL's maps. No
  * probe yet. Negative errno with a message shown (see target__open).
  */

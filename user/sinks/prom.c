@@ -400,7 +400,7 @@ int prom__write(FILE *out, struct session *s, const struct prom_opts *o)
 		struct row *r = &rows[n];
 		const struct pytm_trace *t;
 
-		if (!tr->registered || !tr->attached || tracee__stats(tr, s->skel, &r->p))
+		if (!tracee__traced(tr) || tracee__stats(tr, s->skel, &r->p))
 			continue;
 		r->tr = tr;
 		r->nlost = tracee__lost(tr, &r->p, r->lost, TRACEE_MAX_COUNTS);
