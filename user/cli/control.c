@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "control.h"
+#include "rec_drain.h"
 #include "session.h"
 #include "snapshot.h"
 #include "tracee.h"
@@ -67,6 +68,8 @@ static void command(struct control *c, char *line, bool *stop)
 		snapshot__free(s);
 		break;
 	case CONTROL_TRACED:
+		/* As get_traced_memory(): every event before the question counted. */
+		recorder__sync(tr->rec);
 		err = tracee__stats(tr, c->s->skel, &p);
 		if (err)
 			printf("error %s\n", strerror(-err));

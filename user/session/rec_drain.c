@@ -887,9 +887,12 @@ void recorder__sync(struct recorder *rec)
 {
 	if (!rec)
 		return;
+	uint64_t head = __atomic_load_n(&rec->h->head, __ATOMIC_ACQUIRE);
+
 	pthread_mutex_lock(&rec->lock);
 	read_proc(rec);
-	while (drain(rec, BATCH))
+	/* Up to the head as it was: producers that keep going are not waited for. */
+	while (__atomic_load_n(&rec->h->tail, __ATOMIC_RELAXED) < head && drain(rec, BATCH))
 		;
 	pthread_mutex_unlock(&rec->lock);
 }
