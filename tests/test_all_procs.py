@@ -755,7 +755,8 @@ def test_full_map_isolated(procs, tmp_path):
     small = procs.target(python, BLOCKS, ["--blocks", n_small])
     assert ready_pid(big) == big.pid and ready_pid(small) == small.pid
     tracer = procs.tracer(["--format", "json", "-p", big.pid, "-p",
-                           small.pid, "--max-blocks", 1024, "--top", TOP])
+                           small.pid, "--max-blocks", 1024, "--top", TOP,
+                           "--bpf-walk"])
     tracer.wait_tracing()
     big.send("go")
     big.expect("done", timeout=T_WORK)

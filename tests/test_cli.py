@@ -100,13 +100,16 @@ def test_no_target_with_options():
                                   ["top", "--control"], ["top", "--leaks"],
                                   ["top", "--format", "json"], ["top", "--peak"],
                                   ["--recorder", "--sample", "4096"],
-                                  ["--recorder", "--no-inject"], ["--ring-slots", "1024"],
+                                  ["--recorder", "--no-inject"],
+                                  ["--bpf-walk", "--ring-slots", "1024"],
+                                  ["--recorder", "--bpf-walk"], ["--bpf-walk", "--no-inject"],
                                   ["--recorder", "--ring-slots", "1000"]],
                          ids=["pid-abc", "bad-key", "unknown-option", "leaks-no-interval",
                               "leaks-window-small", "leaks-window-bad", "leaks-compare",
                               "leaks-folded", "top-control", "top-leaks", "top-json",
                               "top-peak", "recorder-sample", "recorder-no-inject",
-                              "ring-slots-alone", "ring-slots-not-power"])
+                              "ring-slots-bpf-walk", "recorder-bpf-walk",
+                              "bpf-walk-no-inject", "ring-slots-not-power"])
 def test_other_usage_errors(idle_python, args):
     if args[0] == "top":
         args = ["top", "-p", idle_python] + args[1:]

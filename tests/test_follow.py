@@ -313,7 +313,7 @@ def test_followed_children_exported(procs, tmp_path, mode):
     python = INTERPRETERS["debian-3.11"]
     tgt = procs.target(python, PREFORK, ["fork", "--hold"])
     tgt.expect("ready", timeout=T_START)
-    extra = ["--recorder"] if mode == "recorder" else []
+    extra = ["--recorder"] if mode == "recorder" else ["--bpf-walk"]
     tr = procs.tracer(["-p", tgt.pid, "--serve", "127.0.0.1:0"] + extra)
     tr.wait_tracing()
     url = serving_url(tr)

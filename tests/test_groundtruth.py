@@ -79,20 +79,22 @@ def total_frames_run(procs, python, outdir):
     return run, fig, summary
 
 
-# --recorder's runs: (form, workload, frames, extra options, environment)
+# The recorder's runs (the default exact mode: the ground-truth batches
+# above run it too) and the BPF walk's (--bpf-walk, its fallback): (form,
+# workload, frames, extra options, environment).
 REC_RUNS = {
-    "rec-single-1": ("with", "gt_single.py", 1, [], None),
-    "rec-threads-25": ("with", "gt_threads.py", 25, [], None),
-    "rec-without-single-25": ("without", "gt_single.py", 25, [], None),
+    "walk-single-1": ("with", "gt_single.py", 1, ["--bpf-walk"], None),
+    "walk-without-threads-25": ("without", "gt_threads.py", 25, ["--bpf-walk"], None),
+    "walk-realloc-1": ("with", "gt_realloc.py", 1, ["--bpf-walk"], None),
     "rec-realloc-1": ("with", "gt_realloc.py", 1, [], None),
     # a ring of 16 events: most go BPF's way, frees as tombstones
     "rec-full": ("with", "gt_single.py", 25, ["--ring-slots", "16"], None),
     # the allocator variants: every obj/mem call a malloc, or through the
     # debug hooks (a hook layer below ours)
-    "rec-malloc-threads-1": ("without", "gt_threads.py", 1, [],
-                             {"PYTHONMALLOC": "malloc"}),
-    "rec-debug-single-25": ("without", "gt_single.py", 25, [],
-                            {"PYTHONMALLOC": "pymalloc_debug"}),
+    "walk-malloc-threads-1": ("without", "gt_threads.py", 1, ["--bpf-walk"],
+                              {"PYTHONMALLOC": "malloc"}),
+    "walk-debug-single-25": ("without", "gt_single.py", 25, ["--bpf-walk"],
+                             {"PYTHONMALLOC": "pymalloc_debug"}),
 }
 
 
@@ -100,23 +102,23 @@ REC_RUNS = {
 EXTRA_ONLY = {
     # Before 3.13 the with/without forms show the free-list gap; the
     # recorder's own part is 3.13's reference tracer.
-    "recorder": (("3.13",), "free-list reuse with --recorder: 3.13's reference "
+    "bpf-walk": (("3.13",), "free-list reuse with --bpf-walk: 3.13's reference "
                  "tracer; the gap before it is the with/without forms'"),
     # The overflow path on each frame layout: frame objects (3.8), the
     # CFrame (3.11, Debian's LTO build), 3.12+ (thread state in TLS).
     "rec-full": (("3.8", "debian-3.11", "3.13"), "--recorder's full ring: one "
                  "interpreter per frame layout"),
-    "rec-malloc-threads-1": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
-                             "build, as for the BPF walk (test_inject_mode)"),
-    "rec-debug-single-25": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
-                            "build, as for the BPF walk (test_inject_mode)"),
+    "walk-malloc-threads-1": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
+                              "build, as for the recorder (test_inject_mode)"),
+    "walk-debug-single-25": (("debian-3.11",), "PYTHONMALLOC variants: Debian's "
+                             "build, as for the recorder (test_inject_mode)"),
 }
 
 
 def extra_runs(request, python, tmp_path_factory, which):
     """The runs of one interpreter outside the ground-truth batches, all at
     once: --total-frames, free-list reuse in both forms and with
-    --recorder, and --recorder's own."""
+    --bpf-walk, the recorder's and the BPF walk's own."""
     ident = request.node.callspec.params["python"]
     only = EXTRA_ONLY.get(which)
     if only and ident not in only[0]:
@@ -128,16 +130,16 @@ def extra_runs(request, python, tmp_path_factory, which):
         for mode in ("with", "without"):
             jobs[mode] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
                 "gt-%s-freelist" % mode)), mode, "gt_freelist.py", 1)
-        if ident in EXTRA_ONLY["recorder"][0]:
-            jobs["recorder"] = isolated(gt_run, python, str(
-                tmp_path_factory.mktemp("gt-rec-freelist")), "with",
-                "gt_freelist.py", 1, ["--recorder"])
+        if ident in EXTRA_ONLY["bpf-walk"][0]:
+            jobs["bpf-walk"] = isolated(gt_run, python, str(
+                tmp_path_factory.mktemp("gt-walk-freelist")), "with",
+                "gt_freelist.py", 1, ["--bpf-walk"])
         for key, (form, wl, frames, extra, env) in REC_RUNS.items():
             if key in EXTRA_ONLY and ident not in EXTRA_ONLY[key][0]:
                 continue
             jobs[key] = isolated(gt_run, python, str(tmp_path_factory.mktemp(
-                "gt-" + key)), form, wl, frames, ["--recorder"] + extra, env)
-        for mode, extra in (("bpf-walk", []), ("recorder", ["--recorder"])):
+                "gt-" + key)), form, wl, frames, extra, env)
+        for mode, extra in (("bpf-walk", ["--bpf-walk"]), ("recorder", ["--recorder"])):
             jobs["nested-" + mode] = isolated(gt_run, python, str(
                 tmp_path_factory.mktemp("gt-nested-" + mode)), "without",
                 "gt_arenas.py", 1, extra)
@@ -172,15 +174,15 @@ def freelist_gap(request, python):
         request.applymarker(FREELIST_GAP)
 
 
-@pytest.mark.parametrize("mode", ["with", "without", "recorder"])
+@pytest.mark.parametrize("mode", ["with", "without", "bpf-walk"])
 def test_groundtruth_freelist_reuse(request, python, tmp_path_factory, mode):
     """Objects that reuse a free list's memory (tests/workloads/
     gt_freelist.py: tuples, floats, lists, dicts, and class instances that
     come back through the allocator): tracemalloc moves the block's trace
     to the line that created the new object. 3.13+: so does pytm-bpf,
     through the runtime's reference tracer (chained to tracemalloc's own
-    in the "with" form, alone in the other; with --recorder, the page
-    records the new traceback in its ring)."""
+    in the "with" form, alone in the other: the page records the new
+    traceback in its ring; with --bpf-walk, a site BPF probes)."""
     run, fig, summary = extra_runs(request, python, tmp_path_factory, mode)
     freelist_gap(request, python)
     check_agreement("free-list reuse, %s tracemalloc, --frames 1" % mode,
@@ -213,9 +215,12 @@ def test_groundtruth_recorder(request, python, tmp_path_factory, which):
     (nothing lost: the overflow is BPF's, the footer says how much)."""
     run, fig, summary = extra_runs(request, python, tmp_path_factory, which)
     form, wl, frames, extra, env = REC_RUNS[which]
-    check_agreement("--recorder %s, %s, %s tracemalloc, --frames %d%s"
-                    % (" ".join(extra), wl, form, frames,
+    check_agreement("%s, %s, %s tracemalloc, --frames %d%s"
+                    % (" ".join(extra) or "recorder", wl, form, frames,
                        ", %r" % env if env else ""), run, fig, summary)
+    if "--bpf-walk" in extra:
+        assert b"Recorder:" not in run.stdout, run.describe()
+        return
     rec = recorder_footer(run)
     print("recorder: %s" % rec)
     assert b"Lost events: none" in run.stdout, run.describe()

@@ -38,7 +38,7 @@ INTERP = dict(PYENV, debian=DEBIAN)
 
 GT_WORKLOADS = ["gt_single.py", "gt_threads.py"]
 FRAMES = [1, 25]
-PAGE_NAME = "/memfd:pytm-bpf"
+PAGE_NAME = "/memfd:pytm-bpf "   # not the ring ("/memfd:pytm-bpf-ring")
 
 # Small maps for the many short runs (attach is faster; the workloads here
 # stay far below these).

@@ -88,6 +88,9 @@ def test_json_live(key, tmp_path_factory):
     final = docs[-1]
     traced = final["traced"]
     assert traced["events"] > 0 and traced["peak"] >= traced["current"] > 0
+    # Exact mode records in the target by default: its ring took the events.
+    rec = final["recorder"]
+    assert rec and rec["events"] > rec["bpf_allocations"], final["recorder"]
     lost = dict(final["lost"])
     lost.pop("no_thread_state")             # not a loss (threads without Python)
     assert set(lost.values()) == {0}, final["lost"]

@@ -86,9 +86,9 @@ def checksum_run(procs, python, tracer_args=None, kill_after="phase1"):
 
 def sigkill_run(procs, python, outdir, frames):
     reference = checksum_run(procs, python)
-    extra = ["--recorder"] if frames == "recorder" else []
+    extra = ["--recorder"] if frames == "recorder" else ["--bpf-walk"]
     traced = checksum_run(procs, python,
-                          ["--frames", 25 if extra else frames, "-o",
+                          ["--frames", 25 if frames == "recorder" else frames, "-o",
                            os.path.join(outdir, "never.pytm")] + extra)
     return reference, traced
 
@@ -125,7 +125,7 @@ def reattach_run(procs, python, outdir, first_end):
     tgt = procs.target(python, workload,
                        ["--tracemalloc", 1, "--dump", ref])
     tgt.expect("ready", timeout=T_START)
-    rec = ["--recorder"] if first_end.startswith("recorder") else []
+    rec = ["--recorder"] if first_end.startswith("recorder") else ["--bpf-walk"]
     first = procs.tracer(["-p", tgt.pid, "--frames", 1] + rec)
     first.wait_tracing()
     killed = first_end.endswith("sigkill")

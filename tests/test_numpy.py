@@ -55,7 +55,7 @@ def test_numpy_domain(procs, tmp_path, mode):
     assert check.returncode == 0, "python3-numpy is missing: %s" % check.stderr
     tgt = procs.target(DEBIAN, SCRIPT)
     tgt.expect("ready", timeout=30)
-    extra = ["--recorder"] if mode == "recorder" else []
+    extra = ["--recorder"] if mode == "recorder" else ["--bpf-walk"]
     tracer = subprocess.Popen([PYTM, "-p", str(tgt.pid), "--frames", "3",
                                "--control"] + extra, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -170,11 +170,11 @@ def main():
     version = python_version(args.python)
 
     if args.workload == "freelist":
-        plan = [("untraced", 0), ("tracemalloc", 1), ("pytm-bpf", 1),
-                ("pytm-bpf --no-free-lists", 1)]
+        plan = [("untraced", 0), ("tracemalloc", 1), ("pytm-bpf --bpf-walk", 1),
+                ("pytm-bpf --bpf-walk --no-free-lists", 1)]
     else:
         plan = [("untraced", 0), ("tracemalloc", 1), ("tracemalloc", 25),
-                ("pytm-bpf", 1), ("pytm-bpf", 25),
+                ("pytm-bpf --bpf-walk", 1), ("pytm-bpf --bpf-walk", 25),
                 ("pytm-bpf --recorder", 1), ("pytm-bpf --recorder", 25)]
     print("pytm-bpf benchmark: %s (Python %s)" % (args.python, version))
     if args.workload == "freelist":
@@ -225,7 +225,7 @@ def main():
             mode, frames or "-", med,
             " ".join("%.3f" % t for t in results[key]), slow))
     print()
-    for mode in ("pytm-bpf", "pytm-bpf --recorder"):
+    for mode in ("pytm-bpf --bpf-walk", "pytm-bpf --recorder"):
         for frames in (1, 25):
             p = results.get((mode, frames))
             t = results.get(("tracemalloc", frames))

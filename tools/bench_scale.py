@@ -119,7 +119,7 @@ def main():
     print("pytm-bpf scale: %s (Python %s), %d tuples of a str and an int kept"
           % (args.python, python_version(args.python), args.n))
     failed = 0
-    for mode in ("tracemalloc", "pytm-bpf --recorder", "pytm-bpf"):
+    for mode in ("tracemalloc", "pytm-bpf --recorder", "pytm-bpf --bpf-walk"):
         try:
             r = run(args, mode)
         except (Failed, RuntimeError, subprocess.SubprocessError) as e:

@@ -67,7 +67,11 @@ static struct env {
 	bool no_inject;			/* --no-inject: plain probes only */
 	bool no_follow_forks;		/* --no-follow-forks */
 	bool no_free_lists;		/* --no-free-lists */
-	bool recorder;			/* --recorder */
+	bool recorder;			/* --recorder (asked for) */
+	bool bpf_walk;			/* --bpf-walk */
+	bool record;			/* exact through the in-target recorder:
+					 * the default where the allocator is
+					 * redirected and not sampled */
 	long ring_slots;		/* --ring-slots; 0: by --frames */
 	bool peak;			/* --peak: keep the set at the peak */
 	bool total_frames;		/* --total-frames: count every frame */
@@ -116,8 +120,8 @@ static const char doc[] =
 "                                     # rank lines that grow steadily (leaks)\n"
 "    pytm-bpf -p 1234 --peak -o heap.pytm\n"
 "                                     # also heap.peak.pytm: the set at the peak\n"
-"    pytm-bpf -p 1234 --recorder      # exact, recorded in the target: no kernel\n"
-"                                     # entry per allocation (experimental)\n"
+"    pytm-bpf -p 1234 --bpf-walk      # exact, each event's stack walked by BPF\n"
+"                                     # in the kernel (the recorder's fallback)\n"
 "    pytm-bpf -p 1234 --sample 512k   # production: sample by bytes, ~1 sample\n"
 "                                     # per 512 KiB allocated, estimates\n"
 "    pytm-bpf --all --duration 60     # every Python on the host, new ones too\n"
@@ -161,6 +165,7 @@ enum {
 	OPT_NO_FOLLOW_FORKS,
 	OPT_NO_FREE_LISTS,
 	OPT_RECORDER,
+	OPT_BPF_WALK,
 	OPT_RING_SLOTS,
 	OPT_PEAK,
 	OPT_LEAKS,
@@ -181,11 +186,15 @@ static const struct argp_option opts[] = {
 	  "was allocated (tracemalloc moves it to where the object is made, and so "
 	  "do we by default, at one kernel entry per such object in exact mode)", 0 },
 	{ "recorder", OPT_RECORDER, NULL, 0,
-	  "Exact mode without a kernel entry per allocation: the injected page walks the "
-	  "stack and records each event in a ring this tracer drains (experimental; "
-	  "forked children are followed the BPF way)", 0 },
+	  "Exact mode without a kernel entry per allocation (the default where exact): "
+	  "the injected page walks the stack and records each event in a ring this "
+	  "tracer drains (forked children are followed the BPF way); with --all, exact "
+	  "so (it samples by default)", 0 },
+	{ "bpf-walk", OPT_BPF_WALK, NULL, 0,
+	  "Exact mode with each event's stack walked by BPF in the kernel: a kernel "
+	  "entry per allocation (the recorder's fallback)", 0 },
 	{ "ring-slots", OPT_RING_SLOTS, "N", 0,
-	  "--recorder: events its ring holds, a power of two (default: 8 MiB of slots)", 0 },
+	  "The recorder's ring: events it holds, a power of two (default: 8 MiB of slots)", 0 },
 	{ "frames", OPT_FRAMES, "N", 0, "Frames per traceback, 1-128 (default 1)", 0 },
 	{ "duration", OPT_DURATION, "SECONDS", 0, "Stop after this long", 0 },
 	{ "interval", OPT_INTERVAL, "SECONDS", 0, "Print a report this often", 0 },
@@ -312,6 +321,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_RECORDER:
 		env.recorder = true;
+		break;
+	case OPT_BPF_WALK:
+		env.bpf_walk = true;
 		break;
 	case OPT_RING_SLOTS:
 		if (parse_num(arg, 16, 1L << 24, &v) || (v & (v - 1)))
@@ -455,7 +467,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		if (env.serve && env.control)
 			argp_error(state, "--serve and --control exclude each other");
 		if (env.sample < 0)
-			env.sample = env.all && !env.no_inject && !env.recorder ?
+			env.sample = env.all && !env.no_inject && !env.recorder && !env.bpf_walk ?
 				     ALL_SAMPLE_DEFAULT : 0;
 		if (env.top && (env.control || env.compare || env.leaks || env.peak ||
 				env.cli.format != REPORT_FORMAT_TEXT))
@@ -469,11 +481,16 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 			argp_error(state, "--leaks and --compare exclude each other");
 		if (env.sample && env.no_inject)
 			argp_error(state, "--sample needs the redirected allocator: not with --no-inject");
-		if (env.recorder && (env.sample || env.no_inject))
+		if (env.recorder && (env.sample || env.no_inject || env.bpf_walk))
 			argp_error(state, "--recorder is exact mode in the injected page: not with "
-				   "--sample or --no-inject");
-		if (env.ring_slots && !env.recorder)
-			argp_error(state, "--ring-slots goes with --recorder");
+				   "--sample, --no-inject or --bpf-walk");
+		if (env.bpf_walk && (env.sample || env.no_inject))
+			argp_error(state, "--bpf-walk is exact mode through the redirected "
+				   "allocator: not with --sample or --no-inject");
+		env.record = !env.sample && !env.no_inject && !env.bpf_walk;
+		if (env.ring_slots && !env.record)
+			argp_error(state, "--ring-slots goes with the recorder: not with --sample, "
+				   "--no-inject or --bpf-walk");
 		/* Last: the only check that changes something (makes DIR/). */
 		if (output__prepare(&env.out))
 			argp_error(state, "invalid -o: %s", error__last());
@@ -693,6 +710,8 @@ static void say_tracing(bool single)
 			strcpy(rate, ", sampled: 1 per ");
 			report__format_size(rate + strlen(rate), sizeof(rate) - strlen(rate),
 					    (double)tr->sample_rate, false);
+		} else if (tr->rec) {
+			strcpy(rate, ", recorded in the target");
 		}
 		fprintf(stderr, "pytm-bpf: tracing pid %d (CPython %s, %s): %s%s%s%s, %d probes, %d frame%s\n",
 			tr->pid, tr->version, tr->t.pymod,
@@ -848,7 +867,7 @@ int main(int argc, char **argv)
 			.set_slots = env.set_slots,
 			.follow_forks = !env.no_follow_forks,
 			.free_lists = !env.no_free_lists,
-			.record = env.recorder,
+			.record = env.record,
 			.ring_slots = env.ring_slots ? env.ring_slots : ring_slots_for(env.frames),
 			.peak_step = env.peak ? PEAK_STEP_PPM : 0,
 			.overrides = env.overrides,
