@@ -678,15 +678,19 @@ static int setup_recorder(struct redirect *rd, const struct target *t,
 	size_t slot, used;
 	int err;
 
-	if (o->record) {
+	if (rd->record) {
 		rec = o->rec;
 		slot = PYTM_REC_SLOT_SIZE(rec.max_frames);
 		used = PYTM_RING_SLOTS_OFF + (size_t)o->ring_slots * slot;
 		err = inject__shared(t->pid, RING_NAME, used > RING_MIN_LEN ? used : RING_MIN_LEN,
 				     own_ring, (void *)&t->pid, &rd->ring);
 		if (err) {
-			warn("process %d: no ring for the recorder: %s", t->pid, error__last());
-			return err;
+			/* Exact all the same: every event BPF's way. */
+			warn("process %d: no ring for the recorder (%s): the BPF walk instead",
+			     t->pid, error__last());
+			rd->record = false;
+			rec = (struct pytm_page_rec){ 0 };
+			goto write;
 		}
 		memset(rd->ring.mem, 0, used);
 		h = rd->ring.mem;
@@ -699,6 +703,7 @@ static int setup_recorder(struct redirect *rd, const struct target *t,
 		     o->ring_slots, slot, (unsigned long long)rd->ring.addr,
 		     rd->ring.found ? " (its ring from before)" : "");
 	}
+write:
 	err = inject__write_data(&rd->page, PYTM_DATA_REC, &rec, sizeof(rec));
 	if (err)
 		warn("process %d: %s", t->pid, error__last());
@@ -770,7 +775,13 @@ int redirect__prepare(struct redirect *rd, const struct target *t,
 			goto out;
 		}
 	}
-	if ((rd->sample_rate || rd->record) && !rd->page.wipeonfork) {
+	if (rd->record && !rd->page.wipeonfork) {
+		/* As below, but exact all the same: every event BPF's way. */
+		warn("process %d: the recorder needs MADV_WIPEONFORK (Linux 4.14 or later) to "
+		     "keep forked children out of its ring: the BPF walk instead", t->pid);
+		rd->record = false;
+	}
+	if (rd->sample_rate && !rd->page.wipeonfork) {
 		/* A child forked with the sampler armed would share nothing but
 		 * run it: its set, countdown and sites are its parent's copies. */
 		warn("process %d: sampling needs MADV_WIPEONFORK (Linux 4.14 or later) "
