@@ -684,7 +684,8 @@ def test_exit_releases_map_entries(procs):
                                       "_exit"])
     b = procs.target(python, BLOCKS, ["--blocks", n_b])
     assert ready_pid(a) == a.pid and ready_pid(b) == b.pid
-    tracer = procs.tracer(["-p", a.pid, "-p", b.pid])
+    # The BPF walk: its live blocks are in the maps (the recorder's are not).
+    tracer = procs.tracer(["-p", a.pid, "-p", b.pid, "--bpf-walk"])
     tracer.wait_tracing()
     ids = tracer_map_ids(tracer.pid)
     print("\npytm-bpf %d maps: %s" % (tracer.pid, ids))
