@@ -184,7 +184,7 @@ static const struct argp_option opts[] = {
 	{ "no-free-lists", OPT_NO_FREE_LISTS, NULL, 0,
 	  "CPython 3.13+: leave an object taken from a free list where its memory "
 	  "was allocated (tracemalloc moves it to where the object is made, and so "
-	  "do we by default, at one kernel entry per such object in exact mode)", 0 },
+	  "do we by default: one kernel entry per such object with --bpf-walk)", 0 },
 	{ "recorder", OPT_RECORDER, NULL, 0,
 	  "Exact mode without a kernel entry per allocation (the default where exact): "
 	  "the injected page walks the stack and records each event in a ring this "
