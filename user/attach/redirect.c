@@ -214,7 +214,6 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 	static const uint8_t call_mem[] = { 0xff, 0x15 }, jmp_mem[] = { 0xff, 0x25 };
 	static const uint8_t store_rax[] = { 0x48, 0x89, 0x05 };	/* mov %rax,disp(%rip) */
 	static const uint8_t load_tp[] = { 0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0 };	/* mov %fs:0,%rax */
-	static const uint8_t store_rax_outer[] = { 0x48, 0x89, 0x05 };	/* mov %rax,disp(%rip) */
 	static const uint8_t cmp_outer[] = { 0x48, 0x3b, 0x05 };	/* cmp disp(%rip),%rax */
 	static const uint8_t jne_over[] = { 0x75, 6 };			/* jne over the jmp */
 	struct x86_emitter e = { page, tramp_off(d, k) };
@@ -240,7 +239,7 @@ static void emit(struct redirect *rd, uint8_t *page, int d, int k)
 		rd->entry_site[d][k] = site_nop(rd->site_kind, emit_site(&e, CHILD_ENTRY));
 	if (d != PYTM_DOMAIN_RAW && k != PYTM_FREE) {
 		x86__bytes(&e, load_tp, sizeof(load_tp));
-		x86__rip(&e, store_rax_outer, sizeof(store_rax_outer), DATA_OFF + OUTER_OFF, NULL);
+		x86__rip(&e, store_rax, sizeof(store_rax), DATA_OFF + OUTER_OFF, NULL);
 	}
 	switch (k) {
 	case PYTM_MALLOC:	/* malloc(ctx, size): rsi = size at the site, rax = block */

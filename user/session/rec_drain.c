@@ -885,10 +885,11 @@ out:
 
 void recorder__sync(struct recorder *rec)
 {
+	uint64_t head;
+
 	if (!rec)
 		return;
-	uint64_t head = __atomic_load_n(&rec->h->head, __ATOMIC_ACQUIRE);
-
+	head = __atomic_load_n(&rec->h->head, __ATOMIC_ACQUIRE);
 	pthread_mutex_lock(&rec->lock);
 	read_proc(rec);
 	/* Up to the head as it was: producers that keep going are not waited for. */
