@@ -108,6 +108,34 @@ int BPF_KPROBE(rec_tomb, __u64 ptr, __u64 clock)
 }
 
 /*
+ * The in-target recorder flagged a code object it had not seen, in the
+ * event numbered rsi (page/sampler.c): rdi = the code object. The tracer
+ * reads it at once, as it does BPF's own (PYTM_EV_CODE), rather than when
+ * its drain comes to the event, which may be after the code object's free
+ * or the process's exec.
+ */
+SEC("uprobe")
+int BPF_KPROBE(rec_code, __u64 code, __u64 clock)
+{
+	struct pytm_event *ev;
+	__u32 pid;
+
+	if (!this_proc(&pid))
+		return 0;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return 0;	/* the drain reads it when it comes to it */
+	ev->type = PYTM_EV_REC_CODE;
+	ev->pid = pid;
+	ev->code_id = 0;
+	ev->pad = 0;
+	ev->code_addr = code;
+	ev->clock = clock;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/*
  * The page's reference tracer (3.13+): an object created in a block
  * that may be traced, i.e. taken from a free list. rdi = the block.
  */

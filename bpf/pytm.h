@@ -289,6 +289,8 @@ enum pytm_event_type {
 					 * code_addr its parent */
 	PYTM_EV_TOMB = 5,		/* the recorder's ring was full at a free:
 					 * code_addr is the block, clock its number */
+	PYTM_EV_REC_CODE = 6,		/* the recorder's first event (clock) with a
+					 * frame of code object code_addr: read it now */
 };
 
 struct pytm_event {

@@ -66,6 +66,8 @@ void pytm_site_child_alloc(uint64_t ptr, uint64_t size, uint64_t weight) HIDDEN;
 void pytm_site_child_free(uint64_t ptr) HIDDEN;
 /* The recorder's ring was full at a free: BPF keeps it with its number. */
 void pytm_site_tomb(uint64_t ptr, uint64_t clock) HIDDEN;
+/* A code object the ring shows for the first time, in the event numbered CLOCK. */
+void pytm_site_code(uint64_t code, uint64_t clock) HIDDEN;
 
 typedef void *(*malloc_fn)(void *ctx, size_t size);
 typedef void *(*calloc_fn)(void *ctx, size_t nelem, size_t elsize);
@@ -416,10 +418,11 @@ INLINE void pg_leave(int d)
  *    (the ring's head then: page/ring.c), so that the tracer drops the
  *    block in order (the allocation is in the ring, maybe not yet read).
  * Code objects: the set holds each one the ring has shown (address | 1);
- * a frame of one not in it is flagged, so that the tracer reads it (it is
- * alive: its frame runs), and goes into the set then, its event's slot
- * already claimed, so that any later event that finds it there is behind
- * the event that flagged it. Its free takes it out: a new code object at the
+ * a frame of one not in it is flagged and passes the code site, so that
+ * the tracer reads it at once (it is alive: its frame runs; the drain may
+ * come after its free, or after an exec), and goes into the set then, its
+ * event's slot already claimed, so that any later event that finds it
+ * there is behind the event that flagged it. Its free takes it out: a new code object at the
  * same address is flagged again.
  * A tracer that stopped draining (killed): after STALL full rings in a
  * row with the consumer's tail unmoved, the page disarms itself and puts
@@ -536,6 +539,8 @@ CALLED int pg_rec(int kind, int d, uint64_t ptr, uint64_t size, uint64_t tstate)
 		if (!pg_code_known(out->frames[i].code)) {
 			out->frames[i].pad = PYTM_REC_NEW_CODE;
 			pg_insert(out->frames[i].code | 1);	/* full: flagged again later */
+			/* The tracer reads it now: the drain may come after its free. */
+			pytm_site_code(out->frames[i].code, pos);
 		}
 	}
 	/* Not read after this: the slot is the tracer's, then another event's. */

@@ -47,6 +47,19 @@ pytm_site_tomb:
 	.size	pytm_site_tomb, . - pytm_site_tomb
 
 /*
+ * The recorder flagged a code object it had not seen (page/sampler.c):
+ * (code, clock). The tracer reads it now, while its frame runs.
+ */
+	.globl	pytm_site_code
+	.hidden	pytm_site_code
+	.type	pytm_site_code, @function
+pytm_site_code:
+	.byte	0x0f, 0x1f, 0x44, 0x00, 0x00
+	.byte	0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00
+	ret
+	.size	pytm_site_code, . - pytm_site_code
+
+/*
  * The same for a forked child that its parent's tracer follows, before
  * its own attach: 6-byte NOPs only, which the tracer probes for every
  * process mapping the page (never rewritten into a call of the parent's).

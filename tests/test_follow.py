@@ -257,7 +257,6 @@ def exec_run(procs, first, second):
     tr.wait_tracing()
     tgt.send("go")
     tgt.expect("built1", timeout=T_WORK)
-    tgt.send("exec")
     tgt.expect("ready2", timeout=T_START)
     # "pytm-bpf: tracing new process PID": the new interpreter is attached.
     line = tr.wait_tracing()

@@ -195,11 +195,12 @@ def recorder_footer(run):
     text = run.stdout.decode(errors="replace")
     m = re.search(r"Recorder: (\d+) events from its ring \(full (\d+) times: "
                   r"waited (\d+), gave up (\d+)\), "
-                  r"(\d+) code objects, (\d+) live blocks; BPF's way: (\d+) "
+                  r"(\d+) code objects \((\d+) read at first sight\), (\d+) live "
+                  r"blocks; BPF's way: (\d+) "
                   r"allocations, (\d+) frees \((\d+) when the ring was full\)",
                   text)
     assert m, "no Recorder line: " + run.describe()
-    keys = ("events", "full", "waited", "gave_up", "codes", "blocks",
+    keys = ("events", "full", "waited", "gave_up", "codes", "codes_early", "blocks",
             "bpf_allocs", "bpf_frees", "tombs")
     return dict(zip(keys, map(int, m.groups())))
 
@@ -225,6 +226,9 @@ def test_groundtruth_recorder(request, python, tmp_path_factory, which):
     print("recorder: %s" % rec)
     assert b"Lost events: none" in run.stdout, run.describe()
     assert rec["events"] > 10000 and rec["codes"] > 10, rec
+    # Code objects read as the page first showed them (its code site), not
+    # only when the drain came to them (maybe after their free).
+    assert 0 < rec["codes_early"] <= rec["codes"], rec
     if which == "rec-full":
         assert rec["full"] > 1000 and rec["tombs"] > 0, rec
         assert rec["bpf_allocs"] > 1000, rec

@@ -11,6 +11,9 @@
  * frees were forgotten. --peak: the set at the last mark (blocks numbered
  * by it, live or freed since) adds up to the mark's bytes, which are
  * within the step of the peak, and the model's peak is not above it.
+ * Code objects: a frame flagged new takes the id the event thread gave it
+ * for that event (recorder__code), not one for an earlier event at the
+ * same address that came after the drain had read it itself.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -63,6 +66,107 @@ static void put(struct pytm_ring_hdr *h, uint8_t *slots, int kind, uint64_t ptr,
 	ev->ptr = ptr;
 	ev->size = size;
 	pytm_ring_publish(s, pos);
+}
+
+/* An allocation at PTR whose one frame is code object CODE, flagged NEW. */
+static uint64_t put_framed(struct pytm_ring_hdr *h, uint8_t *slots, uint64_t ptr,
+			   uint64_t code, bool flagged, struct recorder *early_to)
+{
+	struct pytm_ring_slot *s;
+	struct pytm_rec_event *ev;
+	uint64_t pos;
+
+	while (!(s = pytm_ring_claim(h, slots, &pos)))
+		;
+	s->clock = pos;
+	ev = (struct pytm_rec_event *)s->data;
+	memset(ev, 0, sizeof(*ev) + sizeof(ev->frames[0]));
+	ev->kind = PYTM_REC_ALLOC;
+	ev->ptr = ptr;
+	ev->size = 64;
+	ev->nframe = 1;
+	ev->total = 1;
+	ev->frames[0].code = code;
+	ev->frames[0].pad = flagged ? PYTM_REC_NEW_CODE : 0;
+	if (early_to)	/* the code site, before the event is published */
+		recorder__code(early_to, code, pos);
+	pytm_ring_publish(s, pos);
+	return pos;
+}
+
+struct frame_of {
+	uint64_t addr;
+	uint32_t id;
+};
+
+static int each_frame(void *arg, const struct recorder_block *b, const struct pytm_stack *st,
+		      uint32_t stack)
+{
+	struct frame_of *f = arg;
+
+	(void)stack;
+	if (b->addr == f->addr && st && st->nframe == 1)
+		f->id = PYTM_FRAME_ID(st->frames[0]);
+	return 0;
+}
+
+static uint32_t frame_id(struct recorder *rec, uint64_t addr)
+{
+	struct frame_of f = { addr, 0 };
+
+	recorder__sync(rec);
+	recorder__lock(rec);
+	recorder__each(rec, each_frame, &f);
+	recorder__unlock(rec);
+	return f.id;
+}
+
+static void check_early_codes(void)
+{
+	size_t slot_size = (PYTM_REC_SLOT_SIZE(1) + 7) & ~(size_t)7;
+	struct recorder_opts o = { .procs_fd = -1 };
+	const uint64_t code = 0x7e0000001000ull;
+	struct pytm_ring_hdr *h = calloc(1, PYTM_RING_SLOTS_OFF + 64 * slot_size);
+	struct recorder_stats rs;
+	struct recorder *rec = NULL;
+	uint32_t ids = 100, own;
+	uint64_t clock;
+	uint8_t *slots;
+
+	if (!h)
+		return;
+	h->slots = 64;
+	h->slot_size = slot_size;
+	slots = (uint8_t *)h + PYTM_RING_SLOTS_OFF;
+	o.ring = h;
+	o.next_code_id = &ids;
+	CHECK(!recorder__start(&rec, &o), "recorder__start (code objects)");
+	if (!rec)
+		goto out;
+	/* Read at its code site: the event's frame has that id, later ones too. */
+	put_framed(h, slots, 0x1000, code, true, rec);
+	put_framed(h, slots, 0x2000, code, false, NULL);
+	CHECK(frame_id(rec, 0x1000) == 101 && frame_id(rec, 0x2000) == 101,
+	      "a code object read at its code site: ids %u %u, want 101",
+	      frame_id(rec, 0x1000), frame_id(rec, 0x2000));
+	/* Freed; another at its address, the drain first: it reads it itself. */
+	put(h, slots, PYTM_REC_FREE, code, 0);
+	clock = put_framed(h, slots, 0x3000, code, true, NULL);
+	own = frame_id(rec, 0x3000);
+	recorder__code(rec, code, clock);	/* the event thread, late */
+	CHECK(own == 102, "read by the drain: id %u, want 102", own);
+	/* Freed; a third one: its own read, not the late one of the second. */
+	put(h, slots, PYTM_REC_FREE, code, 0);
+	put_framed(h, slots, 0x4000, code, true, rec);
+	CHECK(frame_id(rec, 0x4000) == 104 && frame_id(rec, 0x3000) == 102,
+	      "after a late read: ids %u %u, want 104 102", frame_id(rec, 0x4000),
+	      frame_id(rec, 0x3000));
+	recorder__stats(rec, 0, &rs);
+	CHECK(rs.codes == 3 && rs.codes_early == 2, "code objects %llu, early %llu: want 3, 2",
+	      (unsigned long long)rs.codes, (unsigned long long)rs.codes_early);
+	recorder__stop(rec);
+out:
+	free(h);
 }
 
 struct seen {
@@ -247,5 +351,6 @@ int main(void)
 	}
 	recorder__stop(rec);
 	free(h);
+	check_early_codes();
 	return unit_done("test_rec_drain");
 }

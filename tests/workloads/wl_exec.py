@@ -2,8 +2,11 @@
 """Replaces itself with another Python (os.execv) while traced; Python 3.8+.
 argv[1]: the interpreter to exec into; the second program gets "second".
 
-    -> "ready PID"    <- "go"    -> "built1"   (FIRST_LINE: 2000 blocks)
-    <- "exec"         ... os.execv(argv[1], [argv[1], this file, "second"])
+    -> "ready PID"    <- "go"    -> "built1"   (FIRST_LINE: 2000 blocks, in a
+                                   function made for it: a code object the
+                                   tracer sees for the first time)
+    ... at once os.execv(argv[1], [argv[1], this file, "second"]): the
+    tracer has no time to catch up before the process's memory is gone
     -> "ready2 PID"   <- "go2"   -> "built2"   (SECOND_LINE: 3000 blocks)
     <- "end"
 """
@@ -31,12 +34,14 @@ def main():
         return
     print("ready %d" % os.getpid(), flush=True)
     expect("go")
+    build()
+    print("built1", flush=True)
+    os.execv(sys.argv[1], [sys.argv[1], os.path.abspath(__file__), "second"])
+
+
+def build():
     for i in range(2000):
         KEEP.append(b"first-%d" % i * 30)           # FIRST_LINE
-    print("built1", flush=True)
-    expect("exec")
-    sys.stdout.flush()
-    os.execv(sys.argv[1], [sys.argv[1], os.path.abspath(__file__), "second"])
 
 
 if __name__ == "__main__":

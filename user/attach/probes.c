@@ -472,6 +472,9 @@ static int attach_injected(struct probes *pr, struct pytm_bpf *skel, const struc
 		if ((err = attach_sample_site(pr, sample_free, REDIRECT_SAMPLE_FREE, false)) ||
 		    (err = attach_page_site(pr, o->empty_sites ? sample_free : skel->progs.rec_tomb,
 					    redirect__tomb_site(&pr->rd), false, "recorder's tomb")) ||
+		    (err = attach_page_site(pr, o->empty_sites ? skel->progs.site_empty :
+					    skel->progs.rec_code,
+					    redirect__code_site(&pr->rd), false, "recorder's code")) ||
 		    (err = attach_sample_site(pr, sample_alloc, REDIRECT_SAMPLE_ALLOC, false)))
 			return err;
 		/* A followed child: every event BPF's way (page/sampler.c). */

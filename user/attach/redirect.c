@@ -31,7 +31,8 @@
  * sampler's control block; its first byte arms the sites.
  */
 #define PAGE_LEN	PYTM_PAGE_CODE_LEN
-#define MAGIC		"pytm-bpf tramp9"	/* 16 bytes with the NUL */
+#define MAGIC		"pytm-bpf trampA"	/* 16 bytes with the NUL; layout 10 */
+#define MAGIC9		"pytm-bpf tramp9"	/* before: no recorder's code site */
 #define MAGIC8		"pytm-bpf tramp8"	/* before: raw calls nested in obj/mem traced */
 #define MAGIC7		"pytm-bpf tramp7"	/* before: three code pages, no recorder */
 #define MAGIC6		"pytm-bpf tramp6"	/* before: two code pages, no reference tracer */
@@ -67,8 +68,9 @@ static const entry_table sampler_entry = {
 };
 
 /*
- * The same in a page of the layout before (tramp8: the same sampler, the
- * exact trampolines did not mark obj/mem calls), with its reference tracer.
+ * The same in a page of the two layouts before (tramp9: the same entries,
+ * no code site; tramp8: the exact trampolines did not mark obj/mem calls),
+ * with their reference tracer.
  */
 static const entry_table sampler_entry8 = {
 	{ 0x810, 0x960, 0xae0, 0xe10 }, { 0xfe0, 0x1180, 0x1350, 0x16e0 },
@@ -323,6 +325,11 @@ uint64_t redirect__tomb_site(const struct redirect *rd)
 	return site_nop(rd->site_kind, PYTM_SYM_pytm_site_tomb);
 }
 
+uint64_t redirect__code_site(const struct redirect *rd)
+{
+	return site_nop(rd->site_kind, PYTM_SYM_pytm_site_code);
+}
+
 const char *redirect__path(const struct redirect *rd)
 {
 	return rd->page.path;
@@ -572,7 +579,8 @@ static int ref_previous(const struct target *t, uint64_t fn, uint64_t *prev)
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)) && fn == m->start + PYTM_SYM_pytm_reftrace)
 			fn = m->start + DATA_OFF + KEEP_REF_PREV_OFF;
-		else if (!memcmp(magic, MAGIC8, sizeof(MAGIC8)) && fn == m->start + REFTRACE8)
+		else if ((!memcmp(magic, MAGIC9, sizeof(MAGIC9)) ||
+			  !memcmp(magic, MAGIC8, sizeof(MAGIC8))) && fn == m->start + REFTRACE8)
 			fn = m->start + DATA_OFF + KEEP_REF_PREV_OFF;
 		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)) && fn == m->start + REFTRACE7)
 			fn = m->start + DATA_OFF7 + KEEP_REF_PREV_OFF;
@@ -1022,7 +1030,8 @@ static int original_of(const struct target *t, uint64_t *fn)
 			return -EPROTO;
 		if (!memcmp(magic, MAGIC, sizeof(MAGIC)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry);
-		else if (!memcmp(magic, MAGIC8, sizeof(MAGIC8)))
+		else if (!memcmp(magic, MAGIC9, sizeof(MAGIC9)) ||
+			 !memcmp(magic, MAGIC8, sizeof(MAGIC8)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry8);
 		else if (!memcmp(magic, MAGIC7, sizeof(MAGIC7)))
 			idx = entry_index(*fn - m->start, TRAMP_SIZE, &sampler_entry7);

@@ -137,6 +137,8 @@ uint64_t redirect__child_newref_site(void);
 uint64_t redirect__sample_site(const struct redirect *rd, enum redirect_sample_site which);
 /* File offset of the recorder's tomb site (its chosen NOP). */
 uint64_t redirect__tomb_site(const struct redirect *rd);
+/* File offset of the recorder's code site: a code object it had not seen. */
+uint64_t redirect__code_site(const struct redirect *rd);
 /*
  * The sampler's counters as the target has them now (struct
  * pytm_page_ctl: samples, frees, lost_full, ...). Negative errno.

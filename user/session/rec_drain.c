@@ -14,9 +14,13 @@
  *
  * Code objects. A frame names its code object by address; the table
  * gives it a session id (BPF's counter, so that ids are one space) the
- * first time the ring shows it, and the resolver reads it then (its frame
- * runs: it is alive). Its free takes it out of the table: the same
- * address is another code object afterwards.
+ * first time the ring shows it. Its free takes it out of the table: the
+ * same address is another code object afterwards. The page flags a code
+ * object it had not seen and passes its code site with the event's number
+ * (page/sampler.c), so that the event thread reads it at once, while its
+ * frame runs (recorder__code): the drain may come to the event after the
+ * code object's free, or after an exec. The drain takes that read for the
+ * event with that number, or reads it itself if none came (yet).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -122,6 +126,13 @@ struct code_ent {
 	uint32_t pad;
 };
 
+/* A code object the event thread read at the page's code site. */
+struct early_code {
+	uint64_t addr;			/* 0: taken */
+	uint64_t clock;			/* the event that flagged it */
+	uint32_t id;
+};
+
 struct recorder {
 	struct recorder_opts o;
 	struct pytm_ring_hdr *h;
@@ -131,6 +142,9 @@ struct recorder {
 	volatile int stop;
 	pthread_mutex_t lock;
 	pthread_mutex_t r_lock;		/* innermost: around the resolver */
+	pthread_mutex_t early_lock;	/* innermost: around early */
+	struct early_code *early;	/* in the order they came: their events' */
+	size_t early0, nearly, early_cap;
 	uint64_t seed;
 	struct live live;
 	uint64_t start_ns;		/* born_ms counts from this */
@@ -149,7 +163,7 @@ struct recorder {
 	uint64_t now;			/* CLOCK_MONOTONIC ns of this drain batch */
 	uint32_t last_stack;		/* the stack interned last (index + 1) */
 	struct { uint64_t addr; uint32_t id; } code_cache[256];	/* code_id's */
-	uint64_t events, ncodes, ntombs_seen, lost;
+	uint64_t events, ncodes, ncodes_early, ntombs_seen, lost;
 	struct freed_ent *freed;		/* see FREED_KEEP */
 	size_t nfreed, freed_cap;
 	uint64_t freed_dropped;			/* the last dropped one's free + 1 */
@@ -506,26 +520,31 @@ static uint32_t code_find(const struct recorder *rec, uint64_t addr)
 	return find_addr(rec, &rec->codes, &rec->code_ents, addr);
 }
 
-/* The session id of the code object at ADDR, read now if new (0: none). */
-static uint32_t code_id(struct recorder *rec, uint64_t addr)
+/*
+ * The session id of the code object at ADDR; if new, EARLY (read by the
+ * event thread) or else one read now (0: none).
+ */
+static uint32_t code_id(struct recorder *rec, uint64_t addr, uint32_t early)
 {
 	typeof(rec->code_cache[0]) *slot = &rec->code_cache[(addr >> 4) & 255];
 	struct code_ent *c;
 	uint32_t v, id;
 
-	if (slot->addr == addr && addr)
+	if (slot->addr == addr && addr && !early)
 		return slot->id;
 	v = code_find(rec, addr);
 	if (v) {
-		id = ((struct code_ent *)pool_at(&rec->code_ents, v))->id;
+		c = pool_at(&rec->code_ents, v);
+		if (early)
+			c->id = early;	/* flagged again (the page's set was full) */
 		slot->addr = addr;
-		slot->id = id;
-		return id;
+		slot->id = c->id;
+		return c->id;
 	}
 	v = pool_get(&rec->code_ents);
 	if (!v)
 		return 0;
-	id = __atomic_add_fetch(rec->o.next_code_id, 1, __ATOMIC_RELAXED);
+	id = early ? early : __atomic_add_fetch(rec->o.next_code_id, 1, __ATOMIC_RELAXED);
 	if (htab__add(&rec->codes, addr_hash(rec, addr), v)) {
 		pool_put(&rec->code_ents, v);
 		return 0;
@@ -533,11 +552,75 @@ static uint32_t code_id(struct recorder *rec, uint64_t addr)
 	c = pool_at(&rec->code_ents, v);
 	c->addr = addr;
 	c->id = id;
-	pthread_mutex_lock(&rec->r_lock);
-	resolver__add_code(rec->o.r, id, addr);
-	pthread_mutex_unlock(&rec->r_lock);
+	if (!early && rec->o.r) {
+		pthread_mutex_lock(&rec->r_lock);
+		resolver__add_code(rec->o.r, id, addr);
+		pthread_mutex_unlock(&rec->r_lock);
+	}
 	rec->ncodes++;
+	rec->ncodes_early += early != 0;
 	return id;
+}
+
+/*
+ * The id the event thread gave code object ADDR as the event numbered
+ * CLOCK flagged it (0: none came). Events are drained in their order:
+ * reads for events before CLOCK came after the drain read them itself.
+ */
+static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock)
+{
+	uint32_t id = 0;
+	size_t i;
+
+	pthread_mutex_lock(&rec->early_lock);
+	while (rec->early0 < rec->nearly && rec->early[rec->early0].clock < clock)
+		rec->early0++;
+	for (i = rec->early0; i < rec->nearly && rec->early[i].clock == clock; i++) {
+		if (rec->early[i].addr == addr) {
+			rec->early[i].addr = 0;
+			id = rec->early[i].id;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&rec->early_lock);
+	return id;
+}
+
+void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock)
+{
+	struct early_code *n;
+	uint32_t id;
+	int err;
+
+	if (!rec)
+		return;
+	id = __atomic_add_fetch(rec->o.next_code_id, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&rec->r_lock);
+	err = rec->o.r ? resolver__add_code(rec->o.r, id, addr) : 0;
+	pthread_mutex_unlock(&rec->r_lock);
+	if (err)
+		return;		/* the drain tries when it comes to the event */
+	pthread_mutex_lock(&rec->early_lock);
+	if (rec->early0 == rec->nearly)
+		rec->early0 = rec->nearly = 0;
+	if (rec->nearly == rec->early_cap && rec->early0) {
+		memmove(rec->early, rec->early + rec->early0,
+			(rec->nearly - rec->early0) * sizeof(*rec->early));
+		rec->nearly -= rec->early0;
+		rec->early0 = 0;
+	}
+	if (rec->nearly == rec->early_cap) {
+		size_t cap = rec->early_cap ? rec->early_cap * 2 : 64;
+
+		n = realloc(rec->early, cap * sizeof(*n));
+		if (!n)
+			goto out;
+		rec->early = n;
+		rec->early_cap = cap;
+	}
+	rec->early[rec->nearly++] = (struct early_code){ .addr = addr, .clock = clock, .id = id };
+out:
+	pthread_mutex_unlock(&rec->early_lock);
 }
 
 static void code_gone(struct recorder *rec, uint64_t addr)
@@ -560,8 +643,8 @@ static bool same_stack(const struct pytm_stack *a, const struct pytm_stack *st, 
 	return a->nframe == st->nframe && !memcmp(a, st, len);
 }
 
-/* The stack of EV, interned: index + 1, or 0 for none. */
-static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev)
+/* The stack of EV (numbered CLOCK), interned: index + 1, or 0 for none. */
+static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev, uint64_t clock)
 {
 	struct pytm_stack *st = rec->scratch, *copy;
 	size_t len, cur = 0;
@@ -571,7 +654,9 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev)
 	st->nframe = ev->nframe > PYTM_MAX_FRAMES ? PYTM_MAX_FRAMES : ev->nframe;
 	st->total_nframe = ev->total;
 	for (i = 0; i < st->nframe; i++)
-		st->frames[i] = PYTM_FRAME(code_id(rec, ev->frames[i].code),
+		st->frames[i] = PYTM_FRAME(code_id(rec, ev->frames[i].code,
+						   ev->frames[i].pad == PYTM_REC_NEW_CODE ?
+						   early_id(rec, ev->frames[i].code, clock) : 0),
 					   ev->frames[i].lasti);
 	len = offsetof(struct pytm_stack, frames) + st->nframe * sizeof(st->frames[0]);
 	/* Events come in runs from the same place. */
@@ -629,7 +714,7 @@ static void on_alloc(struct recorder *rec, const struct pytm_rec_event *ev, uint
 	e->clock = clock;
 	e->late = is_late(rec, clock);
 	e->gone = 0;
-	e->stack = e->late ? 0 : intern(rec, ev);
+	e->stack = e->late ? 0 : intern(rec, ev, clock);
 	account(rec, (int64_t)ev->size, clock);
 }
 
@@ -662,7 +747,7 @@ static void on_restamp(struct recorder *rec, const struct pytm_rec_event *ev, ui
 	e = live_at(&rec->live, *slot & LIVE_NUM_MASK);
 	if (e->late || e->gone)
 		return;
-	e->stack = intern(rec, ev);
+	e->stack = intern(rec, ev, clock);
 	e->born_ms = (uint32_t)((rec->now - rec->start_ns) / 1000000);
 }
 
@@ -799,6 +884,7 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o)
 	rec->scratch = calloc(1, sizeof(*rec->scratch));
 	pthread_mutex_init(&rec->lock, NULL);
 	pthread_mutex_init(&rec->r_lock, NULL);
+	pthread_mutex_init(&rec->early_lock, NULL);
 	rec->live.idx = calloc(LIVE_MIN_SLOTS, sizeof(*rec->live.idx));
 	rec->live.mask = LIVE_MIN_SLOTS - 1;
 	if (!rec->scratch || !rec->live.idx || htab__init(&rec->codes, 1024) ||
@@ -831,6 +917,7 @@ void recorder__stop(struct recorder *rec)
 	free(rec->tombs);
 	free(rec->freed);
 	free(rec->pfreed);
+	free(rec->early);
 	free(rec->scratch);
 	live_free(&rec->live);
 	htab__free(&rec->codes);
@@ -838,6 +925,7 @@ void recorder__stop(struct recorder *rec)
 	pool_free(&rec->code_ents);
 	pthread_mutex_destroy(&rec->lock);
 	pthread_mutex_destroy(&rec->r_lock);
+	pthread_mutex_destroy(&rec->early_lock);
 	free(rec);
 }
 
@@ -1029,6 +1117,7 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 	out->mark = rec->mark;
 	out->events = rec->events;
 	out->codes = rec->ncodes;
+	out->codes_early = rec->ncodes_early;
 	out->tombs = rec->ntombs_seen;
 	out->blocks = rec->live.count;
 	out->lost = rec->lost;

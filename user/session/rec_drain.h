@@ -20,7 +20,8 @@ struct recorder;
 struct recorder_opts {
 	pid_t pid;
 	void *ring;			/* our mapping of the ring (page/ring.h) */
-	struct resolver *r;		/* reads the code objects the ring shows */
+	struct resolver *r;		/* reads the code objects the ring shows
+					 * (NULL: ids only, for tests) */
 	uint32_t *next_code_id;		/* BPF's id counter (shared: ids are one space) */
 	int procs_fd;			/* BPF's per-process counters (the freeze) */
 	/*
@@ -57,6 +58,7 @@ struct recorder_stats {
 	int64_t mark;			/* --peak: traced bytes at the last mark */
 	uint64_t events;		/* drained */
 	uint64_t codes;			/* code objects read */
+	uint64_t codes_early;		/* of those, read at the page's code site */
 	uint64_t tombs;			/* frees that went BPF's way */
 	uint64_t full;			/* events the ring had no room for */
 	uint64_t blocks;		/* live now */
@@ -69,6 +71,11 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o);
 void recorder__quiesce(struct recorder *rec);
 /* Stop (what is left is drained by recorder__sync). Safe on NULL. */
 void recorder__stop(struct recorder *rec);
+/*
+ * The page flagged code object ADDR in the event numbered CLOCK (the event
+ * thread, PYTM_EV_REC_CODE): read it now, while its frame runs.
+ */
+void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock);
 /* A free that went BPF's way (the event thread). */
 void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock);
 /* Everything drained that was published before this call. */

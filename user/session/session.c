@@ -541,6 +541,11 @@ static int handle_event(void *arg, void *data, size_t size)
 	case PYTM_EV_FORK:
 		forked(s, ev->pid, ev->code_addr);
 		break;
+	case PYTM_EV_REC_CODE:
+		tr = find(s, ev->pid, false);
+		if (tr && tr->rec)
+			recorder__code(tr->rec, ev->code_addr, ev->clock);
+		break;
 	case PYTM_EV_TOMB:
 		tr = find(s, ev->pid, false);
 		if (tr && tr->rec)

@@ -1086,12 +1086,13 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 
 		recorder__stats(tr->rec, 0, &rs);
 		fprintf(out, "Recorder: %llu events from its ring (full %llu times: waited %llu, "
-			"gave up %llu), %llu code objects, %llu live blocks; BPF's way: %llu "
+			"gave up %llu), %llu code objects (%llu read at first sight), %llu live "
+			"blocks; BPF's way: %llu "
 			"allocations, %llu frees (%llu when the ring was full); drain CPU %.3f s\n",
 			(unsigned long long)rs.events, (unsigned long long)rs.full,
 			(unsigned long long)c.waits, (unsigned long long)c.wait_timeouts,
-			(unsigned long long)rs.codes, (unsigned long long)rs.blocks,
-			(unsigned long long)c.samples, (unsigned long long)c.frees,
+			(unsigned long long)rs.codes, (unsigned long long)rs.codes_early,
+			(unsigned long long)rs.blocks, (unsigned long long)c.samples, (unsigned long long)c.frees,
 			(unsigned long long)rs.tombs, rs.cpu);
 		if (rs.lost)
 			fprintf(out, "Recorder: %llu allocations not kept (the tracer's memory)\n",
@@ -1252,8 +1253,8 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 		const struct { const char *name; uint64_t v; } f[] = {
 			{ "events", rs.events }, { "ring_full", rs.full },
 			{ "waited", c.waits }, { "gave_up", c.wait_timeouts },
-			{ "code_objects", rs.codes }, { "live_blocks", rs.blocks },
-			{ "bpf_allocations", c.samples }, { "bpf_frees", c.frees },
+			{ "code_objects", rs.codes }, { "code_objects_early", rs.codes_early },
+			{ "live_blocks", rs.blocks }, { "bpf_allocations", c.samples }, { "bpf_frees", c.frees },
 			{ "tombstones", rs.tombs }, { "not_kept", rs.lost },
 		};
 
