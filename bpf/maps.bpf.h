@@ -89,6 +89,23 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/*
+ * The recorder's code objects, one ring buffer per process (pid -> its own,
+ * made by user space): its drain reads it before the events that show
+ * them, in order, so that none is late (page/sampler.c, rec_code).
+ */
+struct rec_codes_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__array(values, struct rec_codes_ring);
+} rec_codes SEC(".maps");
+
 
 #define CHUNK 256	/* bytes of a struct read at once (power of two) */
 

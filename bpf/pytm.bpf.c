@@ -109,29 +109,40 @@ int BPF_KPROBE(rec_tomb, __u64 ptr, __u64 clock)
 
 /*
  * The in-target recorder flagged a code object it had not seen, in the
- * event numbered rsi (page/sampler.c): rdi = the code object. The tracer
- * reads it at once, as it does BPF's own (PYTM_EV_CODE), rather than when
- * its drain comes to the event, which may be after the code object's free
- * or the process's exec.
+ * event numbered rsi (page/sampler.c): rdi = the code object, whose frame
+ * runs. What the resolver reads of it is copied now (struct
+ * pytm_code_event): the tracer's drain comes to the event later, maybe
+ * after the code object's free (and another one at its address) or the
+ * process's exec. Into the process's own ring buffer, which its drain
+ * reads before the event (no wakeup: nobody sleeps on it); full, into the
+ * event thread's.
  */
 SEC("uprobe")
 int BPF_KPROBE(rec_code, __u64 code, __u64 clock)
 {
-	struct pytm_event *ev;
+	struct pytm_code_event *ce;
+	struct pytm_proc *p;
+	void *ring;
 	__u32 pid;
 
-	if (!this_proc(&pid))
+	p = this_proc(&pid);
+	if (!p)
 		return 0;
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev)
+	ring = bpf_map_lookup_elem(&rec_codes, &pid);
+	if (ring) {
+		ce = bpf_ringbuf_reserve(ring, sizeof(*ce), 0);
+		if (ce) {
+			code_copy(ce, p, pid, PYTM_EV_REC_CODE, 0, code, clock);
+			bpf_ringbuf_submit(ce, BPF_RB_NO_WAKEUP);
+			return 0;
+		}
+	}
+	ce = bpf_ringbuf_reserve(&events, sizeof(*ce), 0);
+	if (!ce)
 		return 0;	/* the drain reads it when it comes to it */
-	ev->type = PYTM_EV_REC_CODE;
-	ev->pid = pid;
-	ev->code_id = 0;
-	ev->pad = 0;
-	ev->code_addr = code;
-	ev->clock = clock;
-	bpf_ringbuf_submit(ev, 0);
+	__sync_fetch_and_add(&p->rec_codes_spilled, 1);
+	code_copy(ce, p, pid, PYTM_EV_REC_CODE, 0, code, clock);
+	bpf_ringbuf_submit(ce, 0);
 	return 0;
 }
 

@@ -183,6 +183,12 @@ struct pytm_proc {
 	 * blocks as they were then (rec_drain.c, recorder__inherit).
 	 */
 	__u64 rec_fork;
+	/*
+	 * Code objects the recorder's page showed that BPF sent the event
+	 * thread's way (the process's own code ring buffer was full): the
+	 * drain waits for those before it reads one from the target.
+	 */
+	__u64 rec_codes_spilled;
 	struct pytm_offsets off;
 };
 
@@ -300,6 +306,40 @@ struct pytm_event {
 	__u32 pad;
 	__u64 code_addr;
 	__u64 clock;
+};
+
+/*
+ * PYTM_EV_REC_CODE: the memory the resolver reads of a code object,
+ * copied at the code site while its frame runs (the code object itself
+ * up to its last field read, its file name and name str objects, its line
+ * table bytes object), so that a code object freed at once, or a process
+ * that calls execve, is still read right. A region that did not fit or
+ * could not be read has len 0 or is cut short: the rest is read live.
+ */
+enum {
+	PYTM_CAP_CODE,
+	PYTM_CAP_FILENAME,
+	PYTM_CAP_NAME,
+	PYTM_CAP_TABLE,
+	PYTM_CAP_N,
+};
+#define PYTM_CAP_CODE_LEN	256
+#define PYTM_CAP_STR_LEN	1024
+#define PYTM_CAP_TABLE_LEN	4096
+
+struct pytm_cap_region {
+	__u64 addr;
+	__u32 len;
+	__u32 pad;
+};
+
+struct pytm_code_event {
+	struct pytm_event ev;
+	struct pytm_cap_region r[PYTM_CAP_N];
+	__u8 code[PYTM_CAP_CODE_LEN];
+	__u8 filename[PYTM_CAP_STR_LEN];
+	__u8 name[PYTM_CAP_STR_LEN];
+	__u8 table[PYTM_CAP_TABLE_LEN];
 };
 
 #endif /* __PYTM_H */

@@ -112,6 +112,84 @@ static __always_inline __u64 code_fingerprint(struct pytm_proc *p, __u64 addr)
 	       (table * 0x94d049bb133111ebULL) ^ (__u32)line;
 }
 
+/* Copy up to CAP bytes (LEN) at ADDR into DST, as region R. */
+static __always_inline void cap_copy(struct pytm_cap_region *r, void *dst, __u32 cap,
+				     __u64 addr, __u64 len)
+{
+	r->addr = addr;
+	r->len = 0;
+	r->pad = 0;
+	if (!addr)
+		return;
+	if (len > cap)
+		len = cap;
+	if (len && !bpf_probe_read_user(dst, len, (void *)addr))
+		r->len = len;
+}
+
+/* A str object at ADDR: its header and characters, up to CAP bytes. */
+static __always_inline void cap_str(const struct pytm_proc *p, struct pytm_cap_region *r,
+				    void *dst, __u32 cap, __u64 addr)
+{
+	__s64 length = 0;
+	__u32 state = 0;
+	__u64 head;
+
+	if (addr) {
+		bpf_probe_read_user(&length, sizeof(length), (void *)(addr + p->off.unicode_length));
+		bpf_probe_read_user(&state, sizeof(state), (void *)(addr + p->off.unicode_state));
+	}
+	/* state: interned:2, kind:3, compact:1, ascii:1 (as the resolver reads it) */
+	head = state & (1 << 6) ? p->off.unicode_ascii_size : p->off.unicode_compact_size;
+	if (length < 0 || length > cap)
+		length = cap;
+	cap_copy(r, dst, cap, addr, head + (__u64)length * ((state >> 2) & 7));
+}
+
+static __always_inline __u32 field_end(__u32 end, __u16 off)
+{
+	return off != PYTM_OFF_NONE && off + 8u > end ? off + 8u : end;
+}
+
+/*
+ * CE: an event of TYPE for code object CODE of process P (ID, CLOCK), with
+ * a copy of what the resolver reads of it, taken while its frame runs: by
+ * the time user space reads the event, the code object may be freed and
+ * another one at its address (struct pytm_code_event).
+ */
+static __always_inline void code_copy(struct pytm_code_event *ce, const struct pytm_proc *p,
+				      __u32 pid, __u32 type, __u32 id, __u64 code, __u64 clock)
+{
+	__u64 table, tlen = 0;
+	__u32 end = 0;
+
+	ce->ev.type = type;
+	ce->ev.pid = pid;
+	ce->ev.code_id = id;
+	ce->ev.pad = 0;
+	ce->ev.code_addr = code;
+	ce->ev.clock = clock;
+	end = field_end(end, p->off.object_type);
+	end = field_end(end, p->off.code_filename);
+	end = field_end(end, p->off.code_name);
+	end = field_end(end, p->off.code_qualname);
+	end = field_end(end, p->off.code_firstlineno);
+	end = field_end(end, p->off.code_linetable);
+	cap_copy(&ce->r[PYTM_CAP_CODE], ce->code, PYTM_CAP_CODE_LEN, code, end);
+	cap_str(p, &ce->r[PYTM_CAP_FILENAME], ce->filename, PYTM_CAP_STR_LEN,
+		read_ptr(code + p->off.code_filename));
+	cap_str(p, &ce->r[PYTM_CAP_NAME], ce->name, PYTM_CAP_STR_LEN,
+		read_ptr(code + (p->off.code_qualname != PYTM_OFF_NONE ? p->off.code_qualname :
+								 p->off.code_name)));
+	table = read_ptr(code + p->off.code_linetable);
+	if (table)
+		bpf_probe_read_user(&tlen, sizeof(tlen), (void *)(table + p->off.varobject_size));
+	if ((__s64)tlen < 0 || tlen > PYTM_CAP_TABLE_LEN)
+		tlen = PYTM_CAP_TABLE_LEN;
+	cap_copy(&ce->r[PYTM_CAP_TABLE], ce->table, PYTM_CAP_TABLE_LEN, table,
+		 p->off.bytes_sval + tlen);
+}
+
 /*
  * Id (and cached fields) of the code object at ADDR; new ones are
  * announced. FP: its fingerprint in sampled mode (else unused).
@@ -120,7 +198,7 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 						   __u64 fp, struct code_info *tmp)
 {
 	struct pytm_code_key key = { .pid = pid, .addr = addr };
-	struct pytm_event *ev;
+	struct pytm_code_event *ce;
 	struct code_info *ci;
 	long err;
 
@@ -160,21 +238,16 @@ static __always_inline struct code_info *code_info(struct pytm_proc *p, __u32 pi
 		tmp->id = 0;
 		return tmp;
 	}
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
+	ce = bpf_ringbuf_reserve(&events, sizeof(*ce), 0);
+	if (!ce) {
 		/* Forget it, so that the next sighting announces it again. */
 		bpf_map_delete_elem(&codes, &key);
 		count_lost(p, PYTM_LOST_RINGBUF);
 		tmp->id = 0;
 		return tmp;
 	}
-	ev->type = PYTM_EV_CODE;
-	ev->pid = pid;
-	ev->code_id = tmp->id;
-	ev->pad = 0;
-	ev->clock = 0;
-	ev->code_addr = addr;
-	bpf_ringbuf_submit(ev, 0);
+	code_copy(ce, p, pid, PYTM_EV_CODE, tmp->id, addr, 0);
+	bpf_ringbuf_submit(ce, 0);
 	return tmp;
 }
 

@@ -134,6 +134,18 @@ void pytm_site_tomb(uint64_t ptr, uint64_t clock)
 	n_tomb++;
 }
 
+/* The recorder's code site: (code object, number) of the last one. */
+static uint64_t code_site_code, code_site_clock;
+static unsigned int n_code_site;
+void pytm_site_code(uint64_t code, uint64_t clock) SITE_DECL;
+
+void pytm_site_code(uint64_t code, uint64_t clock)
+{
+	code_site_code = code;
+	code_site_clock = clock;
+	n_code_site++;
+}
+
 /* The "original" allocators: libc, and a pymalloc-like obj domain. */
 static atomic_ulong raw_calls;
 static void *raw_malloc(void *c, size_t n) { raw_calls++; return malloc(n ? n : 1); }
@@ -661,6 +673,7 @@ static void rec_setup(void)
 	fake_frame[1] = (uint64_t)fake_code;
 	fake_frame[2] = 42;
 	n_tomb = 0;
+	n_code_site = 0;
 }
 
 /* The next event in the ring, copied into EV; 0 if none. */
@@ -694,6 +707,8 @@ static void test_recorder(void)
 	      f.code == (uint64_t)fake_code && f.lasti == 42 && f.pad == PYTM_REC_NEW_CODE,
 	      "first allocation: kind %d nframe %d code %#llx pad %u", ev.kind, ev.nframe,
 	      (unsigned long long)f.code, f.pad);
+	CHECK(n_code_site == 1 && code_site_code == (uint64_t)fake_code && code_site_clock == clock,
+	      "a new code object passes the code site with its event's number (%u)", n_code_site);
 	last = clock;
 	CHECK(pytm_ctl.last_new == (uint64_t)a, "obj's last block for the reference tracer");
 	b = pytm_tramp_mem_calloc(NULL, 4, 8);
@@ -715,7 +730,8 @@ static void test_recorder(void)
 	pg_rec_free(0, fake_code);
 	CHECK(rec_next(&ev, &f, &clock) && ev.kind == PYTM_REC_FREE, "code object's free");
 	a = pytm_tramp_obj_malloc(NULL, 8);
-	CHECK(rec_next(&ev, &f, &clock) && f.pad == PYTM_REC_NEW_CODE, "flagged again");
+	CHECK(rec_next(&ev, &f, &clock) && f.pad == PYTM_REC_NEW_CODE && n_code_site == 2 &&
+	      code_site_clock == clock, "flagged again, the code site passed again");
 	pytm_tramp_obj_free(NULL, a);
 	rec_next(&ev, &f, &clock);
 	CHECK(n_alloc_sites == 0 && n_free_sites == 0 && n_tomb == 0, "no kernel entry so far");

@@ -89,7 +89,7 @@ static uint64_t put_framed(struct pytm_ring_hdr *h, uint8_t *slots, uint64_t ptr
 	ev->frames[0].code = code;
 	ev->frames[0].pad = flagged ? PYTM_REC_NEW_CODE : 0;
 	if (early_to)	/* the code site, before the event is published */
-		recorder__code(early_to, code, pos);
+		recorder__code(early_to, code, pos, NULL, 0);
 	pytm_ring_publish(s, pos);
 	return pos;
 }
@@ -124,7 +124,7 @@ static uint32_t frame_id(struct recorder *rec, uint64_t addr)
 static void check_early_codes(void)
 {
 	size_t slot_size = (PYTM_REC_SLOT_SIZE(1) + 7) & ~(size_t)7;
-	struct recorder_opts o = { .procs_fd = -1 };
+	struct recorder_opts o = { .procs_fd = -1, .codes_fd = -1 };
 	const uint64_t code = 0x7e0000001000ull;
 	struct pytm_ring_hdr *h = calloc(1, PYTM_RING_SLOTS_OFF + 64 * slot_size);
 	struct recorder_stats rs;
@@ -153,7 +153,7 @@ static void check_early_codes(void)
 	put(h, slots, PYTM_REC_FREE, code, 0);
 	clock = put_framed(h, slots, 0x3000, code, true, NULL);
 	own = frame_id(rec, 0x3000);
-	recorder__code(rec, code, clock);	/* the event thread, late */
+	recorder__code(rec, code, clock, NULL, 0);	/* the event thread, late */
 	CHECK(own == 102, "read by the drain: id %u, want 102", own);
 	/* Freed; a third one: its own read, not the late one of the second. */
 	put(h, slots, PYTM_REC_FREE, code, 0);
@@ -283,7 +283,8 @@ static void checkpoint(struct recorder *rec, const char *when)
 int main(void)
 {
 	size_t slot_size = (PYTM_REC_SLOT_SIZE(1) + 7) & ~(size_t)7;
-	struct recorder_opts o = { .procs_fd = -1, .peak_step = 10000, .peak_mark = on_mark };
+	struct recorder_opts o = { .procs_fd = -1, .codes_fd = -1, .peak_step = 10000,
+				   .peak_mark = on_mark };
 	struct pytm_ring_hdr *h;
 	struct recorder *rec = NULL;
 	uint32_t code_ids = 0, i;

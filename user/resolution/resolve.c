@@ -26,6 +26,8 @@ struct resolver {
 	uint32_t ncodes;
 	uint64_t nread, nfailed;
 	bool retry;			/* a failed read is tried again elsewhere */
+	const struct resolver_mem *mem;	/* copies read before the target */
+	size_t nmem;
 };
 
 struct resolver *resolver__new(const struct target *t,
@@ -56,11 +58,27 @@ void resolver__free(struct resolver *r)
 	free(r);
 }
 
+/* LEN bytes at ADDR: from a copy that holds them all, else the target now. */
+static int rd(const struct resolver *r, uint64_t addr, void *buf, size_t len)
+{
+	const struct resolver_mem *m;
+	size_t i;
+
+	for (i = 0; i < r->nmem; i++) {
+		m = &r->mem[i];
+		if (addr >= m->addr && addr - m->addr <= m->len && len <= m->len - (addr - m->addr)) {
+			memcpy(buf, (const uint8_t *)m->bytes + (addr - m->addr), len);
+			return 0;
+		}
+	}
+	return target__read(r->t, addr, buf, len);
+}
+
 static uint64_t rd_ptr(const struct resolver *r, uint64_t addr)
 {
 	uint64_t v = 0;
 
-	return target__read(r->t, addr, &v, sizeof(v)) ? 0 : v;
+	return rd(r, addr, &v, sizeof(v)) ? 0 : v;
 }
 
 /* Append code point CP as UTF-8. */
@@ -99,8 +117,8 @@ static char *read_str(const struct resolver *r, uint64_t addr)
 	size_t n, i, u = 0;
 	uint64_t data;
 
-	if (!addr || target__read(r->t, addr + o->unicode_length, &length, sizeof(length)) ||
-	    target__read(r->t, addr + o->unicode_state, &state, sizeof(state)))
+	if (!addr || rd(r, addr + o->unicode_length, &length, sizeof(length)) ||
+	    rd(r, addr + o->unicode_state, &state, sizeof(state)))
 		return NULL;
 	/* state: interned:2, kind:3, compact:1, ascii:1 (3.8-3.13) */
 	kind = (state >> 2) & 7;
@@ -110,7 +128,7 @@ static char *read_str(const struct resolver *r, uint64_t addr)
 	data = addr + ((state & (1 << 6)) ? o->unicode_ascii_size : o->unicode_compact_size);
 	raw = malloc(n * kind + 1);
 	utf8 = malloc(n * 4 + 1);
-	if (!raw || !utf8 || target__read(r->t, data, raw, n * kind))
+	if (!raw || !utf8 || rd(r, data, raw, n * kind))
 		goto cleanup;
 	for (i = 0; i < n; i++) {
 		if (kind == 1)
@@ -194,6 +212,35 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr)
 	return resolver__add_code_from(r, NULL, id, addr);
 }
 
+size_t resolver__event_mem(const void *data, size_t size, struct resolver_mem mem[PYTM_CAP_N])
+{
+	const struct pytm_code_event *ce = data;
+	const uint8_t *bytes[PYTM_CAP_N] = { ce->code, ce->filename, ce->name, ce->table };
+	const uint32_t cap[PYTM_CAP_N] = { sizeof(ce->code), sizeof(ce->filename),
+					   sizeof(ce->name), sizeof(ce->table) };
+	size_t i, n = 0;
+
+	if (size < sizeof(*ce))
+		return 0;	/* an announcement without copies */
+	for (i = 0; i < PYTM_CAP_N; i++)
+		if (ce->r[i].len && ce->r[i].len <= cap[i])
+			mem[n++] = (struct resolver_mem){ ce->r[i].addr, bytes[i], ce->r[i].len };
+	return n;
+}
+
+int resolver__add_code_copied(struct resolver *r, uint32_t id, uint64_t addr,
+			      const struct resolver_mem *mem, size_t nmem)
+{
+	int err;
+
+	r->mem = mem;
+	r->nmem = nmem;
+	err = resolver__add_code_from(r, NULL, id, addr);
+	r->mem = NULL;
+	r->nmem = 0;
+	return err;
+}
+
 int resolver__add_code_from(struct resolver *r, const struct target *from, uint32_t id,
 			    uint64_t addr)
 {
@@ -211,7 +258,7 @@ int resolver__add_code_from(struct resolver *r, const struct target *from, uint3
 	type = rd_ptr(r, addr + o->object_type);
 	if (!type || (r->code_type && type != r->code_type))
 		goto fail;
-	if (target__read(r->t, addr + o->code_firstlineno, &c.firstlineno,
+	if (rd(r, addr + o->code_firstlineno, &c.firstlineno,
 			 sizeof(c.firstlineno)))
 		goto fail;
 	fname = rd_ptr(r, addr + o->code_filename);
@@ -224,10 +271,10 @@ int resolver__add_code_from(struct resolver *r, const struct target *from, uint3
 	if (!c.name && o->code_name != PYTM_OFF_NONE)
 		c.name = read_str(r, rd_ptr(r, addr + o->code_name));
 	table = rd_ptr(r, addr + o->code_linetable);
-	if (table && target__read(r->t, table + o->varobject_size, &tlen, sizeof(tlen)) == 0 &&
+	if (table && rd(r, table + o->varobject_size, &tlen, sizeof(tlen)) == 0 &&
 	    tlen > 0 && tlen <= MAX_LINETABLE) {
 		c.table = malloc(tlen);
-		if (c.table && target__read(r->t, table + o->bytes_sval, c.table, tlen) == 0)
+		if (c.table && rd(r, table + o->bytes_sval, c.table, tlen) == 0)
 			c.table_len = tlen;
 	}
 	free(r->codes[id].filename);

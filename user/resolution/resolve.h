@@ -27,6 +27,20 @@ int resolver__add_code(struct resolver *r, uint32_t id, uint64_t addr);
  */
 int resolver__add_code_from(struct resolver *r, const struct target *from, uint32_t id,
 			    uint64_t addr);
+/* Memory copied from the target at some moment: LEN bytes at ADDR. */
+struct resolver_mem {
+	uint64_t addr;
+	const void *bytes;
+	size_t len;
+};
+/*
+ * The same, reading what MEM holds from it (the code object as it was
+ * then, maybe freed since), the rest from the target now.
+ */
+int resolver__add_code_copied(struct resolver *r, uint32_t id, uint64_t addr,
+			      const struct resolver_mem *mem, size_t nmem);
+/* The copies in BPF's event CE (SIZE bytes) as MEM; how many. */
+size_t resolver__event_mem(const void *ce, size_t size, struct resolver_mem mem[PYTM_CAP_N]);
 /* RETRY: a failed resolver__add_code is not counted (a _from call follows). */
 void resolver__set_retry(struct resolver *r, bool retry);
 /*

@@ -27,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include "hash.h"
 #include "htab.h"
 #include "rec_drain.h"
@@ -43,6 +45,7 @@
 #define RETRY_NS	20000000	/* between two retries (recorder_opts), */
 #define RETRY_BUSY_NS	1000000		/* or this while events go BPF's way meanwhile
 					 * (until the page finds thread states) */
+#define SPILL_WAIT_NS	50000000	/* at most, for the event thread's code records */
 #define RELEASE_RUN	256		/* slots read before the tail moves, */
 #define RELEASE_FULL	16		/* or this many when the ring is more than
 					 * half full: producers may be waiting */
@@ -143,6 +146,9 @@ struct recorder {
 	pthread_mutex_t lock;
 	pthread_mutex_t r_lock;		/* innermost: around the resolver */
 	pthread_mutex_t early_lock;	/* innermost: around early */
+	struct ring_buffer *codes_rb;	/* o.codes_fd's; read by the drain */
+	uint64_t spills;		/* code records the event thread handed over */
+	uint64_t spill_stuck;		/* a wait for spills up to this was in vain */
 	struct early_code *early;	/* in the order they came: their events' */
 	size_t early0, nearly, early_cap;
 	uint64_t seed;
@@ -563,11 +569,41 @@ static uint32_t code_id(struct recorder *rec, uint64_t addr, uint32_t early)
 }
 
 /*
- * The id the event thread gave code object ADDR as the event numbered
- * CLOCK flagged it (0: none came). Events are drained in their order:
- * reads for events before CLOCK came after the drain read them itself.
+ * BPF sent code records the event thread's way (the process's own ring
+ * buffer was full) that it has not handed over yet: wait for them, at most
+ * SPILL_WAIT_NS (it may wait for a snapshot that waits for us), and not
+ * again after a wait in vain until it has caught up. 1 if they came.
  */
-static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock)
+static bool spill_wait(struct recorder *rec)
+{
+	struct timespec pause = { 0, 20000 };
+	struct pytm_proc p;
+	__u32 pid = rec->o.pid;
+	double until;
+
+	if (rec->o.procs_fd < 0 || bpf_map_lookup_elem(rec->o.procs_fd, &pid, &p) ||
+	    __atomic_load_n(&rec->spills, __ATOMIC_ACQUIRE) >= p.rec_codes_spilled ||
+	    __atomic_load_n(&rec->spills, __ATOMIC_ACQUIRE) < rec->spill_stuck)
+		return false;
+	until = mono_now() + SPILL_WAIT_NS * 1e-9;
+	while (__atomic_load_n(&rec->spills, __ATOMIC_ACQUIRE) < p.rec_codes_spilled) {
+		if (mono_now() > until) {
+			rec->spill_stuck = p.rec_codes_spilled;
+			return false;
+		}
+		nanosleep(&pause, NULL);
+	}
+	return true;
+}
+
+/*
+ * The id given code object ADDR as the event numbered CLOCK flagged it
+ * (0: none came). Events are drained in their order: reads for events
+ * before CLOCK came after the drain read them itself. BPF put the code
+ * object's copy in the process's ring buffer before the page published the
+ * event: it is there now, unless that ring buffer was full.
+ */
+static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock, bool consumed)
 {
 	uint32_t id = 0;
 	size_t i;
@@ -583,20 +619,28 @@ static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock)
 		}
 	}
 	pthread_mutex_unlock(&rec->early_lock);
+	if (!id && !consumed) {
+		/* In the process's ring buffer, or on the event thread's way. */
+		if (rec->codes_rb)
+			ring_buffer__consume(rec->codes_rb);
+		id = early_id(rec, addr, clock, true);
+		if (!id && spill_wait(rec))
+			id = early_id(rec, addr, clock, true);
+	}
 	return id;
 }
 
-void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock)
+/* Read code object ADDR that the event numbered CLOCK showed first; its id for the drain. */
+static void code_read(struct recorder *rec, uint64_t addr, uint64_t clock,
+		      const struct resolver_mem *mem, size_t nmem)
 {
 	struct early_code *n;
 	uint32_t id;
 	int err;
 
-	if (!rec)
-		return;
 	id = __atomic_add_fetch(rec->o.next_code_id, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&rec->r_lock);
-	err = rec->o.r ? resolver__add_code(rec->o.r, id, addr) : 0;
+	err = rec->o.r ? resolver__add_code_copied(rec->o.r, id, addr, mem, nmem) : 0;
 	pthread_mutex_unlock(&rec->r_lock);
 	if (err)
 		return;		/* the drain tries when it comes to the event */
@@ -621,6 +665,27 @@ void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock)
 	rec->early[rec->nearly++] = (struct early_code){ .addr = addr, .clock = clock, .id = id };
 out:
 	pthread_mutex_unlock(&rec->early_lock);
+}
+
+void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock,
+		    const struct resolver_mem *mem, size_t nmem)
+{
+	if (!rec)
+		return;
+	code_read(rec, addr, clock, mem, nmem);
+	__atomic_add_fetch(&rec->spills, 1, __ATOMIC_RELEASE);
+}
+
+/* A record of the process's code ring buffer (BPF's rec_code). */
+static int on_code_record(void *arg, void *data, size_t size)
+{
+	const struct pytm_code_event *ce = data;
+	struct resolver_mem mem[PYTM_CAP_N];
+	size_t n = resolver__event_mem(data, size, mem);
+
+	if (n)
+		code_read(arg, ce->ev.code_addr, ce->ev.clock, mem, n);
+	return 0;
 }
 
 static void code_gone(struct recorder *rec, uint64_t addr)
@@ -656,7 +721,8 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev, ui
 	for (i = 0; i < st->nframe; i++)
 		st->frames[i] = PYTM_FRAME(code_id(rec, ev->frames[i].code,
 						   ev->frames[i].pad == PYTM_REC_NEW_CODE ?
-						   early_id(rec, ev->frames[i].code, clock) : 0),
+						   early_id(rec, ev->frames[i].code, clock, false) :
+						   0),
 					   ev->frames[i].lasti);
 	len = offsetof(struct pytm_stack, frames) + st->nframe * sizeof(st->frames[0]);
 	/* Events come in runs from the same place. */
@@ -797,6 +863,8 @@ static size_t drain(struct recorder *rec, size_t max)
 	size_t n = 0;
 
 	rec->now = (uint64_t)(mono_now() * 1e9);
+	if (rec->codes_rb)
+		ring_buffer__consume(rec->codes_rb);
 	while (n < max && (s = pytm_ring_peek_at(rec->h, rec->slots, pos))) {
 		apply(rec, s);
 		pos++;
@@ -872,8 +940,11 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o)
 	int err = -ENOMEM;
 
 	*out = NULL;
-	if (!rec)
+	if (!rec) {
+		if (o->codes_fd >= 0)
+			close(o->codes_fd);
 		return -ENOMEM;
+	}
 	rec->o = *o;
 	rec->h = o->ring;
 	rec->slots = (uint8_t *)o->ring + PYTM_RING_SLOTS_OFF;
@@ -890,6 +961,13 @@ int recorder__start(struct recorder **out, const struct recorder_opts *o)
 	if (!rec->scratch || !rec->live.idx || htab__init(&rec->codes, 1024) ||
 	    htab__init(&rec->stack_idx, 1024))
 		goto fail;
+	if (o->codes_fd >= 0) {
+		rec->codes_rb = ring_buffer__new(o->codes_fd, on_code_record, rec, NULL);
+		if (!rec->codes_rb) {
+			err = -errno;
+			goto fail;
+		}
+	}
 	err = -pthread_create(&rec->thread, NULL, drain_thread, rec);
 	if (err)
 		goto fail;
@@ -918,6 +996,9 @@ void recorder__stop(struct recorder *rec)
 	free(rec->freed);
 	free(rec->pfreed);
 	free(rec->early);
+	ring_buffer__free(rec->codes_rb);
+	if (rec->o.codes_fd >= 0)
+		close(rec->o.codes_fd);
 	free(rec->scratch);
 	live_free(&rec->live);
 	htab__free(&rec->codes);

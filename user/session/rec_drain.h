@@ -23,6 +23,12 @@ struct recorder_opts {
 	struct resolver *r;		/* reads the code objects the ring shows
 					 * (NULL: ids only, for tests) */
 	uint32_t *next_code_id;		/* BPF's id counter (shared: ids are one space) */
+	/*
+	 * BPF's ring buffer of the code objects the page flags (struct
+	 * pytm_code_event), this process's own; the recorder reads it and
+	 * closes it. -1: none (they come through recorder__code).
+	 */
+	int codes_fd;
 	int procs_fd;			/* BPF's per-process counters (the freeze) */
 	/*
 	 * Asked now and then from the drain thread until it returns 0 (done)
@@ -72,10 +78,14 @@ void recorder__quiesce(struct recorder *rec);
 /* Stop (what is left is drained by recorder__sync). Safe on NULL. */
 void recorder__stop(struct recorder *rec);
 /*
- * The page flagged code object ADDR in the event numbered CLOCK (the event
- * thread, PYTM_EV_REC_CODE): read it now, while its frame runs.
+ * The page flagged code object ADDR in the event numbered CLOCK, and BPF
+ * sent it the event thread's way (PYTM_EV_REC_CODE: the process's own ring
+ * buffer, o.codes_fd, was full): read it now, from MEM (what BPF copied of
+ * it then, while its frame ran) and the rest from the target.
  */
-void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock);
+struct resolver_mem;
+void recorder__code(struct recorder *rec, uint64_t addr, uint64_t clock,
+		    const struct resolver_mem *mem, size_t nmem);
 /* A free that went BPF's way (the event thread). */
 void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock);
 /* Everything drained that was published before this call. */

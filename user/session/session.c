@@ -515,11 +515,14 @@ void session__settle(struct session *s)
 
 /* ---- the event thread ---- */
 
+
 static int handle_event(void *arg, void *data, size_t size)
 {
 	const struct pytm_event *ev = data;
+	struct resolver_mem mem[PYTM_CAP_N];
 	struct session *s = arg;
 	struct tracee *tr;
+	size_t nmem;
 
 	if (size < sizeof(*ev))
 		return 0;
@@ -527,8 +530,9 @@ static int handle_event(void *arg, void *data, size_t size)
 	switch (ev->type) {
 	case PYTM_EV_CODE:
 		tr = find(s, ev->pid, true);
+		nmem = resolver__event_mem(data, size, mem);
 		if (tr)
-			tracee__code(tr, ev->code_id, ev->code_addr,
+			tracee__code(tr, ev->code_id, ev->code_addr, mem, nmem,
 				     tr->ppid ? find(s, tr->ppid, true) : NULL);
 		break;
 	case PYTM_EV_EXEC:
@@ -543,8 +547,9 @@ static int handle_event(void *arg, void *data, size_t size)
 		break;
 	case PYTM_EV_REC_CODE:
 		tr = find(s, ev->pid, false);
+		nmem = resolver__event_mem(data, size, mem);
 		if (tr && tr->rec)
-			recorder__code(tr->rec, ev->code_addr, ev->clock);
+			recorder__code(tr->rec, ev->code_addr, ev->clock, mem, nmem);
 		break;
 	case PYTM_EV_TOMB:
 		tr = find(s, ev->pid, false);

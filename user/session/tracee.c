@@ -32,6 +32,7 @@
 
 #define DELETE_BATCH	4096	/* map entries read at once when deleting */
 #define INHERIT_BATCH	4096	/* ...and when copying a parent's blocks */
+#define REC_CODES_RING	(1 << 21)	/* bytes: ~320 code objects the drain has not read */
 
 /* Offsets for the target, and a check that they match its memory. */
 static int target_offsets(struct tracee *tr, const struct tracee_opts *o)
@@ -499,10 +500,32 @@ static void rec_peak_mark(void *arg, uint64_t ns)
 	proc_control(tr, tr->skel, PYTM_CTL_PEAK_MARK, (__s64)ns);
 }
 
+/*
+ * The process's ring buffer of code objects (BPF's rec_code): its drain
+ * reads it. -errno, or its fd.
+ */
+static int new_codes_ring(struct pytm_bpf *skel, pid_t pid)
+{
+	__u32 key = pid;
+	char name[16];
+	int fd, err;
+
+	snprintf(name, sizeof(name), "rcodes_%d", pid);
+	fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, name, 0, 0, REC_CODES_RING, NULL);
+	if (fd < 0)
+		return -errno;
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rec_codes), &key, &fd, BPF_ANY)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
 			  const struct pytm_page_rec *cfg)
 {
-	int err;
+	int err, codes_fd;
 
 	/* --peak: the drain's marks from now on, over both parts (none yet). */
 	tr->skel = skel;
@@ -512,9 +535,14 @@ static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
 	/* Ours from now on: the drain reads it after the page is detached. */
 	tr->ring = tr->pr.rd.ring;
 	memset(&tr->pr.rd.ring, 0, sizeof(tr->pr.rd.ring));
+	/* Without it, code objects come through the event thread. */
+	codes_fd = new_codes_ring(skel, tr->pid);
+	if (codes_fd < 0)
+		vlog("process %d: no ring buffer of code objects of its own: %s", tr->pid,
+		     strerror(-codes_fd));
 	err = recorder__start(&tr->rec, &(struct recorder_opts){
 		.pid = tr->pid, .ring = tr->ring.mem, .r = tr->r,
-		.next_code_id = &skel->bss->next_code_id,
+		.next_code_id = &skel->bss->next_code_id, .codes_fd = codes_fd < 0 ? -1 : codes_fd,
 		.procs_fd = bpf_map__fd(skel->maps.procs),
 		.retry = tr->t.hexversion >= 0x030c0000 && !cfg->tls_ok ? retry_tls : NULL,
 		.retry_arg = tr,
@@ -556,13 +584,14 @@ int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee
 	return err;
 }
 
-void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct tracee *parent)
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct resolver_mem *mem,
+		  size_t nmem, const struct tracee *parent)
 {
 	int err;
 
 	recorder__lock_resolver(tr->rec);
 	resolver__set_retry(tr->r, parent != NULL);
-	err = resolver__add_code(tr->r, id, addr);
+	err = resolver__add_code_copied(tr->r, id, addr, mem, nmem);
 	resolver__set_retry(tr->r, false);
 	recorder__unlock_resolver(tr->rec);
 	/*
@@ -1336,6 +1365,7 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 		return;
 	/* Its live-block map goes with the last reference to it... */
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.blocks), &key);
+	bpf_map_delete_elem(bpf_map__fd(skel->maps.rec_codes), &key);
 	/* ...which a forked child or parent may still hold: its blocks go first. */
 	if (tr->blocks_fd >= 0 && tr->shared_map)
 		delete_blocks_of(tr->blocks_fd, tr->pid, 0);

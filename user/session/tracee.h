@@ -92,8 +92,13 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 		 const struct tracee_opts *o);
 int tracee__attach(struct tracee *tr, struct pytm_bpf *skel, const struct tracee_opts *o);
 /* Read code objects announced for this process. */
-/* Read code object ID at ADDR now; from PARENT's memory if TR's is gone (or NULL). */
-void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct tracee *parent);
+/*
+ * Read code object ID at ADDR: from MEM (BPF's copies when it announced
+ * it), the rest now; from PARENT's memory if TR's is gone (or NULL).
+ */
+struct resolver_mem;
+void tracee__code(struct tracee *tr, uint32_t id, uint64_t addr, const struct resolver_mem *mem,
+		  size_t nmem, const struct tracee *parent);
 bool tracee__gone(struct tracee *tr);
 struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
 /*
