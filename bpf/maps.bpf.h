@@ -84,9 +84,15 @@ struct {
 	__type(value, struct code_info);
 } codes SEC(".maps");
 
+/*
+ * Events for user space (struct pytm_event). A code object's announcement
+ * carries a copy of it (struct pytm_code_event, 6.5 KiB): ~2,500 of them
+ * before the event thread must have read some, as at a large program's
+ * start.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
 
 /*

@@ -54,6 +54,36 @@ struct tomb {
 	uint64_t addr, clock, head;
 };
 
+/* Items in the order they came: [first, n) of an array of cap. */
+struct fifo {
+	void *items;
+	size_t first, n, cap;
+};
+
+/* Room for one more item of SIZE bytes at the end of Q; NULL: no memory. */
+static void *fifo_push(struct fifo *q, size_t size)
+{
+	void *n;
+
+	if (q->first == q->n)
+		q->first = q->n = 0;	/* none waiting: start over */
+	if (q->n == q->cap && q->first) {
+		memmove(q->items, (char *)q->items + q->first * size, (q->n - q->first) * size);
+		q->n -= q->first;
+		q->first = 0;
+	}
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 64;
+
+		n = realloc(q->items, cap * size);
+		if (!n)
+			return NULL;
+		q->items = n;
+		q->cap = cap;
+	}
+	return (char *)q->items + q->n++ * size;
+}
+
 /* Values stored in a table: index + 1 into an array, with a free list. */
 struct pool {
 	void *items;
@@ -149,8 +179,7 @@ struct recorder {
 	struct ring_buffer *codes_rb;	/* o.codes_fd's; read by the drain */
 	uint64_t spills;		/* code records the event thread handed over */
 	uint64_t spill_stuck;		/* a wait for spills up to this was in vain */
-	struct early_code *early;	/* in the order they came: their events' */
-	size_t early0, nearly, early_cap;
+	struct fifo early;		/* struct early_code, in their events' order */
 	uint64_t seed;
 	struct live live;
 	uint64_t start_ns;		/* born_ms counts from this */
@@ -159,8 +188,8 @@ struct recorder {
 	struct htab stack_idx;		/* hash(frames) -> stack index + 1 */
 	struct pytm_stack **stacks;
 	size_t nstacks, stacks_cap;
-	struct tomb *tombs;		/* waiting, in the order they came: their */
-	size_t tomb0, ntombs, tombs_cap;	/* heads never decrease */
+	struct fifo tombs;		/* struct tomb waiting, in the order they
+					 * came: their heads never decrease */
 	uint64_t frozen;		/* the freeze's number + 1; 0: not frozen */
 	bool retrying;			/* o.retry still to be asked */
 	double last_retry;
@@ -605,16 +634,19 @@ static bool spill_wait(struct recorder *rec)
  */
 static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock, bool consumed)
 {
+	struct fifo *q = &rec->early;
+	struct early_code *e;
 	uint32_t id = 0;
 	size_t i;
 
 	pthread_mutex_lock(&rec->early_lock);
-	while (rec->early0 < rec->nearly && rec->early[rec->early0].clock < clock)
-		rec->early0++;
-	for (i = rec->early0; i < rec->nearly && rec->early[i].clock == clock; i++) {
-		if (rec->early[i].addr == addr) {
-			rec->early[i].addr = 0;
-			id = rec->early[i].id;
+	e = q->items;
+	while (q->first < q->n && e[q->first].clock < clock)
+		q->first++;
+	for (i = q->first; i < q->n && e[i].clock == clock; i++) {
+		if (e[i].addr == addr) {
+			e[i].addr = 0;
+			id = e[i].id;
 			break;
 		}
 	}
@@ -634,7 +666,7 @@ static uint32_t early_id(struct recorder *rec, uint64_t addr, uint64_t clock, bo
 static void code_read(struct recorder *rec, uint64_t addr, uint64_t clock,
 		      const struct resolver_mem *mem, size_t nmem)
 {
-	struct early_code *n;
+	struct early_code *e;
 	uint32_t id;
 	int err;
 
@@ -645,25 +677,9 @@ static void code_read(struct recorder *rec, uint64_t addr, uint64_t clock,
 	if (err)
 		return;		/* the drain tries when it comes to the event */
 	pthread_mutex_lock(&rec->early_lock);
-	if (rec->early0 == rec->nearly)
-		rec->early0 = rec->nearly = 0;
-	if (rec->nearly == rec->early_cap && rec->early0) {
-		memmove(rec->early, rec->early + rec->early0,
-			(rec->nearly - rec->early0) * sizeof(*rec->early));
-		rec->nearly -= rec->early0;
-		rec->early0 = 0;
-	}
-	if (rec->nearly == rec->early_cap) {
-		size_t cap = rec->early_cap ? rec->early_cap * 2 : 64;
-
-		n = realloc(rec->early, cap * sizeof(*n));
-		if (!n)
-			goto out;
-		rec->early = n;
-		rec->early_cap = cap;
-	}
-	rec->early[rec->nearly++] = (struct early_code){ .addr = addr, .clock = clock, .id = id };
-out:
+	e = fifo_push(&rec->early, sizeof(*e));
+	if (e)
+		*e = (struct early_code){ .addr = addr, .clock = clock, .id = id };
 	pthread_mutex_unlock(&rec->early_lock);
 }
 
@@ -846,8 +862,10 @@ static void tombs_apply(struct recorder *rec)
 	uint32_t *slot;
 	struct tomb t;
 
-	while (rec->tomb0 < rec->ntombs && rec->tombs[rec->tomb0].head <= tail) {
-		t = rec->tombs[rec->tomb0++];
+	const struct tomb *w = rec->tombs.items;
+
+	while (rec->tombs.first < rec->tombs.n && w[rec->tombs.first].head <= tail) {
+		t = w[rec->tombs.first++];
 		slot = live_find(rec, t.addr);
 		if (slot && live_at(&rec->live, *slot & LIVE_NUM_MASK)->clock < t.clock)
 			on_free(rec, t.addr, t.clock);
@@ -883,7 +901,7 @@ static size_t drain(struct recorder *rec, size_t max)
 	}
 	if (pos != released)
 		pytm_ring_release_to(rec->h, pos);
-	if (rec->tomb0 < rec->ntombs)
+	if (rec->tombs.first < rec->tombs.n)
 		tombs_apply(rec);
 	return n;
 }
@@ -992,10 +1010,10 @@ void recorder__stop(struct recorder *rec)
 	for (i = 0; i < rec->nstacks; i++)
 		free(rec->stacks[i]);
 	free(rec->stacks);
-	free(rec->tombs);
+	free(rec->tombs.items);
 	free(rec->freed);
 	free(rec->pfreed);
-	free(rec->early);
+	free(rec->early.items);
 	ring_buffer__free(rec->codes_rb);
 	if (rec->o.codes_fd >= 0)
 		close(rec->o.codes_fd);
@@ -1025,30 +1043,15 @@ void recorder__tomb(struct recorder *rec, uint64_t addr, uint64_t clock)
 
 	pthread_mutex_lock(&rec->lock);
 	rec->ntombs_seen++;
-	if (rec->tomb0 == rec->ntombs)
-		rec->tomb0 = rec->ntombs = 0;	/* none waiting: start over */
-	if (rec->ntombs == rec->tombs_cap && rec->tomb0) {
-		memmove(rec->tombs, rec->tombs + rec->tomb0,
-			(rec->ntombs - rec->tomb0) * sizeof(*rec->tombs));
-		rec->ntombs -= rec->tomb0;
-		rec->tomb0 = 0;
+	n = fifo_push(&rec->tombs, sizeof(*n));
+	if (n) {
+		/* Applied once the drain has passed the head as it is now: see the top. */
+		*n = (struct tomb){
+			.addr = addr, .clock = clock,
+			.head = __atomic_load_n(&rec->h->head, __ATOMIC_SEQ_CST),
+		};
+		tombs_apply(rec);
 	}
-	if (rec->ntombs == rec->tombs_cap) {
-		size_t cap = rec->tombs_cap ? rec->tombs_cap * 2 : 64;
-
-		n = realloc(rec->tombs, cap * sizeof(*n));
-		if (!n)
-			goto out;
-		rec->tombs = n;
-		rec->tombs_cap = cap;
-	}
-	/* Applied once the drain has passed the head as it is now: see the top. */
-	rec->tombs[rec->ntombs++] = (struct tomb){
-		.addr = addr, .clock = clock,
-		.head = __atomic_load_n(&rec->h->head, __ATOMIC_SEQ_CST),
-	};
-	tombs_apply(rec);
-out:
 	pthread_mutex_unlock(&rec->lock);
 }
 

@@ -244,25 +244,37 @@ static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
 }
 
 /* A live-block map of MAX entries for process PID, in the outer map. */
-static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
+/*
+ * A map of PID's own (named PREFIX_PID), entered under PID in the map of
+ * maps OUTER: its fd, or -errno.
+ */
+static int new_inner_map(const struct bpf_map *outer, pid_t pid, const char *prefix,
+			 enum bpf_map_type type, __u32 key_size, __u32 value_size, __u32 max,
+			 const struct bpf_map_create_opts *opts)
 {
-	LIBBPF_OPTS(bpf_map_create_opts, opts,
-		    .map_flags = BPF_F_NO_PREALLOC);
 	__u32 key = pid;
 	char name[16];
 	int fd, err;
 
-	snprintf(name, sizeof(name), "blocks_%d", pid);
-	fd = bpf_map_create(BPF_MAP_TYPE_HASH, name, sizeof(struct pytm_block_key),
-			    sizeof(struct pytm_block), max, &opts);
+	snprintf(name, sizeof(name), "%s_%d", prefix, pid);
+	fd = bpf_map_create(type, name, key_size, value_size, max, opts);
 	if (fd < 0)
 		return -errno;
-	if (bpf_map_update_elem(bpf_map__fd(skel->maps.blocks), &key, &fd, BPF_ANY)) {
+	if (bpf_map_update_elem(bpf_map__fd(outer), &key, &fd, BPF_ANY)) {
 		err = -errno;
 		close(fd);
 		return err;
 	}
 	return fd;
+}
+
+static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, opts,
+		    .map_flags = BPF_F_NO_PREALLOC);
+
+	return new_inner_map(skel->maps.blocks, pid, "blocks", BPF_MAP_TYPE_HASH,
+			     sizeof(struct pytm_block_key), sizeof(struct pytm_block), max, &opts);
 }
 
 int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel,
@@ -506,20 +518,8 @@ static void rec_peak_mark(void *arg, uint64_t ns)
  */
 static int new_codes_ring(struct pytm_bpf *skel, pid_t pid)
 {
-	__u32 key = pid;
-	char name[16];
-	int fd, err;
-
-	snprintf(name, sizeof(name), "rcodes_%d", pid);
-	fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, name, 0, 0, REC_CODES_RING, NULL);
-	if (fd < 0)
-		return -errno;
-	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rec_codes), &key, &fd, BPF_ANY)) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
+	return new_inner_map(skel->maps.rec_codes, pid, "rcodes", BPF_MAP_TYPE_RINGBUF, 0, 0,
+			     REC_CODES_RING, NULL);
 }
 
 static int start_recorder(struct tracee *tr, struct pytm_bpf *skel,
