@@ -130,6 +130,12 @@ class _Reader(threading.Thread):
         if pending:
             self.lines.put(pending)
         self.lines.put(None)            # EOF marker
+        # Done with it: a whole suite's pipes would otherwise stay open (the
+        # registry keeps every Popen) past select()'s 1024 descriptors.
+        try:
+            self.pipe.close()
+        except OSError:
+            pass
 
     def text(self):
         with self.lock:

@@ -103,10 +103,13 @@ class PtyTracer:
             self.err.extend(chunk)
 
     def _read(self):
+        # poll, not select: a whole suite's run may hold descriptors past
+        # select's 1024 by then.
+        p = select.poll()
+        p.register(self.master, select.POLLIN)
         while True:
             try:
-                r, _, _ = select.select([self.master], [], [], 0.5)
-                if r:
+                if p.poll(500):
                     chunk = os.read(self.master, 65536)
                     if not chunk:
                         return

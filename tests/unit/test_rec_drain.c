@@ -161,8 +161,41 @@ static void check_early_codes(void)
 	CHECK(frame_id(rec, 0x4000) == 104 && frame_id(rec, 0x3000) == 102,
 	      "after a late read: ids %u %u, want 104 102", frame_id(rec, 0x4000),
 	      frame_id(rec, 0x3000));
+	/* Copies out of their events' order (two ring buffers): each finds its own. */
+	{
+		struct pytm_ring_slot *sa, *sb;
+		struct pytm_rec_event *ea, *eb;
+		uint64_t pa, pb;
+
+		sa = pytm_ring_claim(h, slots, &pa);
+		sb = pytm_ring_claim(h, slots, &pb);
+		CHECK(sa && sb, "two slots");
+		if (sa && sb) {
+			sa->clock = pa;
+			sb->clock = pb;
+			ea = (struct pytm_rec_event *)sa->data;
+			eb = (struct pytm_rec_event *)sb->data;
+			memset(ea, 0, sizeof(*ea) + sizeof(ea->frames[0]));
+			memset(eb, 0, sizeof(*eb) + sizeof(eb->frames[0]));
+			ea->kind = eb->kind = PYTM_REC_ALLOC;
+			ea->size = eb->size = 64;
+			ea->nframe = eb->nframe = ea->total = eb->total = 1;
+			ea->ptr = 0x5000;
+			eb->ptr = 0x6000;
+			ea->frames[0].code = code + 0x100;
+			eb->frames[0].code = code + 0x200;
+			ea->frames[0].pad = eb->frames[0].pad = PYTM_REC_NEW_CODE;
+			recorder__code(rec, code + 0x200, pb, NULL, 0);	/* 105 */
+			recorder__code(rec, code + 0x100, pa, NULL, 0);	/* 106 */
+			pytm_ring_publish(sa, pa);
+			pytm_ring_publish(sb, pb);
+			CHECK(frame_id(rec, 0x5000) == 106 && frame_id(rec, 0x6000) == 105,
+			      "copies out of order: ids %u %u, want 106 105", frame_id(rec, 0x5000),
+			      frame_id(rec, 0x6000));
+		}
+	}
 	recorder__stats(rec, 0, &rs);
-	CHECK(rs.codes == 3 && rs.codes_early == 2, "code objects %llu, early %llu: want 3, 2",
+	CHECK(rs.codes == 5 && rs.codes_early == 4, "code objects %llu, early %llu: want 5, 4",
 	      (unsigned long long)rs.codes, (unsigned long long)rs.codes_early);
 	recorder__stop(rec);
 out:

@@ -678,8 +678,20 @@ static void code_read(struct recorder *rec, uint64_t addr, uint64_t clock,
 		return;		/* the drain tries when it comes to the event */
 	pthread_mutex_lock(&rec->early_lock);
 	e = fifo_push(&rec->early, sizeof(*e));
-	if (e)
+	if (e) {
+		/*
+		 * In their events' order (early_id relies on it): copies come
+		 * in order from each of two ring buffers, the process's own
+		 * and, spilled, the event thread's, one maybe before the other.
+		 */
+		struct early_code *first = (struct early_code *)rec->early.items + rec->early.first;
+
+		while (e > first && e[-1].clock > clock) {
+			e[0] = e[-1];
+			e--;
+		}
 		*e = (struct early_code){ .addr = addr, .clock = clock, .id = id };
+	}
 	pthread_mutex_unlock(&rec->early_lock);
 }
 
@@ -1202,6 +1214,7 @@ void recorder__stats(struct recorder *rec, int64_t bpf_current, struct recorder_
 	out->events = rec->events;
 	out->codes = rec->ncodes;
 	out->codes_early = rec->ncodes_early;
+	out->codes_spilled = __atomic_load_n(&rec->spills, __ATOMIC_RELAXED);
 	out->tombs = rec->ntombs_seen;
 	out->blocks = rec->live.count;
 	out->lost = rec->lost;

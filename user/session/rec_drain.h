@@ -64,7 +64,8 @@ struct recorder_stats {
 	int64_t mark;			/* --peak: traced bytes at the last mark */
 	uint64_t events;		/* drained */
 	uint64_t codes;			/* code objects read */
-	uint64_t codes_early;		/* of those, read at the page's code site */
+	uint64_t codes_early;		/* of those, from BPF's copy (the code site) */
+	uint64_t codes_spilled;		/* copies that came the event thread's way */
 	uint64_t tombs;			/* frees that went BPF's way */
 	uint64_t full;			/* events the ring had no room for */
 	uint64_t blocks;		/* live now */

@@ -1283,6 +1283,7 @@ void tracee__json(const struct tracee *tr, struct pytm_bpf *skel, struct json *j
 			{ "events", rs.events }, { "ring_full", rs.full },
 			{ "waited", c.waits }, { "gave_up", c.wait_timeouts },
 			{ "code_objects", rs.codes }, { "code_objects_early", rs.codes_early },
+			{ "code_objects_spilled", rs.codes_spilled },
 			{ "live_blocks", rs.blocks }, { "bpf_allocations", c.samples }, { "bpf_frees", c.frees },
 			{ "tombstones", rs.tombs }, { "not_kept", rs.lost },
 		};
