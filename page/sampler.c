@@ -422,8 +422,8 @@ INLINE void pg_leave(int d)
  * the tracer reads it at once (it is alive: its frame runs; the drain may
  * come after its free, or after an exec), and goes into the set then, its
  * event's slot already claimed, so that any later event that finds it
- * there is behind the event that flagged it. Its free takes it out: a new code object at the
- * same address is flagged again.
+ * there is behind the event that flagged it. Its free takes it out: a new
+ * code object at the same address is flagged again.
  * A tracer that stopped draining (killed): after STALL full rings in a
  * row with the consumer's tail unmoved, the page disarms itself and puts
  * the allocator tables back: nothing to pay until the next attach.

@@ -17,10 +17,12 @@
  * first time the ring shows it. Its free takes it out of the table: the
  * same address is another code object afterwards. The page flags a code
  * object it had not seen and passes its code site with the event's number
- * (page/sampler.c), so that the event thread reads it at once, while its
- * frame runs (recorder__code): the drain may come to the event after the
- * code object's free, or after an exec. The drain takes that read for the
- * event with that number, or reads it itself if none came (yet).
+ * (page/sampler.c), where BPF copies what the resolver reads of it, while
+ * its frame runs, into the process's own ring buffer (or, full, the event
+ * thread's: recorder__code): the drain may come to the event after the
+ * code object's free, or after an exec. The drain reads that ring buffer
+ * before the event, takes the copy made for the event with that number,
+ * and reads the code object itself only if no copy came.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -159,7 +161,7 @@ struct code_ent {
 	uint32_t pad;
 };
 
-/* A code object the event thread read at the page's code site. */
+/* A code object read from BPF's copy, taken at the page's code site. */
 struct early_code {
 	uint64_t addr;			/* 0: taken */
 	uint64_t clock;			/* the event that flagged it */

@@ -515,7 +515,6 @@ void session__settle(struct session *s)
 
 /* ---- the event thread ---- */
 
-
 static int handle_event(void *arg, void *data, size_t size)
 {
 	const struct pytm_event *ev = data;

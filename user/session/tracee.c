@@ -243,7 +243,6 @@ static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
 	return *tstate > 256 || *frame > 256 ? -EPROTONOSUPPORT : 0;
 }
 
-/* A live-block map of MAX entries for process PID, in the outer map. */
 /*
  * A map of PID's own (named PREFIX_PID), entered under PID in the map of
  * maps OUTER: its fd, or -errno.
@@ -268,6 +267,7 @@ static int new_inner_map(const struct bpf_map *outer, pid_t pid, const char *pre
 	return fd;
 }
 
+/* A live-block map of MAX entries for process PID, in the outer map. */
 static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, opts,
