@@ -163,6 +163,31 @@ static char thread_state(pid_t pid, pid_t tid)
 	return p && p[1] == ' ' ? p[2] : 0;
 }
 
+/*
+ * Whether thread TID of PID is exiting: gone, a zombie, or killed (SIGKILL
+ * pending: the kernel queues it on every thread of a dying group), for up
+ * to 100 ms (a killed process takes a few to become a zombie).
+ */
+static bool exiting(pid_t pid, pid_t tid)
+{
+	char val[32];
+	char st;
+
+	for (int i = 0; i < 20; i++) {
+		st = thread_state(pid, tid);
+		if (!st || st == 'Z' || st == 'X')
+			return true;
+		if (!status_field(pid, tid, "SigPnd", val, sizeof(val)) &&
+		    strtoull(val, NULL, 16) & (1ULL << (SIGKILL - 1)))
+			return true;
+		if (!status_field(pid, tid, "ShdPnd", val, sizeof(val)) &&
+		    strtoull(val, NULL, 16) & (1ULL << (SIGKILL - 1)))
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
 static void comm_of(pid_t pid, char *buf, size_t len)
 {
 	char path[64];
@@ -294,6 +319,9 @@ static int seize_error(pid_t pid, pid_t tid, int errnum)
 
 	if (errnum == ESRCH)
 		return fail(-ESRCH, "pid %d: no such process", pid);
+	/* The kernel refuses a process on its way out with EPERM too. */
+	if (errnum == EPERM && exiting(pid, tid))
+		return fail(-ESRCH, "pid %d has exited", pid);
 	if (errnum != EPERM)
 		return fail(-errnum, "pid %d: ptrace(PTRACE_SEIZE): %s", pid,
 			    strerror(errnum));
