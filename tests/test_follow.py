@@ -165,8 +165,8 @@ def test_prefork_workers_recorder(key, how, tmp_path_factory):
                     for k, h in RECORDER_CASES)
     r = batch_result(("prefork-recorder",), (key, how), make_jobs)
     check_workers(r, python, key, how)
-    # The master recorded; no worker set a ring up (each went BPF's way on
-    # its master's page).
+    # The master recorded; no worker set a ring up (each went BPF's way: on
+    # its master's page, then on its own, with the BPF walk).
     assert ("process %d: recorder: " % r["pid"]).encode() in r["err"]
     for pid in r["workers"].values():
         assert ("process %d: recorder: " % pid).encode() not in r["err"], \

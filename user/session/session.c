@@ -269,6 +269,7 @@ static bool replaced(struct session *s, struct tracee *tr)
  */
 static int adopt(struct session *s, struct tracee *tr, bool quiet)
 {
+	struct tracee_opts opts;
 	int err;
 
 	tr->tried = true;
@@ -276,17 +277,15 @@ static int adopt(struct session *s, struct tracee *tr, bool quiet)
 	if (tracee__gone(tr))
 		return 0;
 	/*
-	 * A recording parent's child stays on its parent's page, every event
-	 * BPF's way: an attach of its own would send its events through a
-	 * new page setup with a window where they pass unseen, and its
-	 * inherited blocks (in BPF's map) would not be in its recorder's set.
+	 * A recording parent's child gets a page of its own too, with the BPF
+	 * walk (not a recorder): its inherited blocks are in BPF's map, and
+	 * its events go BPF's way before and after its tables are swapped,
+	 * with no window between. On its parent's page it would pass 6-byte
+	 * NOP sites, which trap ~4x dearer than its own page's (DESIGN.md).
 	 */
-	if (tr->rec_parent) {
-		vlog("process %d: traced through its recording parent's page, BPF's way",
-		     tr->pid);
-		tr->attached_at = real_now();
-		return 0;
-	}
+	opts = s->o.topts;
+	if (tr->rec_parent)
+		opts.record = false;
 	if (replaced(s, tr) && !tracee__gone(tr)) {
 		vlog("process %d exec'd before it could be attached", tr->pid);
 		discard(s, tr);
@@ -295,7 +294,7 @@ static int adopt(struct session *s, struct tracee *tr, bool quiet)
 	/* Its own mappings now, not its parent's at the fork (the attach reads them). */
 	target__refresh_maps(&tr->t);
 	error__quiet(quiet);
-	err = tracee__attach(tr, s->skel, &s->o.topts);
+	err = tracee__attach(tr, s->skel, &opts);
 	error__quiet(false);
 	if (!err || tracee__gone(tr))
 		return 0;

@@ -55,7 +55,8 @@ struct tracee {
 	bool forked;			/* made at its fork (tracee__fork): traced
 					 * through its parent's page until attached */
 	bool rec_parent;		/* forked from a recording process: traced
-					 * through its parent's page (BPF's way) */
+					 * BPF's way (its parent's page, then its
+					 * own with the BPF walk: session.c, adopt) */
 	bool execed;			/* it called execve: another program now */
 	bool shared_map;		/* its live-block map is also a forked child's or parent's */
 	char version[32];		/* "3.11.7" */
@@ -76,7 +77,8 @@ struct tracee {
 
 /*
  * Traced now: attached, or a recording parent's child once given its
- * inherited blocks (it goes on through its parent's page: session.c, adopt).
+ * inherited blocks (through its parent's page if its own attach failed:
+ * session.c, adopt).
  */
 static inline bool tracee__traced(const struct tracee *tr)
 {
