@@ -4,6 +4,7 @@
 #define __PYTM_MAPS_BPF_H__
 
 #define EEXIST 17
+#define E2BIG 7
 
 /*
  * The frame limits (--frames, and how deep total_nframe counts) live in

@@ -239,6 +239,7 @@ int control(struct pytm_ctl *ctl)
 	} else if (ctl->op == PYTM_CTL_CLEAR) {
 		p->current = 0;
 		p->peak = 0;
+		p->nblocks = 0;
 	} else if (ctl->op == PYTM_CTL_INHERIT) {
 		account(p, ctl->arg);
 	} else if (ctl->op == PYTM_CTL_INHERITED) {
@@ -252,6 +253,10 @@ int control(struct pytm_ctl *ctl)
 	} else if (ctl->op == PYTM_CTL_PEAK_MARK) {
 		p->peak_step = 0;
 		p->peak_ns = ctl->arg;
+	} else if (ctl->op == PYTM_CTL_NGEN) {
+		p->ngen = ctl->arg;
+	} else if (ctl->op == PYTM_CTL_ENTRIES) {
+		__sync_fetch_and_add(&p->nblocks, ctl->arg);
 	} else {
 		return -22;	/* -EINVAL */
 	}
@@ -329,6 +334,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			cp->forking = 0;
 			cp->peak_mark = 0;
 			cp->peak_ns = 0;
+			cp->nblocks = 0;	/* its own; its ngen is its parent's */
 			/* From here the parent keeps what it frees: the copy needs it. */
 			__sync_fetch_and_add(&pp->forking, 1);
 			cp->fork_ns = bpf_ktime_get_ns();

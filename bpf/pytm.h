@@ -189,8 +189,28 @@ struct pytm_proc {
 	 * drain waits for those before it reads one from the target.
 	 */
 	__u64 rec_codes_spilled;
+	/*
+	 * Its live-block maps: generations in use (see PYTM_GENS; 0 counts as
+	 * 1), and the entries BPF put in them, less those it took out (the
+	 * tracer makes a new generation as they fill).
+	 */
+	__s64 nblocks;
+	__u32 ngen;
+	__u32 pad4;
 	struct pytm_offsets off;
 };
+
+/*
+ * A process's live blocks are in up to PYTM_GENS hash maps, generations
+ * the tracer makes as they fill, each twice the size of the one before
+ * (a hash map cannot grow, and one sized for the largest heap would cost
+ * its buckets' memory in every process). The outer map holds generation
+ * G of process PID under PYTM_GEN_KEY(PID, G); new blocks go into the
+ * newest, and a block stays where it went until it is freed.
+ */
+#define PYTM_GENS		8
+#define PYTM_GEN_SHIFT		22	/* pids are below 2^22 (PID_MAX_LIMIT) */
+#define PYTM_GEN_KEY(pid, g)	((__u32)(pid) | (__u32)(g) << PYTM_GEN_SHIFT)
 
 /*
  * Block keys while frozen, in the domain's top bits: blocks allocated after
@@ -279,6 +299,8 @@ enum pytm_ctl_op {
 	PYTM_CTL_REC_CLOCK = 6,		/* rec_clock = arg (the recorder's ring) */
 	PYTM_CTL_PEAK_MARK = 7,		/* peak_ns = arg, peak_step = 0: the
 					 * recorder's drain makes the marks */
+	PYTM_CTL_NGEN = 8,		/* ngen = arg (its live-block maps) */
+	PYTM_CTL_ENTRIES = 9,		/* nblocks += arg (entries put in by user space) */
 };
 
 struct pytm_ctl {

@@ -7,14 +7,94 @@
 #include "maps.bpf.h"
 #include "stack.bpf.h"
 
-/* Process PID's live-block map (see pytm_proc.blocks_pid). */
+/*
+ * Generation G of process PID's live-block maps (see PYTM_GEN_KEY); a
+ * forked child's are its parent's (see pytm_proc.blocks_pid).
+ */
+static __always_inline void *proc_blocks_gen(struct pytm_proc *p, __u32 pid, __u32 g)
+{
+	__u32 key = PYTM_GEN_KEY(pid, g);
+	void *map = bpf_map_lookup_elem(&blocks, &key);
+
+	if (!map && p->blocks_pid) {
+		key = PYTM_GEN_KEY(p->blocks_pid, g);
+		map = bpf_map_lookup_elem(&blocks, &key);
+	}
+	return map;
+}
+
+static __always_inline __u32 proc_ngen(const struct pytm_proc *p)
+{
+	__u32 n = p->ngen;
+
+	return n < 1 ? 1 : n > PYTM_GENS ? PYTM_GENS : n;
+}
+
+/* The newest generation: where new entries go. */
 static __always_inline void *proc_blocks(struct pytm_proc *p, __u32 pid)
 {
-	void *map = bpf_map_lookup_elem(&blocks, &pid);
+	return proc_blocks_gen(p, pid, proc_ngen(p) - 1);
+}
 
-	if (!map && p->blocks_pid)
-		map = bpf_map_lookup_elem(&blocks, &p->blocks_pid);
-	return map;
+/*
+ * KEY's entry in any generation, newest first (most frees are of young
+ * blocks), and the map that holds it in *MAPP; NULL if none.
+ */
+static __always_inline struct pytm_block *find_block(struct pytm_proc *p, __u32 pid,
+						     const struct pytm_block_key *key,
+						     void **mapp)
+{
+	__u32 n = proc_ngen(p);
+	struct pytm_block *b;
+	void *map;
+
+#pragma unroll
+	for (int g = PYTM_GENS - 1; g >= 0; g--) {
+		if (g >= n)
+			continue;
+		map = proc_blocks_gen(p, pid, g);
+		if (!map)
+			continue;
+		b = bpf_map_lookup_elem(map, key);
+		if (b) {
+			*mapp = map;
+			return b;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The newest generation is full (the tracer makes the next one late):
+ * NB under KEY into an older one that has room since its blocks were
+ * freed. 0, or the error of the last insert.
+ */
+static __always_inline long insert_older(struct pytm_proc *p, __u32 pid,
+					 const struct pytm_block_key *key,
+					 const struct pytm_block *nb)
+{
+	__u32 n = proc_ngen(p);
+	long err = -E2BIG;
+	void *map;
+
+#pragma unroll
+	for (int g = PYTM_GENS - 2; g >= 0; g--) {
+		if (g + 1 >= n)
+			continue;
+		map = proc_blocks_gen(p, pid, g);
+		if (!map)
+			continue;
+		err = bpf_map_update_elem(map, key, nb, BPF_NOEXIST);
+		if (err != -E2BIG)
+			return err;
+	}
+	return err;
+}
+
+/* One entry less in its maps (see pytm_proc.nblocks). */
+static __always_inline void entry_gone(struct pytm_proc *p)
+{
+	__sync_fetch_and_add(&p->nblocks, -1);
 }
 
 static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
@@ -22,43 +102,46 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 {
 	struct pytm_block_key key = { .pid = pid, .domain = domain, .addr = addr };
 	struct pytm_block *b, gone;
-	void *map;
+	void *map = NULL;
 	__s64 size;
 
-	map = proc_blocks(p, pid);
-	if (!map)
-		return;
 	if (p->frozen) {
 		/* A block born after the freeze goes as any block would... */
 		key.domain = domain | PYTM_DOMAIN_LATE;
-		b = bpf_map_lookup_elem(map, &key);
-		if (b) {
+		b = find_block(p, pid, &key, &map);
+		if (b && map) {
 			size = b->weight;
-			if (bpf_map_delete_elem(map, &key) == 0)
+			if (bpf_map_delete_elem(map, &key) == 0) {
 				account(p, -size);
+				entry_gone(p);
+			}
 			return;
 		}
 		/* ...one of the frozen set stays in it, under another key. */
 		key.domain = domain;
-		b = bpf_map_lookup_elem(map, &key);
-		if (!b)
+		b = find_block(p, pid, &key, &map);
+		if (!b || !map)
 			return;
 		gone = *b;
 		if (bpf_map_delete_elem(map, &key))
 			return;
 		account(p, -(__s64)gone.weight);
+		/* In the same map: it has room for it now. */
 		key.domain = domain | PYTM_DOMAIN_GONE;
-		bpf_map_update_elem(map, &key, &gone, BPF_ANY);
+		if (bpf_map_update_elem(map, &key, &gone, BPF_ANY))
+			entry_gone(p);
 		return;
 	}
-	b = bpf_map_lookup_elem(map, &key);
-	if (!b) {
+	b = find_block(p, pid, &key, &map);
+	if (!b || !map) {
 		if (p->inheriting) {
 			/* Maybe inherited and not copied yet: keep it out of the copy. */
 			static const struct pytm_block tomb;
 
+			map = proc_blocks(p, pid);
 			key.domain = domain | PYTM_DOMAIN_TOMB;
-			bpf_map_update_elem(map, &key, &tomb, BPF_ANY);
+			if (map && !bpf_map_update_elem(map, &key, &tomb, BPF_NOEXIST))
+				__sync_fetch_and_add(&p->nblocks, 1);
 		}
 		return;
 	}
@@ -70,8 +153,10 @@ static __always_inline void remove_trace(struct pytm_proc *p, __u32 pid,
 		bpf_map_update_elem(&freed, &key, &f, BPF_NOEXIST);
 	}
 	size = b->weight;
-	if (bpf_map_delete_elem(map, &key) == 0)
+	if (bpf_map_delete_elem(map, &key) == 0) {
 		account(p, -size);
+		entry_gone(p);
+	}
 }
 
 /* Sampled: one more allocation of SIZE standing for WEIGHT bytes under KEY. */
@@ -101,7 +186,7 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 		      struct pytm_block_key *key, __u64 size, __u64 weight)
 {
 	struct pytm_block nb, *b;
-	void *map;
+	void *map, *old_map = NULL;
 	__s64 old;
 	long err;
 
@@ -127,13 +212,20 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	map = proc_blocks(p, key->pid);
 	if (!map)
 		return;
-	/* Usually a new address: one insert, no lookup before it. */
-	err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);
-	if (!err) {
-		account(p, weight);
-		return;
+	/* Tracked in an older generation (its free unseen): updated there. */
+	b = proc_ngen(p) > 1 ? find_block(p, key->pid, key, &old_map) : NULL;
+	if (!b) {
+		/* Usually a new address: one insert, no lookup before it. */
+		err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);
+		if (err == -E2BIG && proc_ngen(p) > 1)
+			err = insert_older(p, key->pid, key, &nb);
+		if (!err) {
+			account(p, weight);
+			__sync_fetch_and_add(&p->nblocks, 1);
+			return;
+		}
+		b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
 	}
-	b = err == -EEXIST ? bpf_map_lookup_elem(map, key) : NULL;
 	if (!b) {
 		/* Late blocks are not reported: no room for them loses nothing shown. */
 		if (!p->frozen)
@@ -224,23 +316,20 @@ static __always_inline int restamp(__u64 ptr)
 	struct pytm_proc *p;
 	struct task_ctx *t;
 	__u64 id;
-	void *map;
+	void *map = NULL;
 	__u32 pid;
 
 	p = event_proc(&pid, &t);
 	if (!p || p->frozen)
 		return 0;
-	map = proc_blocks(p, pid);
-	if (!map)
-		return 0;
 	key.pid = pid;
 	key.domain = 0;
 	key.addr = ptr;
-	if (!bpf_map_lookup_elem(map, &key))
+	if (!find_block(p, pid, &key, &map))
 		return 0;
 	id = walk_stack(p, t, pid);
 	/* Looked up again: the walk may take long, the block may be gone. */
-	b = bpf_map_lookup_elem(map, &key);
+	b = find_block(p, pid, &key, &map);
 	if (!b)
 		return 0;
 	peak_keep(p, &key, b);

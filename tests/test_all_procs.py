@@ -18,6 +18,10 @@
   exits, and B's stay.
 - test_full_map_isolated: `--max-blocks 1024`; one process fills the map, the
   other's report is still right and only the first one reports lost events.
+- test_maps_grow: `--max-blocks 1048576` (maps of 131,072 entries at first)
+  with the BPF walk: a process and the forked child of another, each with
+  600,000 live blocks, lose nothing; their maps grow (said under -v) and
+  both reports agree with tracemalloc.
 
 `--all` sees every CPython on the host, other users' included: assertions
 only look at the sections of the pids started here. Every process is started
@@ -777,6 +781,53 @@ def test_full_map_isolated(procs, tmp_path):
         "the small process lost events to the big one's full map:\n%s" % (
             ssmall.text())
     check_top("small process next to a full map", ssmall, ref, src)
+
+
+GROW_BLOCKS = 600000
+
+
+def test_maps_grow(procs, tmp_path):
+    """The live-block maps grow as they fill (generations, each twice the
+    last, within --max-blocks): 600,000 live blocks in maps that start at
+    131,072 entries, in a process of its own and in a followed child, whose
+    blocks go into its parent's maps (they grow for both)."""
+    python = need(pyenv(V311))
+    src = os.path.join(WORKLOADS, BLOCKS)
+    ref = reference(procs, python, BLOCKS, tmp_path, "grow",
+                    args=["--blocks", GROW_BLOCKS])
+    alone = procs.target(python, BLOCKS, ["--blocks", GROW_BLOCKS])
+    parent = procs.target(python, BLOCKS, ["--blocks", GROW_BLOCKS, "--fork"])
+    assert ready_pid(alone) == alone.pid and ready_pid(parent) == parent.pid
+    tracer = procs.tracer(["--format", "json", "-v", "-p", alone.pid, "-p", parent.pid,
+                           "--max-blocks", 1048576, "--top", TOP, "--bpf-walk"])
+    tracer.wait_tracing()
+    alone.send("go")
+    parent.send("go")
+    child = int(parent.expect("child ", timeout=T_WORK).split()[1])
+    alone.expect("done", timeout=T_WORK)
+    parent.expect("done", timeout=T_WORK)
+    rc, out, err = tracer.stop(signal.SIGINT, timeout=T_STOP_MANY)
+    for t in (alone, parent):
+        t.send("exit")
+        assert t.wait(timeout=T_WORK) == 0
+    assert rc == 0, "rc=%d\nstderr: %s" % (rc, _show(err))
+    sections, _ = parse_reports(out)
+    grown = {}
+    for m in re.finditer(rb"process (\d+): live-block map generation (\d+): (\d+) entries",
+                         err):
+        grown.setdefault(int(m.group(1)), []).append((int(m.group(2)), int(m.group(3))))
+    print("generations made: %s" % grown)
+    # 131072, then 262144 and 524288: 917,504 entries for the 600,000 blocks.
+    assert [g for g, _ in grown.get(alone.pid, [])] == [2, 3], (grown, _show(err))
+    assert sum(n for _, n in grown[alone.pid]) == 262144 + 524288, grown
+    # The child's blocks went into its parent's maps: made once, for both.
+    assert [g for g, _ in grown.get(parent.pid, [])] == [2, 3], (grown, _show(err))
+    assert child not in grown, grown
+    for pid, label in ((alone.pid, "a process of its own"), (child, "a forked child")):
+        sec = one_section(sections, pid, out, err)
+        print("\n%s" % sec.text())
+        assert sec.lost == "none", sec.text()
+        check_top("%s, maps grown" % label, sec, ref, src)
 
 
 def test_exit_report_while_tracer_busy(procs, tmp_path):

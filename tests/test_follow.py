@@ -161,15 +161,19 @@ def test_prefork_workers_recorder(key, how, tmp_path_factory):
     def make_jobs():
         return dict(((k, h), isolated(prefork_run, INTERPRETERS[k], h,
                                       str(tmp_path_factory.mktemp("prefork-rec")),
-                                      tracer_args=["--recorder"]))
+                                      tracer_args=["--recorder", "-v"]))
                     for k, h in RECORDER_CASES)
     r = batch_result(("prefork-recorder",), (key, how), make_jobs)
     check_workers(r, python, key, how)
     # The master recorded; no worker set a ring up (each went BPF's way: on
-    # its master's page, then on its own, with the BPF walk).
+    # its master's page, then on a page of its own, with the BPF walk and
+    # the master's kind of sites, not the children's 6-byte NOPs: ~4x
+    # dearer where the 5-byte one is chosen).
     assert ("process %d: recorder: " % r["pid"]).encode() in r["err"]
     for pid in r["workers"].values():
         assert ("process %d: recorder: " % pid).encode() not in r["err"], \
+            r["err"][-3000:]
+        assert ("process %d: probe sites: " % pid).encode() in r["err"], \
             r["err"][-3000:]
 
 

@@ -13,8 +13,11 @@ one interpreter (default Debian's python3.11). No thresholds.
   pytm-bpf --recorder    the tracer's resident memory once the heap is
                          built, less its memory right after attaching,
                          / the live blocks its report counts
-  pytm-bpf               the BPF walk, default --max-blocks: what its
-                         per-process map holds, and what it loses
+  pytm-bpf --bpf-walk    the BPF walk, default --max-blocks: what its
+                         per-process maps hold (they grow: generations),
+                         what they cost in kernel memory per live block
+                         (bpftool's memlock of the maps blocks_PID), and
+                         what it loses
 
 The same file is the target (run by the chosen interpreter with --child);
 keep it Python 3.6+ compatible.
@@ -67,6 +70,15 @@ def rss(pid):
     return 0
 
 
+def maps_memlock(pid):
+    """(maps, bytes) of the live-block maps of process PID (bpftool)."""
+    out = subprocess.run(["bpftool", "-j", "map", "show"], stdout=subprocess.PIPE,
+                         check=True).stdout
+    import json
+    maps = [m for m in json.loads(out) if m.get("name") == "blocks_%d" % pid]
+    return len(maps), sum(m.get("bytes_memlock", 0) for m in maps)
+
+
 def run(args, mode):
     cmd = [args.python, os.path.abspath(__file__), "--child",
            "tracemalloc" if mode == "tracemalloc" else "plain", str(args.n)]
@@ -89,6 +101,7 @@ def run(args, mode):
             res["bytes"], res["blocks"] = int(built[2]), int(built[3])
         else:
             res["tracer_rss"] = rss(tracer.pid) - before
+            res["maps"], res["memlock"] = maps_memlock(pid)
             stop_tracer(tracer, tout, terr, timeout=900)
             text = "\n".join(tout.all)
             m = re.search(r"(\d+) live blocks", text)
@@ -137,8 +150,11 @@ def main():
                      r["current"], r["lost"]))
             print("  %-20s %s" % ("", r["recorder"]))
         else:
-            print("  %-20s current=%s; lost: %s" % (mode, r["current"],
-                                                    r["lost"]))
+            print("  %-20s %s live blocks in %d maps, %.0f MiB of kernel memory: %.1f "
+                  "bytes per block; current=%s; lost: %s"
+                  % (mode, r["blocks"], r["maps"], r["memlock"] / 2**20,
+                     r["memlock"] / r["blocks"] if r["blocks"] else 0,
+                     r["current"], r["lost"]))
     return failed
 
 

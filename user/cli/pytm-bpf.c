@@ -60,7 +60,7 @@ static struct env {
 	const char *serve;		/* --serve [ADDR:]PORT */
 	struct http_opts http;
 	int metrics_top;		/* --metrics-top */
-	long max_blocks;		/* --max-blocks: live-block map entries */
+	long max_blocks;		/* --max-blocks: live blocks per process, at most */
 	long max_stacks;		/* --max-stacks: distinct tracebacks */
 	bool verbose;			/* -v */
 	bool control;			/* --control: commands on stdin */
@@ -84,7 +84,7 @@ static struct env {
 } env = {
 	.frames = 1,
 	.max_procs = 64,
-	.max_blocks = 1 << 20,
+	.max_blocks = 1L << 28,
 	.max_stacks = 1 << 16,
 	.sample = -1,
 	.set_slots = 1 << 16,
@@ -221,8 +221,10 @@ static const struct argp_option opts[] = {
 	{ "pickle-version", OPT_PICKLE, "X.Y", 0,
 	  "Snapshot layout for this Python's tracemalloc (default: the target's)", 0 },
 	{ "max-blocks", OPT_MAX_BLOCKS, "N", 0,
-	  "Live blocks tracked per process (default 1048576; about 100 bytes each, "
-	  "allocated as needed)", 0 },
+	  "Most live blocks tracked per process (default 268435456): its map starts "
+	  "with a 64th of N entries (at least 131072, at most 1048576) and doubles "
+	  "as it fills; about 100 bytes per block, allocated as needed, and 16 per "
+	  "entry of the map's size", 0 },
 	{ "max-stacks", OPT_MAX_STACKS, "N", 0,
 	  "Distinct tracebacks (default 65536; 16 + 8 x frames bytes each)", 0 },
 	{ "control", OPT_CONTROL, NULL, 0,

@@ -175,30 +175,17 @@ static int add_recorded(void *arg, const struct recorder_block *b, const struct 
 	return 0;
 }
 
-/*
- * The live blocks of PID in BLOCKS_FD; with PEAK_NS, only those born by
- * then, and those of FREED_FD (freed since, with when) that were: its set
- * at that moment.
- */
-static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-				uint64_t peak_ns, int frames, struct resolver *r,
-				struct recorder *rec)
+/* The live blocks of PID in the map BLOCKS_FD (see collect) into S. */
+static int collect_map(struct snapshot *s, struct tb_ctx *c, int blocks_fd, int stacks_fd,
+		       pid_t pid, uint64_t peak_ns, int frames, struct resolver *r)
 {
-	struct map_batch b = { 0 }, f = { 0 };
-	struct snapshot *s = NULL;
-	struct tb_ctx c;
+	struct map_batch b = { 0 };
 	__u32 i;
-	int err = tb_ctx__init(&c);
+	int err = 0;
 
-	s = snapshot__new(frames);
-	if (err || !s ||
-	    map_batch__init(&b, blocks_fd, sizeof(struct pytm_block_key),
-			    sizeof(struct pytm_block), BATCH) ||
-	    (peak_ns && map_batch__init(&f, freed_fd, sizeof(struct pytm_block_key),
-					sizeof(struct pytm_freed), BATCH))) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
+	if (map_batch__init(&b, blocks_fd, sizeof(struct pytm_block_key),
+			    sizeof(struct pytm_block), BATCH))
+		return -ENOMEM;
 	while (!err && map_batch__next(&b)) {
 		const struct pytm_block_key *keys = b.keys;
 		const struct pytm_block *vals = b.vals;
@@ -212,11 +199,39 @@ static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_
 			    (keys[i].domain & (PYTM_DOMAIN_LATE | PYTM_DOMAIN_TOMB)) ||
 			    (peak_ns && vals[i].born > peak_ns))
 				continue;
-			if (add_block(s, &c, stacks_fd, &keys[i], &vals[i], r, frames))
+			if (add_block(s, c, stacks_fd, &keys[i], &vals[i], r, frames))
 				err = -ENOMEM;
 		}
 	}
 	err = err ?: b.err;
+	map_batch__free(&b);
+	return err;
+}
+
+/*
+ * The live blocks of PID in BLOCKS_FDS (NBLOCKS maps); with PEAK_NS, only
+ * those born by then, and those of FREED_FD (freed since, with when) that
+ * were: its set at that moment.
+ */
+static struct snapshot *collect(const int *blocks_fds, int nblocks, int freed_fd, int stacks_fd,
+				pid_t pid, uint64_t peak_ns, int frames, struct resolver *r,
+				struct recorder *rec)
+{
+	struct map_batch f = { 0 };
+	struct snapshot *s = NULL;
+	struct tb_ctx c;
+	__u32 i;
+	int g, err = tb_ctx__init(&c);
+
+	s = snapshot__new(frames);
+	if (err || !s ||
+	    (peak_ns && map_batch__init(&f, freed_fd, sizeof(struct pytm_block_key),
+					sizeof(struct pytm_freed), BATCH))) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (g = 0; g < nblocks && !err; g++)
+		err = collect_map(s, &c, blocks_fds[g], stacks_fd, pid, peak_ns, frames, r);
 	if (!err && rec)
 		err = (peak_ns ? recorder__peak_each : recorder__each)(rec, add_recorded,
 			&(struct rec_add){ .s = s, .c = &c, .r = r, .frames = frames });
@@ -234,7 +249,6 @@ static struct snapshot *collect(int blocks_fd, int freed_fd, int stacks_fd, pid_
 	}
 	err = err ?: f.err;
 cleanup:
-	map_batch__free(&b);
 	map_batch__free(&f);
 	tb_ctx__free(&c);
 	if (err) {
@@ -245,26 +259,27 @@ cleanup:
 	return s;
 }
 
-struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
+struct snapshot *collect__snapshot(const int *blocks_fds, int nblocks, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r, struct recorder *rec)
 {
-	return collect(blocks_fd, -1, stacks_fd, pid, 0, frames, r, rec);
+	return collect(blocks_fds, nblocks, -1, stacks_fd, pid, 0, frames, r, rec);
 }
 
-struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-			       uint64_t peak_ns, int frames, struct resolver *r)
+struct snapshot *collect__peak(const int *blocks_fds, int nblocks, int freed_fd, int stacks_fd,
+			       pid_t pid, uint64_t peak_ns, int frames, struct resolver *r)
 {
-	return collect(blocks_fd, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r, NULL);
+	return collect(blocks_fds, nblocks, freed_fd, stacks_fd, pid, peak_ns ?: 1, frames, r,
+		       NULL);
 }
 
-struct snapshot *collect__rec_peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-				   uint64_t *peak_ns, int frames, struct resolver *r,
-				   struct recorder *rec)
+struct snapshot *collect__rec_peak(const int *blocks_fds, int nblocks, int freed_fd,
+				   int stacks_fd, pid_t pid, uint64_t *peak_ns, int frames,
+				   struct resolver *r, struct recorder *rec)
 {
 	*peak_ns = recorder__peak_mark(rec);
 	if (!*peak_ns)
 		return snapshot__new(frames);
-	return collect(blocks_fd, freed_fd, stacks_fd, pid, *peak_ns, frames, r, rec);
+	return collect(blocks_fds, nblocks, freed_fd, stacks_fd, pid, *peak_ns, frames, r, rec);
 }
 
 struct snapshot *collect__allocs(int allocs_fd, int stacks_fd, pid_t pid,

@@ -11,28 +11,30 @@ struct resolver;
 struct recorder;
 
 /*
- * Snapshot of the live blocks of PID: BLOCKS_FD and STACKS_FD are the maps,
- * FRAMES the traceback limit, and with REC the recorder's blocks too (the
- * caller holds its lock: recorder__lock). NULL with errno set on failure.
+ * Snapshot of the live blocks of PID: BLOCKS_FDS (NBLOCKS maps, the
+ * generations of its live-block map: see PYTM_GENS) and STACKS_FD are the
+ * maps, FRAMES the traceback limit, and with REC the recorder's blocks too
+ * (the caller holds its lock: recorder__lock). NULL with errno set on
+ * failure.
  */
-struct snapshot *collect__snapshot(int blocks_fd, int stacks_fd, pid_t pid,
+struct snapshot *collect__snapshot(const int *blocks_fds, int nblocks, int stacks_fd, pid_t pid,
 				   int frames, struct resolver *r, struct recorder *rec);
 
 /*
  * --peak: the live blocks of PID as they were at PEAK_NS (bpf_ktime_get_ns):
- * those of BLOCKS_FD born by then, and those of FREED_FD (the peak_freed
+ * those of BLOCKS_FDS born by then, and those of FREED_FD (the peak_freed
  * map) freed since.
  */
-struct snapshot *collect__peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-			       uint64_t peak_ns, int frames, struct resolver *r);
+struct snapshot *collect__peak(const int *blocks_fds, int nblocks, int freed_fd, int stacks_fd,
+			       pid_t pid, uint64_t peak_ns, int frames, struct resolver *r);
 /*
  * The same for a recording process: the recorder's mark (its lock held),
  * its blocks live then next to BPF's; *PEAK_NS the mark's time (0: none
  * yet, an empty snapshot).
  */
-struct snapshot *collect__rec_peak(int blocks_fd, int freed_fd, int stacks_fd, pid_t pid,
-				   uint64_t *peak_ns, int frames, struct resolver *r,
-				   struct recorder *rec);
+struct snapshot *collect__rec_peak(const int *blocks_fds, int nblocks, int freed_fd,
+				   int stacks_fd, pid_t pid, uint64_t *peak_ns, int frames,
+				   struct resolver *r, struct recorder *rec);
 
 /*
  * Sampled mode: the allocations of PID since attach, from the map

@@ -63,7 +63,8 @@ static int load_bpf(struct session *s)
 	err = bpf_map__set_value_size(s->skel->maps.stacks,
 				      offsetof(struct pytm_stack, frames) +
 				      o->topts.frames * sizeof(__u64));
-	err = err ?: bpf_map__set_max_entries(s->skel->maps.blocks, o->max_procs + 16);
+	err = err ?: bpf_map__set_max_entries(s->skel->maps.blocks,
+							   o->max_procs * PYTM_GENS + 16);
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.stacks, o->max_stacks);
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.allocs, o->max_stacks);
 	err = err ?: bpf_map__set_max_entries(s->skel->maps.procs, o->max_procs + 16);
@@ -194,7 +195,7 @@ static struct tracee *claim_slot(struct session *s)
 		s->used[i] = true;
 		tr = &s->tracees[i];
 		memset(tr, 0, sizeof(*tr));
-		tr->pidfd = tr->blocks_fd = -1;
+		tr->pidfd = -1;
 		if (i == s->ntracees)
 			s->ntracees++;
 	}
@@ -206,7 +207,7 @@ static void release_slot(struct session *s, struct tracee *tr)
 {
 	pthread_mutex_lock(&s->lock);
 	memset(tr, 0, sizeof(*tr));
-	tr->pidfd = tr->blocks_fd = -1;
+	tr->pidfd = -1;
 	s->used[tr - s->tracees] = false;
 	pthread_mutex_unlock(&s->lock);
 }
@@ -342,7 +343,7 @@ static void forked(struct session *s, pid_t pid, pid_t ppid)
 		tracee__purge(tr, s->skel);
 		tracee__close(tr);
 		memset(tr, 0, sizeof(*tr));
-		tr->pidfd = tr->blocks_fd = -1;
+		tr->pidfd = -1;
 		return;
 	}
 	s->used[i] = true;
@@ -592,6 +593,22 @@ static void events_sync(struct session *s)
 	pthread_mutex_unlock(&s->sync.mu);
 }
 
+/* Live-block maps that fill get a generation more (tracee__grow), every 20 ms or so. */
+static void grow_maps(struct session *s, double *next)
+{
+	double now = mono_now();
+	int i;
+
+	if (now < *next)
+		return;
+	*next = now + 0.02;
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->ntracees; i++)
+		if (s->used[i] && s->tracees[i].registered)
+			tracee__grow(&s->tracees[i], s->skel);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *event_thread(void *arg)
 {
 	struct session *s = arg;
@@ -600,11 +617,13 @@ static void *event_thread(void *arg)
 		{ .fd = s->sync.kick, .events = POLLIN },
 	};
 	unsigned long seq;
+	double grow_next = 0;
 	uint64_t n;
 	int err;
 
 	while (!s->quit) {
-		if (poll(pfd, 2, 100) < 0 && errno != EINTR) {
+		grow_maps(s, &grow_next);
+		if (poll(pfd, 2, 20) < 0 && errno != EINTR) {
 			warn("reading events: %s", strerror(errno));
 			break;
 		}

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -244,14 +245,13 @@ static int head_sizes(const struct pytm_offsets *o, __u32 *tstate, __u32 *frame)
 }
 
 /*
- * A map of PID's own (named PREFIX_PID), entered under PID in the map of
- * maps OUTER: its fd, or -errno.
+ * A map of PID's own (named PREFIX_PID), entered under KEY (PID's, or a
+ * generation's: PYTM_GEN_KEY) in the map of maps OUTER: its fd, or -errno.
  */
-static int new_inner_map(const struct bpf_map *outer, pid_t pid, const char *prefix,
+static int new_inner_map(const struct bpf_map *outer, pid_t pid, __u32 key, const char *prefix,
 			 enum bpf_map_type type, __u32 key_size, __u32 value_size, __u32 max,
 			 const struct bpf_map_create_opts *opts)
 {
-	__u32 key = pid;
 	char name[16];
 	int fd, err;
 
@@ -267,14 +267,124 @@ static int new_inner_map(const struct bpf_map *outer, pid_t pid, const char *pre
 	return fd;
 }
 
-/* A live-block map of MAX entries for process PID, in the outer map. */
-static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, long max)
+/* Generation G (MAX entries) of the live-block maps of process PID, in the outer map. */
+static int new_blocks_map(struct pytm_bpf *skel, pid_t pid, int g, long max)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, opts,
 		    .map_flags = BPF_F_NO_PREALLOC);
 
-	return new_inner_map(skel->maps.blocks, pid, "blocks", BPF_MAP_TYPE_HASH,
-			     sizeof(struct pytm_block_key), sizeof(struct pytm_block), max, &opts);
+	return new_inner_map(skel->maps.blocks, pid, PYTM_GEN_KEY(pid, g), "blocks",
+			     BPF_MAP_TYPE_HASH, sizeof(struct pytm_block_key),
+			     sizeof(struct pytm_block), max, &opts);
+}
+
+/*
+ * A process's live-block maps (see PYTM_GENS), shared with the children it
+ * forks (each enters them under its own pid too): the generations so far,
+ * and the processes that share them, which grow together. Changed by the
+ * event thread (forks, growth) and the main one (clear, purge): under
+ * maps_lock; snapshots read N, then the maps it counts, which stay.
+ */
+struct block_maps {
+	int n;				/* generations */
+	int fd[PYTM_GENS];
+	long size[PYTM_GENS];		/* their entries */
+	pid_t *pids;			/* the processes sharing them */
+	int npids;
+	bool stuck;			/* a new generation failed (said once) */
+	double next_check;		/* mono_now() of the next look (tracee__grow) */
+};
+
+/*
+ * The first generation's entries for a cap of MAX (--max-blocks): a 64th
+ * of it, within [128 Ki, 1 Mi] (2 to 16 MiB of buckets); 128 Ki when the
+ * recorder keeps the blocks (BPF's map has only those it could not take).
+ * Not fewer: the quarter left when it grows must take what comes until it
+ * is checked again (20 ms, at up to ~1 M events/s).
+ */
+static long first_gen(long max, bool recording)
+{
+	long n = max / 64, hi = recording ? 1L << 17 : 1L << 20;
+
+	n = n < (1L << 17) ? 1L << 17 : n > hi ? hi : n;
+	return n < max ? n : max;
+}
+
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __s64 arg);
+static void delete_blocks_all(const struct block_maps *bm, pid_t pid, __u32 only);
+
+static int block_maps_n(const struct block_maps *bm)
+{
+	return bm ? __atomic_load_n(&bm->n, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* PID in BM's sharers; -ENOMEM. */
+static int block_maps_join(struct block_maps *bm, pid_t pid)
+{
+	pid_t *pids = realloc(bm->pids, (bm->npids + 1) * sizeof(*pids));
+
+	if (!pids)
+		return -ENOMEM;
+	bm->pids = pids;
+	bm->pids[bm->npids++] = pid;
+	return 0;
+}
+
+/* PID no longer shares BM: freed with its last sharer. Under maps_lock. */
+static void block_maps_leave(struct block_maps *bm, pid_t pid)
+{
+	int i;
+
+	if (!bm)
+		return;
+	for (i = 0; i < bm->npids; i++)
+		if (bm->pids[i] == pid) {
+			bm->pids[i] = bm->pids[--bm->npids];
+			break;
+		}
+	if (bm->npids)
+		return;
+	for (i = 0; i < bm->n; i++)
+		close(bm->fd[i]);
+	free(bm->pids);
+	free(bm);
+}
+
+/* Generations FROM and up of BM out of the outer map, under PID. */
+static void unregister_gens(struct pytm_bpf *skel, pid_t pid, int from, int n)
+{
+	__u32 key;
+	int g;
+
+	for (g = from; g < n; g++) {
+		key = PYTM_GEN_KEY(pid, g);
+		bpf_map_delete_elem(bpf_map__fd(skel->maps.blocks), &key);
+	}
+}
+
+/* New live-block maps for TR alone (one generation of MAX entries): 0 or -errno. */
+static int block_maps_new(struct tracee *tr, struct pytm_bpf *skel, long max)
+{
+	struct block_maps *bm = calloc(1, sizeof(*bm));
+	int fd;
+
+	if (!bm || block_maps_join(bm, tr->pid)) {
+		free(bm);
+		return -ENOMEM;
+	}
+	fd = new_blocks_map(skel, tr->pid, 0, max);
+	if (fd < 0) {
+		free(bm->pids);
+		free(bm);
+		return fd;
+	}
+	bm->fd[0] = fd;
+	bm->size[0] = max;
+	bm->n = 1;
+	tr->bm = bm;
+	return 0;
 }
 
 int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel,
@@ -288,7 +398,6 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 	tr->pid = pid;
 	tr->ppid = ppid;
 	tr->pidfd = -1;
-	tr->blocks_fd = -1;
 	err = target__open(&tr->t, pid);
 	if (err)
 		return err;
@@ -322,9 +431,9 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 		return err;
 	}
 	tr->max_blocks = o->max_blocks;
-	tr->blocks_fd = new_blocks_map(skel, pid, o->max_blocks);
-	if (tr->blocks_fd < 0) {
-		err = tr->blocks_fd;
+	err = block_maps_new(tr, skel,
+			     first_gen(o->max_blocks, o->record && o->inject && !o->sample_rate));
+	if (err) {
 		warn("cannot make the live-block map of process %d: %s", pid, strerror(-err));
 		return err;
 	}
@@ -342,13 +451,12 @@ int tracee__open(struct tracee *tr, pid_t pid, pid_t ppid, struct pytm_bpf *skel
 int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pytm_bpf *skel)
 {
 	__u32 key = pid;
-	int err;
+	int err, g;
 
 	memset(tr, 0, sizeof(*tr));
 	tr->pid = pid;
 	tr->ppid = parent->pid;
 	tr->pidfd = -1;
-	tr->blocks_fd = -1;
 	/* Becomes readable when the process exits; before the rest, which may take a while. */
 	tr->pidfd = syscall(SYS_pidfd_open, pid, 0);
 	err = target__fork(&tr->t, &parent->t, pid);
@@ -366,13 +474,24 @@ int tracee__fork(struct tracee *tr, struct tracee *parent, pid_t pid, struct pyt
 	tr->r = resolver__new(&tr->t, &tr->off);
 	if (!tr->r || resolver__inherit(tr->r, parent->r))
 		return -ENOMEM;
-	/* Its parent's map, under its own pid too (see pytm_proc.blocks_pid). */
+	/* Its parent's maps, under its own pid too (see pytm_proc.blocks_pid). */
 	tr->max_blocks = parent->max_blocks;
-	tr->blocks_fd = fcntl(parent->blocks_fd, F_DUPFD_CLOEXEC, 3);
-	if (tr->blocks_fd < 0)
-		return -errno;
-	if (bpf_map_update_elem(bpf_map__fd(skel->maps.blocks), &key, &tr->blocks_fd, BPF_ANY))
-		return -errno;
+	pthread_mutex_lock(&maps_lock);
+	err = parent->bm ? block_maps_join(parent->bm, pid) : -ENOENT;
+	if (!err)
+		tr->bm = parent->bm;
+	for (g = 0; !err && g < tr->bm->n; g++) {
+		key = PYTM_GEN_KEY(pid, g);
+		if (bpf_map_update_elem(bpf_map__fd(skel->maps.blocks), &key, &tr->bm->fd[g],
+					BPF_ANY))
+			err = -errno;
+	}
+	/* BPF gave it its parent's count at the fork: the parent may have grown since. */
+	if (!err)
+		err = pid_control(pid, skel, PYTM_CTL_NGEN, tr->bm->n);
+	pthread_mutex_unlock(&maps_lock);
+	if (err)
+		return err;
 	tr->shared_map = parent->shared_map = true;
 	tr->registered = true;	/* BPF made its procs entry at the fork */
 	tr->forked = true;
@@ -518,7 +637,7 @@ static void rec_peak_mark(void *arg, uint64_t ns)
  */
 static int new_codes_ring(struct pytm_bpf *skel, pid_t pid)
 {
-	return new_inner_map(skel->maps.rec_codes, pid, "rcodes", BPF_MAP_TYPE_RINGBUF, 0, 0,
+	return new_inner_map(skel->maps.rec_codes, pid, pid, "rcodes", BPF_MAP_TYPE_RINGBUF, 0, 0,
 			     REC_CODES_RING, NULL);
 }
 
@@ -616,14 +735,18 @@ struct snapshot *tracee__snapshot(struct tracee *tr, struct pytm_bpf *skel, int 
 {
 	struct snapshot *s;
 
+	if (!tr->bm) {		/* purged */
+		errno = ENOENT;
+		return NULL;
+	}
 	if (!tr->rec)
-		return collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks),
-					 tr->pid, frames, tr->r, NULL);
+		return collect__snapshot(tr->bm->fd, block_maps_n(tr->bm),
+					 bpf_map__fd(skel->maps.stacks), tr->pid, frames, tr->r, NULL);
 	/* Everything recorded so far, then nothing changes until it is read. */
 	recorder__sync(tr->rec);
 	recorder__lock(tr->rec);
-	s = collect__snapshot(tr->blocks_fd, bpf_map__fd(skel->maps.stacks), tr->pid, frames,
-			      tr->r, tr->rec);
+	s = collect__snapshot(tr->bm->fd, block_maps_n(tr->bm), bpf_map__fd(skel->maps.stacks),
+			      tr->pid, frames, tr->r, tr->rec);
 	recorder__unlock(tr->rec);
 	return s;
 }
@@ -632,15 +755,19 @@ struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel,
 				      uint64_t *peak_ns)
 {
 	struct pytm_proc p;
-
 	struct snapshot *s;
 
 	*peak_ns = 0;
+	if (!tr->bm) {		/* purged */
+		errno = ENOENT;
+		return NULL;
+	}
 	if (tr->rec) {
 		/* The drain's mark, over its blocks and BPF's (rec_peak_mark). */
 		recorder__sync(tr->rec);
 		recorder__lock(tr->rec);
-		s = collect__rec_peak(tr->blocks_fd, bpf_map__fd(skel->maps.peak_freed),
+		s = collect__rec_peak(tr->bm->fd, block_maps_n(tr->bm),
+				      bpf_map__fd(skel->maps.peak_freed),
 				      bpf_map__fd(skel->maps.stacks), tr->pid, peak_ns, frames,
 				      tr->r, tr->rec);
 		recorder__unlock(tr->rec);
@@ -651,7 +778,7 @@ struct snapshot *tracee__peak_snapshot(struct tracee *tr, struct pytm_bpf *skel,
 	/* No mark yet (nothing traced): an empty snapshot. */
 	if (!*peak_ns)
 		return snapshot__new(frames);
-	return collect__peak(tr->blocks_fd, bpf_map__fd(skel->maps.peak_freed),
+	return collect__peak(tr->bm->fd, block_maps_n(tr->bm), bpf_map__fd(skel->maps.peak_freed),
 			     bpf_map__fd(skel->maps.stacks), tr->pid, *peak_ns, frames, tr->r);
 }
 
@@ -752,6 +879,15 @@ static void delete_blocks_of(int fd, pid_t pid, __u32 only)
 	map_batch__free(&b);
 }
 
+/* The same in every generation of BM. */
+static void delete_blocks_all(const struct block_maps *bm, pid_t pid, __u32 only)
+{
+	int g, n = block_maps_n(bm);
+
+	for (g = 0; g < n; g++)
+		delete_blocks_of(bm->fd[g], pid, only);
+}
+
 /* Apply OP to TR's counters: in the kernel when it can, else by rewriting the entry. */
 static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __s64 arg)
 {
@@ -782,9 +918,13 @@ static int pid_control(pid_t pid, struct pytm_bpf *skel, enum pytm_ctl_op op, __
 	} else if (op == PYTM_CTL_INHERIT) {
 		p.current += arg;
 		p.peak = p.current > p.peak ? p.current : p.peak;
+	} else if (op == PYTM_CTL_NGEN) {
+		p.ngen = arg;
+	} else if (op == PYTM_CTL_ENTRIES) {
+		p.nblocks += arg;
 	} else {
 		if (op == PYTM_CTL_CLEAR)
-			p.current = 0;
+			p.current = p.nblocks = 0;
 		p.peak = op == PYTM_CTL_CLEAR ? 0 : p.current;
 	}
 	if (bpf_map_update_elem(pfd, &key, &p, BPF_EXIST))
@@ -813,19 +953,117 @@ void tracee__fork_done(pid_t parent, struct pytm_bpf *skel)
 
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 {
-	int fd;
+	struct block_maps *old = tr->bm;
+	int err, n;
 
-	/* A fresh map is quicker than deleting every entry of the old one. */
-	fd = new_blocks_map(skel, tr->pid, tr->max_blocks);
-	if (fd < 0)
-		return fd;
-	close(tr->blocks_fd);
-	tr->blocks_fd = fd;
+	/* A fresh map is quicker than deleting every entry of the old ones. */
+	pthread_mutex_lock(&maps_lock);
+	err = block_maps_new(tr, skel, first_gen(tr->max_blocks, tr->rec != NULL));
+	if (!err) {
+		n = old ? old->n : 0;
+		pid_control(tr->pid, skel, PYTM_CTL_NGEN, 1);
+		unregister_gens(skel, tr->pid, 1, n);
+		/* Maps a forked child or parent keeps: its blocks go from them. */
+		if (old && old->npids > 1)
+			delete_blocks_all(old, tr->pid, 0);
+		block_maps_leave(old, tr->pid);
+	}
+	pthread_mutex_unlock(&maps_lock);
+	if (err)
+		return err;
 	if (tr->rec) {
 		recorder__sync(tr->rec);
 		recorder__clear(tr->rec);
 	}
 	return proc_control(tr, skel, PYTM_CTL_CLEAR, 0);
+}
+
+/*
+ * A generation more for BM (within MAX entries for them all), entered
+ * under every sharer's pid. USED: the entries in them, for the log. Under
+ * maps_lock. 0, or -errno (said once; then never again).
+ */
+static int add_gen(struct block_maps *bm, struct pytm_bpf *skel, long max, __s64 used)
+{
+	int bfd = bpf_map__fd(skel->maps.blocks);
+	long size, room;
+	int i, g = bm->n, fd;
+	__u32 key;
+
+	if (bm->stuck || g >= PYTM_GENS || !bm->npids)
+		return -ENOSPC;
+	/* Twice the last one, within --max-blocks for them all. */
+	for (room = max, i = 0; i < g; i++)
+		room -= bm->size[i];
+	size = 2 * bm->size[g - 1] < room ? 2 * bm->size[g - 1] : room;
+	if (size < 1024) {
+		bm->stuck = true;	/* --max-blocks reached */
+		return -ENOSPC;
+	}
+	fd = new_blocks_map(skel, bm->pids[0], g, size);
+	if (fd < 0) {
+		bm->stuck = true;
+		warn("process %d: cannot make its live-block map larger (%ld entries: %s): events "
+		     "will be lost when it fills", bm->pids[0], size, strerror(-fd));
+		return fd;
+	}
+	bm->fd[g] = fd;
+	bm->size[g] = size;
+	__atomic_store_n(&bm->n, g + 1, __ATOMIC_RELEASE);
+	for (i = 0; i < bm->npids; i++) {
+		key = PYTM_GEN_KEY(bm->pids[i], g);
+		if (i && bpf_map_update_elem(bfd, &key, &fd, BPF_ANY))
+			continue;	/* it goes on with those it has */
+		pid_control(bm->pids[i], skel, PYTM_CTL_NGEN, g + 1);
+	}
+	if (used >= 0)
+		vlog("process %d: live-block map generation %d: %ld entries (%lld in use)",
+		     bm->pids[0], g + 1, size, (long long)used);
+	else
+		vlog("process %d: live-block map generation %d: %ld entries (for inherited blocks)",
+		     bm->pids[0], g + 1, size);
+	return 0;
+}
+
+int tracee__grow(struct tracee *tr, struct pytm_bpf *skel)
+{
+	int pfd = bpf_map__fd(skel->maps.procs);
+	struct block_maps *bm;
+	struct pytm_proc p;
+	__s64 used = 0;
+	long total = 0;
+	int i, err = 0;
+	__u32 key;
+
+	pthread_mutex_lock(&maps_lock);
+	bm = tr->bm;
+	/* Once for all the processes that share them: by the first. */
+	if (!bm || bm->stuck || bm->n >= PYTM_GENS || !bm->npids || bm->pids[0] != tr->pid ||
+	    mono_now() < bm->next_check)
+		goto out;
+	for (i = 0; i < bm->npids; i++) {
+		key = bm->pids[i];
+		if (!bpf_map_lookup_elem(pfd, &key, &p))
+			used += p.nblocks;
+	}
+	/*
+	 * Another when they are 3/4 full: new entries go to the newest, then
+	 * to older ones with room (insert_older), and a quarter is left for
+	 * the time until this is called again.
+	 */
+	for (i = 0; i < bm->n; i++)
+		total += bm->size[i];
+	if (used >= total / 4 * 3)
+		err = add_gen(bm, skel, tr->max_blocks, used);
+	/*
+	 * A quarter full or less: looked at again in 100 ms (half of them
+	 * takes longer to fill at ~1 M events/s), so that a thousand idle
+	 * processes cost 10,000 lookups a second, not 50,000.
+	 */
+	bm->next_check = mono_now() + (used < total / 4 ? 0.1 : 0.0);
+out:
+	pthread_mutex_unlock(&maps_lock);
+	return err == -ENOSPC ? 0 : err;
 }
 
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
@@ -840,13 +1078,17 @@ int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel)
 }
 
 
-/* Does the map FD hold K's address under K's pid with domain bit BIT? */
-static bool child_has(int fd, struct pytm_block_key k, __u32 bit)
+/* Do the maps BM hold K's address under K's pid with domain bit BIT? */
+static bool child_has(const struct block_maps *bm, struct pytm_block_key k, __u32 bit)
 {
 	struct pytm_block v;
+	int g, n = block_maps_n(bm);
 
 	k.domain |= bit;
-	return !bpf_map_lookup_elem(fd, &k, &v);
+	for (g = 0; g < n; g++)
+		if (!bpf_map_lookup_elem(bm->fd[g], &k, &v))
+			return true;
+	return false;
 }
 
 /*
@@ -864,13 +1106,30 @@ static bool child_has(int fd, struct pytm_block_key k, __u32 bit)
  * address in the microseconds between these calls would lose the new
  * block.) True if copied.
  */
-static bool copy_inherited(int fd, struct pytm_block_key k, const struct pytm_block *v,
-			   uint64_t *nskipped)
+static bool copy_inherited(struct tracee *tr, struct pytm_bpf *skel, struct pytm_block_key k,
+			   const struct pytm_block *v, uint64_t *nskipped)
 {
-	if (bpf_map_update_elem(fd, &k, v, BPF_NOEXIST))
-		return false;	/* the child's own block now, or no room */
-	if (child_has(fd, k, PYTM_DOMAIN_TOMB) || child_has(fd, k, PYTM_DOMAIN_GONE) ||
-	    child_has(fd, k, PYTM_DOMAIN_LATE)) {
+	const struct block_maps *bm = tr->bm;
+	int fd, n = block_maps_n(bm);
+
+	if (!n || (n > 1 && child_has(bm, k, 0)))
+		return false;	/* the child's own block now */
+	fd = bm->fd[n - 1];	/* the newest, as BPF's new blocks */
+	if (bpf_map_update_elem(fd, &k, v, BPF_NOEXIST)) {
+		/* Full: a generation more now (the copy is counted after it). */
+		if (errno != E2BIG)
+			return false;	/* the child's own block now */
+		pthread_mutex_lock(&maps_lock);
+		if (bm->n == n)
+			add_gen(tr->bm, skel, tr->max_blocks, -1);
+		pthread_mutex_unlock(&maps_lock);
+		n = block_maps_n(bm);
+		fd = bm->fd[n - 1];
+		if (bpf_map_update_elem(fd, &k, v, BPF_NOEXIST))
+			return false;	/* no room */
+	}
+	if (child_has(bm, k, PYTM_DOMAIN_TOMB) || child_has(bm, k, PYTM_DOMAIN_GONE) ||
+	    child_has(bm, k, PYTM_DOMAIN_LATE)) {
 		bpf_map_delete_elem(fd, &k);
 		(*nskipped)++;
 		return false;
@@ -881,7 +1140,7 @@ static bool copy_inherited(int fd, struct pytm_block_key k, const struct pytm_bl
 void tracee__inherit_none(struct tracee *tr, struct pytm_bpf *skel)
 {
 	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
-	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
+	delete_blocks_all(tr->bm, tr->pid, PYTM_DOMAIN_TOMB);
 }
 
 /* Blocks of PARENT's set at FORK_NS that it freed since (the freed map), into TR. */
@@ -906,7 +1165,7 @@ static void copy_freed(struct tracee *tr, const struct tracee *parent, struct py
 			k = keys[i];
 			k.pid = tr->pid;
 			k.domain &= PYTM_DOMAIN_MASK;
-			if (copy_inherited(tr->blocks_fd, k, &f[i].b, nskipped)) {
+			if (copy_inherited(tr, skel, k, &f[i].b, nskipped)) {
 				*bytes += f[i].b.weight;
 				(*nblocks)++;
 			}
@@ -976,7 +1235,7 @@ static int copy_recorded(void *arg, const struct recorder_block *b, const struct
 		.stack_id = copy_stack(c, b->stack, st),
 	};
 
-	if (copy_inherited(c->tr->blocks_fd, k, &v, &c->nskipped)) {
+	if (copy_inherited(c->tr, c->skel, k, &v, &c->nskipped)) {
 		c->bytes += (__s64)b->size;
 		c->nblocks++;
 	}
@@ -1007,23 +1266,17 @@ static void inherit_recorded(struct tracee *tr, struct tracee *parent, struct py
 	*nskipped += c.nskipped;
 }
 
-int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
-		    uint64_t *nblocks)
+/* PARENT's blocks in its map FD (at FORK_NS, if not 0), into TR's. */
+static int inherit_map(struct tracee *tr, const struct tracee *parent, struct pytm_bpf *skel,
+		       int fd, uint64_t fork_ns, __s64 *bytes, uint64_t *nblocks, uint64_t *ntombs)
 {
 	struct pytm_block_key k;
 	struct map_batch b;
-	__s64 bytes = 0;
 	__u32 i;
-	uint64_t ntombs = 0, fork_ns = 0;
-	struct pytm_proc p = { 0 };
 	int err;
 
-	*nblocks = 0;
-	/* 0: not forked under our eyes (attached late): the parent's set as it is. */
-	if (!tracee__stats(tr, skel, &p))
-		fork_ns = p.fork_ns;
-	err = map_batch__init(&b, parent->blocks_fd, sizeof(struct pytm_block_key),
-			      sizeof(struct pytm_block), INHERIT_BATCH);
+	err = map_batch__init(&b, fd, sizeof(struct pytm_block_key), sizeof(struct pytm_block),
+			      INHERIT_BATCH);
 	while (!err && map_batch__next(&b)) {
 		const struct pytm_block_key *keys = b.keys;
 		const struct pytm_block *vals = b.vals;
@@ -1037,13 +1290,33 @@ int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *s
 				continue;
 			k.pid = tr->pid;
 			k.domain &= PYTM_DOMAIN_MASK;
-			if (copy_inherited(tr->blocks_fd, k, &vals[i], &ntombs)) {
-				bytes += vals[i].weight;
+			if (copy_inherited(tr, skel, k, &vals[i], ntombs)) {
+				*bytes += vals[i].weight;
 				(*nblocks)++;
 			}
 		}
 	}
 	err = err ?: b.err;
+	map_batch__free(&b);
+	return err;
+}
+
+int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *skel,
+		    uint64_t *nblocks)
+{
+	__s64 bytes = 0;
+	uint64_t ntombs = 0, fork_ns = 0;
+	struct pytm_proc p = { 0 };
+	int g, n, err = 0;
+
+	*nblocks = 0;
+	/* 0: not forked under our eyes (attached late): the parent's set as it is. */
+	if (!tracee__stats(tr, skel, &p))
+		fork_ns = p.fork_ns;
+	n = block_maps_n(parent->bm);
+	for (g = 0; g < n && !err; g++)
+		err = inherit_map(tr, parent, skel, parent->bm->fd[g], fork_ns, &bytes, nblocks,
+				  &ntombs);
 	if (err)
 		goto cleanup;
 	/* ...and those it has freed since. */
@@ -1053,6 +1326,8 @@ int tracee__inherit(struct tracee *tr, struct tracee *parent, struct pytm_bpf *s
 	if (parent->rec)
 		inherit_recorded(tr, parent, skel, p.rec_fork, &bytes, nblocks, &ntombs);
 	err = proc_control(tr, skel, PYTM_CTL_INHERIT, bytes);
+	/* Entries in its maps too: they count for their growth. */
+	proc_control(tr, skel, PYTM_CTL_ENTRIES, *nblocks);
 	if (fork_ns)
 		tracee__fork_done(parent->pid, skel);
 	fork_ns = 0;
@@ -1063,8 +1338,7 @@ cleanup:
 	if (fork_ns)
 		tracee__fork_done(parent->pid, skel);
 	proc_control(tr, skel, PYTM_CTL_INHERITED, 0);
-	delete_blocks_of(tr->blocks_fd, tr->pid, PYTM_DOMAIN_TOMB);
-	map_batch__free(&b);
+	delete_blocks_all(tr->bm, tr->pid, PYTM_DOMAIN_TOMB);
 	return err;
 }
 
@@ -1109,6 +1383,16 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 		fprintf(out, "Traced memory: current=%s, peak=%s (%lld B, %lld B); %llu allocator events\n",
 			cur, peak, (long long)p.current, (long long)p.peak,
 			(unsigned long long)p.nevents);
+	}
+	if (!tr->rec && !tr->sample_rate && tr->bm) {
+		long entries = 0;
+		int g, n = block_maps_n(tr->bm);
+
+		for (g = 0; g < n; g++)
+			entries += tr->bm->size[g];
+		fprintf(out, "BPF maps: %lld live blocks in %d map%s of %ld entries in all%s\n",
+			(long long)p.nblocks, n, n == 1 ? "" : "s", entries,
+			tr->bm->npids > 1 ? " (shared with forked processes)" : "");
 	}
 	if (tr->rec) {
 		struct recorder_stats rs;
@@ -1362,17 +1646,18 @@ void tracee__purge(struct tracee *tr, struct pytm_bpf *skel)
 {
 	__u32 key = tr->pid;
 
-	if (!tr->registered && tr->blocks_fd < 0)
+	if (!tr->registered && !tr->bm)
 		return;
-	/* Its live-block map goes with the last reference to it... */
-	bpf_map_delete_elem(bpf_map__fd(skel->maps.blocks), &key);
+	/* Its live-block maps go with the last reference to them... */
+	pthread_mutex_lock(&maps_lock);
+	unregister_gens(skel, tr->pid, 0, tr->bm ? tr->bm->n : 1);
 	bpf_map_delete_elem(bpf_map__fd(skel->maps.rec_codes), &key);
 	/* ...which a forked child or parent may still hold: its blocks go first. */
-	if (tr->blocks_fd >= 0 && tr->shared_map)
-		delete_blocks_of(tr->blocks_fd, tr->pid, 0);
-	if (tr->blocks_fd >= 0)
-		close(tr->blocks_fd);
-	tr->blocks_fd = -1;
+	if (tr->bm && tr->shared_map)
+		delete_blocks_all(tr->bm, tr->pid, 0);
+	block_maps_leave(tr->bm, tr->pid);
+	tr->bm = NULL;
+	pthread_mutex_unlock(&maps_lock);
 	delete_pid_keys(bpf_map__fd(skel->maps.codes), sizeof(struct pytm_code_key), tr->pid);
 	delete_pid_keys(bpf_map__fd(skel->maps.allocs), sizeof(struct pytm_alloc_key), tr->pid);
 	if (tr->peak_step)

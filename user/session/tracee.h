@@ -45,8 +45,8 @@ struct tracee {
 	struct resolver *r;
 	struct probes pr;
 	int pidfd;
-	int blocks_fd;			/* this process's live-block map */
-	long max_blocks;		/* its size */
+	struct block_maps *bm;		/* its live-block maps (tracee.c) */
+	long max_blocks;		/* their entries, at most (--max-blocks) */
 	int pickle;			/* the target's own snapshot layout */
 	bool registered;		/* in the procs map */
 	bool ready;			/* the event thread may read its code objects */
@@ -58,7 +58,7 @@ struct tracee {
 					 * BPF's way (its parent's page, then its
 					 * own with the BPF walk: session.c, adopt) */
 	bool execed;			/* it called execve: another program now */
-	bool shared_map;		/* its live-block map is also a forked child's or parent's */
+	bool shared_map;		/* its live-block maps are also a forked child's or parent's */
 	char version[32];		/* "3.11.7" */
 	char cmdline[256];		/* sanitized */
 	pid_t nspid;			/* pid in its innermost pid namespace */
@@ -118,6 +118,13 @@ void tracee__peak_tidy(struct tracee *tr, struct pytm_bpf *skel);
 struct snapshot *tracee__alloc_snapshot(struct tracee *tr, struct pytm_bpf *skel, int frames);
 int tracee__stats(const struct tracee *tr, struct pytm_bpf *skel, struct pytm_proc *out);
 int tracee__clear(struct tracee *tr, struct pytm_bpf *skel);
+/*
+ * A generation more for TR's live-block maps (and the processes sharing
+ * them) if they may fill before the next call: the event thread calls it
+ * every few tens of milliseconds. Negative errno if that failed (said
+ * once).
+ */
+int tracee__grow(struct tracee *tr, struct pytm_bpf *skel);
 int tracee__reset_peak(struct tracee *tr, struct pytm_bpf *skel);
 /*
  * How the process ended, from P (tracee__stats): "" while it runs, else
