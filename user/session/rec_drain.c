@@ -52,6 +52,8 @@
 #define RELEASE_FULL	16		/* or this many when the ring is more than
 					 * half full: producers may be waiting */
 
+#define RECENT_STACKS	256		/* intern's cache: a power of two */
+
 struct tomb {
 	uint64_t addr, clock, head;
 };
@@ -198,7 +200,8 @@ struct recorder {
 	uint64_t bpf_events, retry_events;	/* BPF's count now, and at the last retry */
 	int64_t current, peak, bpf_current;
 	uint64_t now;			/* CLOCK_MONOTONIC ns of this drain batch */
-	uint32_t last_stack;		/* the stack interned last (index + 1) */
+	uint32_t recent[RECENT_STACKS];	/* stacks interned lately (index + 1), by
+					 * their innermost frame */
 	struct { uint64_t addr; uint32_t id; } code_cache[256];	/* code_id's */
 	uint64_t events, ncodes, ncodes_early, ntombs_seen, lost;
 	struct freed_ent *freed;		/* see FREED_KEEP */
@@ -411,12 +414,40 @@ static struct live_ent *live_insert(struct recorder *rec, uint64_t addr)
 	return e;
 }
 
+/* SLOT's entry is taken out: GONE, or empty when no probe needs to pass it. */
+static void live_clear_slot(struct live *l, uint32_t *slot)
+{
+	uint32_t *idx = l->idx;
+	size_t mask = l->mask, i;
+
+	if (slot < l->idx || slot > l->idx + l->mask) {
+		/* In the old index: a GONE there lets moves and probes go on. */
+		*slot = LIVE_GONE;
+		return;
+	}
+	i = (size_t)(slot - idx);
+	if (idx[(i + 1) & mask]) {
+		*slot = LIVE_GONE;	/* a probe may have to go on past it */
+		return;
+	}
+	/*
+	 * Followed by an empty slot: no probe needs to pass it, nor the GONE
+	 * slots right before it. Emptied, they no longer lengthen probes or
+	 * count towards the next rebuild.
+	 */
+	do {
+		idx[i] = 0;
+		l->used--;
+		i = (i - 1) & mask;
+	} while (idx[i] == LIVE_GONE);
+}
+
 static void live_remove(struct live *l, uint32_t *slot)
 {
 	uint32_t num1 = *slot & LIVE_NUM_MASK;
 	struct live_ent *e = live_at(l, num1);
 
-	*slot = LIVE_GONE;
+	live_clear_slot(l, slot);
 	e->addr = 0;
 	e->stack = l->free;
 	l->free = num1;
@@ -732,10 +763,18 @@ static void code_gone(struct recorder *rec, uint64_t addr)
 	}
 }
 
-/* Is the interned A the stack ST (LEN bytes)? A is only as long as its own. */
-static bool same_stack(const struct pytm_stack *a, const struct pytm_stack *st, size_t len)
+/* Is the interned A the stack ST? A is only as long as its own. */
+static bool same_stack(const struct pytm_stack *a, const struct pytm_stack *st)
 {
-	return a->nframe == st->nframe && !memcmp(a, st, len);
+	uint32_t i;
+
+	/* Word by word: most are one to a few frames, a call costs more. */
+	if (a->nframe != st->nframe || a->total_nframe != st->total_nframe)
+		return false;
+	for (i = 0; i < st->nframe; i++)
+		if (a->frames[i] != st->frames[i])
+			return false;
+	return true;
 }
 
 /* The stack of EV (numbered CLOCK), interned: index + 1, or 0 for none. */
@@ -743,8 +782,8 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev, ui
 {
 	struct pytm_stack *st = rec->scratch, *copy;
 	size_t len, cur = 0;
+	uint32_t i, *recent;
 	uint64_t h, v;
-	uint32_t i;
 
 	st->nframe = ev->nframe > PYTM_MAX_FRAMES ? PYTM_MAX_FRAMES : ev->nframe;
 	st->total_nframe = ev->total;
@@ -755,13 +794,19 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev, ui
 						   0),
 					   ev->frames[i].lasti);
 	len = offsetof(struct pytm_stack, frames) + st->nframe * sizeof(st->frames[0]);
-	/* Events come in runs from the same place. */
-	if (rec->last_stack && same_stack(rec->stacks[rec->last_stack - 1], st, len))
-		return rec->last_stack;
+	/*
+	 * Events come in runs from the same place, or from a few places in
+	 * turn: the last stack with the same innermost frame, if it is this
+	 * one, before the hash of them all.
+	 */
+	recent = &rec->recent[(st->nframe ? hash__mix64(st->frames[0] ^ st->total_nframe) : 0) &
+			      (RECENT_STACKS - 1)];
+	if (*recent && same_stack(rec->stacks[*recent - 1], st))
+		return *recent;
 	h = hash__bytes(rec->seed, st, len);
 	while ((v = htab__next(&rec->stack_idx, h, &cur)))
-		if (same_stack(rec->stacks[v - 1], st, len))
-			return rec->last_stack = (uint32_t)v;
+		if (same_stack(rec->stacks[v - 1], st))
+			return *recent = (uint32_t)v;
 	if (rec->nstacks == rec->stacks_cap) {
 		size_t cap = rec->stacks_cap ? rec->stacks_cap * 2 : 1024;
 		struct pytm_stack **n = realloc(rec->stacks, cap * sizeof(*n));
@@ -780,7 +825,7 @@ static uint32_t intern(struct recorder *rec, const struct pytm_rec_event *ev, ui
 		return 0;
 	}
 	rec->stacks[rec->nstacks++] = copy;
-	return rec->last_stack = (uint32_t)rec->nstacks;
+	return *recent = (uint32_t)rec->nstacks;
 }
 
 /* ---- applying events ---- */
