@@ -37,14 +37,13 @@ static __always_inline void *proc_blocks(struct pytm_proc *p, __u32 pid)
 }
 
 /*
- * KEY's entry in any generation, newest first (most frees are of young
- * blocks), and the map that holds it in *MAPP; NULL if none.
+ * KEY's entry in the generations below N, newest first (most frees are
+ * of young blocks), and the map that holds it in *MAPP; NULL if none.
  */
-static __always_inline struct pytm_block *find_block(struct pytm_proc *p, __u32 pid,
-						     const struct pytm_block_key *key,
-						     void **mapp)
+static __always_inline struct pytm_block *find_block_below(struct pytm_proc *p, __u32 pid,
+							   const struct pytm_block_key *key,
+							   void **mapp, __u32 n)
 {
-	__u32 n = proc_ngen(p);
 	struct pytm_block *b;
 	void *map;
 
@@ -62,6 +61,14 @@ static __always_inline struct pytm_block *find_block(struct pytm_proc *p, __u32 
 		}
 	}
 	return NULL;
+}
+
+/* KEY's entry in any generation (see find_block_below). */
+static __always_inline struct pytm_block *find_block(struct pytm_proc *p, __u32 pid,
+						     const struct pytm_block_key *key,
+						     void **mapp)
+{
+	return find_block_below(p, pid, key, mapp, proc_ngen(p));
 }
 
 /*
@@ -212,8 +219,12 @@ static void add_trace(struct pytm_proc *p, struct task_ctx *t,
 	map = proc_blocks(p, key->pid);
 	if (!map)
 		return;
-	/* Tracked in an older generation (its free unseen): updated there. */
-	b = proc_ngen(p) > 1 ? find_block(p, key->pid, key, &old_map) : NULL;
+	/*
+	 * Tracked in an older generation (its free unseen): updated there.
+	 * In the newest, the insert below says so.
+	 */
+	b = proc_ngen(p) > 1 ? find_block_below(p, key->pid, key, &old_map, proc_ngen(p) - 1) :
+			       NULL;
 	if (!b) {
 		/* Usually a new address: one insert, no lookup before it. */
 		err = bpf_map_update_elem(map, key, &nb, BPF_NOEXIST);

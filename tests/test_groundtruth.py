@@ -16,9 +16,9 @@ import os
 import pytest
 
 from conftest import GT_FRAMES as FRAMES
-from conftest import (GT_WORKLOADS, THRESHOLD, agreement, batch_result,
-                      check_agreement, check_run, gt_result, gt_run, isolated,
-                      run_traced)
+from conftest import (GT_WORKLOADS, INTERPRETERS, T_START, THRESHOLD, agreement,
+                      batch_result, check_agreement, check_run, finish_traced,
+                      gt_result, gt_run, isolated, run_traced)
 
 
 @pytest.mark.parametrize("frames", FRAMES, ids=lambda n: "frames%d" % n)
@@ -235,3 +235,35 @@ def test_groundtruth_recorder(request, python, tmp_path_factory, which):
     else:
         # Most events never enter the kernel.
         assert rec["bpf_allocs"] < rec["events"] / 4, rec
+
+
+def test_recorder_no_ring_falls_back(procs, tmp_path):
+    """When the target cannot map the recorder's ring (here: a ring of
+    16 M slots, 1 GiB at --frames 1, beyond the address-space limit the
+    test gives the target once it runs), pytm-bpf says so in one line and
+    traces with the BPF walk instead: exact all the same, no Recorder
+    line, BPF's maps footer."""
+    import resource
+
+    python = INTERPRETERS["debian-3.11"]
+    ours, ref = str(tmp_path / "ours.pickle"), str(tmp_path / "ref.pickle")
+    tgt = procs.target(python, "gt_single.py", ["--tracemalloc", 1, "--dump", ref])
+    tgt.expect("ready", timeout=T_START)
+    with open("/proc/%d/status" % tgt.pid) as f:
+        vm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")][0]
+    # Room for the workload and our page, not for the ring.
+    resource.prlimit(tgt.pid, resource.RLIMIT_AS, (vm + (256 << 20), vm + (256 << 20)))
+    tracer = procs.tracer(["-p", tgt.pid, "--frames", 1, "--top", 20,
+                           "--ring-slots", 1 << 24, "-o", ours])
+    tracer.wait_tracing()
+    run = finish_traced(tracer, tgt, ours)
+    check_run(run)
+    err = run.stderr.decode(errors="replace")
+    falls = [line for line in err.splitlines() if "no ring for the recorder" in line]
+    assert len(falls) == 1 and "the BPF walk instead" in falls[0], run.describe()
+    assert b"Recorder:" not in run.stdout, run.describe()
+    assert b"BPF maps:" in run.stdout and b"Lost events: none" in run.stdout, run.describe()
+    fig, summary = agreement(python, ours, ref, "gt_single.py")
+    run.ref, run.key, run.cumulative = ref, "lineno", False
+    check_agreement("recorder without its ring (the BPF walk), with tracemalloc, "
+                    "--frames 1", run, fig, summary)

@@ -188,6 +188,11 @@ static bool exiting(pid_t pid, pid_t tid)
 	return false;
 }
 
+bool inject__exiting(pid_t pid)
+{
+	return exiting(pid, pid);
+}
+
 static void comm_of(pid_t pid, char *buf, size_t len)
 {
 	char path[64];

@@ -93,6 +93,12 @@ struct inject_session;
  */
 int inject__attach(pid_t pid, struct inject_session **out);
 /*
+ * Whether process PID is on its way out: gone, a zombie, or SIGKILL
+ * pending (looked at for up to 100 ms while none of these shows). What a
+ * failed attach asks before it blames anything else.
+ */
+bool inject__exiting(pid_t pid);
+/*
  * Put the saved registers back and let the thread go; frees S.
  * Safe on NULL. Returns 0, or -ESRCH if the target exited meanwhile.
  */

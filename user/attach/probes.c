@@ -577,8 +577,8 @@ int probes__attach(struct probes *pr, struct pytm_bpf *skel,
 		goto fail;
 	if (o->inject) {
 		err = attach_injected(pr, skel, t, funcs, tables, o);
-		/* Gone while we injected: nothing to fall back to. */
-		if (err && err != -EBUSY && err != -ESRCH && kill(t->pid, 0) && errno == ESRCH) {
+		/* Gone (or going: a zombie too) while we injected: nothing to fall back to. */
+		if (err && err != -EBUSY && err != -ESRCH && inject__exiting(t->pid)) {
 			warn("process %d exited while being attached", t->pid);
 			err = -ESRCH;
 		}

@@ -983,6 +983,16 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
  * under every sharer's pid. USED: the entries in them, for the log. Under
  * maps_lock. 0, or -errno (said once; then never again).
  */
+/* The entries of BM's generations, all together. */
+static long gens_size(const struct block_maps *bm)
+{
+	long total = 0;
+
+	for (int i = 0; i < bm->n; i++)
+		total += bm->size[i];
+	return total;
+}
+
 static int add_gen(struct block_maps *bm, struct pytm_bpf *skel, long max, __s64 used)
 {
 	int bfd = bpf_map__fd(skel->maps.blocks);
@@ -993,8 +1003,7 @@ static int add_gen(struct block_maps *bm, struct pytm_bpf *skel, long max, __s64
 	if (bm->stuck || g >= PYTM_GENS || !bm->npids)
 		return -ENOSPC;
 	/* Twice the last one, within --max-blocks for them all. */
-	for (room = max, i = 0; i < g; i++)
-		room -= bm->size[i];
+	room = max - gens_size(bm);
 	size = 2 * bm->size[g - 1] < room ? 2 * bm->size[g - 1] : room;
 	if (size < 1024) {
 		bm->stuck = true;	/* --max-blocks reached */
@@ -1031,8 +1040,8 @@ int tracee__grow(struct tracee *tr, struct pytm_bpf *skel)
 	struct block_maps *bm;
 	struct pytm_proc p;
 	__s64 used = 0;
-	long total = 0;
 	int i, err = 0;
+	long total;
 	__u32 key;
 
 	pthread_mutex_lock(&maps_lock);
@@ -1051,8 +1060,7 @@ int tracee__grow(struct tracee *tr, struct pytm_bpf *skel)
 	 * to older ones with room (insert_older), and a quarter is left for
 	 * the time until this is called again.
 	 */
-	for (i = 0; i < bm->n; i++)
-		total += bm->size[i];
+	total = gens_size(bm);
 	if (used >= total / 4 * 3)
 		err = add_gen(bm, skel, tr->max_blocks, used);
 	/*
