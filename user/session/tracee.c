@@ -978,11 +978,6 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 	return proc_control(tr, skel, PYTM_CTL_CLEAR, 0);
 }
 
-/*
- * A generation more for BM (within MAX entries for them all), entered
- * under every sharer's pid. USED: the entries in them, for the log. Under
- * maps_lock. 0, or -errno (said once; then never again).
- */
 /* The entries of BM's generations, all together. */
 static long gens_size(const struct block_maps *bm)
 {
@@ -993,6 +988,11 @@ static long gens_size(const struct block_maps *bm)
 	return total;
 }
 
+/*
+ * A generation more for BM (within MAX entries for them all), entered
+ * under every sharer's pid. USED: the entries in them, for the log. Under
+ * maps_lock. 0, or -errno (said once; then never again).
+ */
 static int add_gen(struct block_maps *bm, struct pytm_bpf *skel, long max, __s64 used)
 {
 	int bfd = bpf_map__fd(skel->maps.blocks);
