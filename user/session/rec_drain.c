@@ -420,7 +420,7 @@ static void live_clear_slot(struct live *l, uint32_t *slot)
 	uint32_t *idx = l->idx;
 	size_t mask = l->mask, i;
 
-	if (slot < l->idx || slot > l->idx + l->mask) {
+	if (slot < idx || slot > idx + mask) {
 		/* In the old index: a GONE there lets moves and probes go on. */
 		*slot = LIVE_GONE;
 		return;

@@ -978,12 +978,12 @@ int tracee__clear(struct tracee *tr, struct pytm_bpf *skel)
 	return proc_control(tr, skel, PYTM_CTL_CLEAR, 0);
 }
 
-/* The entries of BM's generations, all together. */
-static long gens_size(const struct block_maps *bm)
+/* The entries of BM's first N generations, all together. */
+static long gens_size(const struct block_maps *bm, int n)
 {
 	long total = 0;
 
-	for (int i = 0; i < bm->n; i++)
+	for (int i = 0; i < n; i++)
 		total += bm->size[i];
 	return total;
 }
@@ -1003,7 +1003,7 @@ static int add_gen(struct block_maps *bm, struct pytm_bpf *skel, long max, __s64
 	if (bm->stuck || g >= PYTM_GENS || !bm->npids)
 		return -ENOSPC;
 	/* Twice the last one, within --max-blocks for them all. */
-	room = max - gens_size(bm);
+	room = max - gens_size(bm, g);
 	size = 2 * bm->size[g - 1] < room ? 2 * bm->size[g - 1] : room;
 	if (size < 1024) {
 		bm->stuck = true;	/* --max-blocks reached */
@@ -1060,7 +1060,7 @@ int tracee__grow(struct tracee *tr, struct pytm_bpf *skel)
 	 * to older ones with room (insert_older), and a quarter is left for
 	 * the time until this is called again.
 	 */
-	total = gens_size(bm);
+	total = gens_size(bm, bm->n);
 	if (used >= total / 4 * 3)
 		err = add_gen(bm, skel, tr->max_blocks, used);
 	/*
@@ -1393,11 +1393,9 @@ void tracee__footer(const struct tracee *tr, struct pytm_bpf *skel, FILE *out)
 			(unsigned long long)p.nevents);
 	}
 	if (!tr->rec && !tr->sample_rate && tr->bm) {
-		long entries = 0;
-		int g, n = block_maps_n(tr->bm);
+		int n = block_maps_n(tr->bm);
+		long entries = gens_size(tr->bm, n);
 
-		for (g = 0; g < n; g++)
-			entries += tr->bm->size[g];
 		fprintf(out, "BPF maps: %lld live blocks in %d map%s of %ld entries in all%s\n",
 			(long long)p.nblocks, n, n == 1 ? "" : "s", entries,
 			tr->bm->npids > 1 ? " (shared with forked processes)" : "");
